@@ -1,0 +1,77 @@
+//! Errors the command line reports, and the exit status each maps to.
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::config::ConfigError;
+use crate::graph::GraphError;
+
+/// Anything that stops a command before or instead of running tasks.
+#[derive(Debug, Error, Diagnostic)]
+pub enum CliError {
+    /// The tasks.toml is missing or invalid.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Config(#[from] ConfigError),
+
+    /// The tasks do not form a valid graph, or a target is unknown.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Graph(#[from] GraphError),
+
+    /// A task asks for confirmation and there is no terminal to ask on.
+    #[error(
+        "task `{task}` asks for confirmation (\"{question}\"), and there is no terminal to ask on"
+    )]
+    #[diagnostic(
+        code(cairn::run::needs_confirmation),
+        help("pass `--yes` to confirm it ahead of time")
+    )]
+    NeedsConfirmation {
+        /// The task.
+        task: String,
+        /// Its question.
+        question: String,
+    },
+
+    /// The user answered no.
+    #[error("not confirmed: `{task}` was not run, and neither was anything else")]
+    #[diagnostic(code(cairn::run::declined))]
+    Declined {
+        /// The task.
+        task: String,
+    },
+
+    /// `-- ARGS` given to a target that runs no command.
+    #[error("`{task}` runs no command of its own, so it cannot take `-- {args}`")]
+    #[diagnostic(
+        code(cairn::run::args_without_command),
+        help("pass the arguments to a task with `run`")
+    )]
+    ArgsWithoutCommand {
+        /// The task.
+        task: String,
+        /// The args as given.
+        args: String,
+    },
+
+    /// The runtime or terminal failed in a way cairn cannot recover from.
+    #[error("{what}: {source}")]
+    #[diagnostic(code(cairn::io))]
+    Io {
+        /// What cairn was doing.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// The exit status: 2 for a usage or configuration problem, 1 when the user declined.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Declined { .. } | CliError::Io { .. } => 1,
+            _ => 2,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `cairn list` and the candidates the completion scripts ask for.
+
+use crate::config::NamePart;
+
+use super::{CliError, Context};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ListArgs {
+    /// Print only runnable names, one per line (pattern tasks once per listed value).
+    #[arg(long)]
+    names: bool,
+}
+
+pub(super) fn list(context: &Context, args: &ListArgs) -> Result<i32, CliError> {
+    let (config, graph) = context.load()?;
+    if args.names {
+        for node in graph.nodes() {
+            println!("{}", node.label);
+        }
+        return Ok(0);
+    }
+    let width = config
+        .tasks
+        .iter()
+        .map(|t| t.name.text.chars().count())
+        .max()
+        .unwrap_or(0);
+    let bold = |text: &str| {
+        if context.color {
+            format!("\x1b[1m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    let dim = |text: &str| {
+        if context.color {
+            format!("\x1b[2m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    for task in &config.tasks {
+        let name = format!("{:<width$}", task.name.text);
+        match &task.description {
+            Some(description) => println!("{}  {}", bold(&name), description),
+            None => println!("{}", bold(&name)),
+        }
+        for part in &task.name.parts {
+            let NamePart::Param(i) = part else { continue };
+            let param = &task.params[*i];
+            let values = match &param.values {
+                Some(values) => values.join(" | "),
+                None => "any value".to_owned(),
+            };
+            let default = param
+                .default
+                .as_ref()
+                .map(|d| format!(" (default: {d})"))
+                .unwrap_or_default();
+            let description = param
+                .description
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            println!(
+                "{:<width$}    {}",
+                "",
+                dim(&format!("{}{description} = {values}{default}", param.name))
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Prints completion candidates; prints nothing (and never fails) where there is no valid tasks.toml.
+pub(super) fn complete(context: &Context, what: &str) {
+    if what != "targets" {
+        return;
+    }
+    let Ok((config, graph)) = context.load() else {
+        return;
+    };
+    for node in graph.nodes() {
+        println!("{}", node.label);
+    }
+    for task in &config.tasks {
+        if let Some(base) = task.name.base() {
+            if task.params.iter().all(|p| p.default.is_some()) {
+                println!("{base}");
+            }
+        }
+    }
+}

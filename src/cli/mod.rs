@@ -1,0 +1,204 @@
+//! The command line: argument parsing, one function per subcommand, and the only place that prints reports
+//! or picks exit codes.
+
+mod completions;
+mod error;
+mod list;
+mod output;
+mod run;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+use crate::graph::{GraphFormat, TaskGraph};
+pub use error::CliError;
+
+/// cairn: run the tasks of a repository that many machines deploy from.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The tasks.toml to use (default: the closest one in this directory or above).
+    #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
+    file: Option<PathBuf>,
+
+    /// When to use colours.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run tasks and everything they depend on.
+    Run(run::RunArgs),
+    /// List tasks with their params and descriptions.
+    List(list::ListArgs),
+    /// Print the task graph as Graphviz dot, Mermaid or JSON.
+    Graph(GraphArgs),
+    /// Load and validate tasks.toml; exit 0 when it is valid, 1 when not.
+    Check,
+    /// Print a completion script for a shell.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
+    /// Print completion candidates (used by the completion scripts).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// What to complete: `targets`.
+        what: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct GraphArgs {
+    /// Draw only these targets and what they depend on (default: every task).
+    targets: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormatArg::Dot)]
+    format: GraphFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GraphFormatArg {
+    Dot,
+    Mermaid,
+    Json,
+}
+
+/// Parses the command line, runs the command and returns the process's exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+        }
+    };
+    install_report_handler(color);
+    let context = Context {
+        file: cli.file,
+        color,
+    };
+    let outcome = match cli.command {
+        Command::Run(args) => run::run(&context, args),
+        Command::List(args) => list::list(&context, &args),
+        Command::Graph(args) => graph(&context, &args),
+        Command::Check => check(&context),
+        Command::Completions { shell } => {
+            print!("{}", completions::script(shell));
+            Ok(0)
+        }
+        Command::Complete { what } => {
+            list::complete(&context, &what);
+            Ok(0)
+        }
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            let code = error.exit_code();
+            eprintln!("{:?}", miette::Report::new(error));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// What every subcommand needs from the global flags.
+pub(crate) struct Context {
+    file: Option<PathBuf>,
+    color: bool,
+}
+
+impl Context {
+    /// Finds, loads and validates the tasks.toml.
+    fn load(&self) -> Result<(Arc<Config>, TaskGraph), CliError> {
+        let path = match &self.file {
+            Some(path) => path.clone(),
+            None => {
+                let cwd = std::env::current_dir().map_err(|source| CliError::Io {
+                    what: "cannot read the current directory".into(),
+                    source,
+                })?;
+                config::discover(&cwd)?
+            }
+        };
+        let config = Arc::new(Config::load(&absolute(&path))?);
+        let graph = TaskGraph::build(Arc::clone(&config))?;
+        Ok((config, graph))
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_owned())
+    }
+}
+
+fn install_report_handler(color: bool) {
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(color)
+                .unicode(true)
+                .terminal_links(false)
+                .force_graphical(true)
+                .width(100)
+                .build(),
+        )
+    }));
+}
+
+fn check(context: &Context) -> Result<i32, CliError> {
+    match context.load() {
+        Ok((config, graph)) => {
+            eprintln!(
+                "cairn: `{}` is valid: {} tasks, {} instances",
+                config.source.name(),
+                config.tasks.len(),
+                graph.nodes().len()
+            );
+            Ok(0)
+        }
+        Err(error) => {
+            eprintln!("{:?}", miette::Report::new(error));
+            Ok(1)
+        }
+    }
+}
+
+fn graph(context: &Context, args: &GraphArgs) -> Result<i32, CliError> {
+    let (_, mut graph) = context.load()?;
+    let selection = if args.targets.is_empty() {
+        graph.select_all()
+    } else {
+        graph.select(&args.targets)?
+    };
+    let format = match args.format {
+        GraphFormatArg::Dot => GraphFormat::Dot,
+        GraphFormatArg::Mermaid => GraphFormat::Mermaid,
+        GraphFormatArg::Json => GraphFormat::Json,
+    };
+    print!("{}", graph.render(&selection, format));
+    Ok(0)
+}

@@ -1,0 +1,152 @@
+//! Shows task output on the terminal: prefixed lines, grouped blocks, or nothing (when the task owns the
+//! terminal), plus cairn's own notes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+
+use crate::config::format_duration;
+use crate::run::{Job, Reporter, Stream, TaskResult, TaskStatus};
+
+/// How task output is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Each line as it comes, behind the task's label.
+    Prefixed,
+    /// Each task's output in one block when it ends.
+    Grouped,
+    /// Tasks write to the terminal themselves; only cairn's notes are printed.
+    Direct,
+}
+
+/// A [`Reporter`] writing to stdout and stderr.
+pub struct TerminalReporter {
+    layout: Layout,
+    color: bool,
+    width: usize,
+    buffers: Mutex<HashMap<usize, Vec<BufferedLine>>>,
+}
+
+/// A line held back until its task ends (grouped output).
+type BufferedLine = (Stream, Vec<u8>);
+
+/// Colours for labels, picked by a hash of the label so a task keeps its colour from run to run.
+const PALETTE: [&str; 6] = ["36", "33", "35", "32", "34", "96"];
+
+impl TerminalReporter {
+    /// A reporter for tasks whose labels are at most `width` characters.
+    pub fn new(layout: Layout, color: bool, width: usize) -> TerminalReporter {
+        TerminalReporter {
+            layout,
+            color,
+            width,
+            buffers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn label(&self, job: &Job) -> String {
+        let padded = format!("{:<width$}", job.label, width = self.width);
+        if self.color {
+            let hash = job
+                .label
+                .bytes()
+                .fold(5381u32, |h, b| h.wrapping_mul(33) ^ u32::from(b));
+            format!(
+                "\x1b[{}m{padded}\x1b[0m",
+                PALETTE[hash as usize % PALETTE.len()]
+            )
+        } else {
+            padded
+        }
+    }
+
+    fn note_line(&self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "cairn: {text}");
+    }
+}
+
+fn describe(status: &TaskStatus) -> String {
+    match status {
+        TaskStatus::Succeeded => "succeeded".into(),
+        TaskStatus::Failed { code } if *code > 128 => format!("killed by signal {}", code - 128),
+        TaskStatus::Failed { code } => format!("failed with exit code {code}"),
+        TaskStatus::TimedOut { after } => format!("timed out after {}", format_duration(*after)),
+        TaskStatus::Interrupted => "interrupted".into(),
+        TaskStatus::Skipped { .. } | TaskStatus::NotRun => "not run".into(),
+    }
+}
+
+impl Reporter for TerminalReporter {
+    fn started(&self, _job: &Job, _attempt: u32) {}
+
+    fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
+        match self.layout {
+            Layout::Prefixed => {
+                let mut text = self.label(job).into_bytes();
+                text.extend_from_slice(b" | ");
+                text.extend_from_slice(line);
+                text.push(b'\n');
+                // One write per line under the lock, so lines of parallel tasks never interleave mid-line.
+                let _ = match stream {
+                    Stream::Stdout => std::io::stdout().lock().write_all(&text),
+                    Stream::Stderr => std::io::stderr().lock().write_all(&text),
+                };
+            }
+            Layout::Grouped => {
+                let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+                buffers
+                    .entry(job.node)
+                    .or_default()
+                    .push((stream, line.to_vec()));
+            }
+            Layout::Direct => {}
+        }
+    }
+
+    fn finished(&self, job: &Job, result: &TaskResult) {
+        match self.layout {
+            Layout::Grouped => {
+                let lines = self
+                    .buffers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&job.node)
+                    .unwrap_or_default();
+                let mut out = std::io::stdout().lock();
+                let header = format!(
+                    "── {} ({}, {}) ",
+                    job.label,
+                    describe(&result.status),
+                    format_duration(result.duration)
+                );
+                let _ = writeln!(
+                    out,
+                    "{header}{}",
+                    "─".repeat(60usize.saturating_sub(header.chars().count()))
+                );
+                for (_, line) in lines {
+                    let _ = out.write_all(&line);
+                    let _ = out.write_all(b"\n");
+                }
+            }
+            Layout::Prefixed | Layout::Direct => {
+                if result.status.is_failure() {
+                    self.note_line(&format!("`{}` {}", job.label, describe(&result.status)));
+                }
+            }
+        }
+    }
+
+    fn retrying(&self, job: &Job, failed: &TaskStatus, next_attempt: u32, attempts: u32) {
+        self.note_line(&format!(
+            "`{}` {}; retrying (attempt {next_attempt} of {attempts})",
+            job.label,
+            describe(failed)
+        ));
+    }
+
+    fn note(&self, job: &Job, message: &str) {
+        self.note_line(&format!("`{}`: {message}", job.label));
+    }
+}

@@ -1,0 +1,228 @@
+//! `cairn run`: select, confirm, then run or print the plan.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+
+use clap::ValueEnum;
+
+use super::output::{Layout, TerminalReporter};
+use super::{CliError, Context};
+use crate::report::{render_summary, SummaryStyle};
+use crate::run::{self, is_direct, Plan, ProcessExecutor, RunOptions, Streams};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RunArgs {
+    /// Tasks to run, e.g. `build` or `deploy:production`.
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Run at most N tasks at once (default: `[settings] jobs`, else one per CPU).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    jobs: Option<u32>,
+    /// After a failure, keep running every task whose dependencies succeeded.
+    #[arg(short = 'k', long)]
+    keep_going: bool,
+    /// Print what would run, in order, with commands interpolated, and run nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Answer yes to every `confirm` question.
+    #[arg(short = 'y', long)]
+    yes: bool,
+    /// How task output is shown.
+    #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
+    output: OutputArg,
+    /// Arguments for the targets (never for their dependencies).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputArg {
+    /// Untouched for a single task; prefixed when several run.
+    Auto,
+    /// Every line behind its task's label.
+    Prefixed,
+    /// Each task's output in one block when it ends.
+    Grouped,
+    /// Tasks write straight to the terminal, unlabelled.
+    Raw,
+}
+
+pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
+    let (config, mut graph) = context.load()?;
+    let selection = graph.select(&args.targets)?;
+    let plan = Plan::new(&graph, &selection, &args.args);
+    if !args.args.is_empty() {
+        if let Some(job) = plan
+            .jobs
+            .iter()
+            .find(|j| j.is_target && j.commands.is_empty())
+        {
+            return Err(CliError::ArgsWithoutCommand {
+                task: job.label.clone(),
+                args: args.args.join(" "),
+            });
+        }
+    }
+    let jobs = args
+        .jobs
+        .map(|j| j as usize)
+        .or(config.settings.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    if args.dry_run {
+        print!("{}", describe_plan(&plan, jobs));
+        return Ok(0);
+    }
+    confirm(&plan, args.yes)?;
+
+    let stdin_is_terminal = std::io::stdin().is_terminal();
+    let (layout, stdio) = match (args.output, plan.jobs.len()) {
+        (OutputArg::Auto, 1) | (OutputArg::Raw, _) => (
+            Layout::Direct,
+            Streams::Inherited {
+                foreground: plan.jobs.len() == 1 && stdin_is_terminal && owns_terminal(),
+            },
+        ),
+        (OutputArg::Grouped, _) => (Layout::Grouped, Streams::Captured),
+        _ => (Layout::Prefixed, Streams::Captured),
+    };
+    let color = context.color && std::io::stdout().is_terminal();
+    let width = plan
+        .jobs
+        .iter()
+        .map(|j| j.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let reporter = Arc::new(TerminalReporter::new(layout, color, width));
+    let executor = Arc::new(ProcessExecutor {
+        stdio,
+        kill_grace: config.settings.kill_grace,
+    });
+    let options = RunOptions {
+        jobs,
+        keep_going: args.keep_going,
+        handle_signals: true,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            what: "cannot start the task scheduler".into(),
+            source,
+        })?;
+    let report = runtime
+        .block_on(run::execute(&plan, &options, executor, reporter))
+        .map_err(|source| CliError::Io {
+            what: "cannot listen for Ctrl-C and SIGTERM".into(),
+            source,
+        })?;
+    eprint!(
+        "{}",
+        render_summary(
+            &plan,
+            &report,
+            SummaryStyle {
+                color: context.color
+            }
+        )
+    );
+    Ok(report.exit_code())
+}
+
+/// Whether cairn is in the terminal's foreground process group (not started with `&`), so it may hand the
+/// terminal to a task.
+fn owns_terminal() -> bool {
+    // SAFETY: plain queries on our own stdin.
+    unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
+}
+
+/// Asks every question up front, before anything runs, so a "no" never leaves a half-done run.
+fn confirm(plan: &Plan, yes: bool) -> Result<(), CliError> {
+    let questions: Vec<(&str, &str)> = plan
+        .jobs
+        .iter()
+        .filter_map(|j| j.confirm.as_deref().map(|q| (j.label.as_str(), q)))
+        .collect();
+    if questions.is_empty() || yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        let (task, question) = questions[0];
+        return Err(CliError::NeedsConfirmation {
+            task: task.to_owned(),
+            question: question.to_owned(),
+        });
+    }
+    let stdin = std::io::stdin();
+    for (task, question) in questions {
+        eprint!("{question} [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        stdin
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|source| CliError::Io {
+                what: "cannot read the answer".into(),
+                source,
+            })?;
+        if !matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+            return Err(CliError::Declined {
+                task: task.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn describe_plan(plan: &Plan, jobs: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let count = plan.jobs.len();
+    let _ = writeln!(
+        out,
+        "plan: {count} task{}, up to {jobs} at once",
+        if count == 1 { "" } else { "s" }
+    );
+    for (i, job) in plan.jobs.iter().enumerate() {
+        let after: Vec<&str> = plan.deps[i]
+            .iter()
+            .map(|&d| plan.jobs[d].label.as_str())
+            .collect();
+        let after = if after.is_empty() {
+            String::new()
+        } else {
+            format!("  (after {})", after.join(", "))
+        };
+        let _ = writeln!(out, "{:>3}. {}{after}", i + 1, job.label);
+        for (name, value) in job
+            .env
+            .iter()
+            .filter(|(n, _)| n.starts_with("CAIRN_PARAM_"))
+        {
+            let _ = writeln!(
+                out,
+                "       param {}={value}",
+                name.trim_start_matches("CAIRN_PARAM_").to_lowercase()
+            );
+        }
+        let _ = writeln!(out, "       dir   {}", job.dir.display());
+        if let Some(timeout) = job.timeout {
+            let _ = writeln!(
+                out,
+                "       timeout {}",
+                crate::config::format_duration(timeout)
+            );
+        }
+        if job.retries > 0 {
+            let _ = writeln!(out, "       retries {}", job.retries);
+        }
+        if let Some(question) = &job.confirm {
+            let _ = writeln!(out, "       asks  {question}");
+        }
+        for line in &job.commands {
+            let how = if is_direct(job, line) { "" } else { " (shell)" };
+            let _ = writeln!(out, "       $ {line}{how}");
+        }
+    }
+    out
+}

@@ -1,0 +1,247 @@
+//! tasks.toml → a validated [`Config`], with every span kept for diagnostics.
+//!
+//! This module reads one file and checks everything that can be checked from the file alone: keys, types,
+//! durations, param declarations and every `{{name}}`. Whether dependencies exist and form no cycle is the
+//! graph's job, because that needs the pattern tasks expanded.
+
+mod duration;
+mod error;
+mod parse;
+pub mod source;
+pub mod suggest;
+pub mod template;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::ConfigError;
+pub use source::{SourceFile, Span};
+pub use template::{Part, Template};
+
+/// The file name cairn looks for.
+pub const FILE_NAME: &str = "tasks.toml";
+
+/// The shell used when neither `[settings]` nor the task names one.
+pub const DEFAULT_SHELL: [&str; 4] = ["bash", "-eo", "pipefail", "-c"];
+
+/// How long a task's processes get between SIGTERM and SIGKILL unless `[settings] kill_grace` says otherwise.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// A loaded and validated tasks.toml.
+#[derive(Debug)]
+pub struct Config {
+    /// The file's text, for diagnostics.
+    pub source: SourceFile,
+    /// The file's path.
+    pub path: PathBuf,
+    /// The directory holding the file; task `dir`s are relative to it.
+    pub root: PathBuf,
+    /// `[settings]`.
+    pub settings: Settings,
+    /// `[vars]`, in file order.
+    pub vars: Vec<Var>,
+    /// `[tasks.*]`, in file order.
+    pub tasks: Vec<TaskDef>,
+}
+
+/// `[settings]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Parallel tasks at most; `None` means one per CPU.
+    pub jobs: Option<usize>,
+    /// The command prefix a task's lines are run with.
+    pub shell: Vec<String>,
+    /// Time between SIGTERM and SIGKILL when stopping a task.
+    pub kill_grace: Duration,
+}
+
+/// One `[vars]` entry.
+#[derive(Debug, Clone)]
+pub struct Var {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// Where the name is written.
+    pub span: Span,
+}
+
+/// One `[tasks.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct TaskDef {
+    /// The name, which may hold `{param}` placeholders.
+    pub name: TaskName,
+    /// Where the name is written.
+    pub span: Span,
+    /// `description`.
+    pub description: Option<String>,
+    /// `params.*`, in the order they appear in the name.
+    pub params: Vec<ParamDef>,
+    /// `run`: command lines, run in order.
+    pub run: Vec<Template>,
+    /// `deps`.
+    pub deps: Vec<DepDef>,
+    /// `inputs` globs.
+    pub inputs: Vec<Spanned<String>>,
+    /// `outputs` globs.
+    pub outputs: Vec<Spanned<String>>,
+    /// `env`, in file order.
+    pub env: Vec<(String, Template)>,
+    /// `dir`, relative to the file's directory.
+    pub dir: Option<Template>,
+    /// `timeout`.
+    pub timeout: Option<Duration>,
+    /// `retries`.
+    pub retries: u32,
+    /// `cache`; `None` means the default (cached when `inputs` are declared).
+    pub cache: Option<bool>,
+    /// `shell`, when the task overrides the default.
+    pub shell: Option<Vec<String>>,
+    /// `confirm`: the question asked before the task runs.
+    pub confirm: Option<Template>,
+}
+
+/// A value with the span it was written at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A task name, split at its `{param}` placeholders.
+#[derive(Debug, Clone)]
+pub struct TaskName {
+    /// The name as written, e.g. `deploy:{env}`.
+    pub text: String,
+    /// Literal text and params, in order.
+    pub parts: Vec<NamePart>,
+}
+
+/// A piece of a task name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamePart {
+    /// Literal text.
+    Literal(String),
+    /// A param, by index into `TaskDef::params`.
+    Param(usize),
+}
+
+/// A task parameter.
+#[derive(Debug, Clone)]
+pub struct ParamDef {
+    /// Its name.
+    pub name: String,
+    /// The values it may take; `None` accepts any non-empty value.
+    pub values: Option<Vec<String>>,
+    /// The value used when a target or dependency gives none.
+    pub default: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// Where it is declared.
+    pub span: Span,
+}
+
+/// One entry of `deps`.
+#[derive(Debug, Clone)]
+pub struct DepDef {
+    /// The dependency's name, possibly naming params of this task.
+    pub template: Template,
+    /// The name as written.
+    pub text: String,
+    /// Where it is written.
+    pub span: Span,
+}
+
+impl TaskName {
+    /// Whether the name has params.
+    pub fn is_pattern(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, NamePart::Param(_)))
+    }
+
+    /// The instance name for the given param values, e.g. `deploy:production`.
+    pub fn instance(&self, values: &[String]) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                NamePart::Literal(text) => out.push_str(text),
+                NamePart::Param(i) => out.push_str(&values[*i]),
+            }
+        }
+        out
+    }
+
+    /// The text before the first param with trailing separators removed (`deploy` for `deploy:{env}`), which
+    /// names the task with every param at its default.
+    pub fn base(&self) -> Option<&str> {
+        match self.parts.first() {
+            Some(NamePart::Literal(text)) if self.is_pattern() => {
+                let base = text.trim_end_matches([':', '-', '/', '.', '_']);
+                (!base.is_empty()).then_some(base)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let root = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&display_name(path), &text, path.to_owned(), root)
+    }
+
+    /// Validates `text` as the contents of a tasks.toml named `name`, living in `root`.
+    pub fn parse(
+        name: &str,
+        text: &str,
+        path: PathBuf,
+        root: PathBuf,
+    ) -> Result<Config, ConfigError> {
+        let source = SourceFile::new(name, Arc::from(text));
+        parse::parse(source, text, path, root)
+    }
+
+    /// The values of `[vars]` in order, as templates render them.
+    pub fn var_values(&self) -> Vec<String> {
+        self.vars.iter().map(|v| v.value.clone()).collect()
+    }
+
+    /// The shell a task runs its lines with, and whether it is cairn's default.
+    pub fn shell_for<'a>(&'a self, task: &'a TaskDef) -> &'a [String] {
+        task.shell.as_deref().unwrap_or(&self.settings.shell)
+    }
+}
+
+/// Finds tasks.toml in `start` or the closest directory above it.
+pub fn discover(start: &Path) -> Result<PathBuf, ConfigError> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(FILE_NAME))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| ConfigError::NotFound {
+            start: start.to_owned(),
+        })
+}
+
+/// The name diagnostics show for a file: relative to the working directory when it is below it.
+fn display_name(path: &Path) -> String {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf));
+    relative
+        .unwrap_or_else(|| path.to_owned())
+        .display()
+        .to_string()
+}

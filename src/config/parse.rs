@@ -1,0 +1,790 @@
+//! Walks the TOML document by hand, so every problem is collected with its span and unknown keys get a
+//! "did you mean".
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned as TomlSpanned;
+
+use super::source::{span_within_string, to_source_span, SourceFile, Span};
+use super::suggest::did_you_mean;
+use super::template::{self, Part, Piece, Template, ARGS_NAME};
+use super::{
+    parse_duration, Config, ConfigError, DepDef, NamePart, ParamDef, Settings, Spanned, TaskDef,
+    TaskName, Var, DEFAULT_KILL_GRACE, DEFAULT_SHELL,
+};
+
+type Value<'i> = TomlSpanned<DeValue<'i>>;
+type Key<'i> = TomlSpanned<std::borrow::Cow<'i, str>>;
+
+const TOP_KEYS: &[&str] = &["settings", "vars", "tasks"];
+const SETTINGS_KEYS: &[&str] = &["jobs", "shell", "kill_grace"];
+const TASK_KEYS: &[&str] = &[
+    "description",
+    "run",
+    "deps",
+    "params",
+    "inputs",
+    "outputs",
+    "env",
+    "dir",
+    "timeout",
+    "retries",
+    "cache",
+    "shell",
+    "confirm",
+];
+const PARAM_KEYS: &[&str] = &["values", "default", "description"];
+const MAX_RETRIES: i64 = 100;
+
+pub(super) fn parse(
+    source: SourceFile,
+    text: &str,
+    path: PathBuf,
+    root: PathBuf,
+) -> Result<Config, ConfigError> {
+    let name = source.name().to_owned();
+    let (document, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        let errors = syntax_errors
+            .into_iter()
+            .map(|e| {
+                let span = e.span().unwrap_or(0..0);
+                ConfigError::Syntax {
+                    message: e.message().trim().to_owned(),
+                    src: source.clone(),
+                    span: to_source_span(&span),
+                }
+            })
+            .collect();
+        return Err(ConfigError::collect(&name, errors));
+    }
+    let mut walker = Walker {
+        text,
+        source: source.clone(),
+        errors: Vec::new(),
+    };
+    let document = document.get_ref();
+    walker.check_keys(document, TOP_KEYS, "the top level");
+    let settings = walker.settings(document.get("settings"));
+    let vars = walker.vars(document.get("vars"));
+    let tasks = walker.tasks(document.get("tasks"), &vars);
+    if !walker.errors.is_empty() {
+        return Err(ConfigError::collect(&name, walker.errors));
+    }
+    Ok(Config {
+        source,
+        path,
+        root,
+        settings,
+        vars,
+        tasks,
+    })
+}
+
+struct Walker<'t> {
+    text: &'t str,
+    source: SourceFile,
+    errors: Vec<ConfigError>,
+}
+
+/// The names a template may refer to.
+struct Scope<'a> {
+    params: &'a [ParamDef],
+    vars: &'a [Var],
+    allow_args: bool,
+}
+
+fn type_name(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+impl Walker<'_> {
+    fn check_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], context: &str) {
+        for (key, _) in table.iter() {
+            let key_text: &str = key.get_ref();
+            if !allowed.contains(&key_text) {
+                self.errors.push(ConfigError::UnknownKey {
+                    key: key_text.to_owned(),
+                    context: context.to_owned(),
+                    src: self.source.clone(),
+                    span: to_source_span(&key.span()),
+                    help: did_you_mean(key_text, allowed.iter().copied())
+                        .or_else(|| Some(format!("known keys: {}", allowed.join(", ")))),
+                });
+            }
+        }
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &'static str, value: &Value<'_>) {
+        self.errors.push(ConfigError::WrongType {
+            key: key.to_owned(),
+            expected,
+            found: type_name(value.get_ref()),
+            src: self.source.clone(),
+            span: to_source_span(&value.span()),
+        });
+    }
+
+    fn invalid(&mut self, key: &str, reason: impl Into<String>, span: &Span, help: Option<String>) {
+        self.errors.push(ConfigError::InvalidValue {
+            key: key.to_owned(),
+            reason: reason.into(),
+            src: self.source.clone(),
+            span: to_source_span(span),
+            help,
+        });
+    }
+
+    fn table<'v, 'i>(&mut self, key: &str, value: &'v Value<'i>) -> Option<&'v DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(table) => Some(table),
+            _ => {
+                self.wrong_type(key, "a table", value);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<String>> {
+        match value.get_ref() {
+            DeValue::String(text) => Some(Spanned {
+                value: text.to_string(),
+                span: value.span(),
+            }),
+            _ => {
+                self.wrong_type(key, "a string", value);
+                None
+            }
+        }
+    }
+
+    /// A string, or a number or boolean written without quotes (taken as its text).
+    fn scalar_text(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<String>> {
+        let text = match value.get_ref() {
+            DeValue::String(text) => text.to_string(),
+            DeValue::Integer(i) => i.as_str().to_owned(),
+            DeValue::Float(f) => f.as_str().to_owned(),
+            DeValue::Boolean(b) => b.to_string(),
+            _ => {
+                self.wrong_type(key, "a string", value);
+                return None;
+            }
+        };
+        Some(Spanned {
+            value: text,
+            span: value.span(),
+        })
+    }
+
+    fn strings(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<Spanned<String>>> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, "an array of strings", value);
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            out.push(self.string(key, item)?);
+        }
+        Some(out)
+    }
+
+    fn string_or_strings(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<Spanned<String>>> {
+        match value.get_ref() {
+            DeValue::String(_) => self.string(key, value).map(|s| vec![s]),
+            DeValue::Array(_) => self.strings(key, value),
+            _ => {
+                self.wrong_type(key, "a string or an array of strings", value);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(key, "a boolean", value);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &str, value: &Value<'_>, min: i64, max: i64) -> Option<i64> {
+        let DeValue::Integer(raw) = value.get_ref() else {
+            self.wrong_type(key, "an integer", value);
+            return None;
+        };
+        let parsed = i64::from_str_radix(raw.as_str(), raw.radix())
+            .ok()
+            .filter(|n| (min..=max).contains(n));
+        if parsed.is_none() {
+            self.invalid(
+                key,
+                format!("expected a whole number from {min} to {max}"),
+                &value.span(),
+                None,
+            );
+        }
+        parsed
+    }
+
+    fn duration(&mut self, key: &str, value: &Value<'_>) -> Option<std::time::Duration> {
+        let text = match value.get_ref() {
+            DeValue::String(text) => text.to_string(),
+            DeValue::Integer(i) => {
+                let example = format!("{}s", i.as_str());
+                self.invalid(
+                    key,
+                    "a duration needs a unit",
+                    &value.span(),
+                    Some(format!(
+                        "write it as a string with a unit, e.g. `\"{example}\"`"
+                    )),
+                );
+                return None;
+            }
+            _ => {
+                self.wrong_type(key, "a duration string such as \"30s\"", value);
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                self.invalid(
+                    key,
+                    "a duration must be longer than zero",
+                    &value.span(),
+                    None,
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(reason) => {
+                self.invalid(
+                    key,
+                    reason,
+                    &value.span(),
+                    Some(
+                        "use whole numbers with units ms, s, m, h or d, e.g. `90s`, `10m`, `1h30m`"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn settings(&mut self, value: Option<&Value<'_>>) -> Settings {
+        let mut settings = Settings {
+            jobs: None,
+            shell: DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
+            kill_grace: DEFAULT_KILL_GRACE,
+        };
+        let Some(table) = value.and_then(|v| self.table("settings", v)) else {
+            return settings;
+        };
+        self.check_keys(table, SETTINGS_KEYS, "[settings]");
+        if let Some(v) = table.get("jobs") {
+            settings.jobs = self.integer("jobs", v, 1, 4096).map(|n| n as usize);
+        }
+        if let Some(v) = table.get("shell") {
+            if let Some(shell) = self.shell("shell", v) {
+                settings.shell = shell;
+            }
+        }
+        if let Some(v) = table.get("kill_grace") {
+            if let Some(grace) = self.duration("kill_grace", v) {
+                settings.kill_grace = grace;
+            }
+        }
+        settings
+    }
+
+    fn shell(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
+        let parts = self.strings(key, value)?;
+        if parts.is_empty() || parts[0].value.trim().is_empty() {
+            self.invalid(
+                key,
+                "the shell needs at least a program",
+                &value.span(),
+                Some("for example `shell = [\"bash\", \"-c\"]`".into()),
+            );
+            return None;
+        }
+        Some(parts.into_iter().map(|p| p.value).collect())
+    }
+
+    fn vars(&mut self, value: Option<&Value<'_>>) -> Vec<Var> {
+        let Some(table) = value.and_then(|v| self.table("vars", v)) else {
+            return Vec::new();
+        };
+        let mut vars = Vec::with_capacity(table.len());
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            if !template::is_identifier(name) || name == ARGS_NAME {
+                let reason = if name == ARGS_NAME {
+                    "`args` is reserved for the run's `-- ARGS`".to_owned()
+                } else {
+                    "a var name uses letters, digits, `_` and `-`, and starts with a letter"
+                        .to_owned()
+                };
+                self.invalid(name, reason, &key.span(), None);
+                continue;
+            }
+            if let Some(text) = self.scalar_text(name, value) {
+                vars.push(Var {
+                    name: name.to_owned(),
+                    value: text.value,
+                    span: key.span(),
+                });
+            }
+        }
+        vars
+    }
+
+    fn tasks(&mut self, value: Option<&Value<'_>>, vars: &[Var]) -> Vec<TaskDef> {
+        let Some(table) = value.and_then(|v| self.table("tasks", v)) else {
+            return Vec::new();
+        };
+        let mut tasks = Vec::with_capacity(table.len());
+        for (key, value) in table.iter() {
+            if let Some(task) = self.task(key, value, vars) {
+                tasks.push(task);
+            }
+        }
+        tasks
+    }
+
+    fn task(&mut self, key: &Key<'_>, value: &Value<'_>, vars: &[Var]) -> Option<TaskDef> {
+        let name: &str = key.get_ref();
+        let context = format!("task `{name}`");
+        let table = self.table(&format!("tasks.{name}"), value)?;
+        let errors_before = self.errors.len();
+        self.check_keys(table, TASK_KEYS, &context);
+
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            self.invalid(
+                "tasks",
+                "a task name must be non-empty and have no spaces",
+                &key.span(),
+                Some("use `-` or `:` to separate words, e.g. `deploy:production`".into()),
+            );
+            return None;
+        }
+        let declared = match table.get("params") {
+            Some(v) => self.params(&context, v),
+            None => Vec::new(),
+        };
+        let (task_name, params) = self.task_name(key, declared)?;
+        let scope = Scope {
+            params: &params,
+            vars,
+            allow_args: false,
+        };
+        let run_scope = Scope {
+            allow_args: true,
+            ..scope
+        };
+
+        let mut run = Vec::new();
+        if let Some(v) = table.get("run") {
+            for line in self.string_or_strings("run", v).unwrap_or_default() {
+                if let Some(t) =
+                    self.template(&format!("`run` of {context}"), &line, false, &run_scope)
+                {
+                    run.push(t);
+                }
+            }
+        }
+        let mut deps = Vec::new();
+        if let Some(v) = table.get("deps") {
+            for dep in self.strings("deps", v).unwrap_or_default() {
+                if let Some(t) = self.template(&format!("`deps` of {context}"), &dep, true, &scope)
+                {
+                    deps.push(DepDef {
+                        template: t,
+                        text: dep.value,
+                        span: dep.span,
+                    });
+                }
+            }
+        }
+        if run.is_empty()
+            && deps.is_empty()
+            && table.get("run").is_none()
+            && table.get("deps").is_none()
+        {
+            self.invalid(
+                "tasks",
+                format!("task `{name}` has neither `run` nor `deps`"),
+                &key.span(),
+                Some("add `run = \"…\"` with its command, or `deps = [...]` to make it a group of tasks".into()),
+            );
+        }
+        let inputs = match table.get("inputs") {
+            Some(v) => self.globs("inputs", v),
+            None => Vec::new(),
+        };
+        let outputs = match table.get("outputs") {
+            Some(v) => self.globs("outputs", v),
+            None => Vec::new(),
+        };
+        let mut env = Vec::new();
+        if let Some(v) = table.get("env") {
+            if let Some(env_table) = self.table("env", v) {
+                for (env_key, env_value) in env_table.iter() {
+                    let var: &str = env_key.get_ref();
+                    let valid = var
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid {
+                        self.invalid(
+                            "env",
+                            format!("`{var}` is not a valid environment variable name"),
+                            &env_key.span(),
+                            Some("use letters, digits and `_`, starting with a letter".into()),
+                        );
+                        continue;
+                    }
+                    if let Some(text) = self.scalar_text(var, env_value) {
+                        let ctx = format!("`env.{var}` of {context}");
+                        if let Some(t) = self.template(&ctx, &text, false, &scope) {
+                            env.push((var.to_owned(), t));
+                        }
+                    }
+                }
+            }
+        }
+        let dir = table
+            .get("dir")
+            .and_then(|v| self.string("dir", v))
+            .and_then(|d| {
+                if d.value.trim().is_empty() {
+                    self.invalid(
+                        "dir",
+                        "the directory is empty",
+                        &d.span,
+                        Some("use `\".\"` for the tasks.toml directory".into()),
+                    );
+                    return None;
+                }
+                self.template(&format!("`dir` of {context}"), &d, false, &scope)
+            });
+        let timeout = table
+            .get("timeout")
+            .and_then(|v| self.duration("timeout", v));
+        let retries = table
+            .get("retries")
+            .and_then(|v| self.integer("retries", v, 0, MAX_RETRIES))
+            .unwrap_or(0) as u32;
+        let cache = table.get("cache").and_then(|v| self.boolean("cache", v));
+        let shell = table.get("shell").and_then(|v| self.shell("shell", v));
+        let confirm = match table.get("confirm") {
+            Some(v) => match v.get_ref() {
+                DeValue::Boolean(true) => Some(Template::literal(format!("Run `{name}`?"))),
+                DeValue::Boolean(false) => None,
+                _ => self.string("confirm", v).and_then(|q| {
+                    self.template(&format!("`confirm` of {context}"), &q, false, &scope)
+                }),
+            },
+            None => None,
+        };
+        let description = table
+            .get("description")
+            .and_then(|v| self.string("description", v))
+            .map(|d| d.value);
+
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(TaskDef {
+            name: task_name,
+            span: key.span(),
+            description,
+            params,
+            run,
+            deps,
+            inputs,
+            outputs,
+            env,
+            dir,
+            timeout,
+            retries,
+            cache,
+            shell,
+            confirm,
+        })
+    }
+
+    fn params(&mut self, context: &str, value: &Value<'_>) -> Vec<ParamDef> {
+        let Some(table) = self.table("params", value) else {
+            return Vec::new();
+        };
+        let mut params = Vec::new();
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            if !template::is_identifier(name) || name == ARGS_NAME {
+                self.invalid(
+                    "params",
+                    format!("`{name}` cannot be a param name"),
+                    &key.span(),
+                    Some("use letters, digits, `_` and `-`, starting with a letter; `args` is reserved".into()),
+                );
+                continue;
+            }
+            let param_context = format!("param `{name}` of {context}");
+            let Some(spec) = (match value.get_ref() {
+                DeValue::Table(t) => Some(t),
+                _ => {
+                    self.errors.push(ConfigError::WrongType {
+                        key: format!("params.{name}"),
+                        expected: "a table such as { values = [\"a\", \"b\"], default = \"a\" }",
+                        found: type_name(value.get_ref()),
+                        src: self.source.clone(),
+                        span: to_source_span(&value.span()),
+                    });
+                    None
+                }
+            }) else {
+                continue;
+            };
+            self.check_keys(spec, PARAM_KEYS, &param_context);
+            let values = spec.get("values").and_then(|v| {
+                let list = self.strings("values", v)?;
+                if list.is_empty() {
+                    self.invalid(
+                        "values",
+                        "the list of values is empty",
+                        &v.span(),
+                        Some("list at least one value, or remove `values` to accept any".into()),
+                    );
+                    return None;
+                }
+                let mut seen = HashSet::new();
+                for item in &list {
+                    if item.value.is_empty() {
+                        self.invalid("values", "a value cannot be empty", &item.span, None);
+                    } else if !seen.insert(item.value.as_str()) {
+                        self.invalid(
+                            "values",
+                            format!("`{}` is listed twice", item.value),
+                            &item.span,
+                            None,
+                        );
+                    }
+                }
+                Some(list)
+            });
+            let default = spec
+                .get("default")
+                .and_then(|v| self.scalar_text("default", v));
+            if let (Some(values), Some(default)) = (&values, &default) {
+                if !values.iter().any(|v| v.value == default.value) {
+                    self.invalid(
+                        "default",
+                        format!("`{}` is not one of the values", default.value),
+                        &default.span,
+                        did_you_mean(&default.value, values.iter().map(|v| v.value.as_str()))
+                            .or_else(|| {
+                                Some(format!(
+                                    "expected one of {}",
+                                    values
+                                        .iter()
+                                        .map(|v| format!("`{}`", v.value))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ))
+                            }),
+                    );
+                }
+            }
+            let description = spec
+                .get("description")
+                .and_then(|v| self.string("description", v))
+                .map(|d| d.value);
+            params.push(ParamDef {
+                name: name.to_owned(),
+                values: values.map(|l| l.into_iter().map(|v| v.value).collect()),
+                default: default.map(|d| d.value),
+                description,
+                span: key.span(),
+            });
+        }
+        params
+    }
+
+    /// Splits the task's name at `{param}` and orders the params as the name uses them.
+    fn task_name(
+        &mut self,
+        key: &Key<'_>,
+        declared: Vec<ParamDef>,
+    ) -> Option<(TaskName, Vec<ParamDef>)> {
+        let text: &str = key.get_ref();
+        let pieces = match template::scan(text, true) {
+            Ok(pieces) => pieces,
+            Err(e) => {
+                let span = span_within_string(self.text, &key.span(), text, e.range);
+                self.invalid("tasks", e.message, &span, None);
+                return None;
+            }
+        };
+        let mut ordered: Vec<ParamDef> = Vec::new();
+        let mut parts = Vec::new();
+        let mut ok = true;
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => parts.push(NamePart::Literal(t)),
+                Piece::Name(name, range) => {
+                    let span = span_within_string(self.text, &key.span(), text, range);
+                    if ordered.iter().any(|p| p.name == name) {
+                        self.invalid(
+                            "tasks",
+                            format!("`{{{name}}}` appears twice in the name"),
+                            &span,
+                            None,
+                        );
+                        ok = false;
+                    } else if let Some(param) = declared.iter().find(|p| p.name == name) {
+                        parts.push(NamePart::Param(ordered.len()));
+                        ordered.push(param.clone());
+                    } else {
+                        self.invalid(
+                            "tasks",
+                            format!("`{{{name}}}` is not a declared param"),
+                            &span,
+                            Some(format!(
+                                "declare it: `params.{name} = {{ values = [...] }}`"
+                            )),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        for param in &declared {
+            if !ordered.iter().any(|p| p.name == param.name) {
+                self.invalid(
+                    "params",
+                    format!("param `{}` is not used in the task name", param.name),
+                    &param.span,
+                    Some(format!(
+                        "add `{{{}}}` to the name, e.g. `[tasks.\"{text}:{{{}}}\"]`",
+                        param.name, param.name
+                    )),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| {
+            (
+                TaskName {
+                    text: text.to_owned(),
+                    parts,
+                },
+                ordered,
+            )
+        })
+    }
+
+    fn globs(&mut self, key: &str, value: &Value<'_>) -> Vec<Spanned<String>> {
+        let globs = self.strings(key, value).unwrap_or_default();
+        for glob in &globs {
+            let pattern = glob.value.strip_prefix('!').unwrap_or(&glob.value);
+            if pattern.is_empty() {
+                self.invalid(key, "the pattern is empty", &glob.span, None);
+            } else if pattern.starts_with('/') {
+                self.invalid(
+                    key,
+                    "patterns are relative to the tasks.toml directory",
+                    &glob.span,
+                    Some(format!(
+                        "drop the leading `/`: `{}`",
+                        pattern.trim_start_matches('/')
+                    )),
+                );
+            } else if pattern.split('/').any(|c| c == "..") {
+                self.invalid(
+                    key,
+                    "`..` would reach outside the repository",
+                    &glob.span,
+                    None,
+                );
+            }
+        }
+        globs
+    }
+
+    /// Parses and resolves `{{name}}` references in a string value.
+    fn template(
+        &mut self,
+        context: &str,
+        value: &Spanned<String>,
+        single_brace: bool,
+        scope: &Scope<'_>,
+    ) -> Option<Template> {
+        let pieces = match template::scan(&value.value, single_brace) {
+            Ok(pieces) => pieces,
+            Err(e) => {
+                let span = span_within_string(self.text, &value.span, &value.value, e.range);
+                self.errors.push(ConfigError::Template {
+                    context: context.to_owned(),
+                    reason: e.message,
+                    src: self.source.clone(),
+                    span: to_source_span(&span),
+                });
+                return None;
+            }
+        };
+        let mut parts = Vec::with_capacity(pieces.len());
+        let mut ok = true;
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => parts.push(Part::Literal(t)),
+                Piece::Name(name, range) => {
+                    if let Some(i) = scope.params.iter().position(|p| p.name == name) {
+                        parts.push(Part::Param(i));
+                    } else if name == ARGS_NAME && scope.allow_args {
+                        parts.push(Part::Args);
+                    } else if let Some(i) = scope.vars.iter().position(|v| v.name == name) {
+                        parts.push(Part::Var(i));
+                    } else {
+                        ok = false;
+                        let span = span_within_string(self.text, &value.span, &value.value, range);
+                        let help = if name == ARGS_NAME {
+                            Some("`{{args}}` is only available in `run`".to_owned())
+                        } else {
+                            let candidates = scope
+                                .params
+                                .iter()
+                                .map(|p| p.name.as_str())
+                                .chain(scope.vars.iter().map(|v| v.name.as_str()));
+                            did_you_mean(&name, candidates).or_else(|| {
+                                Some(format!("declare it under [vars], e.g. `{name} = \"…\"`, or as a param of the task"))
+                            })
+                        };
+                        self.errors.push(ConfigError::UnknownName {
+                            name,
+                            context: context.to_owned(),
+                            src: self.source.clone(),
+                            span: to_source_span(&span),
+                            help,
+                        });
+                    }
+                }
+            }
+        }
+        ok.then(|| Template::new(parts))
+    }
+}

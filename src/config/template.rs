@@ -1,0 +1,242 @@
+//! `{{name}}` interpolation, parsed once at load time into literal text and resolved references.
+
+use std::ops::Range;
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Text copied as it is.
+    Literal(String),
+    /// A `[vars]` entry, by index into `Config::vars`.
+    Var(usize),
+    /// A param of the task, by index into `TaskDef::params`.
+    Param(usize),
+    /// `{{args}}`: the shell-quoted `-- ARGS` of the run, when the task is a target.
+    Args,
+}
+
+/// A string with its references resolved; rendering never parses again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// A piece found by [`scan`], before its name is resolved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Plain text.
+    Text(String),
+    /// A reference, with its byte range inside the string.
+    Name(String, Range<usize>),
+}
+
+/// Why a string is not a well-formed template, with the byte range at fault.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ScanError {
+    /// What is wrong.
+    pub message: String,
+    /// Where, inside the string.
+    pub range: Range<usize>,
+}
+
+/// The name a template uses for the run's `-- ARGS`.
+pub const ARGS_NAME: &str = "args";
+
+/// Splits `text` into literal text and `{{name}}` references. `{{{{` stands for a literal `{{`. With
+/// `single_brace`, `{name}` is a reference too (dependency strings use it to pass a param along).
+pub fn scan(text: &str, single_brace: bool) -> Result<Vec<Piece>, ScanError> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if text[i..].starts_with("{{{{") {
+            literal.push_str("{{");
+            i += 4;
+        } else if text[i..].starts_with("{{") {
+            let Some(close) = text[i + 2..].find("}}") else {
+                return Err(ScanError {
+                    message: "`{{` is never closed by `}}`".into(),
+                    range: i..text.len(),
+                });
+            };
+            let end = i + 2 + close + 2;
+            let name = text[i + 2..i + 2 + close].trim();
+            check_name(name, i..end)?;
+            flush(&mut pieces, &mut literal);
+            pieces.push(Piece::Name(name.to_owned(), i..end));
+            i = end;
+        } else if single_brace && bytes[i] == b'{' {
+            let Some(close) = text[i + 1..].find('}') else {
+                return Err(ScanError {
+                    message: "`{` is never closed by `}`".into(),
+                    range: i..text.len(),
+                });
+            };
+            let end = i + 1 + close + 1;
+            let name = text[i + 1..i + 1 + close].trim();
+            check_name(name, i..end)?;
+            flush(&mut pieces, &mut literal);
+            pieces.push(Piece::Name(name.to_owned(), i..end));
+            i = end;
+        } else {
+            let ch = text[i..]
+                .chars()
+                .next()
+                .expect("i is on a char boundary below len");
+            literal.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    flush(&mut pieces, &mut literal);
+    Ok(pieces)
+}
+
+fn flush(pieces: &mut Vec<Piece>, literal: &mut String) {
+    if !literal.is_empty() {
+        pieces.push(Piece::Text(std::mem::take(literal)));
+    }
+}
+
+fn check_name(name: &str, range: Range<usize>) -> Result<(), ScanError> {
+    if is_identifier(name) {
+        Ok(())
+    } else {
+        Err(ScanError {
+            message: if name.is_empty() {
+                "empty `{{ }}`: expected a var or param name inside".into()
+            } else {
+                format!("`{name}` is not a name: use letters, digits, `_` and `-`")
+            },
+            range,
+        })
+    }
+}
+
+/// Whether `name` can be used as a var or param name.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Template {
+    /// A template of resolved parts.
+    pub fn new(parts: Vec<Part>) -> Self {
+        Template { parts }
+    }
+
+    /// A template that is only literal text.
+    pub fn literal(text: impl Into<String>) -> Self {
+        Template {
+            parts: vec![Part::Literal(text.into())],
+        }
+    }
+
+    /// The parts in order.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// Whether the template places the run's `-- ARGS` itself.
+    pub fn uses_args(&self) -> bool {
+        self.parts.contains(&Part::Args)
+    }
+
+    /// Whether the template refers to any param (so its value differs between instances).
+    pub fn uses_params(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Param(_)))
+    }
+
+    /// Renders the template with the given var values, param values and quoted args.
+    pub fn render(&self, vars: &[String], params: &[String], args: &str) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Var(i) => out.push_str(&vars[*i]),
+                Part::Param(i) => out.push_str(&params[*i]),
+                Part::Args => out.push_str(args),
+            }
+        }
+        out
+    }
+}
+
+/// Quotes `arg` for a POSIX shell, leaving words that need no quoting as they are.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_names_and_text() {
+        let pieces = scan("echo {{ flake }}!", false).expect("valid");
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Text("echo ".into()),
+                Piece::Name("flake".into(), 5..16),
+                Piece::Text("!".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn quadruple_brace_is_literal() {
+        let pieces = scan("a {{{{b", false).expect("valid");
+        assert_eq!(pieces, vec![Piece::Text("a {{b".into())]);
+    }
+
+    #[test]
+    fn single_brace_only_in_dependency_mode() {
+        assert_eq!(
+            scan("x:{env}", false).expect("valid"),
+            vec![Piece::Text("x:{env}".into())]
+        );
+        assert_eq!(
+            scan("x:{env}", true).expect("valid"),
+            vec![Piece::Text("x:".into()), Piece::Name("env".into(), 2..7)]
+        );
+    }
+
+    #[test]
+    fn unclosed_reference_is_an_error() {
+        let err = scan("echo {{x", false).expect_err("unclosed");
+        assert_eq!(err.range, 5..8);
+    }
+
+    #[test]
+    fn renders_all_parts() {
+        let t = Template::new(vec![
+            Part::Literal("deploy ".into()),
+            Part::Param(0),
+            Part::Literal(" ".into()),
+            Part::Var(0),
+            Part::Literal(" ".into()),
+            Part::Args,
+        ]);
+        assert_eq!(
+            t.render(&["v".into()], &["prod".into()], "--x"),
+            "deploy prod v --x"
+        );
+    }
+
+    #[test]
+    fn quoting_keeps_plain_words() {
+        assert_eq!(shell_quote("--fast"), "--fast");
+        assert_eq!(shell_quote("it's here"), r"'it'\''s here'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,13 @@
+//! cairn: a task runner for people who run many machines from one repository.
+//!
+//! Dependencies point one way: `cli` → `run` → `graph`/`report` → `config`.
+
+// Errors carry the source text and spans their diagnostics render, and each is returned once per command, on the
+// way out: boxing them would cost clarity for no measurable gain.
+#![allow(clippy::result_large_err)]
+
+pub mod cli;
+pub mod config;
+pub mod graph;
+pub mod report;
+pub mod run;

@@ -1,0 +1,367 @@
+//! Runs a [`Plan`]: schedules ready jobs up to the parallelism limit, retries, stops on failure or signal.
+//!
+//! The scheduler is one loop over a `JoinSet`: nothing else decides what runs next. How a job runs is an
+//! [`Executor`]'s business (processes in production, a no-op in benchmarks); what the user sees is a
+//! [`Reporter`]'s. This module never prints.
+
+mod job;
+mod process;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use job::{Job, Plan};
+pub use process::{is_direct, ProcessExecutor, Streams};
+
+/// Which of a task's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How a finished (or never started) task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Every command exited 0.
+    Succeeded,
+    /// A command exited non-zero (or was killed by a signal: 128 + its number).
+    Failed {
+        /// The exit code.
+        code: i32,
+    },
+    /// An attempt ran past the task's `timeout`.
+    TimedOut {
+        /// The limit.
+        after: Duration,
+    },
+    /// Stopped because cairn was interrupted.
+    Interrupted,
+    /// Not started because a dependency failed.
+    Skipped {
+        /// The job whose failure blocked it.
+        blocked_by: usize,
+    },
+    /// Not started because the run stopped after a failure or a signal.
+    NotRun,
+}
+
+impl TaskStatus {
+    /// Whether the task ran and failed (not skipped, not interrupted).
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Failed { .. } | TaskStatus::TimedOut { .. }
+        )
+    }
+
+    /// The exit status cairn takes from this task when it is the first failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TaskStatus::Succeeded => 0,
+            TaskStatus::Failed { code } => *code,
+            TaskStatus::TimedOut { .. } => 124,
+            TaskStatus::Interrupted => 130,
+            TaskStatus::Skipped { .. } | TaskStatus::NotRun => 1,
+        }
+    }
+}
+
+/// What became of one job.
+#[derive(Debug, Clone)]
+pub struct TaskResult {
+    /// How it ended.
+    pub status: TaskStatus,
+    /// When its first attempt started, relative to the run's start.
+    pub started: Option<Duration>,
+    /// Wall time of all attempts.
+    pub duration: Duration,
+    /// Attempts made (0 when not started).
+    pub attempts: u32,
+}
+
+/// A signal that stopped the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl Interruption {
+    /// The conventional exit status for a process stopped by this signal.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Interruption::Interrupt => 130,
+            Interruption::Terminate => 143,
+        }
+    }
+}
+
+/// The outcome of a whole run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// One result per job of the plan, in plan order.
+    pub results: Vec<TaskResult>,
+    /// The first job to fail, in time: the root cause.
+    pub first_failure: Option<usize>,
+    /// The signal that stopped the run, if any.
+    pub interrupted: Option<Interruption>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    /// cairn's exit status: 0, the first failed task's code, or 128 + the signal that stopped the run.
+    pub fn exit_code(&self) -> i32 {
+        if let Some(signal) = self.interrupted {
+            return signal.exit_code();
+        }
+        match self.first_failure {
+            Some(i) => self.results[i].status.exit_code(),
+            None => 0,
+        }
+    }
+}
+
+/// How hard a running job is being asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopRequest {
+    /// Keep going.
+    None,
+    /// SIGTERM, then SIGKILL after the grace period.
+    Graceful,
+    /// SIGKILL now (a second Ctrl-C).
+    Now,
+}
+
+/// What an executor gets besides the job.
+#[derive(Clone)]
+pub struct JobContext {
+    /// Changes when the run is interrupted.
+    pub stop: watch::Receiver<StopRequest>,
+    /// Where output and notes go.
+    pub reporter: Arc<dyn Reporter>,
+}
+
+/// A boxed future an [`Executor`] returns.
+pub type ExecutionFuture = Pin<Box<dyn Future<Output = TaskStatus> + Send>>;
+
+/// Runs one attempt of a job.
+pub trait Executor: Send + Sync + 'static {
+    /// Runs `job` once and says how it ended.
+    fn execute(&self, job: Arc<Job>, context: JobContext) -> ExecutionFuture;
+}
+
+/// Receives what happens during a run, to show it.
+pub trait Reporter: Send + Sync + 'static {
+    /// A job's attempt is starting.
+    fn started(&self, job: &Job, attempt: u32);
+    /// A complete line of a job's output (without its newline), or a chunk of an overlong one.
+    fn output(&self, job: &Job, stream: Stream, line: &[u8]);
+    /// A job has ended.
+    fn finished(&self, job: &Job, result: &TaskResult);
+    /// A job failed and will run again.
+    fn retrying(&self, job: &Job, failed: &TaskStatus, next_attempt: u32, attempts: u32);
+    /// Something the user should know about a job (it timed out, its program is missing, …).
+    fn note(&self, job: &Job, message: &str);
+}
+
+/// Scheduling choices for one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Jobs at once, at least 1.
+    pub jobs: usize,
+    /// After a failure, keep starting jobs whose dependencies succeeded.
+    pub keep_going: bool,
+    /// Stop on SIGINT/SIGTERM (off in benchmarks and embedders that handle signals themselves).
+    pub handle_signals: bool,
+}
+
+/// Runs `plan` to the end, or until a failure or signal stops it.
+pub async fn execute(
+    plan: &Plan,
+    options: &RunOptions,
+    executor: Arc<dyn Executor>,
+    reporter: Arc<dyn Reporter>,
+) -> std::io::Result<RunReport> {
+    let start = Instant::now();
+    let count = plan.jobs.len();
+    let jobs: Vec<Arc<Job>> = plan.jobs.iter().cloned().map(Arc::new).collect();
+    let mut waiting: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
+    for (i, deps) in plan.deps.iter().enumerate() {
+        for &d in deps {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..count)
+        .filter(|&i| waiting[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut results: Vec<TaskResult> = vec![
+        TaskResult {
+            status: TaskStatus::NotRun,
+            started: None,
+            duration: Duration::ZERO,
+            attempts: 0,
+        };
+        count
+    ];
+    let (stop_tx, stop_rx) = watch::channel(StopRequest::None);
+    let context = JobContext {
+        stop: stop_rx,
+        reporter: Arc::clone(&reporter),
+    };
+    let mut signals = if options.handle_signals {
+        Some(Signals::new()?)
+    } else {
+        None
+    };
+    let mut running: JoinSet<(TaskStatus, u32)> = JoinSet::new();
+    let mut running_index: HashMap<tokio::task::Id, usize> = HashMap::new();
+    let mut stopping = false;
+    let mut first_failure = None;
+    let mut interrupted = None;
+    let limit = options.jobs.max(1);
+
+    loop {
+        while !stopping && running.len() < limit {
+            let Some(Reverse(i)) = ready.pop() else { break };
+            results[i].started = Some(start.elapsed());
+            let handle = running.spawn(attempts(
+                Arc::clone(&jobs[i]),
+                Arc::clone(&executor),
+                context.clone(),
+            ));
+            running_index.insert(handle.id(), i);
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next_with_id() => {
+                let (i, status, tries) = match joined.expect("the set is not empty") {
+                    Ok((id, (status, tries))) => (running_index.remove(&id).expect("spawned ids are indexed"), status, tries),
+                    Err(error) => {
+                        let i = running_index.remove(&error.id()).expect("spawned ids are indexed");
+                        reporter.note(&jobs[i], "cairn's runner for this task stopped unexpectedly");
+                        (i, TaskStatus::Failed { code: 70 }, 1)
+                    }
+                };
+                let started = results[i].started.unwrap_or_default();
+                results[i] = TaskResult { status, started: Some(started), duration: start.elapsed().saturating_sub(started), attempts: tries };
+                reporter.finished(&jobs[i], &results[i]);
+                match &results[i].status {
+                    TaskStatus::Succeeded => {
+                        for &next in &dependents[i] {
+                            waiting[next] -= 1;
+                            if waiting[next] == 0 {
+                                ready.push(Reverse(next));
+                            }
+                        }
+                    }
+                    status if status.is_failure() => {
+                        first_failure.get_or_insert(i);
+                        if !options.keep_going {
+                            stopping = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            signal = next_signal(&mut signals) => {
+                interrupted.get_or_insert(signal);
+                stopping = true;
+                let harder = if *stop_tx.borrow() == StopRequest::None { StopRequest::Graceful } else { StopRequest::Now };
+                let _ = stop_tx.send(harder);
+            }
+        }
+    }
+
+    mark_skipped(&plan.deps, &mut results);
+    Ok(RunReport {
+        results,
+        first_failure,
+        interrupted,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Runs a job's attempts until one succeeds, the retries run out, or the run is interrupted.
+async fn attempts(
+    job: Arc<Job>,
+    executor: Arc<dyn Executor>,
+    context: JobContext,
+) -> (TaskStatus, u32) {
+    let allowed = job.retries + 1;
+    let mut attempt = 1;
+    loop {
+        context.reporter.started(&job, attempt);
+        let status = executor.execute(Arc::clone(&job), context.clone()).await;
+        let stopping = *context.stop.borrow() != StopRequest::None;
+        if !status.is_failure() || attempt == allowed || stopping {
+            return (status, attempt);
+        }
+        context
+            .reporter
+            .retrying(&job, &status, attempt + 1, allowed);
+        attempt += 1;
+    }
+}
+
+/// Marks never-started jobs whose dependencies failed as skipped, naming the failure that blocked them.
+fn mark_skipped(deps: &[Vec<usize>], results: &mut [TaskResult]) {
+    // Plan order puts dependencies first, so one forward pass sees each blocker before what it blocks.
+    for i in 0..results.len() {
+        if results[i].status != TaskStatus::NotRun {
+            continue;
+        }
+        let blocker = deps[i].iter().find_map(|&d| match &results[d].status {
+            status if status.is_failure() || *status == TaskStatus::Interrupted => Some(d),
+            TaskStatus::Skipped { blocked_by } => Some(*blocked_by),
+            _ => None,
+        });
+        if let Some(blocked_by) = blocker {
+            results[i].status = TaskStatus::Skipped { blocked_by };
+        }
+    }
+}
+
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
+async fn next_signal(signals: &mut Option<Signals>) -> Interruption {
+    match signals {
+        Some(s) => tokio::select! {
+            _ = s.interrupt.recv() => Interruption::Interrupt,
+            _ = s.terminate.recv() => Interruption::Terminate,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,465 @@
+//! Runs a job's command lines as real processes, each in its own process group so that stopping a task stops
+//! everything it started.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{ExecutionFuture, Executor, Job, JobContext, StopRequest, Stream, TaskStatus};
+use crate::config::format_duration;
+
+/// Lines longer than this are passed on in pieces, so a task printing without newlines cannot exhaust memory.
+const MAX_LINE: usize = 64 * 1024;
+
+/// How often we look whether a process group has emptied while waiting for it to go.
+const GROUP_POLL: Duration = Duration::from_millis(10);
+
+/// How a job's standard streams are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streams {
+    /// Output is read line by line and handed to the reporter; stdin is empty.
+    Captured,
+    /// The task shares cairn's terminal untouched; with `foreground`, it becomes the terminal's foreground
+    /// process group, so it can read the keyboard and Ctrl-C reaches it as it would from a shell.
+    Inherited {
+        /// Hand the terminal to the task.
+        foreground: bool,
+    },
+}
+
+/// Runs jobs as child processes.
+#[derive(Debug, Clone)]
+pub struct ProcessExecutor {
+    /// How the streams are connected.
+    pub stdio: Streams,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl Executor for ProcessExecutor {
+    fn execute(&self, job: Arc<Job>, context: JobContext) -> ExecutionFuture {
+        let this = self.clone();
+        Box::pin(async move { this.attempt(&job, &context).await })
+    }
+}
+
+enum Ending {
+    Exited(std::io::Result<ExitStatus>),
+    TimedOut,
+    Interrupted,
+}
+
+impl ProcessExecutor {
+    async fn attempt(&self, job: &Job, context: &JobContext) -> TaskStatus {
+        let deadline = job.timeout.map(|t| Instant::now() + t);
+        for line in &job.commands {
+            let status = self.run_line(job, line, deadline, context).await;
+            if status != TaskStatus::Succeeded {
+                return status;
+            }
+        }
+        TaskStatus::Succeeded
+    }
+
+    async fn run_line(
+        &self,
+        job: &Job,
+        line: &str,
+        deadline: Option<Instant>,
+        context: &JobContext,
+    ) -> TaskStatus {
+        let mut command = self.command(job, line);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                let program = command
+                    .as_std()
+                    .get_program()
+                    .to_string_lossy()
+                    .into_owned();
+                context
+                    .reporter
+                    .note(job, &format!("cannot start `{program}`: {error}"));
+                return TaskStatus::Failed { code: 127 };
+            }
+        };
+        let group = child.id().map(|pid| pid as libc::pid_t);
+        let readers = match self.stdio {
+            Streams::Captured => {
+                let mut readers = Vec::with_capacity(2);
+                if let Some(out) = child.stdout.take() {
+                    readers.push(tokio::spawn(pump(
+                        out,
+                        job.clone(),
+                        Stream::Stdout,
+                        context.clone(),
+                    )));
+                }
+                if let Some(err) = child.stderr.take() {
+                    readers.push(tokio::spawn(pump(
+                        err,
+                        job.clone(),
+                        Stream::Stderr,
+                        context.clone(),
+                    )));
+                }
+                readers
+            }
+            Streams::Inherited { .. } => Vec::new(),
+        };
+
+        let mut stop = context.stop.clone();
+        let ending = tokio::select! {
+            status = child.wait() => Ending::Exited(status),
+            _ = sleep_until(deadline) => Ending::TimedOut,
+            _ = stop.wait_for(|s| *s != StopRequest::None) => Ending::Interrupted,
+        };
+        let status = match ending {
+            Ending::Exited(Ok(status)) => exit_status(status),
+            Ending::Exited(Err(error)) => {
+                context
+                    .reporter
+                    .note(job, &format!("lost track of the process: {error}"));
+                TaskStatus::Failed { code: 1 }
+            }
+            Ending::TimedOut => {
+                let after = job.timeout.unwrap_or_default();
+                context.reporter.note(
+                    job,
+                    &format!("timed out after {}; stopping it", format_duration(after)),
+                );
+                TaskStatus::TimedOut { after }
+            }
+            Ending::Interrupted => TaskStatus::Interrupted,
+        };
+        // Whatever the leader did, the rest of its group goes with it: background processes would otherwise
+        // outlive the task and hold its output pipes open.
+        if let Some(group) = group {
+            end_group(
+                group,
+                &mut child,
+                self.kill_grace,
+                &mut context.stop.clone(),
+            )
+            .await;
+        }
+        let _ = child.wait().await;
+        for reader in readers {
+            let _ = reader.await;
+        }
+        if matches!(self.stdio, Streams::Inherited { foreground: true }) {
+            reclaim_terminal();
+        }
+        status
+    }
+
+    fn command(&self, job: &Job, line: &str) -> Command {
+        let mut command = match direct_argv(job, line) {
+            Some(argv) => {
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+            None => {
+                let mut c = Command::new(&job.shell[0]);
+                c.args(&job.shell[1..]).arg(line);
+                c
+            }
+        };
+        command
+            .current_dir(&job.dir)
+            .envs(job.env.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(false);
+        match self.stdio {
+            Streams::Captured => {
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .process_group(0);
+            }
+            Streams::Inherited { foreground: false } => {
+                command
+                    .stdin(Stdio::inherit())
+                    .stdout(Stdio::inherit())
+                    .stderr(Stdio::inherit())
+                    .process_group(0);
+            }
+            Streams::Inherited { foreground: true } => {
+                command
+                    .stdin(Stdio::inherit())
+                    .stdout(Stdio::inherit())
+                    .stderr(Stdio::inherit());
+                // SAFETY: only async-signal-safe libc calls run between fork and exec.
+                unsafe {
+                    command.pre_exec(|| {
+                        libc::setpgid(0, 0);
+                        with_sigttou_blocked(|| {
+                            libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid())
+                        });
+                        Ok(())
+                    });
+                }
+            }
+        }
+        command
+    }
+}
+
+/// Whether `line` would run directly, without the shell (exposed for `--dry-run`).
+pub fn is_direct(job: &Job, line: &str) -> bool {
+    direct_argv(job, line).is_some()
+}
+
+/// The argv to run `line` with directly, when the shell would add nothing: cairn's default shell, only plain
+/// words, and a first word that is an ordinary program. Saves a shell start per line, as make does.
+fn direct_argv(job: &Job, line: &str) -> Option<Vec<String>> {
+    const SHELL_ONLY: &[&str] = &[
+        ".",
+        "alias",
+        "bg",
+        "bind",
+        "break",
+        "builtin",
+        "caller",
+        "case",
+        "cd",
+        "command",
+        "compgen",
+        "complete",
+        "continue",
+        "coproc",
+        "declare",
+        "dirs",
+        "disown",
+        "do",
+        "done",
+        "elif",
+        "else",
+        "enable",
+        "esac",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "fc",
+        "fg",
+        "fi",
+        "for",
+        "function",
+        "getopts",
+        "hash",
+        "help",
+        "history",
+        "if",
+        "in",
+        "jobs",
+        "kill",
+        "let",
+        "local",
+        "logout",
+        "mapfile",
+        "popd",
+        "pushd",
+        "pwd",
+        "read",
+        "readarray",
+        "readonly",
+        "return",
+        "select",
+        "set",
+        "shift",
+        "shopt",
+        "source",
+        "suspend",
+        "then",
+        "time",
+        "times",
+        "trap",
+        "type",
+        "typeset",
+        "ulimit",
+        "umask",
+        "unalias",
+        "unset",
+        "until",
+        "wait",
+        "while",
+    ];
+    if !job.default_shell {
+        return None;
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || " \t-_./=:,+@%^".contains(c);
+    if !line.chars().all(plain) {
+        return None;
+    }
+    let argv: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    let first = argv.first()?;
+    if first.contains('=') || SHELL_ONLY.contains(&first.as_str()) {
+        return None;
+    }
+    Some(argv)
+}
+
+fn exit_status(status: ExitStatus) -> TaskStatus {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => TaskStatus::Succeeded,
+        (Some(code), _) => TaskStatus::Failed { code },
+        (None, Some(signal)) => TaskStatus::Failed { code: 128 + signal },
+        (None, None) => TaskStatus::Failed { code: 1 },
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGTERM to every process of the group, then SIGKILL once the grace period is over (or at once on a second
+/// interrupt). Returns as soon as the group is empty.
+async fn end_group(
+    group: libc::pid_t,
+    leader: &mut tokio::process::Child,
+    grace: Duration,
+    stop: &mut watch::Receiver<StopRequest>,
+) {
+    if !signal_group(group, libc::SIGTERM) {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        // An unreaped leader is a zombie that still counts as a member of its group.
+        let _ = leader.try_wait();
+        if !group_alive(group) {
+            return;
+        }
+        if Instant::now() >= deadline || *stop.borrow() == StopRequest::Now {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GROUP_POLL) => {}
+            _ = stop.wait_for(|s| *s == StopRequest::Now) => {}
+        }
+    }
+    signal_group(group, libc::SIGKILL);
+}
+
+/// Sends `signal` to a process group; false when the group no longer exists.
+fn signal_group(group: libc::pid_t, signal: libc::c_int) -> bool {
+    // SAFETY: killpg has no memory-safety preconditions.
+    unsafe { libc::killpg(group, signal) == 0 }
+}
+
+fn group_alive(group: libc::pid_t) -> bool {
+    signal_group(group, 0)
+}
+
+/// Takes the terminal back after a foreground task, so cairn can print its summary and the shell gets it back.
+fn reclaim_terminal() {
+    // SAFETY: plain libc calls on our own stdin.
+    unsafe {
+        with_sigttou_blocked(|| libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp()));
+    }
+}
+
+/// Runs `f` with SIGTTOU blocked: a background process changing the terminal's foreground group would
+/// otherwise be stopped by the very signal that guards it.
+unsafe fn with_sigttou_blocked(f: impl FnOnce() -> libc::c_int) {
+    let mut block: libc::sigset_t = std::mem::zeroed();
+    let mut previous: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut block);
+    libc::sigaddset(&mut block, libc::SIGTTOU);
+    libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut previous);
+    f();
+    libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+}
+
+/// Reads a stream line by line and hands each line to the reporter.
+async fn pump(stream: impl AsyncRead + Unpin, job: Job, which: Stream, context: JobContext) {
+    let mut reader = BufReader::with_capacity(16 * 1024, stream);
+    let mut line = Vec::new();
+    loop {
+        let buffer = match reader.fill_buf().await {
+            Ok(buffer) if !buffer.is_empty() => buffer,
+            _ => break,
+        };
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                line.extend_from_slice(&buffer[..end]);
+                reader.consume(end + 1);
+                context.reporter.output(&job, which, &line);
+                line.clear();
+            }
+            None => {
+                let taken = buffer.len();
+                line.extend_from_slice(buffer);
+                reader.consume(taken);
+                if line.len() >= MAX_LINE {
+                    context.reporter.output(&job, which, &line);
+                    line.clear();
+                }
+            }
+        }
+    }
+    if !line.is_empty() {
+        context.reporter.output(&job, which, &line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(default_shell: bool) -> Job {
+        Job {
+            node: 0,
+            label: "t".into(),
+            commands: vec![],
+            shell: vec!["bash".into(), "-c".into()],
+            default_shell,
+            env: vec![],
+            dir: ".".into(),
+            timeout: None,
+            retries: 0,
+            confirm: None,
+            is_target: true,
+        }
+    }
+
+    #[test]
+    fn plain_commands_skip_the_shell() {
+        assert_eq!(
+            direct_argv(&job(true), "cargo build --release"),
+            Some(vec!["cargo".into(), "build".into(), "--release".into()])
+        );
+    }
+
+    #[test]
+    fn shell_syntax_keeps_the_shell() {
+        for line in [
+            "echo $HOME",
+            "a && b",
+            "cd src",
+            "FOO=1 make",
+            "ls *.rs",
+            "echo 'x'",
+            "exit 3",
+            "a | b",
+        ] {
+            assert_eq!(direct_argv(&job(true), line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn custom_shell_is_always_used() {
+        assert_eq!(direct_argv(&job(false), "true"), None);
+    }
+}

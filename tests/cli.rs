@@ -1,0 +1,970 @@
+//! End-to-end tests: the real `cairn` binary on temporary projects, with a cleared environment.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temporary project and a command line to run in it.
+struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    cwd: Option<PathBuf>,
+    stdin_file: Option<PathBuf>,
+}
+
+/// What a run of cairn produced.
+struct Run {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Test {
+    fn new() -> Test {
+        Test {
+            dir: tempfile::tempdir().expect("temp dir"),
+            args: Vec::new(),
+            cwd: None,
+            stdin_file: None,
+        }
+    }
+
+    fn tasks(self, text: &str) -> Test {
+        self.file("tasks.toml", text)
+    }
+
+    fn file(self, path: &str, text: &str) -> Test {
+        let full = self.dir.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(full, text).expect("write");
+        self
+    }
+
+    fn args(mut self, args: &[&str]) -> Test {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    fn cwd(mut self, relative: &str) -> Test {
+        self.cwd = Some(self.dir.path().join(relative));
+        self
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.path(relative)).unwrap_or_default()
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        command
+            .args(&self.args)
+            .current_dir(
+                self.cwd
+                    .clone()
+                    .unwrap_or_else(|| self.dir.path().to_owned()),
+            )
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("NO_COLOR", "1");
+        match &self.stdin_file {
+            Some(file) => command.stdin(std::fs::File::open(file).expect("stdin file")),
+            None => command.stdin(Stdio::null()),
+        };
+        command
+    }
+
+    fn run(&self) -> Run {
+        let output: Output = self.command().output().expect("cairn runs");
+        Run {
+            status: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    fn success(self) -> Run {
+        assert_eq!(
+            self.status, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn status(self, code: i32) -> Run {
+        assert_eq!(
+            self.status, code,
+            "unexpected status\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn stderr_has(self, text: &str) -> Run {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    fn stdout_has(self, text: &str) -> Run {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    fn stdout_lacks(self, text: &str) -> Run {
+        assert!(
+            !self.stdout.contains(text),
+            "stdout has {text:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+}
+
+/// Parses `start end` nanosecond stamps written by a task.
+fn span_of(test: &Test, name: &str) -> (u128, u128) {
+    let text = test.read(name);
+    let mut parts = text
+        .split_whitespace()
+        .map(|p| p.parse::<u128>().expect("nanoseconds"));
+    (parts.next().expect("start"), parts.next().expect("end"))
+}
+
+fn stamped(name: &str) -> String {
+    format!("[tasks.{name}]\nrun = \"s=$(date +%s%N); sleep 0.4; echo $s $(date +%s%N) > {name}.span\"\n")
+}
+
+// ---------------------------------------------------------------- order and parallelism
+
+#[test]
+fn dependencies_run_before_dependents() {
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks.deploy]
+deps = ["test", "build"]
+run = "echo deploy >> order"
+[tasks.test]
+deps = ["build"]
+run = "echo test >> order"
+[tasks.build]
+run = "echo build >> order"
+"#,
+        )
+        .args(&["run", "deploy", "-j", "4"]);
+    t.run().success().stderr_has("3 tasks: 3 succeeded");
+    assert_eq!(t.read("order"), "build\ntest\ndeploy\n");
+}
+
+#[test]
+fn two_jobs_overlap_and_one_job_does_not() {
+    let tasks = format!(
+        "{}{}[tasks.both]\ndeps = [\"a\", \"b\"]\n",
+        stamped("a"),
+        stamped("b")
+    );
+    let parallel = Test::new().tasks(&tasks).args(&["run", "both", "-j2"]);
+    parallel.run().success();
+    let (a, b) = (span_of(&parallel, "a.span"), span_of(&parallel, "b.span"));
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "with -j2 the tasks should overlap: {a:?} {b:?}"
+    );
+
+    let serial = Test::new().tasks(&tasks).args(&["run", "both", "-j1"]);
+    serial.run().success();
+    let (a, b) = (span_of(&serial, "a.span"), span_of(&serial, "b.span"));
+    assert!(
+        a.1 <= b.0 || b.1 <= a.0,
+        "with -j1 the tasks must not overlap: {a:?} {b:?}"
+    );
+}
+
+#[test]
+fn settings_jobs_limits_parallelism() {
+    let tasks = format!(
+        "[settings]\njobs = 1\n{}{}[tasks.both]\ndeps = [\"a\", \"b\"]\n",
+        stamped("a"),
+        stamped("b")
+    );
+    let t = Test::new().tasks(&tasks).args(&["run", "both"]);
+    t.run().success();
+    let (a, b) = (span_of(&t, "a.span"), span_of(&t, "b.span"));
+    assert!(
+        a.1 <= b.0 || b.1 <= a.0,
+        "jobs = 1 must not overlap: {a:?} {b:?}"
+    );
+}
+
+// ---------------------------------------------------------------- params and interpolation
+
+const DEPLOY: &str = r#"
+[vars]
+flake = "./nix"
+
+[tasks.build]
+run = "echo built {{flake}}"
+
+[tasks."notify:{env}"]
+params.env = { values = ["production", "staging", "development"] }
+run = "echo notify $CAIRN_PARAM_ENV"
+
+[tasks."deploy:{env}"]
+description = "Deploy every host of one environment"
+params.env = { values = ["production", "staging", "development"], default = "development" }
+deps = ["build", "notify:{env}"]
+env = { TARGET = "hosts-{{env}}" }
+run = "echo deploying {{env}} to $TARGET from {{flake}}"
+"#;
+
+#[test]
+fn pattern_task_receives_its_param_everywhere() {
+    Test::new()
+        .tasks(DEPLOY)
+        .args(&["run", "deploy:staging"])
+        .run()
+        .success()
+        .stdout_has("deploy:staging | deploying staging to hosts-staging from ./nix")
+        .stdout_has("notify:staging | notify staging")
+        .stdout_has("build          | built ./nix")
+        .stdout_lacks("production");
+}
+
+#[test]
+fn base_name_uses_the_default_value() {
+    Test::new()
+        .tasks(DEPLOY)
+        .args(&["run", "deploy"])
+        .run()
+        .success()
+        .stdout_has("deploying development");
+}
+
+#[test]
+fn each_instance_runs_once_per_distinct_params() {
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks."log:{n}"]
+params.n = { values = ["1", "2"] }
+run = "echo {{n}} >> log"
+[tasks.a]
+deps = ["log:1", "log:2"]
+run = "true"
+[tasks.b]
+deps = ["log:1"]
+run = "true"
+"#,
+        )
+        .args(&["run", "a", "b", "log:1"]);
+    t.run().success();
+    let mut lines: Vec<String> = t.read("log").lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, ["1", "2"]);
+}
+
+#[test]
+fn free_param_accepts_any_value() {
+    Test::new()
+        .tasks("[tasks.\"greet:{who}\"]\nparams.who = {}\nrun = \"echo hello {{who}}\"\n")
+        .args(&["run", "greet:ada"])
+        .run()
+        .success()
+        .stdout_has("hello ada");
+}
+
+#[test]
+fn dir_is_relative_to_tasks_toml_and_interpolated() {
+    Test::new()
+        .tasks("[vars]\nsub = \"nested/deeper\"\n[tasks.where]\ndir = \"{{sub}}\"\nrun = \"pwd\"\n")
+        .file("nested/deeper/.keep", "")
+        .cwd("nested")
+        .args(&["run", "where"])
+        .run()
+        .success()
+        .stdout_has("nested/deeper");
+}
+
+#[test]
+fn run_list_runs_each_line_in_order_and_stops_at_the_first_failure() {
+    Test::new()
+        .tasks("[tasks.steps]\nrun = [\"echo one\", \"exit 4\", \"echo three\"]\n")
+        .args(&["run", "steps"])
+        .run()
+        .status(4)
+        .stdout_has("one")
+        .stdout_lacks("three");
+}
+
+// ---------------------------------------------------------------- load-time errors
+
+fn check_error(tasks: &str, expected: &[&str]) {
+    let run = Test::new()
+        .tasks(tasks)
+        .args(&["run", "anything"])
+        .run()
+        .status(2);
+    for text in expected {
+        assert!(
+            run.stderr.contains(text),
+            "stderr lacks {text:?}:\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn unknown_key_names_line_column_and_suggests() {
+    check_error(
+        "[tasks.build]\nrun = \"true\"\ndescripton = \"x\"\n",
+        &[
+            "unknown key `descripton` in task `build`",
+            "[tasks.toml:3:1]",
+            "did you mean `description`?",
+        ],
+    );
+}
+
+#[test]
+fn unknown_top_level_and_settings_keys_are_errors() {
+    check_error(
+        "[setings]\njobs = 2\n[tasks.a]\nrun = \"true\"\n",
+        &[
+            "unknown key `setings` in the top level",
+            "[tasks.toml:1:2]",
+            "did you mean `settings`?",
+        ],
+    );
+    check_error(
+        "[settings]\njobz = 2\n[tasks.a]\nrun = \"true\"\n",
+        &[
+            "unknown key `jobz` in [settings]",
+            "[tasks.toml:2:1]",
+            "did you mean `jobs`?",
+        ],
+    );
+}
+
+#[test]
+fn wrong_type_names_expected_and_found() {
+    check_error(
+        "[tasks.a]\nrun = \"true\"\nretries = \"3\"\n",
+        &[
+            "`retries` must be an integer, found a string",
+            "[tasks.toml:3:11]",
+        ],
+    );
+    check_error(
+        "[tasks.a]\nrun = 5\n",
+        &[
+            "`run` must be a string or an array of strings, found an integer",
+            "[tasks.toml:2:7]",
+        ],
+    );
+}
+
+#[test]
+fn bad_duration_explains_the_format() {
+    check_error(
+        "[tasks.a]\nrun = \"true\"\ntimeout = \"10x\"\n",
+        &[
+            "invalid `timeout`: unknown unit `x`",
+            "[tasks.toml:3:11]",
+            "e.g. `90s`, `10m`, `1h30m`",
+        ],
+    );
+    check_error(
+        "[tasks.a]\nrun = \"true\"\ntimeout = 10\n",
+        &["a duration needs a unit", "[tasks.toml:3:11]", "`\"10s\"`"],
+    );
+}
+
+#[test]
+fn unknown_interpolation_name_points_inside_the_string() {
+    check_error(
+        "[vars]\nflake = \".\"\n[tasks.a]\nrun = \"echo {{flak}}\"\n",
+        &[
+            "unknown name `flak` in `run` of task `a`",
+            "[tasks.toml:4:13]",
+            "did you mean `flake`?",
+        ],
+    );
+}
+
+#[test]
+fn unknown_dependency_names_line_column_and_suggests() {
+    check_error(
+        "[tasks.build]\nrun = \"true\"\n[tasks.test]\nrun = \"true\"\ndeps = [\"biuld\"]\n",
+        &[
+            "task `test` depends on unknown task `biuld`",
+            "[tasks.toml:5:9]",
+            "did you mean `build`?",
+        ],
+    );
+}
+
+#[test]
+fn param_default_outside_values_is_an_error() {
+    check_error(
+        "[tasks.\"d:{env}\"]\nparams.env = { values = [\"production\", \"staging\"], default = \"prod\" }\nrun = \"true\"\n",
+        &["`prod` is not one of the values", "[tasks.toml:2:62]", "did you mean `production`?"],
+    );
+}
+
+#[test]
+fn dependency_param_value_outside_values_is_an_error() {
+    check_error(
+        "[tasks.a]\nrun = \"true\"\ndeps = [\"d:prod\"]\n[tasks.\"d:{env}\"]\nparams.env = { values = [\"production\"] }\nrun = \"true\"\n",
+        &["`prod` is not a value of param `env`", "[tasks.toml:3:9]", "did you mean `production`?"],
+    );
+}
+
+#[test]
+fn target_param_value_outside_values_is_a_usage_error() {
+    Test::new()
+        .tasks(DEPLOY)
+        .args(&["run", "deploy:prod"])
+        .run()
+        .status(2)
+        .stderr_has("`prod` is not a value of param `env` of task `deploy:{env}`")
+        .stderr_has("did you mean `production`?");
+}
+
+#[test]
+fn cycle_shows_every_edge_with_its_span() {
+    check_error(
+        "[tasks.a]\nrun = \"true\"\ndeps = [\"b\"]\n[tasks.b]\nrun = \"true\"\ndeps = [\"c\"]\n[tasks.c]\nrun = \"true\"\ndeps = [\"a\"]\n",
+        &[
+            "dependency cycle: a → b → c → a",
+            "[tasks.toml:3:9]",
+            "`a` depends on `b`",
+            "`b` depends on `c`",
+            "`c` depends on `a`",
+        ],
+    );
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    check_error(
+        "[tasks.a]\nrun = \"true\"\nretries = \"x\"\ntimeout = \"1y\"\nfoo = 1\n",
+        &[
+            "3 problems in `tasks.toml`",
+            "retries",
+            "unknown unit `y`",
+            "unknown key `foo`",
+        ],
+    );
+}
+
+#[test]
+fn undeclared_name_placeholder_is_an_error() {
+    check_error(
+        "[tasks.\"deploy:{env}\"]\nrun = \"true\"\n",
+        &[
+            "`{env}` is not a declared param",
+            "[tasks.toml:1:16]",
+            "params.env",
+        ],
+    );
+}
+
+#[test]
+fn invalid_toml_points_at_the_syntax_error() {
+    check_error(
+        "[tasks.a\nrun = \"true\"\n",
+        &["invalid TOML", "[tasks.toml:1:9]"],
+    );
+}
+
+#[test]
+fn unknown_target_suggests_a_close_name() {
+    Test::new()
+        .tasks("[tasks.build]\nrun = \"true\"\n")
+        .args(&["run", "biuld"])
+        .run()
+        .status(2)
+        .stderr_has("no task named `biuld`")
+        .stderr_has("did you mean `build`?");
+}
+
+#[test]
+fn check_exits_zero_when_valid_and_one_when_not() {
+    Test::new()
+        .tasks(DEPLOY)
+        .args(&["check"])
+        .run()
+        .success()
+        .stderr_has("is valid");
+    Test::new()
+        .tasks("[tasks.a]\nrun = \"true\"\ndeps = [\"missing\"]\n")
+        .args(&["check"])
+        .run()
+        .status(1)
+        .stderr_has("unknown task `missing`");
+}
+
+// ---------------------------------------------------------------- finding tasks.toml
+
+#[test]
+fn tasks_toml_is_found_walking_up() {
+    Test::new()
+        .tasks("[tasks.hi]\nrun = \"echo found\"\n")
+        .file("a/b/c/.keep", "")
+        .cwd("a/b/c")
+        .args(&["run", "hi"])
+        .run()
+        .success()
+        .stdout_has("found");
+}
+
+#[test]
+fn file_flag_overrides_discovery() {
+    Test::new()
+        .tasks("[tasks.hi]\nrun = \"echo root\"\n")
+        .file("other/custom.toml", "[tasks.hi]\nrun = \"echo custom\"\n")
+        .args(&["-f", "other/custom.toml", "run", "hi"])
+        .run()
+        .success()
+        .stdout_has("custom");
+}
+
+#[test]
+fn missing_tasks_toml_is_a_clear_error() {
+    Test::new()
+        .args(&["run", "x"])
+        .run()
+        .status(2)
+        .stderr_has("no tasks.toml in")
+        .stderr_has("-f PATH");
+}
+
+// ---------------------------------------------------------------- failure, exit codes, keep-going
+
+const FAILING: &str = r#"
+[tasks.broken]
+run = "echo about to fail; exit 3"
+[tasks.after]
+deps = ["broken"]
+run = "echo after > after.txt"
+[tasks.slow]
+run = "sleep 0.3; echo slow > slow.txt"
+[tasks.independent]
+deps = ["slow"]
+run = "echo independent > independent.txt"
+[tasks.all]
+deps = ["after", "independent"]
+run = "true"
+"#;
+
+#[test]
+fn failure_exit_code_is_the_first_failed_task_and_dependents_do_not_run() {
+    let t = Test::new().tasks(FAILING).args(&["run", "all", "-j2"]);
+    t.run()
+        .status(3)
+        .stderr_has("first failure: `broken` (exit code 3)")
+        .stderr_has("not run because of it:")
+        .stderr_has("`after`");
+    assert!(!t.path("after.txt").exists());
+    // The running task finishes, but nothing new starts after the failure.
+    assert!(t.path("slow.txt").exists());
+    assert!(!t.path("independent.txt").exists());
+}
+
+#[test]
+fn keep_going_runs_everything_whose_deps_succeeded() {
+    let t = Test::new()
+        .tasks(FAILING)
+        .args(&["run", "all", "-j2", "--keep-going"]);
+    t.run().status(3).stderr_has("first failure: `broken`");
+    assert!(t.path("independent.txt").exists());
+    assert!(!t.path("after.txt").exists());
+}
+
+#[test]
+fn single_task_exit_code_passes_through() {
+    Test::new()
+        .tasks("[tasks.x]\nrun = \"exit 42\"\n")
+        .args(&["run", "x"])
+        .run()
+        .status(42);
+}
+
+#[test]
+fn missing_program_exits_127() {
+    Test::new()
+        .tasks("[tasks.x]\nrun = \"definitely-not-a-program-cairn\"\n")
+        .args(&["run", "x"])
+        .run()
+        .status(127);
+}
+
+// ---------------------------------------------------------------- timeout, retries, signals
+
+#[test]
+fn timeout_stops_the_task_with_124() {
+    let started = Instant::now();
+    Test::new()
+        .tasks("[tasks.slow]\nrun = \"sleep 30\"\ntimeout = \"300ms\"\n")
+        .args(&["run", "slow"])
+        .run()
+        .status(124)
+        .stderr_has("timed out after 300ms");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn timeout_kills_a_task_that_ignores_sigterm_after_the_grace_period() {
+    Test::new()
+        .tasks("[settings]\nkill_grace = \"200ms\"\n[tasks.stubborn]\nrun = \"trap '' TERM; sleep 30\"\ntimeout = \"200ms\"\n")
+        .args(&["run", "stubborn"])
+        .run()
+        .status(124);
+}
+
+#[test]
+fn retries_rerun_a_failing_task_and_say_so() {
+    let t = Test::new()
+        .tasks(
+            "[tasks.flaky]\nrun = \"echo x >> tries; test $(wc -l < tries) -ge 3\"\nretries = 2\n",
+        )
+        .args(&["run", "flaky"]);
+    t.run()
+        .success()
+        .stderr_has("retrying (attempt 2 of 3)")
+        .stderr_has("retrying (attempt 3 of 3)");
+    assert_eq!(t.read("tries").lines().count(), 3);
+}
+
+#[test]
+fn retries_give_up_after_the_last_attempt() {
+    let t = Test::new()
+        .tasks("[tasks.broken]\nrun = \"echo x >> tries; exit 5\"\nretries = 1\n")
+        .args(&["run", "broken"]);
+    t.run().status(5).stderr_has("after 2 attempts");
+    assert_eq!(t.read("tries").lines().count(), 2);
+}
+
+fn pid_gone(pid: i32) -> bool {
+    // A reparented process may linger as a zombie until init reaps it; that is not a running orphan.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists()
+        || std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn interrupt_leaves_nothing_behind(signal: i32, expected_status: i32) {
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks.one]
+run = "sleep 60 & echo $! > one.pid; wait"
+[tasks.two]
+run = "trap '' TERM; sleep 60 & echo $! > two.pid; wait"
+[tasks.both]
+deps = ["one", "two"]
+"#,
+        )
+        .args(&["run", "both", "-j2"]);
+    let mut child = t
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_for(&t.path("one.pid"));
+    wait_for(&t.path("two.pid"));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let started = Instant::now();
+    let status = child.wait().expect("cairn exits");
+    assert_eq!(status.code(), Some(expected_status));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "cairn took too long to stop"
+    );
+    for file in ["one.pid", "two.pid"] {
+        let pid: i32 = t.read(file).trim().parse().expect("pid");
+        assert!(
+            pid_gone(pid),
+            "background process {pid} of {file} outlived cairn"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_stops_every_task_and_leaves_no_process_alive() {
+    interrupt_leaves_nothing_behind(libc::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_stops_every_task_and_leaves_no_process_alive() {
+    interrupt_leaves_nothing_behind(libc::SIGTERM, 143);
+}
+
+#[test]
+fn background_processes_end_with_their_task() {
+    let t = Test::new()
+        .tasks("[tasks.spawner]\nrun = \"sleep 60 & echo $! > bg.pid\"\n[tasks.other]\nrun = \"true\"\n")
+        .args(&["run", "spawner", "other"]);
+    t.run().success();
+    let pid: i32 = t.read("bg.pid").trim().parse().expect("pid");
+    assert!(pid_gone(pid), "background process {pid} outlived its task");
+}
+
+// ---------------------------------------------------------------- dry run, args, confirm
+
+#[test]
+fn dry_run_prints_the_plan_and_runs_nothing() {
+    let t = Test::new()
+        .tasks(DEPLOY)
+        .args(&["run", "deploy:production", "--dry-run"]);
+    t.run()
+        .success()
+        .stdout_has("plan: 3 tasks")
+        .stdout_has("3. deploy:production  (after build, notify:production)")
+        .stdout_has("param env=production")
+        .stdout_has("$ echo deploying production to $TARGET from ./nix (shell)")
+        .stdout_has("$ echo built ./nix\n");
+    assert!(!t.path("order").exists());
+}
+
+#[test]
+fn args_reach_only_the_target() {
+    Test::new()
+        .tasks("[tasks.dep]\nrun = \"echo dep-args:\"\n[tasks.top]\ndeps = [\"dep\"]\nrun = \"echo top-args:\"\n")
+        .args(&["run", "top", "--", "--fast", "it's"])
+        .run()
+        .success()
+        .stdout_has("top | top-args: --fast it's")
+        .stdout_has("dep | dep-args:\n");
+}
+
+#[test]
+fn args_placeholder_puts_args_where_the_task_says() {
+    Test::new()
+        .tasks("[tasks.t]\nrun = \"echo before {{args}} after\"\n")
+        .args(&["run", "t", "--", "a b"])
+        .run()
+        .success()
+        .stdout_has("before a b after");
+}
+
+#[test]
+fn confirm_without_a_terminal_fails_unless_yes() {
+    let t = Test::new()
+        .tasks(&format!("{DEPLOY}confirm = \"Deploy to {{{{env}}}}?\"\n"))
+        .args(&["run", "deploy:production"]);
+    t.run()
+        .status(2)
+        .stderr_has("task `deploy:production` asks for confirmation (\"Deploy to production?\")")
+        .stderr_has("--yes")
+        .stdout_lacks("built");
+    Test::new()
+        .tasks(&format!("{DEPLOY}confirm = \"Deploy to {{{{env}}}}?\"\n"))
+        .args(&["run", "deploy:production", "--yes"])
+        .run()
+        .success()
+        .stdout_has("deploying production");
+}
+
+// ---------------------------------------------------------------- output
+
+#[test]
+fn single_task_output_passes_through_unprefixed() {
+    Test::new()
+        .tasks("[tasks.one]\nrun = \"printf 'raw\\\\n'\"\n")
+        .args(&["run", "one"])
+        .run()
+        .success()
+        .stdout_has("raw\n")
+        .stdout_lacks("one |");
+}
+
+#[test]
+fn parallel_output_is_prefixed_per_line() {
+    Test::new()
+        .tasks("[tasks.a]\nrun = \"echo from-a; echo err-a >&2\"\n[tasks.bb]\nrun = \"echo from-bb\"\n")
+        .args(&["run", "a", "bb"])
+        .run()
+        .success()
+        .stdout_has("a  | from-a\n")
+        .stdout_has("bb | from-bb\n")
+        .stderr_has("a  | err-a\n");
+}
+
+#[test]
+fn grouped_output_prints_each_task_as_one_block() {
+    let run = Test::new()
+        .tasks("[tasks.a]\nrun = \"echo a1; sleep 0.2; echo a2\"\n[tasks.b]\nrun = \"echo b1; sleep 0.1; echo b2\"\n")
+        .args(&["run", "a", "b", "-j2", "--output", "grouped"])
+        .run()
+        .success();
+    let a = run
+        .stdout
+        .find("a1\na2\n")
+        .expect("a's block is contiguous");
+    let b = run
+        .stdout
+        .find("b1\nb2\n")
+        .expect("b's block is contiguous");
+    assert!(
+        b < a,
+        "b ends first so its block comes first:\n{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("── a (succeeded"));
+}
+
+// ---------------------------------------------------------------- list, graph, completions
+
+#[test]
+fn list_shows_names_params_and_descriptions() {
+    Test::new()
+        .tasks(DEPLOY)
+        .args(&["list"])
+        .run()
+        .success()
+        .stdout_has("deploy:{env}  Deploy every host of one environment")
+        .stdout_has("env = production | staging | development (default: development)");
+}
+
+#[test]
+fn graph_formats_draw_the_selected_tasks() {
+    Test::new()
+        .tasks(DEPLOY)
+        .args(&["graph", "deploy:staging", "--format", "dot"])
+        .run()
+        .success()
+        .stdout_has("\"deploy:staging\" -> \"notify:staging\";")
+        .stdout_lacks("production");
+    Test::new()
+        .tasks(DEPLOY)
+        .args(&["graph", "deploy:staging", "--format", "mermaid"])
+        .run()
+        .success()
+        .stdout_has("flowchart LR");
+    let run = Test::new()
+        .tasks(DEPLOY)
+        .args(&["graph", "--format", "json"])
+        .run()
+        .success();
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("valid JSON");
+    let names: Vec<&str> = json["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"deploy:production") && names.contains(&"notify:development"),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn completions_offer_task_names_and_param_values() {
+    Test::new()
+        .args(&["completions", "bash"])
+        .run()
+        .success()
+        .stdout_has("complete -F _cairn cairn");
+    Test::new()
+        .args(&["completions", "zsh"])
+        .run()
+        .success()
+        .stdout_has("compdef _cairn cairn");
+    Test::new()
+        .args(&["completions", "fish"])
+        .run()
+        .success()
+        .stdout_has("complete -c cairn");
+    let run = Test::new()
+        .tasks(DEPLOY)
+        .args(&["__complete", "targets"])
+        .run()
+        .success();
+    for name in [
+        "build",
+        "deploy:production",
+        "deploy:staging",
+        "notify:development",
+        "deploy",
+    ] {
+        assert!(
+            run.stdout.lines().any(|l| l == name),
+            "missing {name}:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn bash_completion_completes_pattern_values() {
+    if Command::new("bash").arg("--version").output().is_err() {
+        return;
+    }
+    let t = Test::new().tasks(DEPLOY);
+    let script = Test::new()
+        .args(&["completions", "bash"])
+        .run()
+        .success()
+        .stdout;
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cairn"))
+        .parent()
+        .expect("bin dir")
+        .to_owned();
+    let probe = format!(
+        "{script}\nCOMP_WORDS=(cairn run deploy:pr); COMP_CWORD=2; _cairn; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    );
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(probe)
+        .current_dir(t.dir.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("bash runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.lines().any(|l| l == "production"), "{text}");
+}
