@@ -94,10 +94,7 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .max()
         .unwrap_or(0);
     let reporter = Arc::new(TerminalReporter::new(layout, color, width));
-    let executor = Arc::new(ProcessExecutor {
-        stdio,
-        kill_grace: config.settings.kill_grace,
-    });
+    let executor = Arc::new(ProcessExecutor::new(stdio, config.settings.kill_grace));
     let options = RunOptions {
         jobs,
         keep_going: args.keep_going,

@@ -368,7 +368,10 @@ impl Walker<'_> {
     fn task(&mut self, key: &Key<'_>, value: &Value<'_>, vars: &[Var]) -> Option<TaskDef> {
         let name: &str = key.get_ref();
         let context = format!("task `{name}`");
-        let table = self.table(&format!("tasks.{name}"), value)?;
+        let DeValue::Table(table) = value.get_ref() else {
+            self.wrong_type(&format!("tasks.{name}"), "a table", value);
+            return None;
+        };
         let errors_before = self.errors.len();
         self.check_keys(table, TASK_KEYS, &context);
 
@@ -400,7 +403,7 @@ impl Walker<'_> {
         if let Some(v) = table.get("run") {
             for line in self.string_or_strings("run", v).unwrap_or_default() {
                 if let Some(t) =
-                    self.template(&format!("`run` of {context}"), &line, false, &run_scope)
+                    self.template(|| format!("`run` of {context}"), &line, false, &run_scope)
                 {
                     run.push(t);
                 }
@@ -409,7 +412,8 @@ impl Walker<'_> {
         let mut deps = Vec::new();
         if let Some(v) = table.get("deps") {
             for dep in self.strings("deps", v).unwrap_or_default() {
-                if let Some(t) = self.template(&format!("`deps` of {context}"), &dep, true, &scope)
+                if let Some(t) =
+                    self.template(|| format!("`deps` of {context}"), &dep, true, &scope)
                 {
                     deps.push(DepDef {
                         template: t,
@@ -459,8 +463,8 @@ impl Walker<'_> {
                         continue;
                     }
                     if let Some(text) = self.scalar_text(var, env_value) {
-                        let ctx = format!("`env.{var}` of {context}");
-                        if let Some(t) = self.template(&ctx, &text, false, &scope) {
+                        let ctx = || format!("`env.{var}` of {context}");
+                        if let Some(t) = self.template(ctx, &text, false, &scope) {
                             env.push((var.to_owned(), t));
                         }
                     }
@@ -480,7 +484,7 @@ impl Walker<'_> {
                     );
                     return None;
                 }
-                self.template(&format!("`dir` of {context}"), &d, false, &scope)
+                self.template(|| format!("`dir` of {context}"), &d, false, &scope)
             });
         let timeout = table
             .get("timeout")
@@ -496,7 +500,7 @@ impl Walker<'_> {
                 DeValue::Boolean(true) => Some(Template::literal(format!("Run `{name}`?"))),
                 DeValue::Boolean(false) => None,
                 _ => self.string("confirm", v).and_then(|q| {
-                    self.template(&format!("`confirm` of {context}"), &q, false, &scope)
+                    self.template(|| format!("`confirm` of {context}"), &q, false, &scope)
                 }),
             },
             None => None,
@@ -726,20 +730,25 @@ impl Walker<'_> {
         globs
     }
 
-    /// Parses and resolves `{{name}}` references in a string value.
+    /// Parses and resolves `{{name}}` references in a string value. `context` names where the string is, for
+    /// error messages only, so it is built only when one is needed.
     fn template(
         &mut self,
-        context: &str,
+        context: impl Fn() -> String,
         value: &Spanned<String>,
         single_brace: bool,
         scope: &Scope<'_>,
     ) -> Option<Template> {
+        // Most strings hold no reference: they need no scan.
+        if !value.value.contains('{') {
+            return Some(Template::literal(value.value.clone()));
+        }
         let pieces = match template::scan(&value.value, single_brace) {
             Ok(pieces) => pieces,
             Err(e) => {
                 let span = span_within_string(self.text, &value.span, &value.value, e.range);
                 self.errors.push(ConfigError::Template {
-                    context: context.to_owned(),
+                    context: context(),
                     reason: e.message,
                     src: self.source.clone(),
                     span: to_source_span(&span),
@@ -776,7 +785,7 @@ impl Walker<'_> {
                         };
                         self.errors.push(ConfigError::UnknownName {
                             name,
-                            context: context.to_owned(),
+                            context: context(),
                             src: self.source.clone(),
                             span: to_source_span(&span),
                             help,

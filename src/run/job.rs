@@ -56,11 +56,15 @@ impl Plan {
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ");
+        let mut targeted = vec![false; graph.nodes().len()];
+        for &id in &selection.targets {
+            targeted[id] = true;
+        }
         let jobs = selection
             .order
             .iter()
             .map(|&id| {
-                let is_target = selection.targets.contains(&id);
+                let is_target = targeted[id];
                 let args = if is_target { quoted_args.as_str() } else { "" };
                 job(config, graph, id, is_target, args)
             })

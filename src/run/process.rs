@@ -2,6 +2,7 @@
 //! everything it started.
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,16 +37,61 @@ pub enum Streams {
 /// Runs jobs as child processes.
 #[derive(Debug, Clone)]
 pub struct ProcessExecutor {
-    /// How the streams are connected.
-    pub stdio: Streams,
-    /// Time between SIGTERM and SIGKILL.
-    pub kill_grace: Duration,
+    stdio: Streams,
+    kill_grace: Duration,
+    programs: Arc<ProgramCache>,
+}
+
+/// Programs found on cairn's `PATH`, looked up once per run.
+///
+/// Left to itself, spawning searches `PATH` by calling execve in every directory until one works, and a failed
+/// execve costs several times a failed stat; with many short tasks that is most of cairn's own overhead.
+#[derive(Debug, Default)]
+struct ProgramCache {
+    found: std::sync::Mutex<std::collections::HashMap<String, Option<PathBuf>>>,
+}
+
+impl ProgramCache {
+    /// The full path of `program`, when it is a bare name found on `PATH`.
+    fn resolve(&self, program: &str) -> Option<PathBuf> {
+        if program.contains('/') {
+            return None;
+        }
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found
+            .entry(program.to_owned())
+            .or_insert_with(|| {
+                let path = std::env::var_os("PATH")?;
+                std::env::split_paths(&path)
+                    .filter(|dir| dir.is_absolute())
+                    .map(|dir| dir.join(program))
+                    .find(|candidate| is_executable(candidate))
+            })
+            .clone()
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+impl ProcessExecutor {
+    /// An executor connecting task streams as `stdio` says, giving processes `kill_grace` between SIGTERM
+    /// and SIGKILL.
+    pub fn new(stdio: Streams, kill_grace: Duration) -> ProcessExecutor {
+        ProcessExecutor {
+            stdio,
+            kill_grace,
+            programs: Arc::default(),
+        }
+    }
 }
 
 impl Executor for ProcessExecutor {
     fn execute(&self, job: Arc<Job>, context: JobContext) -> ExecutionFuture {
         let this = self.clone();
-        Box::pin(async move { this.attempt(&job, &context).await })
+        Box::pin(async move { this.attempt(job, &context).await })
     }
 }
 
@@ -56,10 +102,10 @@ enum Ending {
 }
 
 impl ProcessExecutor {
-    async fn attempt(&self, job: &Job, context: &JobContext) -> TaskStatus {
+    async fn attempt(&self, job: Arc<Job>, context: &JobContext) -> TaskStatus {
         let deadline = job.timeout.map(|t| Instant::now() + t);
         for line in &job.commands {
-            let status = self.run_line(job, line, deadline, context).await;
+            let status = self.run_line(&job, line, deadline, context).await;
             if status != TaskStatus::Succeeded {
                 return status;
             }
@@ -69,7 +115,7 @@ impl ProcessExecutor {
 
     async fn run_line(
         &self,
-        job: &Job,
+        job: &Arc<Job>,
         line: &str,
         deadline: Option<Instant>,
         context: &JobContext,
@@ -90,28 +136,18 @@ impl ProcessExecutor {
             }
         };
         let group = child.id().map(|pid| pid as libc::pid_t);
-        let readers = match self.stdio {
-            Streams::Captured => {
-                let mut readers = Vec::with_capacity(2);
-                if let Some(out) = child.stdout.take() {
-                    readers.push(tokio::spawn(pump(
-                        out,
-                        job.clone(),
-                        Stream::Stdout,
-                        context.clone(),
-                    )));
-                }
-                if let Some(err) = child.stderr.take() {
-                    readers.push(tokio::spawn(pump(
-                        err,
-                        job.clone(),
-                        Stream::Stderr,
-                        context.clone(),
-                    )));
-                }
-                readers
+        // One task drains both pipes, so a task that prints nothing costs one spawn, not two.
+        let readers = match (child.stdout.take(), child.stderr.take()) {
+            (Some(out), Some(err)) => {
+                let (job, context) = (Arc::clone(job), context.clone());
+                Some(tokio::spawn(async move {
+                    tokio::join!(
+                        pump(out, &job, Stream::Stdout, &context),
+                        pump(err, &job, Stream::Stderr, &context)
+                    );
+                }))
             }
-            Streams::Inherited { .. } => Vec::new(),
+            _ => None,
         };
 
         let mut stop = context.stop.clone();
@@ -150,8 +186,8 @@ impl ProcessExecutor {
             .await;
         }
         let _ = child.wait().await;
-        for reader in readers {
-            let _ = reader.await;
+        if let Some(readers) = readers {
+            let _ = readers.await;
         }
         if matches!(self.stdio, Streams::Inherited { foreground: true }) {
             reclaim_terminal();
@@ -160,14 +196,23 @@ impl ProcessExecutor {
     }
 
     fn command(&self, job: &Job, line: &str) -> Command {
+        // A task that sets its own PATH finds its programs there, not on ours.
+        let own_path = job.env.iter().any(|(name, _)| name == "PATH");
+        let program = |name: &str| match own_path {
+            false => self
+                .programs
+                .resolve(name)
+                .map_or_else(|| name.into(), PathBuf::into_os_string),
+            true => name.into(),
+        };
         let mut command = match direct_argv(job, line) {
             Some(argv) => {
-                let mut c = Command::new(&argv[0]);
+                let mut c = Command::new(program(&argv[0]));
                 c.args(&argv[1..]);
                 c
             }
             None => {
-                let mut c = Command::new(&job.shell[0]);
+                let mut c = Command::new(program(&job.shell[0]));
                 c.args(&job.shell[1..]).arg(line);
                 c
             }
@@ -383,7 +428,7 @@ unsafe fn with_sigttou_blocked(f: impl FnOnce() -> libc::c_int) {
 }
 
 /// Reads a stream line by line and hands each line to the reporter.
-async fn pump(stream: impl AsyncRead + Unpin, job: Job, which: Stream, context: JobContext) {
+async fn pump(stream: impl AsyncRead + Unpin, job: &Job, which: Stream, context: &JobContext) {
     let mut reader = BufReader::with_capacity(16 * 1024, stream);
     let mut line = Vec::new();
     loop {
@@ -395,7 +440,7 @@ async fn pump(stream: impl AsyncRead + Unpin, job: Job, which: Stream, context: 
             Some(end) => {
                 line.extend_from_slice(&buffer[..end]);
                 reader.consume(end + 1);
-                context.reporter.output(&job, which, &line);
+                context.reporter.output(job, which, &line);
                 line.clear();
             }
             None => {
@@ -403,14 +448,14 @@ async fn pump(stream: impl AsyncRead + Unpin, job: Job, which: Stream, context: 
                 line.extend_from_slice(buffer);
                 reader.consume(taken);
                 if line.len() >= MAX_LINE {
-                    context.reporter.output(&job, which, &line);
+                    context.reporter.output(job, which, &line);
                     line.clear();
                 }
             }
         }
     }
     if !line.is_empty() {
-        context.reporter.output(&job, which, &line);
+        context.reporter.output(job, which, &line);
     }
 }
 
