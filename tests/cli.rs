@@ -968,3 +968,65 @@ fn bash_completion_completes_pattern_values() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.lines().any(|l| l == "production"), "{text}");
 }
+
+// ---------------------------------------------------------------- a real terminal
+
+/// Runs cairn on a new pseudo-terminal, as a session leader with it as controlling terminal, the way a shell
+/// would; returns the terminal's master side and the child.
+fn spawn_on_terminal(test: &Test) -> (std::fs::File, std::process::Child) {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::CommandExt;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors we then own.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty");
+    let mut command = test.command();
+    // SAFETY: the descriptors are fresh and only duplicated into the child.
+    unsafe {
+        command
+            .stdin(Stdio::from_raw_fd(libc::dup(slave)))
+            .stdout(Stdio::from_raw_fd(libc::dup(slave)))
+            .stderr(Stdio::from_raw_fd(slave))
+            .pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+    }
+    let child = command.spawn().expect("spawn on terminal");
+    // SAFETY: we own the master descriptor.
+    (unsafe { std::fs::File::from_raw_fd(master) }, child)
+}
+
+#[test]
+fn task_owning_the_terminal_reads_keyboard_and_ctrl_c_stops_it_cleanly() {
+    use std::io::{Read, Write};
+    let t = Test::new()
+        .tasks("[tasks.ask]\nrun = \"read n; echo got-$n; test -t 0 && echo on-tty; sleep 60 & echo $! > bg.pid; sleep 60\"\n")
+        .args(&["--color", "never", "run", "ask"]);
+    let (mut terminal, mut child) = spawn_on_terminal(&t);
+    terminal.write_all(b"ada\n").expect("type");
+    wait_for(&t.path("bg.pid"));
+    terminal.write_all(&[3]).expect("Ctrl-C");
+    let status = child.wait().expect("cairn exits");
+    let mut screen = Vec::new();
+    // The master reads until the last writer closes (EIO on Linux); what matters is what arrived before.
+    let _ = terminal.read_to_end(&mut screen);
+    let screen = String::from_utf8_lossy(&screen);
+    assert_eq!(status.code(), Some(130), "{screen}");
+    assert!(
+        screen.contains("got-ada") && screen.contains("on-tty"),
+        "{screen}"
+    );
+    assert!(screen.contains("stopped by Ctrl-C"), "{screen}");
+    let pid: i32 = t.read("bg.pid").trim().parse().expect("pid");
+    assert!(pid_gone(pid), "background process {pid} outlived the task");
+}

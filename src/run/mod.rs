@@ -271,6 +271,11 @@ pub async fn execute(
                             }
                         }
                     }
+                    TaskStatus::Interrupted => {
+                        // Only a task that owns the terminal sees Ctrl-C before cairn does.
+                        interrupted.get_or_insert(Interruption::Interrupt);
+                        stopping = true;
+                    }
                     status if status.is_failure() => {
                         first_failure.get_or_insert(i);
                         if !options.keep_going {

@@ -157,6 +157,13 @@ impl ProcessExecutor {
             _ = stop.wait_for(|s| *s != StopRequest::None) => Ending::Interrupted,
         };
         let status = match ending {
+            // A task owning the terminal receives Ctrl-C itself; dying of it is an interruption, not a failure.
+            Ending::Exited(Ok(status))
+                if status.signal() == Some(libc::SIGINT)
+                    && matches!(self.stdio, Streams::Inherited { foreground: true }) =>
+            {
+                TaskStatus::Interrupted
+            }
             Ending::Exited(Ok(status)) => exit_status(status),
             Ending::Exited(Err(error)) => {
                 context
