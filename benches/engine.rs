@@ -52,6 +52,7 @@ impl Reporter for Quiet {
     fn finished(&self, _: &Job, _: &TaskResult) {}
     fn retrying(&self, _: &Job, _: &TaskStatus, _: u32, _: u32) {}
     fn note(&self, _: &Job, _: &str) {}
+    fn cache_hit(&self, _: &Job, _: &cairn::cache::Key) {}
 }
 
 fn load_and_plan(text: &str) -> Plan {
@@ -76,6 +77,7 @@ fn engine(c: &mut Criterion) {
         jobs: 8,
         keep_going: false,
         handle_signals: false,
+        force: false,
     };
     let mut group = c.benchmark_group("engine");
     group.sample_size(20);
@@ -94,6 +96,7 @@ fn engine(c: &mut Criterion) {
                         &options,
                         Arc::new(NoOp),
                         Arc::new(Quiet),
+                        None,
                     ))
                     .expect("runs")
             })
@@ -110,6 +113,7 @@ fn engine(c: &mut Criterion) {
                             &options,
                             Arc::new(NoOp),
                             Arc::new(Quiet),
+                            None,
                         ))
                         .expect("runs")
                 })

@@ -19,6 +19,11 @@ pub enum CliError {
     #[diagnostic(transparent)]
     Graph(#[from] GraphError),
 
+    /// The cache cannot be opened.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Cache(crate::cache::CacheError),
+
     /// A task asks for confirmation and there is no terminal to ask on.
     #[error(
         "task `{task}` asks for confirmation (\"{question}\"), and there is no terminal to ask on"
@@ -70,7 +75,7 @@ impl CliError {
     /// The exit status: 2 for a usage or configuration problem, 1 when the user declined.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Declined { .. } | CliError::Io { .. } => 1,
+            CliError::Declined { .. } | CliError::Io { .. } | CliError::Cache(_) => 1,
             _ => 2,
         }
     }

@@ -1,6 +1,7 @@
 //! The command line: argument parsing, one function per subcommand, and the only place that prints reports
 //! or picks exit codes.
 
+mod cache;
 mod completions;
 mod error;
 mod list;
@@ -51,6 +52,11 @@ enum Command {
     Graph(GraphArgs),
     /// Load and validate tasks.toml; exit 0 when it is valid, 1 when not.
     Check,
+    /// Explain why a task's cache key differs from its last successful run.
+    Why(cache::WhyArgs),
+    /// Inspect or trim the local cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Print a completion script for a shell.
     Completions {
         /// The shell.
@@ -101,6 +107,8 @@ pub fn main() -> ExitCode {
         Command::List(args) => list::list(&context, &args),
         Command::Graph(args) => graph(&context, &args),
         Command::Check => check(&context),
+        Command::Why(args) => cache::why(&context, &args),
+        Command::Cache(command) => cache::cache(&context, &command),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));
             Ok(0)

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 
+use crate::cache::Key;
 use crate::config::format_duration;
 use crate::run::{Job, Reporter, Stream, TaskResult, TaskStatus};
 
@@ -15,6 +16,8 @@ pub enum Layout {
     Prefixed,
     /// Each task's output in one block when it ends.
     Grouped,
+    /// Lines as they come, unlabelled (one task, captured so it can be cached).
+    Plain,
     /// Tasks write to the terminal themselves; only cairn's notes are printed.
     Direct,
 }
@@ -100,6 +103,15 @@ impl Reporter for TerminalReporter {
                     .or_default()
                     .push((stream, line.to_vec()));
             }
+            Layout::Plain => {
+                let mut text = Vec::with_capacity(line.len() + 1);
+                text.extend_from_slice(line);
+                text.push(b'\n');
+                let _ = match stream {
+                    Stream::Stdout => std::io::stdout().lock().write_all(&text),
+                    Stream::Stderr => std::io::stderr().lock().write_all(&text),
+                };
+            }
             Layout::Direct => {}
         }
     }
@@ -130,7 +142,7 @@ impl Reporter for TerminalReporter {
                     let _ = out.write_all(b"\n");
                 }
             }
-            Layout::Prefixed | Layout::Direct => {
+            Layout::Prefixed | Layout::Direct | Layout::Plain => {
                 if result.status.is_failure() {
                     self.note_line(&format!("`{}` {}", job.label, describe(&result.status)));
                 }
@@ -148,5 +160,13 @@ impl Reporter for TerminalReporter {
 
     fn note(&self, job: &Job, message: &str) {
         self.note_line(&format!("`{}`: {message}", job.label));
+    }
+
+    fn cache_hit(&self, job: &Job, key: &Key) {
+        let short = &key.to_string()[..12];
+        self.note_line(&format!(
+            "`{}`: cache hit, replaying output ({short})",
+            job.label
+        ));
     }
 }

@@ -7,6 +7,8 @@ use clap::ValueEnum;
 
 use super::output::{Layout, TerminalReporter};
 use super::{CliError, Context};
+use crate::cache::{DepInput, Key, Keyed, Session};
+use crate::config::Config;
 use crate::report::{render_summary, SummaryStyle};
 use crate::run::{self, is_direct, Plan, ProcessExecutor, RunOptions, Streams};
 
@@ -21,12 +23,18 @@ pub(super) struct RunArgs {
     /// After a failure, keep running every task whose dependencies succeeded.
     #[arg(short = 'k', long)]
     keep_going: bool,
-    /// Print what would run, in order, with commands interpolated, and run nothing.
+    /// Print what would run, in order, with commands interpolated and predicted cache hits; run nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
     /// Answer yes to every `confirm` question.
     #[arg(short = 'y', long)]
     yes: bool,
+    /// Run tasks even when the cache has their result, and store the new result.
+    #[arg(long)]
+    force: bool,
+    /// Neither read nor write the cache.
+    #[arg(long, conflicts_with = "force")]
+    no_cache: bool,
     /// How task output is shown.
     #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
     output: OutputArg,
@@ -43,7 +51,7 @@ enum OutputArg {
     Prefixed,
     /// Each task's output in one block when it ends.
     Grouped,
-    /// Tasks write straight to the terminal, unlabelled.
+    /// Tasks write straight to the terminal, unlabelled (nothing to replay from the cache).
     Raw,
 }
 
@@ -68,24 +76,20 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .map(|j| j as usize)
         .or(config.settings.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let session = if args.no_cache {
+        None
+    } else {
+        Some(Arc::new(open_cache(&config)?))
+    };
 
     if args.dry_run {
-        print!("{}", describe_plan(&plan, jobs));
+        let predictions = session.as_deref().map(|s| predict(&plan, s));
+        print!("{}", describe_plan(&plan, jobs, predictions.as_deref()));
         return Ok(0);
     }
     confirm(&plan, args.yes)?;
 
-    let stdin_is_terminal = std::io::stdin().is_terminal();
-    let (layout, stdio) = match (args.output, plan.jobs.len()) {
-        (OutputArg::Auto, 1) | (OutputArg::Raw, _) => (
-            Layout::Direct,
-            Streams::Inherited {
-                foreground: plan.jobs.len() == 1 && stdin_is_terminal && owns_terminal(),
-            },
-        ),
-        (OutputArg::Grouped, _) => (Layout::Grouped, Streams::Captured),
-        _ => (Layout::Prefixed, Streams::Captured),
-    };
+    let (layout, stdio) = output_mode(&plan, args.output, session.is_some());
     let color = context.color && std::io::stdout().is_terminal();
     let width = plan
         .jobs
@@ -99,6 +103,7 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         jobs,
         keep_going: args.keep_going,
         handle_signals: true,
+        force: args.force,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -108,22 +113,93 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             source,
         })?;
     let report = runtime
-        .block_on(run::execute(&plan, &options, executor, reporter))
+        .block_on(run::execute(
+            &plan,
+            &options,
+            executor,
+            reporter,
+            session.clone(),
+        ))
         .map_err(|source| CliError::Io {
             what: "cannot listen for Ctrl-C and SIGTERM".into(),
             source,
         })?;
-    eprint!(
-        "{}",
-        render_summary(
-            &plan,
-            &report,
-            SummaryStyle {
-                color: context.color
+    if let Some(session) = session {
+        if let Err(error) = session.finish() {
+            eprintln!("cairn: {error}");
+        }
+        // The shared lock goes with the session, so that trimming can take the store alone.
+        drop(session);
+        if report
+            .results
+            .iter()
+            .any(|r| r.cache == run::CacheUse::Miss)
+        {
+            let dir = crate::cache::dir_for(&config.root);
+            if let Err(error) = crate::cache::auto_gc(
+                &dir,
+                config.settings.cache_max_size,
+                config.settings.cache_max_age,
+            ) {
+                eprintln!("cairn: trimming the cache failed: {error}");
             }
-        )
-    );
+        }
+    }
+    let style = SummaryStyle {
+        color: context.color,
+    };
+    eprint!("{}", render_summary(&plan, &report, style));
     Ok(report.exit_code())
+}
+
+/// How output is shown and how the tasks' streams are connected.
+fn output_mode(plan: &Plan, output: OutputArg, caching: bool) -> (Layout, Streams) {
+    let single = plan.jobs.len() == 1;
+    // A task whose result may be stored is captured, so that its output can be replayed on a hit.
+    let single_cached = single && caching && plan.jobs[0].key.cacheable;
+    let inherited = || Streams::Inherited {
+        foreground: single && std::io::stdin().is_terminal() && owns_terminal(),
+    };
+    match output {
+        OutputArg::Auto if single_cached => (Layout::Plain, Streams::Captured),
+        OutputArg::Auto if single => (Layout::Direct, inherited()),
+        OutputArg::Raw => (Layout::Direct, inherited()),
+        OutputArg::Grouped => (Layout::Grouped, Streams::Captured),
+        OutputArg::Auto | OutputArg::Prefixed => (Layout::Prefixed, Streams::Captured),
+    }
+}
+
+/// Opens the repository's cache (`CAIRN_CACHE_DIR` overrides where it lives).
+pub(super) fn open_cache(config: &Config) -> Result<Session, CliError> {
+    Session::open(&config.root, &crate::cache::dir_for(&config.root)).map_err(CliError::Cache)
+}
+
+/// Each job's key as it would be now, and whether the cache has it, computed in plan order as a run would
+/// (assuming each dependency ends with the key predicted for it).
+pub(super) fn predict(plan: &Plan, session: &Session) -> Vec<Result<(Keyed, bool), String>> {
+    let mut keys: Vec<Option<Key>> = vec![None; plan.jobs.len()];
+    let mut out = Vec::with_capacity(plan.jobs.len());
+    for (i, job) in plan.jobs.iter().enumerate() {
+        let deps: Vec<DepInput> = plan.deps[i]
+            .iter()
+            .filter_map(|&d| {
+                Some(DepInput {
+                    label: plan.jobs[d].label.clone(),
+                    key: keys[d]?,
+                    outputs: plan.jobs[d].key.outputs.clone(),
+                })
+            })
+            .collect();
+        match session.key(&job.key, &deps) {
+            Ok(keyed) => {
+                keys[i] = Some(keyed.key);
+                let hit = job.key.cacheable && session.contains(&keyed.key);
+                out.push(Ok((keyed, hit)));
+            }
+            Err(error) => out.push(Err(error.to_string())),
+        }
+    }
+    out
 }
 
 /// Whether cairn is in the terminal's foreground process group (not started with `&`), so it may hand the
@@ -171,7 +247,11 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn describe_plan(plan: &Plan, jobs: usize) -> String {
+fn describe_plan(
+    plan: &Plan,
+    jobs: usize,
+    predictions: Option<&[Result<(Keyed, bool), String>]>,
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let count = plan.jobs.len();
@@ -219,6 +299,15 @@ fn describe_plan(plan: &Plan, jobs: usize) -> String {
         for line in &job.commands {
             let how = if is_direct(job, line) { "" } else { " (shell)" };
             let _ = writeln!(out, "       $ {line}{how}");
+        }
+        if let Some(predictions) = predictions {
+            let verdict = match &predictions[i] {
+                Ok(_) if !job.key.cacheable => "not cached".to_owned(),
+                Ok((keyed, true)) => format!("hit ({})", &keyed.key.to_string()[..12]),
+                Ok((keyed, false)) => format!("miss ({})", &keyed.key.to_string()[..12]),
+                Err(error) => format!("unknown: {error}"),
+            };
+            let _ = writeln!(out, "       cache {verdict}");
         }
     }
     out

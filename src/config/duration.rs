@@ -47,15 +47,78 @@ pub fn format_duration(duration: Duration) -> String {
         format!("{millis}ms")
     } else if millis < 60_000 {
         format!("{:.2}s", duration.as_secs_f64())
-    } else {
+    } else if millis < 3_600_000 {
         let secs = duration.as_secs();
         format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if millis < 86_400_000 {
+        let mins = duration.as_secs() / 60;
+        format!("{}h{:02}m", mins / 60, mins % 60)
+    } else {
+        let hours = duration.as_secs() / 3600;
+        match hours % 24 {
+            0 => format!("{}d", hours / 24),
+            h => format!("{}d{h}h", hours / 24),
+        }
+    }
+}
+
+/// Parses a size such as `5GiB`, `500MiB`, `1024` (bytes), `2GB` (decimal units accepted too).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    if digits == 0 {
+        return Err(format!("expected a number at `{text}`"));
+    }
+    let number: u64 = text[..digits]
+        .parse()
+        .map_err(|_| format!("`{}` is too large", &text[..digits]))?;
+    let factor: u64 = match text[digits..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("unknown unit `{other}`")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Formats a byte count for people: `512 B`, `3.4 MiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_sizes_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("5GiB"), Ok(5 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("12"), Ok(12));
+        assert!(parse_size("5XB").is_err());
+        assert_eq!(format_size(3 << 20), "3.0 MiB");
+    }
 
     #[test]
     fn parses_compound_durations() {
@@ -75,5 +138,7 @@ mod tests {
     fn formats_for_people() {
         assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
         assert_eq!(format_duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(format_duration(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(format_duration(Duration::from_secs(7_500)), "2h05m");
     }
 }

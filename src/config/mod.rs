@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, format_size, parse_duration, parse_size};
 pub use error::ConfigError;
 pub use source::{SourceFile, Span};
 pub use template::{Part, Template};
@@ -28,6 +28,12 @@ pub const DEFAULT_SHELL: [&str; 4] = ["bash", "-eo", "pipefail", "-c"];
 
 /// How long a task's processes get between SIGTERM and SIGKILL unless `[settings] kill_grace` says otherwise.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The local cache's size limit unless `[settings] cache_max_size` says otherwise.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 5 << 30;
+
+/// How long an unused cache entry is kept unless `[settings] cache_max_age` says otherwise.
+pub const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 /// A loaded and validated tasks.toml.
 #[derive(Debug)]
@@ -55,6 +61,10 @@ pub struct Settings {
     pub shell: Vec<String>,
     /// Time between SIGTERM and SIGKILL when stopping a task.
     pub kill_grace: Duration,
+    /// The local cache is trimmed to this many bytes, least recently used entries first.
+    pub cache_max_size: u64,
+    /// Entries unused for longer than this are removed.
+    pub cache_max_age: Duration,
 }
 
 /// One `[vars]` entry.
@@ -101,6 +111,31 @@ pub struct TaskDef {
     pub shell: Option<Vec<String>>,
     /// `confirm`: the question asked before the task runs.
     pub confirm: Option<Template>,
+    /// `env_hash`: variables read from the caller's environment whose values enter the cache key.
+    pub env_hash: Vec<String>,
+    /// `env_pass`: variables passed through from the caller's environment without entering the key.
+    pub env_pass: Vec<String>,
+    /// `deps_strategy`: what of a dependency enters this task's key.
+    pub deps_strategy: DepsStrategy,
+    /// `incremental`: give the command only the inputs that changed since the last success.
+    pub incremental: bool,
+}
+
+impl TaskDef {
+    /// Whether results may be reused: `cache` when set, else whether `inputs` are declared.
+    pub fn cacheable(&self) -> bool {
+        self.cache.unwrap_or(!self.inputs.is_empty())
+    }
+}
+
+/// What of a dependency enters a task's cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepsStrategy {
+    /// The dependency's own key: anything that could change it changes this task's key.
+    Key,
+    /// The hash of the dependency's declared outputs: a dependency that re-ran but produced the same files
+    /// changes nothing.
+    Outputs,
 }
 
 /// A value with the span it was written at.

@@ -9,17 +9,24 @@ use toml::Spanned as TomlSpanned;
 
 use super::source::{span_within_string, to_source_span, SourceFile, Span};
 use super::suggest::did_you_mean;
-use super::template::{self, Part, Piece, Template, ARGS_NAME};
+use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
-    parse_duration, Config, ConfigError, DepDef, NamePart, ParamDef, Settings, Spanned, TaskDef,
-    TaskName, Var, DEFAULT_KILL_GRACE, DEFAULT_SHELL,
+    parse_duration, Config, ConfigError, DepDef, DepsStrategy, NamePart, ParamDef, Settings,
+    Spanned, TaskDef, TaskName, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
+    DEFAULT_KILL_GRACE, DEFAULT_SHELL,
 };
 
 type Value<'i> = TomlSpanned<DeValue<'i>>;
 type Key<'i> = TomlSpanned<std::borrow::Cow<'i, str>>;
 
 const TOP_KEYS: &[&str] = &["settings", "vars", "tasks"];
-const SETTINGS_KEYS: &[&str] = &["jobs", "shell", "kill_grace"];
+const SETTINGS_KEYS: &[&str] = &[
+    "jobs",
+    "shell",
+    "kill_grace",
+    "cache_max_size",
+    "cache_max_age",
+];
 const TASK_KEYS: &[&str] = &[
     "description",
     "run",
@@ -34,6 +41,10 @@ const TASK_KEYS: &[&str] = &[
     "cache",
     "shell",
     "confirm",
+    "env_hash",
+    "env_pass",
+    "deps_strategy",
+    "incremental",
 ];
 const PARAM_KEYS: &[&str] = &["values", "default", "description"];
 const MAX_RETRIES: i64 = 100;
@@ -94,6 +105,7 @@ struct Scope<'a> {
     params: &'a [ParamDef],
     vars: &'a [Var],
     allow_args: bool,
+    allow_changed: bool,
 }
 
 fn type_name(value: &DeValue<'_>) -> &'static str {
@@ -289,6 +301,8 @@ impl Walker<'_> {
             jobs: None,
             shell: DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
             kill_grace: DEFAULT_KILL_GRACE,
+            cache_max_size: DEFAULT_CACHE_MAX_SIZE,
+            cache_max_age: DEFAULT_CACHE_MAX_AGE,
         };
         let Some(table) = value.and_then(|v| self.table("settings", v)) else {
             return settings;
@@ -300,6 +314,16 @@ impl Walker<'_> {
         if let Some(v) = table.get("shell") {
             if let Some(shell) = self.shell("shell", v) {
                 settings.shell = shell;
+            }
+        }
+        if let Some(v) = table.get("cache_max_size") {
+            if let Some(size) = self.size("cache_max_size", v) {
+                settings.cache_max_size = size;
+            }
+        }
+        if let Some(v) = table.get("cache_max_age") {
+            if let Some(age) = self.duration("cache_max_age", v) {
+                settings.cache_max_age = age;
             }
         }
         if let Some(v) = table.get("kill_grace") {
@@ -331,9 +355,9 @@ impl Walker<'_> {
         let mut vars = Vec::with_capacity(table.len());
         for (key, value) in table.iter() {
             let name: &str = key.get_ref();
-            if !template::is_identifier(name) || name == ARGS_NAME {
-                let reason = if name == ARGS_NAME {
-                    "`args` is reserved for the run's `-- ARGS`".to_owned()
+            if !template::is_identifier(name) || RESERVED_NAMES.contains(&name) {
+                let reason = if RESERVED_NAMES.contains(&name) {
+                    format!("`{name}` is a name cairn fills in itself")
                 } else {
                     "a var name uses letters, digits, `_` and `-`, and starts with a letter"
                         .to_owned()
@@ -389,13 +413,19 @@ impl Walker<'_> {
             None => Vec::new(),
         };
         let (task_name, params) = self.task_name(key, declared)?;
+        let incremental = table
+            .get("incremental")
+            .and_then(|v| self.boolean("incremental", v))
+            .unwrap_or(false);
         let scope = Scope {
             params: &params,
             vars,
             allow_args: false,
+            allow_changed: false,
         };
         let run_scope = Scope {
             allow_args: true,
+            allow_changed: incremental,
             ..scope
         };
 
@@ -513,6 +543,45 @@ impl Walker<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
+        let env_hash = match table.get("env_hash") {
+            Some(v) => self.env_patterns("env_hash", v),
+            None => Vec::new(),
+        };
+        let env_pass = match table.get("env_pass") {
+            Some(v) => self.env_patterns("env_pass", v),
+            None => Vec::new(),
+        };
+        let deps_strategy = match table.get("deps_strategy") {
+            None => DepsStrategy::Key,
+            Some(v) => match self.string("deps_strategy", v) {
+                Some(s) if s.value == "key" => DepsStrategy::Key,
+                Some(s) if s.value == "outputs" => DepsStrategy::Outputs,
+                Some(s) => {
+                    self.invalid(
+                        "deps_strategy",
+                        format!("`{}` is not a strategy", s.value),
+                        &s.span,
+                        Some("use `\"key\"` (a dependency's cache key) or `\"outputs\"` (the hash of its outputs)".into()),
+                    );
+                    DepsStrategy::Key
+                }
+                None => DepsStrategy::Key,
+            },
+        };
+        if incremental && inputs.is_empty() {
+            let span = table
+                .get_key_value("incremental")
+                .map_or(key.span(), |(k, _)| k.span());
+            self.invalid(
+                "incremental",
+                "an incremental task needs `inputs`",
+                &span,
+                Some("list the files it checks, e.g. `inputs = [\"**/*.nix\"]`".into()),
+            );
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
         Some(TaskDef {
             name: task_name,
             span: key.span(),
@@ -529,6 +598,10 @@ impl Walker<'_> {
             cache,
             shell,
             confirm,
+            env_hash,
+            env_pass,
+            deps_strategy,
+            incremental,
         })
     }
 
@@ -539,12 +612,12 @@ impl Walker<'_> {
         let mut params = Vec::new();
         for (key, value) in table.iter() {
             let name: &str = key.get_ref();
-            if !template::is_identifier(name) || name == ARGS_NAME {
+            if !template::is_identifier(name) || RESERVED_NAMES.contains(&name) {
                 self.invalid(
                     "params",
                     format!("`{name}` cannot be a param name"),
                     &key.span(),
-                    Some("use letters, digits, `_` and `-`, starting with a letter; `args` is reserved".into()),
+                    Some("use letters, digits, `_` and `-`, starting with a letter; `args` and `changed` are reserved".into()),
                 );
                 continue;
             }
@@ -702,6 +775,48 @@ impl Walker<'_> {
         })
     }
 
+    /// Environment variable names, each optionally ending in `*` to match a prefix (`"*"` alone matches all).
+    fn env_patterns(&mut self, key: &str, value: &Value<'_>) -> Vec<String> {
+        let names = self.strings(key, value).unwrap_or_default();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let stem = name.value.strip_suffix('*').unwrap_or(&name.value);
+            let valid = stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !stem.starts_with(|c: char| c.is_ascii_digit())
+                && !(stem.is_empty() && name.value.is_empty());
+            if valid {
+                out.push(name.value);
+            } else {
+                self.invalid(
+                    key,
+                    format!(
+                        "`{}` is not a variable name or `PREFIX_*` pattern",
+                        name.value
+                    ),
+                    &name.span,
+                    None,
+                );
+            }
+        }
+        out
+    }
+
+    fn size(&mut self, key: &str, value: &Value<'_>) -> Option<u64> {
+        let text = self.string(key, value)?;
+        match super::parse_size(&text.value) {
+            Ok(size) => Some(size),
+            Err(reason) => {
+                self.invalid(
+                    key,
+                    reason,
+                    &text.span,
+                    Some("for example `\"5GiB\"` or `\"500MiB\"`".into()),
+                );
+                None
+            }
+        }
+    }
+
     fn globs(&mut self, key: &str, value: &Value<'_>) -> Vec<Spanned<String>> {
         let globs = self.strings(key, value).unwrap_or_default();
         for glob in &globs {
@@ -724,6 +839,16 @@ impl Walker<'_> {
                     "`..` would reach outside the repository",
                     &glob.span,
                     None,
+                );
+            } else if let Err(error) = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+            {
+                self.invalid(
+                    key,
+                    format!("invalid pattern: {}", error.kind()),
+                    &glob.span,
+                    Some("patterns use `*`, `**`, `?`, `[abc]` and `{a,b}`".into()),
                 );
             }
         }
@@ -766,6 +891,8 @@ impl Walker<'_> {
                         parts.push(Part::Param(i));
                     } else if name == ARGS_NAME && scope.allow_args {
                         parts.push(Part::Args);
+                    } else if name == CHANGED_NAME && scope.allow_changed {
+                        parts.push(Part::Changed);
                     } else if let Some(i) = scope.vars.iter().position(|v| v.name == name) {
                         parts.push(Part::Var(i));
                     } else {
@@ -773,6 +900,8 @@ impl Walker<'_> {
                         let span = span_within_string(self.text, &value.span, &value.value, range);
                         let help = if name == ARGS_NAME {
                             Some("`{{args}}` is only available in `run`".to_owned())
+                        } else if name == CHANGED_NAME {
+                            Some("`{{changed}}` is available in `run` of a task with `incremental = true`".to_owned())
                         } else {
                             let candidates = scope
                                 .params

@@ -13,6 +13,8 @@ pub enum Part {
     Param(usize),
     /// `{{args}}`: the shell-quoted `-- ARGS` of the run, when the task is a target.
     Args,
+    /// `{{changed}}`: the quoted input files that changed since the last success (incremental tasks).
+    Changed,
 }
 
 /// A string with its references resolved; rendering never parses again.
@@ -41,6 +43,12 @@ pub struct ScanError {
 
 /// The name a template uses for the run's `-- ARGS`.
 pub const ARGS_NAME: &str = "args";
+
+/// The name an incremental task's template uses for its changed input files.
+pub const CHANGED_NAME: &str = "changed";
+
+/// Names cairn fills in itself, which vars and params cannot take.
+pub const RESERVED_NAMES: [&str; 2] = [ARGS_NAME, CHANGED_NAME];
 
 /// Splits `text` into literal text and `{{name}}` references. `{{{{` stands for a literal `{{`. With
 /// `single_brace`, `{name}` is a reference too (dependency strings use it to pass a param along).
@@ -150,16 +158,29 @@ impl Template {
 
     /// Renders the template with the given var values, param values and quoted args.
     pub fn render(&self, vars: &[String], params: &[String], args: &str) -> String {
+        self.render_with_slots(vars, params, args).0
+    }
+
+    /// Renders like [`Template::render`], and returns where `{{changed}}` stood in the result, so the list of
+    /// changed files can be put there when the task runs, without parsing the text again.
+    pub fn render_with_slots(
+        &self,
+        vars: &[String],
+        params: &[String],
+        args: &str,
+    ) -> (String, Vec<usize>) {
         let mut out = String::new();
+        let mut slots = Vec::new();
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
                 Part::Var(i) => out.push_str(&vars[*i]),
                 Part::Param(i) => out.push_str(&params[*i]),
                 Part::Args => out.push_str(args),
+                Part::Changed => slots.push(out.len()),
             }
         }
-        out
+        (out, slots)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The short summary every run ends with: counts, time, and on failure the root cause and what it blocked.
 
 use crate::config::format_duration;
-use crate::run::{Interruption, Plan, RunReport, TaskStatus};
+use crate::run::{CacheUse, Interruption, Plan, RunReport, TaskStatus};
 
 /// How the summary is decorated.
 #[derive(Debug, Clone, Copy)]
@@ -20,19 +20,27 @@ pub fn render_summary(plan: &Plan, report: &RunReport, style: SummaryStyle) -> S
         }
     };
     let mut succeeded = 0;
+    let mut cached = 0;
     let mut failed = 0;
     let mut interrupted = 0;
     let mut not_run = 0;
     for result in &report.results {
         match result.status {
-            TaskStatus::Succeeded => succeeded += 1,
+            TaskStatus::Succeeded => {
+                succeeded += 1;
+                cached += usize::from(result.cache == CacheUse::Hit);
+            }
             TaskStatus::Failed { .. } | TaskStatus::TimedOut { .. } => failed += 1,
             TaskStatus::Interrupted => interrupted += 1,
             TaskStatus::Skipped { .. } | TaskStatus::NotRun => not_run += 1,
         }
     }
     let total = report.results.len();
-    let mut parts = vec![format!("{succeeded} succeeded")];
+    let mut parts = vec![if cached > 0 {
+        format!("{succeeded} succeeded ({cached} from cache)")
+    } else {
+        format!("{succeeded} succeeded")
+    }];
     if failed > 0 {
         parts.push(paint("31", &format!("{failed} failed")));
     }

@@ -1,11 +1,36 @@
 //! A selected task instance resolved into everything needed to run it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cache::{hex, GlobList, KeySpec};
 use crate::config::template::shell_quote;
 use crate::config::{Config, DEFAULT_SHELL};
 use crate::graph::{NodeId, Selection, TaskGraph};
+
+/// Variables every task receives from cairn's environment, without them entering its cache key: what a
+/// program needs to find itself and the terminal. Everything else must be declared (`env_hash`, `env_pass`).
+pub const ALWAYS_PASSED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TMPDIR",
+    "TZ",
+    "CI",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XDG_RUNTIME_DIR",
+    "SSH_AUTH_SOCK",
+];
 
 /// One task instance, ready to run: commands interpolated, environment and directory resolved.
 #[derive(Debug, Clone)]
@@ -16,12 +41,16 @@ pub struct Job {
     pub label: String,
     /// Command lines, run in order; the first to fail fails the task.
     pub commands: Vec<String>,
+    /// Byte offsets in each command line where `{{changed}}` goes (incremental tasks).
+    pub changed_slots: Vec<Vec<usize>>,
     /// The program and arguments each line is appended to.
     pub shell: Vec<String>,
     /// Whether the shell is cairn's default, so that a line with no shell syntax may be run directly.
     pub default_shell: bool,
-    /// Variables added to the environment.
+    /// The task's whole environment when `clear_env`, else what is added to cairn's.
     pub env: Vec<(String, String)>,
+    /// Whether the task starts from an empty environment (the default: strict).
+    pub clear_env: bool,
     /// Working directory.
     pub dir: PathBuf,
     /// How long one attempt may take.
@@ -32,6 +61,8 @@ pub struct Job {
     pub confirm: Option<String>,
     /// Whether the task was named on the command line.
     pub is_target: bool,
+    /// What goes into its cache key.
+    pub key: KeySpec,
 }
 
 /// The jobs of a selection, in dependency order, with their dependencies as indexes into `jobs`.
@@ -43,6 +74,14 @@ pub struct Plan {
     pub deps: Vec<Vec<usize>>,
 }
 
+/// Whether `name` is matched by `pattern` (`NAME`, `PREFIX_*` or `*`).
+pub fn env_matches(name: &str, pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
 impl Plan {
     /// Resolves every node of `selection`; `args` (the command line's `-- ARGS`) go to the targets only.
     pub fn new(graph: &TaskGraph, selection: &Selection, args: &[String]) -> Plan {
@@ -51,22 +90,19 @@ impl Plan {
         for (i, &id) in selection.order.iter().enumerate() {
             position[id] = i;
         }
-        let quoted_args = args
-            .iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ");
         let mut targeted = vec![false; graph.nodes().len()];
         for &id in &selection.targets {
             targeted[id] = true;
         }
+        let caller: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
         let jobs = selection
             .order
             .iter()
             .map(|&id| {
-                let is_target = targeted[id];
-                let args = if is_target { quoted_args.as_str() } else { "" };
-                job(config, graph, id, is_target, args)
+                let args = if targeted[id] { args } else { &[] };
+                job(config, graph, id, targeted[id], args, &caller)
             })
             .collect();
         let deps = selection
@@ -78,26 +114,65 @@ impl Plan {
     }
 }
 
-fn job(config: &Config, graph: &TaskGraph, id: NodeId, is_target: bool, args: &str) -> Job {
+fn digest(name: &str, value: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(name.as_bytes());
+    hasher.update(b"=");
+    hasher.update(value.as_bytes());
+    hex(hasher.finalize().as_bytes())
+}
+
+fn job(
+    config: &Config,
+    graph: &TaskGraph,
+    id: NodeId,
+    is_target: bool,
+    args: &[String],
+    caller: &[(String, String)],
+) -> Job {
     let node = graph.node(id);
     let def = &config.tasks[node.task];
     let vars = graph.vars();
-    let mut commands: Vec<String> = def
+    let quoted_args = args
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (mut commands, changed_slots): (Vec<String>, Vec<Vec<usize>>) = def
         .run
         .iter()
-        .map(|t| t.render(vars, &node.params, args))
-        .collect();
-    if !args.is_empty() && !def.run.iter().any(|t| t.uses_args()) {
+        .map(|t| t.render_with_slots(vars, &node.params, &quoted_args))
+        .unzip();
+    if !quoted_args.is_empty() && !def.run.iter().any(|t| t.uses_args()) {
         if let Some(last) = commands.last_mut() {
             last.push(' ');
-            last.push_str(args);
+            last.push_str(&quoted_args);
         }
     }
-    let mut env: Vec<(String, String)> = def
-        .env
-        .iter()
-        .map(|(name, value)| (name.clone(), value.render(vars, &node.params, "")))
-        .collect();
+
+    let pass_all = def.env_pass.iter().any(|p| p == "*");
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut key_env = BTreeMap::new();
+    for (name, value) in caller {
+        let hashed = def.env_hash.iter().any(|p| env_matches(name, p));
+        if hashed {
+            key_env.insert(name.clone(), digest(name, value));
+        }
+        let passed = hashed
+            || ALWAYS_PASSED
+                .iter()
+                .copied()
+                .chain(def.env_pass.iter().map(String::as_str))
+                .any(|p| env_matches(name, p));
+        if passed && !pass_all {
+            env.push((name.clone(), value.clone()));
+        }
+    }
+    for (name, template) in &def.env {
+        let value = template.render(vars, &node.params, "");
+        key_env.insert(name.clone(), digest(name, &value));
+        env.push((name.clone(), value));
+    }
     env.push(("CAIRN_TASK".into(), node.label.clone()));
     for (param, value) in def.params.iter().zip(&node.params) {
         let name = format!(
@@ -106,19 +181,57 @@ fn job(config: &Config, graph: &TaskGraph, id: NodeId, is_target: bool, args: &s
         );
         env.push((name, value.clone()));
     }
-    let dir = match &def.dir {
-        Some(dir) => config.root.join(dir.render(vars, &node.params, "")),
-        None => config.root.clone(),
+
+    let relative_dir = def
+        .dir
+        .as_ref()
+        .map_or_else(|| ".".to_owned(), |d| d.render(vars, &node.params, ""));
+    let dir = if relative_dir == "." {
+        config.root.clone()
+    } else {
+        config.root.join(&relative_dir)
     };
     let shell = config.shell_for(def).to_vec();
     let default_shell = shell.iter().map(String::as_str).eq(DEFAULT_SHELL);
+    let globs = |list: &[crate::config::Spanned<String>]| -> Vec<String> {
+        list.iter().map(|g| g.value.clone()).collect()
+    };
+    let input_globs = globs(&def.inputs);
+    let output_globs = globs(&def.outputs);
+    // Patterns were checked when the file was loaded; an empty list is the safe reading should one still fail.
+    let compile = |list: &[String]| {
+        GlobList::new(list).unwrap_or_else(|_| GlobList::new(&[]).expect("no patterns"))
+    };
+    let key = KeySpec {
+        task: def.name.text.clone(),
+        params: def
+            .params
+            .iter()
+            .map(|p| p.name.clone())
+            .zip(node.params.iter().cloned())
+            .collect(),
+        commands: commands.clone(),
+        shell: shell.clone(),
+        dir: relative_dir,
+        args: args.to_vec(),
+        inputs: compile(&input_globs),
+        input_globs,
+        outputs: compile(&output_globs),
+        output_globs,
+        env: key_env,
+        deps_strategy: def.deps_strategy,
+        cacheable: def.cacheable(),
+        incremental: def.incremental,
+    };
     Job {
         node: id,
         label: node.label.clone(),
         commands,
+        changed_slots,
         shell,
         default_shell,
         env,
+        clear_env: !pass_all,
         dir,
         timeout: def.timeout,
         retries: def.retries,
@@ -127,5 +240,65 @@ fn job(config: &Config, graph: &TaskGraph, id: NodeId, is_target: bool, args: &s
             .as_ref()
             .map(|q| q.render(vars, &node.params, "")),
         is_target,
+        key,
+    }
+}
+
+impl Job {
+    /// This job with `{{changed}}` filled in and `CAIRN_CHANGED_FILES` naming `list_file`.
+    pub fn with_changed(&self, changed: &[String], list_file: &std::path::Path) -> Job {
+        let quoted = changed
+            .iter()
+            .map(|p| shell_quote(p))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut job = self.clone();
+        for (line, slots) in job.commands.iter_mut().zip(&self.changed_slots) {
+            for &at in slots.iter().rev() {
+                line.insert_str(at, &quoted);
+            }
+        }
+        job.env.push((
+            "CAIRN_CHANGED_FILES".into(),
+            list_file.display().to_string(),
+        ));
+        job
+    }
+}
+
+/// A job with nothing to run, for tests of the scheduler and executor.
+#[cfg(test)]
+pub(crate) fn test_job(label: &str) -> Job {
+    let none = GlobList::new(&[]).expect("no patterns");
+    Job {
+        node: 0,
+        label: label.into(),
+        commands: vec![],
+        changed_slots: vec![],
+        shell: vec!["bash".into(), "-c".into()],
+        default_shell: true,
+        env: vec![],
+        clear_env: false,
+        dir: ".".into(),
+        timeout: None,
+        retries: 0,
+        confirm: None,
+        is_target: true,
+        key: KeySpec {
+            task: label.into(),
+            params: BTreeMap::new(),
+            commands: vec![],
+            shell: vec![],
+            dir: ".".into(),
+            args: vec![],
+            input_globs: vec![],
+            inputs: none.clone(),
+            output_globs: vec![],
+            outputs: none,
+            env: BTreeMap::new(),
+            deps_strategy: crate::config::DepsStrategy::Key,
+            cacheable: false,
+            incremental: false,
+        },
     }
 }

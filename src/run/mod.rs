@@ -4,6 +4,7 @@
 //! [`Executor`]'s business (processes in production, a no-op in benchmarks); what the user sees is a
 //! [`Reporter`]'s. This module never prints.
 
+mod cached;
 mod job;
 mod process;
 
@@ -15,9 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+use crate::cache::{DepInput, Key, Session};
 use tokio::task::JoinSet;
 
-pub use job::{Job, Plan};
+pub use cached::CacheUse;
+pub use job::{env_matches, Job, Plan, ALWAYS_PASSED};
 pub use process::{is_direct, ProcessExecutor, Streams};
 
 /// Which of a task's output streams a line came from.
@@ -85,8 +89,12 @@ pub struct TaskResult {
     pub started: Option<Duration>,
     /// Wall time of all attempts.
     pub duration: Duration,
-    /// Attempts made (0 when not started).
+    /// Attempts made (0 when not started or restored from the cache).
     pub attempts: u32,
+    /// Whether the cache was used.
+    pub cache: CacheUse,
+    /// The task's cache key, when one was computed.
+    pub key: Option<Key>,
 }
 
 /// A signal that stopped the run.
@@ -175,6 +183,8 @@ pub trait Reporter: Send + Sync + 'static {
     fn retrying(&self, job: &Job, failed: &TaskStatus, next_attempt: u32, attempts: u32);
     /// Something the user should know about a job (it timed out, its program is missing, …).
     fn note(&self, job: &Job, message: &str);
+    /// A job's result was restored from the cache; its recorded output follows through `output`.
+    fn cache_hit(&self, job: &Job, key: &Key);
 }
 
 /// Scheduling choices for one run.
@@ -186,6 +196,8 @@ pub struct RunOptions {
     pub keep_going: bool,
     /// Stop on SIGINT/SIGTERM (off in benchmarks and embedders that handle signals themselves).
     pub handle_signals: bool,
+    /// Run tasks even when the cache has their result (and store the new result).
+    pub force: bool,
 }
 
 /// Runs `plan` to the end, or until a failure or signal stops it.
@@ -194,6 +206,7 @@ pub async fn execute(
     options: &RunOptions,
     executor: Arc<dyn Executor>,
     reporter: Arc<dyn Reporter>,
+    cache: Option<Arc<Session>>,
 ) -> std::io::Result<RunReport> {
     let start = Instant::now();
     let count = plan.jobs.len();
@@ -215,6 +228,8 @@ pub async fn execute(
             started: None,
             duration: Duration::ZERO,
             attempts: 0,
+            cache: CacheUse::Off,
+            key: None,
         };
         count
     ];
@@ -228,7 +243,7 @@ pub async fn execute(
     } else {
         None
     };
-    let mut running: JoinSet<(TaskStatus, u32)> = JoinSet::new();
+    let mut running: JoinSet<cached::JobEnd> = JoinSet::new();
     let mut running_index: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut stopping = false;
     let mut first_failure = None;
@@ -239,10 +254,23 @@ pub async fn execute(
         while !stopping && running.len() < limit {
             let Some(Reverse(i)) = ready.pop() else { break };
             results[i].started = Some(start.elapsed());
-            let handle = running.spawn(attempts(
+            let deps = plan.deps[i]
+                .iter()
+                .filter_map(|&d| {
+                    Some(DepInput {
+                        label: jobs[d].label.clone(),
+                        key: results[d].key?,
+                        outputs: jobs[d].key.outputs.clone(),
+                    })
+                })
+                .collect();
+            let handle = running.spawn(cached::run_job(
                 Arc::clone(&jobs[i]),
                 Arc::clone(&executor),
                 context.clone(),
+                cache.clone(),
+                deps,
+                options.force,
             ));
             running_index.insert(handle.id(), i);
         }
@@ -251,16 +279,23 @@ pub async fn execute(
         }
         tokio::select! {
             joined = running.join_next_with_id() => {
-                let (i, status, tries) = match joined.expect("the set is not empty") {
-                    Ok((id, (status, tries))) => (running_index.remove(&id).expect("spawned ids are indexed"), status, tries),
+                let (i, end) = match joined.expect("the set is not empty") {
+                    Ok((id, end)) => (running_index.remove(&id).expect("spawned ids are indexed"), end),
                     Err(error) => {
                         let i = running_index.remove(&error.id()).expect("spawned ids are indexed");
                         reporter.note(&jobs[i], "cairn's runner for this task stopped unexpectedly");
-                        (i, TaskStatus::Failed { code: 70 }, 1)
+                        (i, cached::JobEnd { status: TaskStatus::Failed { code: 70 }, attempts: 1, key: None, cache: CacheUse::Off })
                     }
                 };
                 let started = results[i].started.unwrap_or_default();
-                results[i] = TaskResult { status, started: Some(started), duration: start.elapsed().saturating_sub(started), attempts: tries };
+                results[i] = TaskResult {
+                    status: end.status,
+                    started: Some(started),
+                    duration: start.elapsed().saturating_sub(started),
+                    attempts: end.attempts,
+                    cache: end.cache,
+                    key: end.key,
+                };
                 reporter.finished(&jobs[i], &results[i]);
                 match &results[i].status {
                     TaskStatus::Succeeded => {
@@ -304,7 +339,7 @@ pub async fn execute(
 }
 
 /// Runs a job's attempts until one succeeds, the retries run out, or the run is interrupted.
-async fn attempts(
+pub(super) async fn attempts(
     job: Arc<Job>,
     executor: Arc<dyn Executor>,
     context: JobContext,

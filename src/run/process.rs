@@ -224,6 +224,9 @@ impl ProcessExecutor {
                 c
             }
         };
+        if job.clear_env {
+            command.env_clear();
+        }
         command
             .current_dir(&job.dir)
             .envs(job.env.iter().map(|(k, v)| (k, v)))
@@ -472,17 +475,8 @@ mod tests {
 
     fn job(default_shell: bool) -> Job {
         Job {
-            node: 0,
-            label: "t".into(),
-            commands: vec![],
-            shell: vec!["bash".into(), "-c".into()],
             default_shell,
-            env: vec![],
-            dir: ".".into(),
-            timeout: None,
-            retries: 0,
-            confirm: None,
-            is_target: true,
+            ..crate::run::job::test_job("t")
         }
     }
 

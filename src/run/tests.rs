@@ -41,21 +41,13 @@ impl Reporter for Silent {
     fn finished(&self, _: &Job, _: &TaskResult) {}
     fn retrying(&self, _: &Job, _: &TaskStatus, _: u32, _: u32) {}
     fn note(&self, _: &Job, _: &str) {}
+    fn cache_hit(&self, _: &Job, _: &crate::cache::Key) {}
 }
 
 fn job(label: &str, retries: u32) -> Job {
     Job {
-        node: 0,
-        label: label.into(),
-        commands: vec![],
-        shell: vec![],
-        default_shell: true,
-        env: vec![],
-        dir: ".".into(),
-        timeout: None,
         retries,
-        confirm: None,
-        is_target: false,
+        ..super::job::test_job(label)
     }
 }
 
@@ -79,6 +71,7 @@ fn run_plan(plan: &Plan, executor: Arc<Scripted>, jobs: usize, keep_going: bool)
         jobs,
         keep_going,
         handle_signals: false,
+        force: false,
     };
     runtime
         .block_on(execute(
@@ -86,6 +79,7 @@ fn run_plan(plan: &Plan, executor: Arc<Scripted>, jobs: usize, keep_going: bool)
             &options,
             Arc::new(executor),
             Arc::new(Silent),
+            None,
         ))
         .expect("runs")
 }

@@ -1,152 +1,10 @@
-//! End-to-end tests: the real `cairn` binary on temporary projects, with a cleared environment.
+//! End-to-end tests of the engine: order, parallelism, params, errors, signals, output.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A temporary project and a command line to run in it.
-struct Test {
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-    cwd: Option<PathBuf>,
-    stdin_file: Option<PathBuf>,
-}
-
-/// What a run of cairn produced.
-struct Run {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Test {
-    fn new() -> Test {
-        Test {
-            dir: tempfile::tempdir().expect("temp dir"),
-            args: Vec::new(),
-            cwd: None,
-            stdin_file: None,
-        }
-    }
-
-    fn tasks(self, text: &str) -> Test {
-        self.file("tasks.toml", text)
-    }
-
-    fn file(self, path: &str, text: &str) -> Test {
-        let full = self.dir.path().join(path);
-        std::fs::create_dir_all(full.parent().expect("has parent")).expect("mkdir");
-        std::fs::write(full, text).expect("write");
-        self
-    }
-
-    fn args(mut self, args: &[&str]) -> Test {
-        self.args = args.iter().map(|s| s.to_string()).collect();
-        self
-    }
-
-    fn cwd(mut self, relative: &str) -> Test {
-        self.cwd = Some(self.dir.path().join(relative));
-        self
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
-    }
-
-    fn read(&self, relative: &str) -> String {
-        std::fs::read_to_string(self.path(relative)).unwrap_or_default()
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        command
-            .args(&self.args)
-            .current_dir(
-                self.cwd
-                    .clone()
-                    .unwrap_or_else(|| self.dir.path().to_owned()),
-            )
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("NO_COLOR", "1");
-        match &self.stdin_file {
-            Some(file) => command.stdin(std::fs::File::open(file).expect("stdin file")),
-            None => command.stdin(Stdio::null()),
-        };
-        command
-    }
-
-    fn run(&self) -> Run {
-        let output: Output = self.command().output().expect("cairn runs");
-        Run {
-            status: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-}
-
-impl Run {
-    fn success(self) -> Run {
-        assert_eq!(
-            self.status, 0,
-            "expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn status(self, code: i32) -> Run {
-        assert_eq!(
-            self.status, code,
-            "unexpected status\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn stderr_has(self, text: &str) -> Run {
-        assert!(
-            self.stderr.contains(text),
-            "stderr lacks {text:?}:\n{}",
-            self.stderr
-        );
-        self
-    }
-
-    fn stdout_has(self, text: &str) -> Run {
-        assert!(
-            self.stdout.contains(text),
-            "stdout lacks {text:?}:\n{}",
-            self.stdout
-        );
-        self
-    }
-
-    fn stdout_lacks(self, text: &str) -> Run {
-        assert!(
-            !self.stdout.contains(text),
-            "stdout has {text:?}:\n{}",
-            self.stdout
-        );
-        self
-    }
-}
-
-/// Parses `start end` nanosecond stamps written by a task.
-fn span_of(test: &Test, name: &str) -> (u128, u128) {
-    let text = test.read(name);
-    let mut parts = text
-        .split_whitespace()
-        .map(|p| p.parse::<u128>().expect("nanoseconds"));
-    (parts.next().expect("start"), parts.next().expect("end"))
-}
-
-fn stamped(name: &str) -> String {
-    format!("[tasks.{name}]\nrun = \"s=$(date +%s%N); sleep 0.4; echo $s $(date +%s%N) > {name}.span\"\n")
-}
+use crate::support::*;
 
 // ---------------------------------------------------------------- order and parallelism
 
@@ -659,7 +517,7 @@ fn retries_give_up_after_the_last_attempt() {
     assert_eq!(t.read("tries").lines().count(), 2);
 }
 
-fn pid_gone(pid: i32) -> bool {
+pub fn pid_gone(pid: i32) -> bool {
     // A reparented process may linger as a zombie until init reaps it; that is not a running orphan.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
@@ -670,7 +528,7 @@ fn pid_gone(pid: i32) -> bool {
     }
 }
 
-fn wait_for(path: &Path) {
+pub fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !path.exists()
         || std::fs::read_to_string(path)

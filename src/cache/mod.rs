@@ -1,0 +1,444 @@
+//! Content-addressed caching: keys you can explain, a stat index so unchanged files are not read, a local store
+//! whose entries are complete or absent, and the per-file state of incremental tasks.
+//!
+//! Exactly what goes into a key is documented in docs/caching.md and defined by [`Fingerprint`].
+
+mod atomic;
+mod files;
+mod fingerprint;
+mod hasher;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use atomic::write_atomic;
+pub use files::{GlobList, Matches};
+pub use fingerprint::{hex, platform, Change, FileDigest, Fingerprint, Key, FORMAT_VERSION};
+pub use hasher::{hash_file, FileHasher};
+pub use store::{
+    decode_log, encode_log, Entry, GcReport, LockMode, LogLines, OutputRecord, Stats, Store,
+};
+
+use crate::config::DepsStrategy;
+
+/// The directory below the repository root that holds the cache, unless `CAIRN_CACHE_DIR` names another.
+pub const DEFAULT_DIR: &str = ".cairn/cache";
+
+/// Something the cache could not do. None of these fails a task: the task runs without the cache instead.
+#[derive(Debug, Error, Diagnostic)]
+pub enum CacheError {
+    /// A glob in `inputs` or `outputs` is invalid.
+    #[error("invalid pattern `{pattern}`: {reason}")]
+    #[diagnostic(code(cairn::cache::glob))]
+    Glob {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// Listing the repository's files failed.
+    #[error("cannot list input files: {reason}")]
+    #[diagnostic(code(cairn::cache::walk))]
+    Walk {
+        /// Why.
+        reason: String,
+    },
+    /// An input file could not be read.
+    #[error("cannot read input `{path}`: {source}")]
+    #[diagnostic(code(cairn::cache::read_input))]
+    ReadInput {
+        /// The file, relative to the root.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store's files could not be read or written.
+    #[error("{what} (`{}`): {source}", path.display())]
+    #[diagnostic(code(cairn::cache::store))]
+    Store {
+        /// What cairn was doing.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stored blob does not match its hash, or is missing.
+    #[error("cache blob {hash} is damaged: {reason}")]
+    #[diagnostic(code(cairn::cache::corrupt_blob))]
+    CorruptBlob {
+        /// The blob's hash.
+        hash: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A manifest cannot be read.
+    #[error("cache entry {key} is damaged: {reason}")]
+    #[diagnostic(code(cairn::cache::corrupt_entry))]
+    CorruptEntry {
+        /// The entry's key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An entry would write somewhere it must not.
+    #[error("refusing to restore `{path}`: {reason}")]
+    #[diagnostic(code(cairn::cache::unsafe_path))]
+    UnsafePath {
+        /// The path in the manifest.
+        path: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+impl CacheError {
+    /// Whether the error means a stored entry is bad (report it, drop it, run the task) rather than that the
+    /// cache cannot be used at all.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            CacheError::CorruptBlob { .. }
+                | CacheError::CorruptEntry { .. }
+                | CacheError::UnsafePath { .. }
+        )
+    }
+}
+
+/// The parts of a task instance that go into its key, resolved when the plan is made.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// The task's name as written.
+    pub task: String,
+    /// Param values by name.
+    pub params: BTreeMap<String, String>,
+    /// Command lines after interpolation (args included; `{{changed}}` left empty).
+    pub commands: Vec<String>,
+    /// The shell.
+    pub shell: Vec<String>,
+    /// Working directory relative to the root.
+    pub dir: String,
+    /// The run's args, for a target.
+    pub args: Vec<String>,
+    /// `inputs` as written.
+    pub input_globs: Vec<String>,
+    /// `inputs`, compiled.
+    pub inputs: GlobList,
+    /// `outputs` as written.
+    pub output_globs: Vec<String>,
+    /// `outputs`, compiled.
+    pub outputs: GlobList,
+    /// Digests of declared variables' values, by name.
+    pub env: BTreeMap<String, String>,
+    /// What of a dependency enters the key.
+    pub deps_strategy: DepsStrategy,
+    /// Whether results may be stored and reused.
+    pub cacheable: bool,
+    /// Whether the task gets only its changed inputs.
+    pub incremental: bool,
+}
+
+/// A dependency as the dependent's key sees it.
+#[derive(Debug, Clone)]
+pub struct DepInput {
+    /// Its name.
+    pub label: String,
+    /// Its key.
+    pub key: Key,
+    /// Its declared outputs, hashed instead of its key under `deps_strategy = "outputs"`.
+    pub outputs: GlobList,
+}
+
+/// A task's key and what it was computed from.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    /// The fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Its key.
+    pub key: Key,
+    /// Input patterns that matched no file (worth a warning).
+    pub unmatched: Vec<String>,
+}
+
+/// The last successful run of a task instance, for `cairn why`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuccessRecord {
+    /// The task instance.
+    pub task: String,
+    /// Its key then.
+    pub key: String,
+    /// When, in seconds since the epoch.
+    pub at: u64,
+    /// Its fingerprint then.
+    pub fingerprint: Fingerprint,
+}
+
+/// The per-file digests an incremental task had at its last success.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IncrementalState {
+    /// The key of the task's definition (everything but inputs and dependencies) at the time.
+    pub definition: String,
+    /// Input digests at the time.
+    pub files: BTreeMap<String, FileDigest>,
+}
+
+/// The cache as one run uses it.
+#[derive(Debug)]
+pub struct Session {
+    root: PathBuf,
+    store: Store,
+    hasher: FileHasher,
+    platform: String,
+}
+
+impl Session {
+    /// Opens the cache of the repository at `root`, in `dir`.
+    pub fn open(root: &Path, dir: &Path) -> Result<Session, CacheError> {
+        let store = Store::open(dir, LockMode::Shared)?;
+        let hasher = FileHasher::load(root, &dir.join("stat-index"));
+        Ok(Session {
+            root: root.to_owned(),
+            store,
+            hasher,
+            platform: platform(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Computes a task's key now: its inputs as they are on disk, its dependencies as they ended.
+    pub fn key(&self, spec: &KeySpec, deps: &[DepInput]) -> Result<Keyed, CacheError> {
+        let matches = spec.inputs.expand(&self.root, true)?;
+        let inputs = self.hasher.digest_all(&matches.files)?;
+        let mut dep_digests = BTreeMap::new();
+        for dep in deps {
+            let digest = match spec.deps_strategy {
+                DepsStrategy::Key => dep.key.to_string(),
+                DepsStrategy::Outputs => self.outputs_digest(&dep.outputs)?,
+            };
+            dep_digests.insert(dep.label.clone(), digest);
+        }
+        let fingerprint = Fingerprint {
+            version: FORMAT_VERSION,
+            platform: self.platform.clone(),
+            task: spec.task.clone(),
+            params: spec.params.clone(),
+            commands: spec.commands.clone(),
+            shell: spec.shell.clone(),
+            dir: spec.dir.clone(),
+            args: spec.args.clone(),
+            outputs: spec.output_globs.clone(),
+            input_globs: spec.input_globs.clone(),
+            env: spec.env.clone(),
+            inputs,
+            deps: dep_digests,
+        };
+        Ok(Keyed {
+            key: fingerprint.key(),
+            fingerprint,
+            unmatched: matches.unmatched,
+        })
+    }
+
+    /// The digest of the files `outputs` matches now (paths, contents and modes).
+    pub fn outputs_digest(&self, outputs: &GlobList) -> Result<String, CacheError> {
+        let files = outputs.expand(&self.root, false)?.files;
+        let digests = self.hasher.digest_all(&files)?;
+        let bytes = serde_json::to_vec(&digests).expect("digests always serialise");
+        Ok(hex(blake3::hash(&bytes).as_bytes()))
+    }
+
+    /// Whether an entry exists for `key` (for `--dry-run`); damage is found only when restoring.
+    pub fn contains(&self, key: &Key) -> bool {
+        matches!(self.store.load_entry(key), Ok(Some(_)))
+    }
+
+    /// Restores the entry for `key`, if there is one: outputs verified and written, and the recorded output
+    /// returned for replay. A damaged entry is removed and reported as an error, which callers treat as a miss.
+    pub fn restore(&self, key: &Key, spec: &KeySpec) -> Result<Option<LogLines>, CacheError> {
+        let entry = match self.store.load_entry(key) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                self.store.remove_entry(key);
+                return Err(error);
+            }
+        };
+        let result = (|| {
+            let allowed = |path: &str| spec.outputs.matches_path(path);
+            self.store.restore_outputs(&self.root, &entry, &allowed)?;
+            match &entry.log {
+                Some(blob) => {
+                    decode_log(&self.store.get_blob(blob)?).ok_or_else(|| CacheError::CorruptBlob {
+                        hash: blob.clone(),
+                        reason: "the recorded output cannot be decoded".into(),
+                    })
+                }
+                None => Ok(Vec::new()),
+            }
+        })();
+        match result {
+            Ok(log) => {
+                self.store.touch(key);
+                Ok(Some(log))
+            }
+            Err(error) => {
+                if error.is_damage() {
+                    self.store.scrub(&entry);
+                    self.store.remove_entry(key);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Stores a successful run's outputs and output under its key.
+    pub fn save(
+        &self,
+        keyed: &Keyed,
+        task: &str,
+        spec: &KeySpec,
+        log: &[(bool, Vec<u8>)],
+        took: Duration,
+    ) -> Result<(), CacheError> {
+        let outputs = spec.outputs.expand(&self.root, false)?.files;
+        let records = self.store.put_outputs(&self.root, &outputs)?;
+        let log = if log.is_empty() {
+            None
+        } else {
+            Some(self.store.put_blob(&encode_log(log), true)?)
+        };
+        let entry = Entry {
+            key: keyed.key.to_string(),
+            task: task.to_owned(),
+            created: unix_now(),
+            duration_ms: took.as_millis() as u64,
+            outputs: records,
+            log,
+            fingerprint: keyed.fingerprint.clone(),
+        };
+        self.store.save_entry(&keyed.key, &entry)
+    }
+
+    /// Remembers `keyed` as the last success of `task`, for `cairn why`.
+    pub fn record_success(&self, task: &str, keyed: &Keyed) -> Result<(), CacheError> {
+        let record = SuccessRecord {
+            task: task.to_owned(),
+            key: keyed.key.to_string(),
+            at: unix_now(),
+            fingerprint: keyed.fingerprint.clone(),
+        };
+        let path = self.store.task_file("tasks", task);
+        write_atomic(
+            &path,
+            &serde_json::to_vec(&record).expect("records serialise"),
+        )
+        .map_err(|source| CacheError::Store {
+            what: "cannot record the task's success".into(),
+            path,
+            source,
+        })
+    }
+
+    /// The last success of `task`, if one was recorded.
+    pub fn last_success(&self, task: &str) -> Option<SuccessRecord> {
+        let bytes = std::fs::read(self.store.task_file("tasks", task)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The inputs of an incremental task that changed since its last success: all of them when there was
+    /// none, or when the task's definition changed since.
+    pub fn changed_inputs(&self, task: &str, keyed: &Keyed) -> Vec<String> {
+        let state: Option<IncrementalState> =
+            std::fs::read(self.store.task_file("incremental", task))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        let now = &keyed.fingerprint.inputs;
+        match state {
+            Some(state) if state.definition == keyed.fingerprint.definition_key().to_string() => {
+                now.iter()
+                    .filter(|(path, digest)| state.files.get(*path) != Some(digest))
+                    .map(|(path, _)| path.clone())
+                    .collect()
+            }
+            _ => now.keys().cloned().collect(),
+        }
+    }
+
+    /// Records the inputs an incremental task has now passed.
+    pub fn record_incremental(&self, task: &str, keyed: &Keyed) -> Result<(), CacheError> {
+        let state = IncrementalState {
+            definition: keyed.fingerprint.definition_key().to_string(),
+            files: keyed.fingerprint.inputs.clone(),
+        };
+        let path = self.store.task_file("incremental", task);
+        write_atomic(
+            &path,
+            &serde_json::to_vec(&state).expect("state serialises"),
+        )
+        .map_err(|source| CacheError::Store {
+            what: "cannot record the incremental state".into(),
+            path,
+            source,
+        })
+    }
+
+    /// Saves what was learnt about files this run.
+    pub fn finish(&self) -> Result<(), CacheError> {
+        let path = self.store.dir().join("stat-index");
+        self.hasher.save(&path).map_err(|source| CacheError::Store {
+            what: "cannot save the stat index".into(),
+            path,
+            source,
+        })
+    }
+}
+
+/// How often, at most, a run trims the cache after storing results.
+const AUTO_GC_EVERY: Duration = Duration::from_secs(3600);
+
+/// Trims the cache in `dir` to `max_size` and `max_age` if it was not trimmed in the last hour and no other
+/// cairn is using it; returns what was removed, if it ran.
+pub fn auto_gc(
+    dir: &Path,
+    max_size: u64,
+    max_age: Duration,
+) -> Result<Option<GcReport>, CacheError> {
+    let marker = dir.join("last-gc");
+    let recent = std::fs::metadata(&marker)
+        .and_then(|m| m.modified())
+        .is_ok_and(|at| SystemTime::now().duration_since(at).unwrap_or_default() < AUTO_GC_EVERY);
+    if recent {
+        return Ok(None);
+    }
+    let Some(store) = Store::open_locked(dir, LockMode::TryExclusive)? else {
+        return Ok(None);
+    };
+    let report = store.gc(max_size, max_age)?;
+    write_atomic(&marker, b"").map_err(|source| CacheError::Store {
+        what: "cannot record the time of the last gc".into(),
+        path: marker,
+        source,
+    })?;
+    Ok(Some(report))
+}
+
+/// Where the cache of the repository at `root` lives: `CAIRN_CACHE_DIR`, else [`DEFAULT_DIR`] below the root.
+pub fn dir_for(root: &Path) -> PathBuf {
+    std::env::var_os("CAIRN_CACHE_DIR").map_or_else(|| root.join(DEFAULT_DIR), PathBuf::from)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,650 @@
+//! The local content-addressed store: blobs by BLAKE3 hash, one manifest per entry, all written atomically.
+//!
+//! Layout under the cache directory:
+//! ```text
+//! blobs/ab/<hash>        file content as stored (raw)
+//! blobs/ab/<hash>.zst    file content, zstd-compressed (logs, and blobs over 64 KiB)
+//! entries/ab/<key>.json  a manifest: the fingerprint, the outputs, the log; mtime = last use (LRU)
+//! tasks/<id>.json        the last successful fingerprint of each task instance, for `cairn why`
+//! incremental/<id>.json  per-file digests at the last success of each incremental task
+//! stat-index             path → stat + digest, so unchanged files are not read again
+//! lock                   shared while a run uses the store, exclusive for gc and clean
+//! ```
+//! Blobs are written before the manifest that names them, so an entry is complete or absent whatever moment
+//! cairn is killed at; a blob left without a manifest is removed by gc.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{is_temp_name, write_atomic, write_atomic_with};
+use super::fingerprint::{hex, parse_hex, Fingerprint, Key};
+use super::CacheError;
+
+/// Blobs larger than this are stored compressed (and restored by copy, which a compressed blob needs anyway).
+const COMPRESS_OVER: usize = 64 * 1024;
+
+/// One output file of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// Path relative to the repository root.
+    pub path: String,
+    /// The content's blob (files), or `None` for a symlink.
+    pub blob: Option<String>,
+    /// The link's target (symlinks).
+    pub target: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// A stored result: what the task produced and printed, under its key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// The key, in hex.
+    pub key: String,
+    /// The task instance that produced it.
+    pub task: String,
+    /// When it was stored, in seconds since the epoch.
+    pub created: u64,
+    /// How long the task took.
+    pub duration_ms: u64,
+    /// Output files.
+    pub outputs: Vec<OutputRecord>,
+    /// The blob of the recorded output (see [`encode_log`]).
+    pub log: Option<String>,
+    /// What the key was computed from.
+    pub fingerprint: Fingerprint,
+}
+
+/// How the store is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Runs: many at once.
+    Shared,
+    /// gc and clean: alone, waiting for runs to end.
+    Exclusive,
+    /// Alone, or not at all when another process uses the store (automatic trimming after a run).
+    TryExclusive,
+}
+
+/// The store in one directory, locked for as long as the value lives.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    _lock: File,
+}
+
+/// Totals for `cairn cache stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Entries.
+    pub entries: u64,
+    /// Blobs.
+    pub blobs: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GcReport {
+    /// Entries removed.
+    pub entries: u64,
+    /// Blobs removed.
+    pub blobs: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+fn io_error(what: &str, path: &Path) -> impl FnOnce(io::Error) -> CacheError {
+    let (what, path) = (what.to_owned(), path.to_owned());
+    move |source| CacheError::Store { what, path, source }
+}
+
+impl Store {
+    /// Opens (creating) the store in `dir`, waiting for the lock.
+    pub fn open(dir: &Path, mode: LockMode) -> Result<Store, CacheError> {
+        Store::open_locked(dir, mode)?.ok_or_else(|| CacheError::Store {
+            what: "the cache is in use".into(),
+            path: dir.to_owned(),
+            source: io::Error::from(io::ErrorKind::WouldBlock),
+        })
+    }
+
+    /// Opens the store with `mode`; `None` when `TryExclusive` finds it in use.
+    pub fn open_locked(dir: &Path, mode: LockMode) -> Result<Option<Store>, CacheError> {
+        fs::create_dir_all(dir).map_err(io_error("cannot create the cache directory", dir))?;
+        let lock_path = dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error("cannot open the cache lock", &lock_path))?;
+        let operation = match mode {
+            LockMode::Shared => libc::LOCK_SH,
+            LockMode::Exclusive => libc::LOCK_EX,
+            LockMode::TryExclusive => libc::LOCK_EX | libc::LOCK_NB,
+        };
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), operation) } != 0 {
+            let error = io::Error::last_os_error();
+            if mode == LockMode::TryExclusive && error.kind() == io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(io_error("cannot lock the cache", &lock_path)(error));
+        }
+        Ok(Some(Store {
+            dir: dir.to_owned(),
+            _lock: lock,
+        }))
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn blob_path(&self, hash: &str, compressed: bool) -> PathBuf {
+        let name = if compressed {
+            format!("{hash}.zst")
+        } else {
+            hash.to_owned()
+        };
+        self.dir.join("blobs").join(&hash[..2]).join(name)
+    }
+
+    fn entry_path(&self, key: &Key) -> PathBuf {
+        let hex = key.to_string();
+        self.dir
+            .join("entries")
+            .join(&hex[..2])
+            .join(format!("{hex}.json"))
+    }
+
+    /// A per-task file under `kind/` (`tasks`, `incremental`), named by a digest of the task's name.
+    pub fn task_file(&self, kind: &str, label: &str) -> PathBuf {
+        self.dir.join(kind).join(format!(
+            "{}.json",
+            &hex(blake3::hash(label.as_bytes()).as_bytes())[..32]
+        ))
+    }
+
+    /// Stores `bytes`, returning their hash. `compress` forces zstd (logs); otherwise large blobs are.
+    pub fn put_blob(&self, bytes: &[u8], compress: bool) -> Result<String, CacheError> {
+        let hash = hex(blake3::hash(bytes).as_bytes());
+        if self.blob_path(&hash, false).exists() || self.blob_path(&hash, true).exists() {
+            return Ok(hash);
+        }
+        let compressed = compress || bytes.len() > COMPRESS_OVER;
+        let path = self.blob_path(&hash, compressed);
+        let result = if compressed {
+            write_atomic_with(&path, |file| {
+                let mut encoder = zstd::Encoder::new(file, 3)?;
+                encoder.write_all(bytes)?;
+                encoder.finish().map(|_| ())
+            })
+        } else {
+            write_atomic(&path, bytes)
+        };
+        result.map_err(io_error("cannot store a blob", &path))?;
+        Ok(hash)
+    }
+
+    /// A blob's content, verified against its hash.
+    pub fn get_blob(&self, hash: &str) -> Result<Vec<u8>, CacheError> {
+        let corrupt = |reason: &str| CacheError::CorruptBlob {
+            hash: hash.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let expected =
+            parse_hex(hash).ok_or_else(|| corrupt("the manifest names an invalid hash"))?;
+        let raw = self.blob_path(hash, false);
+        let bytes = match fs::read(&raw) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let packed = self.blob_path(hash, true);
+                let file = File::open(&packed).map_err(|_| corrupt("the blob is missing"))?;
+                let mut out = Vec::new();
+                zstd::Decoder::new(file)
+                    .and_then(|mut d| d.read_to_end(&mut out))
+                    .map_err(|_| {
+                        let _ = fs::remove_file(&packed);
+                        corrupt("the compressed blob is damaged")
+                    })?;
+                out
+            }
+            Err(error) => return Err(io_error("cannot read a blob", &raw)(error)),
+        };
+        if *blake3::hash(&bytes).as_bytes() != expected {
+            // Gone, so that storing the same content again writes a good copy instead of trusting this one.
+            let _ = fs::remove_file(&raw);
+            let _ = fs::remove_file(self.blob_path(hash, true));
+            return Err(corrupt("its content does not match its hash"));
+        }
+        Ok(bytes)
+    }
+
+    /// The entry stored under `key`, if any. A manifest that cannot be read is reported as corrupt.
+    pub fn load_entry(&self, key: &Key) -> Result<Option<Entry>, CacheError> {
+        let path = self.entry_path(key);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error("cannot read a cache entry", &path)(error)),
+        };
+        let entry: Entry = serde_json::from_slice(&text).map_err(|e| CacheError::CorruptEntry {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        if entry.key != key.to_string() {
+            return Err(CacheError::CorruptEntry {
+                key: key.to_string(),
+                reason: "the manifest is for another key".into(),
+            });
+        }
+        Ok(Some(entry))
+    }
+
+    /// Reads every blob of `entry`, which removes the damaged ones, so that storing their content again
+    /// writes good copies.
+    pub fn scrub(&self, entry: &Entry) {
+        for blob in entry
+            .outputs
+            .iter()
+            .filter_map(|o| o.blob.as_ref())
+            .chain(entry.log.as_ref())
+        {
+            let _ = self.get_blob(blob);
+        }
+    }
+
+    /// Marks an entry as just used, for least-recently-used eviction.
+    pub fn touch(&self, key: &Key) {
+        if let Ok(file) = File::options().append(true).open(self.entry_path(key)) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+    }
+
+    /// Removes an entry (its blobs go at the next gc).
+    pub fn remove_entry(&self, key: &Key) {
+        let _ = fs::remove_file(self.entry_path(key));
+    }
+
+    /// Writes `entry`'s manifest; its blobs must be stored already.
+    pub fn save_entry(&self, key: &Key, entry: &Entry) -> Result<(), CacheError> {
+        let path = self.entry_path(key);
+        let bytes = serde_json::to_vec(entry).expect("an entry always serialises");
+        write_atomic(&path, &bytes).map_err(io_error("cannot write a cache entry", &path))
+    }
+
+    /// Stores the files at `paths` (relative to `root`) as blobs and returns their records.
+    pub fn put_outputs(
+        &self,
+        root: &Path,
+        paths: &[String],
+    ) -> Result<Vec<OutputRecord>, CacheError> {
+        let mut records = Vec::with_capacity(paths.len());
+        for path in paths {
+            let full = root.join(path);
+            let meta =
+                fs::symlink_metadata(&full).map_err(io_error("cannot read an output", &full))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target =
+                    fs::read_link(&full).map_err(io_error("cannot read an output link", &full))?;
+                records.push(OutputRecord {
+                    path: path.clone(),
+                    blob: None,
+                    target: Some(target.to_string_lossy().into_owned()),
+                    size: 0,
+                    mode,
+                });
+            } else {
+                let bytes = fs::read(&full).map_err(io_error("cannot read an output", &full))?;
+                records.push(OutputRecord {
+                    path: path.clone(),
+                    blob: Some(self.put_blob(&bytes, false)?),
+                    target: None,
+                    size: bytes.len() as u64,
+                    mode,
+                });
+            }
+        }
+        Ok(records)
+    }
+
+    /// Writes an entry's outputs under `root`, each verified, each atomically; `allowed` says which paths the
+    /// task declares as outputs, and nothing else is written.
+    pub fn restore_outputs(
+        &self,
+        root: &Path,
+        entry: &Entry,
+        allowed: &dyn Fn(&str) -> bool,
+    ) -> Result<(), CacheError> {
+        let unsafe_path = |path: &str, reason: &str| CacheError::UnsafePath {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let canonical_root = root
+            .canonicalize()
+            .map_err(io_error("cannot resolve the repository root", root))?;
+        for output in &entry.outputs {
+            let relative = Path::new(&output.path);
+            if !relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+            {
+                return Err(unsafe_path(
+                    &output.path,
+                    "only plain relative paths can be restored",
+                ));
+            }
+            if !allowed(&output.path) {
+                return Err(unsafe_path(
+                    &output.path,
+                    "not one of the task's declared outputs",
+                ));
+            }
+            let destination = root.join(relative);
+            let parent = destination
+                .parent()
+                .expect("a joined relative path has a parent");
+            fs::create_dir_all(parent)
+                .map_err(io_error("cannot create an output directory", parent))?;
+            // A symlinked directory on the way would carry the write somewhere else.
+            let real_parent = parent
+                .canonicalize()
+                .map_err(io_error("cannot resolve an output directory", parent))?;
+            if !real_parent.starts_with(&canonical_root) {
+                return Err(unsafe_path(
+                    &output.path,
+                    "a directory on its way is a link out of the repository",
+                ));
+            }
+            match (&output.blob, &output.target) {
+                (Some(blob), _) => {
+                    let bytes = self.get_blob(blob)?;
+                    if bytes.len() as u64 != output.size {
+                        return Err(CacheError::CorruptBlob {
+                            hash: blob.clone(),
+                            reason: "its size differs from the manifest's".into(),
+                        });
+                    }
+                    write_atomic_with(&destination, |file| {
+                        file.write_all(&bytes)?;
+                        file.set_permissions(fs::Permissions::from_mode(output.mode & 0o7777))
+                    })
+                    .map_err(io_error("cannot restore an output", &destination))?;
+                }
+                (None, Some(target)) => {
+                    let target_path = Path::new(target);
+                    let resolved = normalize(&real_parent.join(target_path));
+                    if target_path.is_absolute() || !resolved.starts_with(&canonical_root) {
+                        return Err(unsafe_path(
+                            &output.path,
+                            "the link points out of the repository",
+                        ));
+                    }
+                    let temp = parent.join(format!(
+                        ".{}.tmp.{}",
+                        output.path.replace('/', "_"),
+                        std::process::id()
+                    ));
+                    let _ = fs::remove_file(&temp);
+                    std::os::unix::fs::symlink(target_path, &temp)
+                        .and_then(|()| fs::rename(&temp, &destination))
+                        .map_err(io_error("cannot restore an output link", &destination))?;
+                }
+                (None, None) => {
+                    return Err(unsafe_path(
+                        &output.path,
+                        "the manifest has neither content nor link",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts entries, blobs and bytes.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        for (path, meta) in files_under(&self.dir.join("entries")) {
+            if path.extension().is_some_and(|e| e == "json") {
+                stats.entries += 1;
+                stats.bytes += meta.size();
+            }
+        }
+        for (_, meta) in files_under(&self.dir.join("blobs")) {
+            stats.blobs += 1;
+            stats.bytes += meta.size();
+        }
+        stats
+    }
+
+    /// Removes every entry, blob and record (the store must be locked exclusively).
+    pub fn clean(&self) -> Result<Stats, CacheError> {
+        let before = self.stats();
+        for sub in ["entries", "blobs", "tasks", "incremental", "stat-index"] {
+            let path = self.dir.join(sub);
+            let result = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match result {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error("cannot remove", &path)(error));
+                }
+                _ => {}
+            }
+        }
+        Ok(before)
+    }
+
+    /// Removes entries unused for `max_age`, then the least recently used until the store fits `max_size`,
+    /// then every blob no entry names and any temp file a killed write left (the store must be locked
+    /// exclusively).
+    pub fn gc(&self, max_size: u64, max_age: Duration) -> Result<GcReport, CacheError> {
+        let mut report = GcReport::default();
+        let now = SystemTime::now();
+        let mut entries: Vec<(PathBuf, SystemTime, u64, Vec<String>)> = Vec::new();
+        for (path, meta) in files_under(&self.dir.join("entries")) {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if is_temp_name(name) {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let used = meta.modified().unwrap_or(now);
+            let blobs = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+                .map(|e| {
+                    e.outputs
+                        .iter()
+                        .filter_map(|o| o.blob.clone())
+                        .chain(e.log.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            entries.push((path, used, meta.size(), blobs));
+        }
+        let mut blob_sizes: HashMap<String, (PathBuf, u64)> = HashMap::new();
+        for (path, meta) in files_under(&self.dir.join("blobs")) {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if is_temp_name(&name) {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            blob_sizes.insert(
+                name.trim_end_matches(".zst").to_owned(),
+                (path, meta.size()),
+            );
+        }
+        entries.sort_by_key(|(_, used, _, _)| *used);
+        let mut references: HashMap<&str, usize> = HashMap::new();
+        for (_, _, _, blobs) in &entries {
+            for blob in blobs {
+                *references.entry(blob.as_str()).or_default() += 1;
+            }
+        }
+        let mut live: u64 = entries.iter().map(|(_, _, size, _)| size).sum::<u64>()
+            + references
+                .keys()
+                .filter_map(|b| blob_sizes.get(*b))
+                .map(|(_, s)| s)
+                .sum::<u64>();
+        let mut removed = HashSet::new();
+        for (i, (path, used, size, blobs)) in entries.iter().enumerate() {
+            let too_old = now.duration_since(*used).unwrap_or_default() > max_age;
+            if !too_old && live <= max_size {
+                continue;
+            }
+            if fs::remove_file(path).is_ok() {
+                removed.insert(i);
+                report.entries += 1;
+                report.bytes += size;
+                live = live.saturating_sub(*size);
+                for blob in blobs {
+                    let count = references.get_mut(blob.as_str()).expect("counted above");
+                    *count -= 1;
+                    if *count == 0 {
+                        live = live.saturating_sub(blob_sizes.get(blob).map_or(0, |(_, s)| *s));
+                    }
+                }
+            }
+        }
+        for (hash, (path, size)) in &blob_sizes {
+            if references.get(hash.as_str()).copied().unwrap_or(0) == 0
+                && fs::remove_file(path).is_ok()
+            {
+                report.blobs += 1;
+                report.bytes += size;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Collapses `.` and `..` without touching the filesystem.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Every file below `dir`, with its metadata (missing directories have none).
+fn files_under(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(read) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in read.flatten() {
+            let Ok(meta) = item.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(item.path());
+            } else {
+                out.push((item.path(), meta));
+            }
+        }
+    }
+    out
+}
+
+/// A task's recorded output: each line with whether it came from stderr.
+pub type LogLines = Vec<(bool, Vec<u8>)>;
+
+/// Encodes recorded output lines: per line, one byte for the stream (0 stdout, 1 stderr), its length as u32,
+/// then its bytes.
+pub fn encode_log(lines: &[(bool, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.iter().map(|(_, l)| l.len() + 5).sum());
+    for (is_stderr, line) in lines {
+        out.push(u8::from(*is_stderr));
+        out.extend_from_slice(&(line.len() as u32).to_le_bytes());
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+/// Decodes [`encode_log`]'s format; `None` when it is damaged.
+pub fn decode_log(mut bytes: &[u8]) -> Option<LogLines> {
+    let mut lines = Vec::new();
+    while !bytes.is_empty() {
+        let (&stream, rest) = bytes.split_first()?;
+        let (len, rest) = rest.split_at_checked(4)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let (line, rest) = rest.split_at_checked(len)?;
+        lines.push((stream == 1, line.to_vec()));
+        bytes = rest;
+    }
+    Some(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip_and_detect_a_flipped_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), LockMode::Shared).expect("opens");
+        let small = store.put_blob(b"hello", false).expect("stores");
+        let large_bytes = vec![7u8; 200_000];
+        let large = store.put_blob(&large_bytes, false).expect("stores");
+        assert_eq!(store.get_blob(&small).expect("reads"), b"hello");
+        assert_eq!(store.get_blob(&large).expect("reads"), large_bytes);
+        let path = store.blob_path(&small, false);
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[0] ^= 1;
+        fs::write(&path, bytes).expect("write");
+        assert!(matches!(
+            store.get_blob(&small),
+            Err(CacheError::CorruptBlob { .. })
+        ));
+    }
+
+    #[test]
+    fn log_encoding_round_trips() {
+        let lines = vec![
+            (false, b"out".to_vec()),
+            (true, b"".to_vec()),
+            (true, b"err".to_vec()),
+        ];
+        assert_eq!(decode_log(&encode_log(&lines)), Some(lines));
+        assert_eq!(decode_log(&[0, 9, 0, 0, 0, b'x']), None);
+    }
+
+    #[test]
+    fn normalize_collapses_parent_components() {
+        assert_eq!(
+            normalize(Path::new("/r/a/../b/./c")),
+            PathBuf::from("/r/b/c")
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! `cairn why` and `cairn cache stats|clean|gc`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::run::{open_cache, predict};
+use super::{CliError, Context};
+use crate::cache::{self, LockMode, Store};
+use crate::config::{format_duration, format_size, parse_duration, parse_size};
+use crate::run::Plan;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct WhyArgs {
+    /// The task to explain, e.g. `build` or `deploy:production`.
+    target: String,
+    /// The `-- ARGS` the run would pass.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum CacheCommand {
+    /// Entries, blobs and size of the local cache.
+    Stats,
+    /// Remove everything from the local cache.
+    Clean,
+    /// Remove entries unused for longer than --max-age, then the least recently used beyond --max-size.
+    Gc {
+        /// Size to trim to, e.g. `5GiB` (default: `[settings] cache_max_size`).
+        #[arg(long, value_parser = parse_size_arg)]
+        max_size: Option<u64>,
+        /// Age beyond which unused entries go, e.g. `30d` (default: `[settings] cache_max_age`).
+        #[arg(long, value_parser = parse_duration_arg)]
+        max_age: Option<std::time::Duration>,
+    },
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| format!("{e} (e.g. `5GiB`, `500MiB`)"))
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text).map_err(|e| format!("{e} (e.g. `30d`, `12h`)"))
+}
+
+/// Explains, field by field, why `target`'s key differs from its last successful run.
+pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
+    let (config, mut graph) = context.load()?;
+    let selection = graph.select(std::slice::from_ref(&args.target))?;
+    let plan = Plan::new(&graph, &selection, &args.args);
+    let session = open_cache(&config)?;
+    let target = selection.targets[0];
+    let index = plan
+        .jobs
+        .iter()
+        .position(|j| j.node == target)
+        .expect("the target is in its own plan");
+    let job = &plan.jobs[index];
+    let keyed = match predict(&plan, &session).swap_remove(index) {
+        Ok((keyed, _)) => keyed,
+        Err(error) => {
+            println!("`{}`: cannot compute its key: {error}", job.label);
+            return Ok(1);
+        }
+    };
+    let short = |key: &str| key[..12.min(key.len())].to_owned();
+    let now = keyed.key.to_string();
+    let Some(last) = session.last_success(&job.label) else {
+        println!(
+            "`{}` has no recorded success: it will run (key {})",
+            job.label,
+            short(&now)
+        );
+        return Ok(0);
+    };
+    let age = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_sub(last.at);
+    let ago = format_duration(std::time::Duration::from_secs(age));
+    if last.key == now {
+        let stored = job.key.cacheable && session.contains(&keyed.key);
+        let verdict = match (job.key.cacheable, stored) {
+            (false, _) => {
+                "but the task is not cached (`cache = false`, or no `inputs`), so it runs"
+            }
+            (true, true) => "and the cache has its result: it will be restored",
+            (true, false) => {
+                "but the cache no longer has its result (cleaned or trimmed): it will run"
+            }
+        };
+        println!(
+            "`{}`: nothing changed since its last success {ago} ago (key {}), {verdict}",
+            job.label,
+            short(&now)
+        );
+        return Ok(0);
+    }
+    println!(
+        "`{}` changed since its last success {ago} ago (key {} → {}):",
+        job.label,
+        short(&last.key),
+        short(&now)
+    );
+    let changes = last.fingerprint.changes(&keyed.fingerprint);
+    const SHOWN: usize = 50;
+    for change in changes.iter().take(SHOWN) {
+        println!("  {change}");
+    }
+    if changes.len() > SHOWN {
+        println!("  … and {} more", changes.len() - SHOWN);
+    }
+    Ok(0)
+}
+
+pub(super) fn cache(context: &Context, command: &CacheCommand) -> Result<i32, CliError> {
+    let (config, _) = context.load()?;
+    let dir = cache::dir_for(&config.root);
+    match command {
+        CacheCommand::Stats => {
+            let store = Store::open(&dir, LockMode::Shared).map_err(CliError::Cache)?;
+            let stats = store.stats();
+            println!("cache:   {}", dir.display());
+            println!("entries: {}", stats.entries);
+            println!("blobs:   {}", stats.blobs);
+            println!(
+                "size:    {} (limit {}, entries unused for {} are removed)",
+                format_size(stats.bytes),
+                format_size(config.settings.cache_max_size),
+                format_duration(config.settings.cache_max_age)
+            );
+        }
+        CacheCommand::Clean => {
+            let store = Store::open(&dir, LockMode::Exclusive).map_err(CliError::Cache)?;
+            let removed = store.clean().map_err(CliError::Cache)?;
+            println!(
+                "removed {} entries and {} blobs ({})",
+                removed.entries,
+                removed.blobs,
+                format_size(removed.bytes)
+            );
+        }
+        CacheCommand::Gc { max_size, max_age } => {
+            let store = Store::open(&dir, LockMode::Exclusive).map_err(CliError::Cache)?;
+            let report = store
+                .gc(
+                    max_size.unwrap_or(config.settings.cache_max_size),
+                    max_age.unwrap_or(config.settings.cache_max_age),
+                )
+                .map_err(CliError::Cache)?;
+            println!(
+                "removed {} entries and {} blobs ({})",
+                report.entries,
+                report.blobs,
+                format_size(report.bytes)
+            );
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,247 @@
+//! One job through the cache: compute its key once its dependencies have ended, restore and replay a hit, or
+//! run it (incremental tasks on their changed inputs only) and store what it produced.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::cache::{DepInput, Key, Keyed, Session};
+
+use super::{attempts, Executor, Job, JobContext, Reporter, Stream, TaskResult, TaskStatus};
+
+/// Whether the cache was used for a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Not consulted: caching off for the task or the run.
+    Off,
+    /// Restored from the cache; the task did not run.
+    Hit,
+    /// Looked up and not found (or `--force`); the task ran.
+    Miss,
+}
+
+/// How a job ended, as the scheduler records it.
+#[derive(Debug)]
+pub(super) struct JobEnd {
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub key: Option<Key>,
+    pub cache: CacheUse,
+}
+
+/// Forwards everything to the real reporter and keeps the job's output lines, to be stored with its entry.
+struct Recorder {
+    inner: Arc<dyn Reporter>,
+    lines: Mutex<Vec<(bool, Vec<u8>)>>,
+}
+
+impl Reporter for Recorder {
+    fn started(&self, job: &Job, attempt: u32) {
+        // Only the last attempt's output belongs to the result.
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner.started(job, attempt);
+    }
+    fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((stream == Stream::Stderr, line.to_vec()));
+        self.inner.output(job, stream, line);
+    }
+    fn finished(&self, job: &Job, result: &TaskResult) {
+        self.inner.finished(job, result);
+    }
+    fn retrying(&self, job: &Job, failed: &TaskStatus, next: u32, of: u32) {
+        self.inner.retrying(job, failed, next, of);
+    }
+    fn note(&self, job: &Job, message: &str) {
+        self.inner.note(job, message);
+    }
+    fn cache_hit(&self, job: &Job, key: &Key) {
+        self.inner.cache_hit(job, key);
+    }
+}
+
+/// Runs `job`, using `cache` when there is one; `deps` are its dependencies' keys.
+pub(super) async fn run_job(
+    job: Arc<Job>,
+    executor: Arc<dyn Executor>,
+    context: JobContext,
+    cache: Option<Arc<Session>>,
+    deps: Vec<DepInput>,
+    force: bool,
+) -> JobEnd {
+    let uncached = |status, attempts| JobEnd {
+        status,
+        attempts,
+        key: None,
+        cache: CacheUse::Off,
+    };
+    let Some(cache) = cache else {
+        let (status, tries) = attempts(job, executor, context).await;
+        return uncached(status, tries);
+    };
+    let keyed = {
+        let (cache, job) = (Arc::clone(&cache), Arc::clone(&job));
+        tokio::task::spawn_blocking(move || cache.key(&job.key, &deps)).await
+    };
+    let keyed = match keyed {
+        Ok(Ok(keyed)) => keyed,
+        Ok(Err(error)) => {
+            context
+                .reporter
+                .note(&job, &format!("{error}; running it without the cache"));
+            let (status, tries) = attempts(job, executor, context).await;
+            return uncached(status, tries);
+        }
+        Err(_) => {
+            context.reporter.note(
+                &job,
+                "computing its cache key failed; running it without the cache",
+            );
+            let (status, tries) = attempts(job, executor, context).await;
+            return uncached(status, tries);
+        }
+    };
+    for pattern in &keyed.unmatched {
+        context
+            .reporter
+            .note(&job, &format!("input pattern `{pattern}` matches no file"));
+    }
+    if !job.key.cacheable {
+        let (status, tries) = attempts(Arc::clone(&job), executor, context.clone()).await;
+        if status == TaskStatus::Succeeded {
+            remember(&cache, &job, &keyed, &context);
+        }
+        return JobEnd {
+            status,
+            attempts: tries,
+            key: Some(keyed.key),
+            cache: CacheUse::Off,
+        };
+    }
+
+    if !force {
+        let restored = {
+            let (cache, job, key) = (Arc::clone(&cache), Arc::clone(&job), keyed.key);
+            tokio::task::spawn_blocking(move || cache.restore(&key, &job.key)).await
+        };
+        match restored {
+            Ok(Ok(Some(log))) => {
+                context.reporter.cache_hit(&job, &keyed.key);
+                for (is_stderr, line) in log {
+                    let stream = if is_stderr {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    };
+                    context.reporter.output(&job, stream, &line);
+                }
+                remember(&cache, &job, &keyed, &context);
+                return JobEnd {
+                    status: TaskStatus::Succeeded,
+                    attempts: 0,
+                    key: Some(keyed.key),
+                    cache: CacheUse::Hit,
+                };
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => context
+                .reporter
+                .note(&job, &format!("{error}; treating it as a miss")),
+            Err(_) => context.reporter.note(
+                &job,
+                "restoring from the cache failed; treating it as a miss",
+            ),
+        }
+    }
+
+    // Incremental tasks get only the inputs that changed since their last success, in a file and in
+    // `{{changed}}`; the file lives in a private directory that goes with the run.
+    let mut list_dir = None;
+    let run = if job.key.incremental {
+        let changed = cache.changed_inputs(&job.label, &keyed);
+        match write_changed_list(&changed) {
+            Ok((dir, file)) => {
+                let run = Arc::new(job.with_changed(&changed, &file));
+                list_dir = Some(dir);
+                run
+            }
+            Err(error) => {
+                context.reporter.note(
+                    &job,
+                    &format!("cannot write the list of changed files: {error}"),
+                );
+                let (status, tries) = attempts(job, executor, context).await;
+                return uncached(status, tries);
+            }
+        }
+    } else {
+        Arc::clone(&job)
+    };
+
+    let recorder = Arc::new(Recorder {
+        inner: Arc::clone(&context.reporter),
+        lines: Mutex::new(Vec::new()),
+    });
+    let recording = JobContext {
+        stop: context.stop.clone(),
+        reporter: Arc::clone(&recorder) as Arc<dyn Reporter>,
+    };
+    let started = Instant::now();
+    let (status, tries) = attempts(run, executor, recording).await;
+    drop(list_dir);
+    if status == TaskStatus::Succeeded {
+        let took = started.elapsed();
+        let log = std::mem::take(&mut *recorder.lines.lock().unwrap_or_else(|e| e.into_inner()));
+        let stored = {
+            let (cache, job, keyed) = (Arc::clone(&cache), Arc::clone(&job), keyed.clone());
+            tokio::task::spawn_blocking(move || {
+                cache.save(&keyed, &job.label, &job.key, &log, took)
+            })
+            .await
+        };
+        match stored {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => context.reporter.note(&job, &format!("not cached: {error}")),
+            Err(_) => context
+                .reporter
+                .note(&job, "not cached: storing the result failed"),
+        }
+        remember(&cache, &job, &keyed, &context);
+    }
+    JobEnd {
+        status,
+        attempts: tries,
+        key: Some(keyed.key),
+        cache: CacheUse::Miss,
+    }
+}
+
+/// Records a success for `cairn why` and, for incremental tasks, the inputs now known to pass.
+fn remember(cache: &Session, job: &Job, keyed: &Keyed, context: &JobContext) {
+    if let Err(error) = cache.record_success(&job.label, keyed) {
+        context.reporter.note(job, &error.to_string());
+    }
+    if job.key.incremental {
+        if let Err(error) = cache.record_incremental(&job.label, keyed) {
+            context.reporter.note(job, &error.to_string());
+        }
+    }
+}
+
+/// Writes the changed files, one per line, into a new private directory; the directory is removed when the
+/// returned guard is dropped.
+fn write_changed_list(
+    changed: &[String],
+) -> std::io::Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-changed-")
+        .tempdir()?;
+    let file = dir.path().join("changed-files");
+    let mut text = changed.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    std::fs::write(&file, text)?;
+    Ok((dir, file))
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `cairn` binary on temporary projects. One test binary, one module per area.
+
+mod cache;
+mod engine;
+mod support;

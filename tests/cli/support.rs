@@ -1,0 +1,218 @@
+//! The small builder every end-to-end test uses: a temporary project, the real binary, a cleared environment.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// A temporary project and a command line to run in it.
+pub struct Test {
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+    cwd: Option<PathBuf>,
+    stdin_file: Option<PathBuf>,
+    envs: Vec<(String, String)>,
+}
+
+/// What a run of cairn produced.
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            dir: tempfile::tempdir().expect("temp dir"),
+            args: Vec::new(),
+            cwd: None,
+            stdin_file: None,
+            envs: Vec::new(),
+        }
+    }
+
+    pub fn tasks(self, text: &str) -> Test {
+        self.file("tasks.toml", text)
+    }
+
+    pub fn file(self, path: &str, text: &str) -> Test {
+        let full = self.dir.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(full, text).expect("write");
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Test {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Adds a variable to cairn's (otherwise cleared) environment.
+    pub fn env(mut self, name: &str, value: &str) -> Test {
+        self.envs.retain(|(n, _)| n != name);
+        self.envs.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Writes a file of the project between runs.
+    pub fn write(&self, path: &str, text: &str) {
+        let full = self.dir.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(full, text).expect("write");
+    }
+
+    /// Runs cairn with other arguments in the same project.
+    pub fn run_with(&self, args: &[&str]) -> Run {
+        let mut other = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        let mut command = self.command();
+        other.args(args).current_dir(
+            self.cwd
+                .clone()
+                .unwrap_or_else(|| self.dir.path().to_owned()),
+        );
+        other.env_clear();
+        for (name, value) in command.get_envs() {
+            if let Some(value) = value {
+                other.env(name, value);
+            }
+        }
+        other.stdin(Stdio::null());
+        command = other;
+        let output = command.output().expect("cairn runs");
+        Run {
+            status: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn cwd(mut self, relative: &str) -> Test {
+        self.cwd = Some(self.dir.path().join(relative));
+        self
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.path(relative)).unwrap_or_default()
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        command
+            .args(&self.args)
+            .current_dir(
+                self.cwd
+                    .clone()
+                    .unwrap_or_else(|| self.dir.path().to_owned()),
+            )
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("NO_COLOR", "1")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
+        match &self.stdin_file {
+            Some(file) => command.stdin(std::fs::File::open(file).expect("stdin file")),
+            None => command.stdin(Stdio::null()),
+        };
+        command
+    }
+
+    pub fn run(&self) -> Run {
+        let output: Output = self.command().output().expect("cairn runs");
+        Run {
+            status: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn success(self) -> Run {
+        assert_eq!(
+            self.status, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn status(self, code: i32) -> Run {
+        assert_eq!(
+            self.status, code,
+            "unexpected status\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn stderr_has(self, text: &str) -> Run {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn stdout_has(self, text: &str) -> Run {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    pub fn stderr_lacks(self, text: &str) -> Run {
+        assert!(
+            !self.stderr.contains(text),
+            "stderr has {text:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Whether the run's summary counts this many results restored from the cache.
+    pub fn cached(self, count: usize) -> Run {
+        let expected = format!("({count} from cache)");
+        if count == 0 {
+            assert!(
+                !self.stderr.contains("from cache)"),
+                "expected no cache hit:\n{}",
+                self.stderr
+            );
+        } else {
+            assert!(
+                self.stderr.contains(&expected),
+                "expected {expected}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+
+    pub fn stdout_lacks(self, text: &str) -> Run {
+        assert!(
+            !self.stdout.contains(text),
+            "stdout has {text:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+}
+
+/// Parses `start end` nanosecond stamps written by a task.
+pub fn span_of(test: &Test, name: &str) -> (u128, u128) {
+    let text = test.read(name);
+    let mut parts = text
+        .split_whitespace()
+        .map(|p| p.parse::<u128>().expect("nanoseconds"));
+    (parts.next().expect("start"), parts.next().expect("end"))
+}
+
+pub fn stamped(name: &str) -> String {
+    format!("[tasks.{name}]\nrun = \"s=$(date +%s%N); sleep 0.4; echo $s $(date +%s%N) > {name}.span\"\n")
+}
