@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -24,6 +26,15 @@ pub struct GlobList {
 pub struct Matches {
     /// Matching files, sorted, relative with `/` separators.
     pub files: Vec<String>,
+    /// Include patterns that matched nothing.
+    pub unmatched: Vec<String>,
+}
+
+/// What [`GlobList::expand_map`] found: each file with what the visit returned for it.
+#[derive(Debug)]
+pub struct Visited<T> {
+    /// Matching files, sorted by path, with their visit's result.
+    pub files: Vec<(String, T)>,
     /// Include patterns that matched nothing.
     pub unmatched: Vec<String>,
 }
@@ -98,82 +109,92 @@ impl GlobList {
     /// without, they are found too (outputs are usually ignored build products). Symlinks are listed, never
     /// followed, and `.git` and `.cairn` are never entered.
     pub fn expand(&self, root: &Path, gitignore: bool) -> Result<Matches, CacheError> {
-        let mut files = BTreeSet::new();
-        let mut hits = vec![false; self.includes.len()];
-        let mut consider = |relative: String, files: &mut BTreeSet<String>| {
-            if self.exclude.is_match(&relative) {
-                return;
+        let visited = self.expand_map(root, gitignore, |_, _| Ok(()))?;
+        Ok(Matches {
+            files: visited.files.into_iter().map(|(path, ())| path).collect(),
+            unmatched: visited.unmatched,
+        })
+    }
+
+    /// Like [`GlobList::expand`], calling `visit` on each matching file from the walking threads, so that work
+    /// per file (hashing) runs in the same parallel pass as the listing. Returns the files sorted by path, with
+    /// what `visit` returned, and the include patterns that matched nothing.
+    pub fn expand_map<T: Send>(
+        &self,
+        root: &Path,
+        gitignore: bool,
+        visit: impl Fn(&str, Option<&std::fs::Metadata>) -> Result<T, CacheError> + Sync,
+    ) -> Result<Visited<T>, CacheError> {
+        let hits: Vec<AtomicBool> = self
+            .includes
+            .iter()
+            .map(|_| AtomicBool::new(false))
+            .collect();
+        let found = Mutex::new(Vec::new());
+        let failure: Mutex<Option<CacheError>> = Mutex::new(None);
+        let consider = |relative: &str, meta: Option<&std::fs::Metadata>| -> bool {
+            if self.exclude.is_match(relative) {
+                return true;
             }
-            let matched = self.include.matches(&relative);
-            if !matched.is_empty() {
-                for i in matched {
-                    hits[i] = true;
+            let matched = self.include.matches(relative);
+            if matched.is_empty() {
+                return true;
+            }
+            for i in matched {
+                hits[i].store(true, Ordering::Relaxed);
+            }
+            match visit(relative, meta) {
+                Ok(value) => {
+                    lock(&found).push((relative.to_owned(), value));
+                    true
                 }
-                files.insert(relative);
+                Err(error) => {
+                    *lock(&failure) = Some(error);
+                    false
+                }
             }
         };
         for literal in &self.literals {
-            if std::fs::symlink_metadata(root.join(literal)).is_ok_and(|m| !m.is_dir()) {
-                consider(literal.clone(), &mut files);
-            }
-        }
-        if !self.bases.is_empty() {
-            let mut roots = self
-                .bases
-                .iter()
-                .map(|b| root.join(b))
-                .filter(|p| p.is_dir());
-            let Some(first) = roots.next() else {
-                return Ok(self.finish(files, hits));
-            };
-            let mut walk = ignore::WalkBuilder::new(first);
-            for other in roots {
-                walk.add(other);
-            }
-            walk.hidden(false)
-                .ignore(false)
-                .git_ignore(gitignore)
-                .git_exclude(gitignore)
-                .git_global(false)
-                .parents(gitignore)
-                .require_git(false)
-                .follow_links(false)
-                .filter_entry(|entry| {
-                    let name = entry.file_name();
-                    !(entry.file_type().is_some_and(|t| t.is_dir())
-                        && (name == ".git" || name == ".cairn"))
-                });
-            for entry in walk.build() {
-                let entry = entry.map_err(|source| CacheError::Walk {
-                    reason: source.to_string(),
-                })?;
-                if entry.file_type().is_none_or(|t| t.is_dir()) {
-                    continue;
+            if let Ok(meta) = std::fs::symlink_metadata(root.join(literal)) {
+                if !meta.is_dir() {
+                    consider(literal, Some(&meta));
                 }
-                let Ok(relative) = entry.path().strip_prefix(root) else {
-                    continue;
-                };
-                let Some(relative) = relative.to_str() else {
-                    continue;
-                };
-                consider(relative.to_owned(), &mut files);
             }
         }
-        Ok(self.finish(files, hits))
-    }
-
-    fn finish(&self, files: BTreeSet<String>, hits: Vec<bool>) -> Matches {
-        Matches {
-            files: files.into_iter().collect(),
-            unmatched: self
-                .includes
-                .iter()
-                .zip(hits)
-                .filter(|(_, hit)| !hit)
-                .map(|(p, _)| p.clone())
-                .collect(),
+        // Literal patterns were handled above; a walk that also finds them must not list them twice.
+        let visit = |relative: &str, meta: &std::fs::Metadata| {
+            if self.literals.iter().any(|l| l == relative) {
+                return true;
+            }
+            consider(relative, Some(meta))
+        };
+        for base in &self.bases {
+            super::walk::walk(root, base, gitignore, &visit);
+            if lock(&failure).is_some() {
+                break;
+            }
         }
+        if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(error);
+        }
+        let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let unmatched = self
+            .includes
+            .iter()
+            .zip(&hits)
+            .filter(|(_, hit)| !hit.load(Ordering::Relaxed))
+            .map(|(p, _)| p.clone())
+            .collect();
+        Ok(Visited {
+            files: found,
+            unmatched,
+        })
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn is_within(path: &str, base: &str) -> bool {

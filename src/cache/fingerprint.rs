@@ -114,8 +114,9 @@ impl<'de> Deserialize<'de> for FileDigest {
 impl Fingerprint {
     /// The key: BLAKE3 of the canonical JSON (struct fields in order, maps sorted).
     pub fn key(&self) -> Key {
-        let bytes = serde_json::to_vec(self).expect("a fingerprint always serialises");
-        Key(*blake3::hash(&bytes).as_bytes())
+        let mut hasher = blake3::Hasher::new();
+        serde_json::to_writer(&mut hasher, self).expect("a fingerprint always serialises");
+        Key(*hasher.finalize().as_bytes())
     }
 
     /// The key of everything but the input files, which tells an incremental task whether its definition

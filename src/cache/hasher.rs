@@ -46,7 +46,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct FileHasher {
     root: PathBuf,
-    index: DashMap<String, Entry>,
+    // Paths of the user's own repository, not hostile input: a fast hasher is safe and the lookups are hot.
+    index: DashMap<String, Entry, rustc_hash::FxBuildHasher>,
     written_ns: i128,
     dirty: AtomicBool,
 }
@@ -72,7 +73,7 @@ impl FileHasher {
     pub fn load(root: &Path, index_path: &Path) -> FileHasher {
         let hasher = FileHasher {
             root: root.to_owned(),
-            index: DashMap::new(),
+            index: DashMap::default(),
             written_ns: 0,
             dirty: AtomicBool::new(false),
         };
@@ -93,7 +94,10 @@ impl FileHasher {
         let i128_at = |b: &[u8]| i128::from_le_bytes(b.try_into().expect("16 bytes"));
         let written_ns = i128_at(take(16)?);
         let count = u64_at(take(8)?);
-        let index = DashMap::with_capacity(count.min(1 << 24) as usize);
+        let index = DashMap::with_capacity_and_hasher(
+            count.min(1 << 24) as usize,
+            rustc_hash::FxBuildHasher,
+        );
         for _ in 0..count {
             let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
             let path = std::str::from_utf8(take(len)?).ok()?.to_owned();
@@ -155,12 +159,24 @@ impl FileHasher {
 
     /// The digest of one file relative to the root.
     pub fn digest(&self, relative: &str) -> Result<FileDigest, CacheError> {
+        self.digest_with(relative, None)
+    }
+
+    /// The digest of one file relative to the root, given its (not followed) metadata when the caller has it.
+    pub fn digest_with(
+        &self,
+        relative: &str,
+        known: Option<&Metadata>,
+    ) -> Result<FileDigest, CacheError> {
         let full = self.root.join(relative);
         let read_error = |source: io::Error| CacheError::ReadInput {
             path: relative.to_owned(),
             source,
         };
-        let meta = fs::symlink_metadata(&full).map_err(read_error)?;
+        let meta = match known {
+            Some(meta) => meta.clone(),
+            None => fs::symlink_metadata(&full).map_err(read_error)?,
+        };
         let stat = stat_of(&meta);
         let executable = meta.permissions().mode() & 0o111 != 0 && !meta.file_type().is_symlink();
         if let Some(entry) = self.index.get(relative) {
@@ -198,7 +214,7 @@ impl FileHasher {
 fn hasher_empty(root: &Path) -> FileHasher {
     FileHasher {
         root: root.to_owned(),
-        index: DashMap::new(),
+        index: DashMap::default(),
         written_ns: 0,
         dirty: AtomicBool::new(false),
     }

@@ -8,6 +8,7 @@ mod files;
 mod fingerprint;
 mod hasher;
 mod store;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -217,8 +218,11 @@ impl Session {
 
     /// Computes a task's key now: its inputs as they are on disk, its dependencies as they ended.
     pub fn key(&self, spec: &KeySpec, deps: &[DepInput]) -> Result<Keyed, CacheError> {
-        let matches = spec.inputs.expand(&self.root, true)?;
-        let inputs = self.hasher.digest_all(&matches.files)?;
+        let visited = spec.inputs.expand_map(&self.root, true, |path, meta| {
+            self.hasher.digest_with(path, meta)
+        })?;
+        let inputs: BTreeMap<String, FileDigest> = visited.files.into_iter().collect();
+        let unmatched = visited.unmatched;
         let mut dep_digests = BTreeMap::new();
         for dep in deps {
             let digest = match spec.deps_strategy {
@@ -245,7 +249,7 @@ impl Session {
         Ok(Keyed {
             key: fingerprint.key(),
             fingerprint,
-            unmatched: matches.unmatched,
+            unmatched,
         })
     }
 
@@ -317,6 +321,9 @@ impl Session {
         } else {
             Some(self.store.put_blob(&encode_log(log), true)?)
         };
+        let fingerprint =
+            serde_json::to_vec(&keyed.fingerprint).expect("a fingerprint always serialises");
+        let fingerprint = Some(self.store.put_blob(&fingerprint, true)?);
         let entry = Entry {
             key: keyed.key.to_string(),
             task: task.to_owned(),
@@ -324,9 +331,16 @@ impl Session {
             duration_ms: took.as_millis() as u64,
             outputs: records,
             log,
-            fingerprint: keyed.fingerprint.clone(),
+            fingerprint,
         };
         self.store.save_entry(&keyed.key, &entry)
+    }
+
+    /// Whether `keyed` is already recorded as the last success of `task` (then nothing needs writing: on a
+    /// hit, this saves rewriting a record as large as the task's input list).
+    pub fn is_recorded(&self, task: &str, keyed: &Keyed) -> bool {
+        let marker = self.store.task_file("tasks", task).with_extension("key");
+        std::fs::read(marker).is_ok_and(|k| k == keyed.key.to_string().as_bytes())
     }
 
     /// Remembers `keyed` as the last success of `task`, for `cairn why`.
@@ -338,15 +352,18 @@ impl Session {
             fingerprint: keyed.fingerprint.clone(),
         };
         let path = self.store.task_file("tasks", task);
-        write_atomic(
-            &path,
-            &serde_json::to_vec(&record).expect("records serialise"),
-        )
-        .map_err(|source| CacheError::Store {
-            what: "cannot record the task's success".into(),
-            path,
-            source,
-        })
+        let store_error = |path: PathBuf| {
+            move |source| CacheError::Store {
+                what: "cannot record the task's success".into(),
+                path,
+                source,
+            }
+        };
+        let bytes = serde_json::to_vec(&record).expect("records serialise");
+        write_atomic(&path, &bytes).map_err(store_error(path.clone()))?;
+        // The key goes last: a crash in between leaves a mismatch, and the record is simply written again.
+        let marker = path.with_extension("key");
+        write_atomic(&marker, keyed.key.to_string().as_bytes()).map_err(store_error(marker))
     }
 
     /// The last success of `task`, if one was recorded.

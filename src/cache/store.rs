@@ -4,8 +4,9 @@
 //! ```text
 //! blobs/ab/<hash>        file content as stored (raw)
 //! blobs/ab/<hash>.zst    file content, zstd-compressed (logs, and blobs over 64 KiB)
-//! entries/ab/<key>.json  a manifest: the fingerprint, the outputs, the log; mtime = last use (LRU)
+//! entries/ab/<key>.json  a manifest: the outputs, the log, the fingerprint's blob; mtime = last use (LRU)
 //! tasks/<id>.json        the last successful fingerprint of each task instance, for `cairn why`
+//! tasks/<id>.key         its key alone, so a hit can tell cheaply that nothing needs recording
 //! incremental/<id>.json  per-file digests at the last success of each incremental task
 //! stat-index             path → stat + digest, so unchanged files are not read again
 //! lock                   shared while a run uses the store, exclusive for gc and clean
@@ -24,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::atomic::{is_temp_name, write_atomic, write_atomic_with};
-use super::fingerprint::{hex, parse_hex, Fingerprint, Key};
+use super::fingerprint::{hex, parse_hex, Key};
 use super::CacheError;
 
 /// Blobs larger than this are stored compressed (and restored by copy, which a compressed blob needs anyway).
@@ -60,8 +61,20 @@ pub struct Entry {
     pub outputs: Vec<OutputRecord>,
     /// The blob of the recorded output (see [`encode_log`]).
     pub log: Option<String>,
-    /// What the key was computed from.
-    pub fingerprint: Fingerprint,
+    /// The blob of the fingerprint the key was computed from (JSON), kept apart so that a hit, which only
+    /// needs the outputs, does not read it.
+    pub fingerprint: Option<String>,
+}
+
+impl Entry {
+    /// Every blob the entry names.
+    pub fn blobs(&self) -> impl Iterator<Item = &String> {
+        self.outputs
+            .iter()
+            .filter_map(|o| o.blob.as_ref())
+            .chain(self.log.as_ref())
+            .chain(self.fingerprint.as_ref())
+    }
 }
 
 /// How the store is locked.
@@ -257,12 +270,7 @@ impl Store {
     /// Reads every blob of `entry`, which removes the damaged ones, so that storing their content again
     /// writes good copies.
     pub fn scrub(&self, entry: &Entry) {
-        for blob in entry
-            .outputs
-            .iter()
-            .filter_map(|o| o.blob.as_ref())
-            .chain(entry.log.as_ref())
-        {
+        for blob in entry.blobs() {
             let _ = self.get_blob(blob);
         }
     }
@@ -471,13 +479,7 @@ impl Store {
             let blobs = fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
-                .map(|e| {
-                    e.outputs
-                        .iter()
-                        .filter_map(|o| o.blob.clone())
-                        .chain(e.log.clone())
-                        .collect()
-                })
+                .map(|e| e.blobs().cloned().collect())
                 .unwrap_or_default();
             entries.push((path, used, meta.size(), blobs));
         }

@@ -219,13 +219,18 @@ pub(super) async fn run_job(
 
 /// Records a success for `cairn why` and, for incremental tasks, the inputs now known to pass.
 fn remember(cache: &Session, job: &Job, keyed: &Keyed, context: &JobContext) {
-    if let Err(error) = cache.record_success(&job.label, keyed) {
-        context.reporter.note(job, &error.to_string());
+    if cache.is_recorded(&job.label, keyed) {
+        return;
     }
+    // The incremental state first: if cairn dies before the success record, the record still names the older
+    // key and both are written again next time.
     if job.key.incremental {
         if let Err(error) = cache.record_incremental(&job.label, keyed) {
             context.reporter.note(job, &error.to_string());
         }
+    }
+    if let Err(error) = cache.record_success(&job.label, keyed) {
+        context.reporter.note(job, &error.to_string());
     }
 }
 
