@@ -279,7 +279,9 @@ impl Session {
         };
         let result = (|| {
             let allowed = |path: &str| spec.outputs.matches_path(path);
-            self.store.restore_outputs(&self.root, &entry, &allowed)?;
+            let current = |output: &OutputRecord| self.is_current(output);
+            self.store
+                .restore_outputs(&self.root, &entry, &allowed, &current)?;
             match &entry.log {
                 Some(blob) => {
                     decode_log(&self.store.get_blob(blob)?).ok_or_else(|| CacheError::CorruptBlob {
@@ -303,6 +305,25 @@ impl Session {
                 Err(error)
             }
         }
+    }
+
+    /// Whether the file an output record describes is already on disk as recorded: same size, mode and
+    /// content (the content through the stat index, so an untouched file is not read).
+    fn is_current(&self, output: &OutputRecord) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(blob) = &output.blob else {
+            return false;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(self.root.join(&output.path)) else {
+            return false;
+        };
+        meta.is_file()
+            && meta.len() == output.size
+            && meta.permissions().mode() & 0o7777 == output.mode
+            && self
+                .hasher
+                .digest_with(&output.path, Some(&meta))
+                .is_ok_and(|digest| hex(&digest.hash) == *blob)
     }
 
     /// Stores a successful run's outputs and output under its key.

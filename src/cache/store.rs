@@ -331,20 +331,20 @@ impl Store {
     }
 
     /// Writes an entry's outputs under `root`, each verified, each atomically; `allowed` says which paths the
-    /// task declares as outputs, and nothing else is written.
+    /// task declares as outputs, and nothing else is written; `current` says which are already in place.
     pub fn restore_outputs(
         &self,
         root: &Path,
         entry: &Entry,
         allowed: &dyn Fn(&str) -> bool,
+        current: &dyn Fn(&OutputRecord) -> bool,
     ) -> Result<(), CacheError> {
         let unsafe_path = |path: &str, reason: &str| CacheError::UnsafePath {
             path: path.to_owned(),
             reason: reason.to_owned(),
         };
-        let canonical_root = root
-            .canonicalize()
-            .map_err(io_error("cannot resolve the repository root", root))?;
+        // Resolved only when something must be written: a hit whose outputs are in place writes nothing.
+        let canonical_root = std::cell::OnceCell::new();
         for output in &entry.outputs {
             let relative = Path::new(&output.path);
             if !relative
@@ -362,6 +362,19 @@ impl Store {
                     "not one of the task's declared outputs",
                 ));
             }
+            // A file already holding exactly this content and mode needs no write (and no fsync).
+            if current(output) {
+                continue;
+            }
+            let canonical_root = match canonical_root.get() {
+                Some(resolved) => resolved,
+                None => {
+                    let resolved = root
+                        .canonicalize()
+                        .map_err(io_error("cannot resolve the repository root", root))?;
+                    canonical_root.get_or_init(|| resolved)
+                }
+            };
             let destination = root.join(relative);
             let parent = destination
                 .parent()
@@ -372,7 +385,7 @@ impl Store {
             let real_parent = parent
                 .canonicalize()
                 .map_err(io_error("cannot resolve an output directory", parent))?;
-            if !real_parent.starts_with(&canonical_root) {
+            if !real_parent.starts_with(canonical_root) {
                 return Err(unsafe_path(
                     &output.path,
                     "a directory on its way is a link out of the repository",
@@ -396,7 +409,7 @@ impl Store {
                 (None, Some(target)) => {
                     let target_path = Path::new(target);
                     let resolved = normalize(&real_parent.join(target_path));
-                    if target_path.is_absolute() || !resolved.starts_with(&canonical_root) {
+                    if target_path.is_absolute() || !resolved.starts_with(canonical_root) {
                         return Err(unsafe_path(
                             &output.path,
                             "the link points out of the repository",

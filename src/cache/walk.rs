@@ -53,8 +53,8 @@ impl Rules {
 }
 
 /// Calls `visit(relative_path, metadata)` for every file and symlink below `base` (a directory relative to
-/// `root`), from several threads. `.git` and `.cairn` are never entered; with `gitignore`, ignored paths are
-/// skipped. `visit` returns false to stop early.
+/// `root`). `.git` and `.cairn` are never entered; with `gitignore`, ignored paths are skipped. `visit` returns
+/// false to stop early.
 pub fn walk(
     root: &Path,
     base: &str,
@@ -81,20 +81,25 @@ pub fn walk(
     } else {
         root.join(base)
     };
-    rayon::scope(|scope| walk_dir(scope, start, prefix, rules, gitignore, visit));
+    walk_dir(start, prefix, rules, gitignore, visit);
 }
 
-fn walk_dir<'s>(
-    scope: &rayon::Scope<'s>,
+/// Directories with at least this many subdirectories have them walked in parallel. Below it, handing work to
+/// other threads costs more than it saves (most tasks' inputs are a few small directories).
+const FAN_OUT: usize = 8;
+
+fn walk_dir(
     dir: PathBuf,
     prefix: String,
     rules: Rules,
     gitignore: bool,
-    visit: &'s (dyn Fn(&str, &Metadata) -> bool + Sync),
-) {
+    visit: &(dyn Fn(&str, &Metadata) -> bool + Sync),
+) -> bool {
+    use rayon::prelude::*;
     let Ok(entries) = fs::read_dir(&dir) else {
-        return;
+        return true;
     };
+    let mut subdirs = Vec::new();
     for entry in entries.flatten() {
         let Ok(kind) = entry.file_type() else {
             continue;
@@ -109,15 +114,7 @@ fn walk_dir<'s>(
             if gitignore && rules.ignores(&path, true) {
                 continue;
             }
-            let child_rules = if gitignore {
-                rules.with_dir(&path, false)
-            } else {
-                rules.clone()
-            };
-            let child_prefix = format!("{prefix}{name}/");
-            scope.spawn(move |scope| {
-                walk_dir(scope, path, child_prefix, child_rules, gitignore, visit)
-            });
+            subdirs.push((path, format!("{prefix}{name}/")));
         } else {
             if gitignore && rules.ignores(&entry.path(), false) {
                 continue;
@@ -125,8 +122,21 @@ fn walk_dir<'s>(
             // DirEntry::metadata is an fstatat on the open directory, and never follows a link.
             let Ok(meta) = entry.metadata() else { continue };
             if !visit(&format!("{prefix}{name}"), &meta) {
-                return;
+                return false;
             }
         }
+    }
+    let descend = |(path, child_prefix): (PathBuf, String)| {
+        let child_rules = if gitignore {
+            rules.with_dir(&path, false)
+        } else {
+            rules.clone()
+        };
+        walk_dir(path, child_prefix, child_rules, gitignore, visit)
+    };
+    if subdirs.len() >= FAN_OUT {
+        subdirs.into_par_iter().all(descend)
+    } else {
+        subdirs.into_iter().all(descend)
     }
 }

@@ -80,9 +80,22 @@ pub(super) async fn run_job(
         let (status, tries) = attempts(job, executor, context).await;
         return uncached(status, tries);
     };
-    let keyed = {
+    // The key and, when it may hit, the restore share one trip to the blocking pool: for a cached task this
+    // is all the work there is, and each trip is a hand-off between threads.
+    let try_restore = job.key.cacheable && !force;
+    let computed = {
         let (cache, job) = (Arc::clone(&cache), Arc::clone(&job));
-        tokio::task::spawn_blocking(move || cache.key(&job.key, &deps)).await
+        tokio::task::spawn_blocking(move || {
+            let keyed = cache.key(&job.key, &deps)?;
+            let restored = try_restore.then(|| cache.restore(&keyed.key, &job.key));
+            Ok::<_, crate::cache::CacheError>((keyed, restored))
+        })
+        .await
+    };
+    let (keyed, restored) = match computed {
+        Ok(Ok((keyed, restored))) => (Ok(Ok(keyed)), restored),
+        Ok(Err(error)) => (Ok(Err(error)), None),
+        Err(error) => (Err(error), None),
     };
     let keyed = match keyed {
         Ok(Ok(keyed)) => keyed,
@@ -120,13 +133,9 @@ pub(super) async fn run_job(
         };
     }
 
-    if !force {
-        let restored = {
-            let (cache, job, key) = (Arc::clone(&cache), Arc::clone(&job), keyed.key);
-            tokio::task::spawn_blocking(move || cache.restore(&key, &job.key)).await
-        };
+    if let Some(restored) = restored {
         match restored {
-            Ok(Ok(Some(log))) => {
+            Ok(Some(log)) => {
                 context.reporter.cache_hit(&job, &keyed.key);
                 for (is_stderr, line) in log {
                     let stream = if is_stderr {
@@ -144,14 +153,10 @@ pub(super) async fn run_job(
                     cache: CacheUse::Hit,
                 };
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(error)) => context
+            Ok(None) => {}
+            Err(error) => context
                 .reporter
                 .note(&job, &format!("{error}; treating it as a miss")),
-            Err(_) => context.reporter.note(
-                &job,
-                "restoring from the cache failed; treating it as a miss",
-            ),
         }
     }
 
