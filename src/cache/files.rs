@@ -3,15 +3,22 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::CacheError;
 
-/// Compiled `inputs` or `outputs` patterns: `!pattern` excludes.
+/// `inputs` or `outputs` patterns (`!pattern` excludes), compiled on first use: planning a run compiles
+/// nothing, and tasks' patterns compile in parallel on the threads that use them.
 #[derive(Debug, Clone)]
 pub struct GlobList {
+    patterns: Arc<[String]>,
+    compiled: Arc<OnceLock<Result<Compiled, (String, String)>>>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     include: GlobSet,
     exclude: GlobSet,
     includes: Vec<String>,
@@ -42,8 +49,69 @@ pub struct Visited<T> {
 const META: &[char] = &['*', '?', '[', '{'];
 
 impl GlobList {
-    /// Compiles patterns; an invalid one is an error naming it.
+    /// Compiles patterns now; an invalid one is an error naming it.
     pub fn new(patterns: &[String]) -> Result<GlobList, CacheError> {
+        let list = GlobList::lazy(patterns);
+        list.compiled()?;
+        Ok(list)
+    }
+
+    /// Patterns compiled when first used (they were checked when tasks.toml was loaded).
+    pub fn lazy(patterns: &[String]) -> GlobList {
+        GlobList {
+            patterns: patterns.into(),
+            compiled: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn compiled(&self) -> Result<&Compiled, CacheError> {
+        self.compiled
+            .get_or_init(|| {
+                Compiled::compile(&self.patterns).map_err(|e| match e {
+                    CacheError::Glob { pattern, reason } => (pattern, reason),
+                    other => (String::new(), other.to_string()),
+                })
+            })
+            .as_ref()
+            .map_err(|(pattern, reason)| CacheError::Glob {
+                pattern: pattern.clone(),
+                reason: reason.clone(),
+            })
+    }
+
+    /// Whether `path` (relative, `/`-separated) is matched by an include pattern and no exclude pattern.
+    pub fn matches_path(&self, path: &str) -> bool {
+        self.compiled()
+            .is_ok_and(|c| c.include.is_match(path) && !c.exclude.is_match(path))
+    }
+
+    /// Whether no include pattern was given.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.iter().all(|p| p.starts_with('!'))
+    }
+
+    /// Finds the files under `root` that match. With `gitignore`, files ignored by git are skipped (inputs);
+    /// without, they are found too (outputs are usually ignored build products). Symlinks are listed, never
+    /// followed, and `.git` and `.cairn` are never entered.
+    pub fn expand(&self, root: &Path, gitignore: bool) -> Result<Matches, CacheError> {
+        self.compiled()?.expand(root, gitignore)
+    }
+
+    /// Like [`GlobList::expand`], calling `visit` on each matching file as it is found, so that work per file
+    /// (hashing) happens in the same pass as the listing. Returns the files sorted by path, with what `visit`
+    /// returned, and the include patterns that matched nothing.
+    pub fn expand_map<T: Send>(
+        &self,
+        root: &Path,
+        gitignore: bool,
+        visit: impl Fn(&str, Option<&std::fs::Metadata>) -> Result<T, CacheError> + Sync,
+    ) -> Result<Visited<T>, CacheError> {
+        self.compiled()?.expand_map(root, gitignore, visit)
+    }
+}
+
+impl Compiled {
+    fn compile(patterns: &[String]) -> Result<Compiled, CacheError> {
         let mut include = GlobSetBuilder::new();
         let mut exclude = GlobSetBuilder::new();
         let mut includes = Vec::new();
@@ -86,23 +154,13 @@ impl GlobList {
             .cloned()
             .collect();
         let build = |b: GlobSetBuilder| b.build().expect("globs compiled one by one above");
-        Ok(GlobList {
+        Ok(Compiled {
             include: build(include),
             exclude: build(exclude),
             includes,
             bases,
             literals,
         })
-    }
-
-    /// Whether `path` (relative, `/`-separated) is matched by an include pattern and no exclude pattern.
-    pub fn matches_path(&self, path: &str) -> bool {
-        self.include.is_match(path) && !self.exclude.is_match(path)
-    }
-
-    /// Whether no include pattern was given.
-    pub fn is_empty(&self) -> bool {
-        self.includes.is_empty()
     }
 
     /// Finds the files under `root` that match. With `gitignore`, files ignored by git are skipped (inputs);

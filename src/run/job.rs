@@ -198,10 +198,8 @@ fn job(
     };
     let input_globs = globs(&def.inputs);
     let output_globs = globs(&def.outputs);
-    // Patterns were checked when the file was loaded; an empty list is the safe reading should one still fail.
-    let compile = |list: &[String]| {
-        GlobList::new(list).unwrap_or_else(|_| GlobList::new(&[]).expect("no patterns"))
-    };
+    // Patterns were checked when the file was loaded; they compile when first used, on the task's thread.
+    let compile = |list: &[String]| GlobList::lazy(list);
     let key = KeySpec {
         task: def.name.text.clone(),
         params: def

@@ -247,7 +247,7 @@ fn flipped_byte_in_a_stored_blob_is_detected_and_replaced() {
             damaged += 1;
         }
     }
-        assert!(damaged > 0, "the build stores raw blobs");
+    assert!(damaged > 0, "the build stores raw blobs");
     // Outputs already in place are not rewritten, so the blobs are only read (and checked) when needed.
     std::fs::remove_dir_all(t.path("out")).expect("remove outputs");
     t.run()
