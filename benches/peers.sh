@@ -5,13 +5,23 @@
 #   W2  fan-out: 1,000 independent `true` tasks, -j2  cairn vs make vs ninja      (goal: CPU ≤ 1.2× make's)
 #                                                     and a bare Rust spawn loop (goal: wall ≤ 1.3× its)
 #   W3  chain: 200 tasks, each after the previous     cairn vs make               (goal: wall ≤ make's)
+#   W4  cold hash of a 20,000-file / 1 GiB tree         cairn vs b3sum              (goal: ≥ 0.8× b3sum's speed)
+#   W5  fully cached re-run of that tree                cairn vs find (stat only)   (goal: < 100 ms)
+#   W6  fully cached run, 200 tasks × 50 input files    cairn vs Turborepo          (goal: ≥ 5× faster)
 #
 # The peers are installed here (apt; `just` from PyPI's rust-just wheel into a private venv), never by the
-# build. Usage: bash benches/peers.sh [--runs N]
+# build. Usage: bash benches/peers.sh [--runs N] [--quick] (--quick skips W4–W6, which build a 1 GiB tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=20
-[ "${1:-}" = "--runs" ] && runs="$2"
+quick=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs="$2"; shift 2 ;;
+        --quick) quick=true; shift ;;
+        *) echo "usage: bash benches/peers.sh [--runs N] [--quick]" >&2; exit 2 ;;
+    esac
+done
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/cairn-bench"
 mkdir -p "$cache"
@@ -21,6 +31,8 @@ missing=()
 command -v hyperfine >/dev/null || missing+=(hyperfine)
 command -v ninja >/dev/null || missing+=(ninja-build)
 command -v make >/dev/null || missing+=(make)
+command -v b3sum >/dev/null || missing+=(b3sum)
+command -v npm >/dev/null || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
@@ -29,6 +41,12 @@ if [ ! -x "$cache/venv/bin/just" ]; then
     "$cache/venv/bin/pip" install -q rust-just
 fi
 just="$cache/venv/bin/just"
+if [ "$quick" = false ] && [ ! -x "$cache/turbo/node_modules/.bin/turbo" ]; then
+    mkdir -p "$cache/turbo"
+    (cd "$cache/turbo" && npm install --silent --no-audit --no-fund turbo@2 >/dev/null)
+fi
+turbo="$cache/turbo/node_modules/.bin/turbo"
+export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1 TURBO_NO_UPDATE_NOTIFIER=1
 
 cargo build --release --locked -q --bin cairn --example spawn_loop
 cairn="$CARGO_TARGET_DIR/release/cairn"
@@ -78,9 +96,57 @@ bench w2 "$work/w2" -n cairn "$cairn run all -j2" -n make "make -s -j2 all" -n n
 # ninja skips work it thinks is done; its outputs are never written, so every run does all 1,000 tasks.
 bench w3 "$work/w3" -n cairn "$cairn run t199 -j2" -n make "make -s -j2 t199"
 
-python3 - "$work" <<'PY'
+if [ "$quick" = false ]; then
+    # W4/W5: 20,000 files of 52 KiB (1 GiB) in 200 directories.
+    mkdir -p "$work/w4"
+    python3 - "$work/w4" <<'PY'
+import os, sys, pathlib
+root = pathlib.Path(sys.argv[1])
+for d in range(200):
+    (root / "data" / f"d{d}").mkdir(parents=True, exist_ok=True)
+    for f in range(100):
+        (root / "data" / f"d{d}" / f"f{f}.bin").write_bytes(os.urandom(53687))
+(root / "tasks.toml").write_text('[tasks.scan]\nrun = "true"\ninputs = ["data/**"]\n')
+PY
+    bench w4 "$work/w4" --prepare "rm -f $work/w4/.cairn/cache/stat-index" -n cairn "$cairn run scan --force" \
+        -n b3sum "bash -c 'find data -type f -print0 | xargs -0 b3sum > /dev/null'"
+    (cd "$work/w4" && "$cairn" run scan >/dev/null 2>&1)
+    sleep 1.2
+    (cd "$work/w4" && "$cairn" run scan >/dev/null 2>&1)
+    bench w5 "$work/w4" -n cairn "$cairn run scan" -n find "find data -type f -printf %s"
+
+    # W6: an npm workspace of 200 packages × 50 source files, and the same tasks for cairn.
+    mkdir -p "$work/w6"
+    python3 - "$work/w6" <<'PY'
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+(d / "package.json").write_text(json.dumps({"name": "bench", "private": True, "packageManager": "npm@10.0.0",
+                                            "workspaces": ["packages/*"]}))
+(d / "package-lock.json").write_text(json.dumps({"name": "bench", "lockfileVersion": 3, "requires": True, "packages": {}}))
+(d / "turbo.json").write_text(json.dumps({"tasks": {"build": {"inputs": ["src/**"], "outputs": ["out/**"]}}}))
+tasks = []
+for i in range(200):
+    p = d / "packages" / f"p{i}"
+    (p / "src").mkdir(parents=True, exist_ok=True)
+    (p / "package.json").write_text(json.dumps({"name": f"p{i}", "version": "1.0.0",
+        "scripts": {"build": "mkdir -p out && cat src/* > out/all.txt"}}))
+    for f in range(50):
+        (p / "src" / f"f{f}.txt").write_text(f"package {i} file {f}\n" * 20)
+    tasks.append(f'[tasks."build-p{i}"]\ndir = "packages/p{i}"\nrun = "mkdir -p out && cat src/* > out/all.txt"\n'
+                 f'inputs = ["packages/p{i}/src/**"]\noutputs = ["packages/p{i}/out/**"]\n')
+tasks.append("[tasks.build]\ndeps = [" + ", ".join(f'"build-p{i}"' for i in range(200)) + "]\n")
+(d / "tasks.toml").write_text("".join(tasks))
+PY
+    (cd "$work/w6" && git init -q . && git add -A && git -c user.email=bench@cairn.invalid -c user.name=bench commit -qm init)
+    (cd "$work/w6" && "$turbo" run build --concurrency=2 --output-logs=none >/dev/null 2>&1 \
+        && "$cairn" run build -j2 >/dev/null 2>&1 && sleep 1.2 && "$cairn" run build -j2 >/dev/null 2>&1)
+    bench w6 "$work/w6" -n turbo "$turbo run build --concurrency=2 --output-logs=none" -n cairn "$cairn run build -j2"
+fi
+
+python3 - "$work" "$quick" <<'PY'
 import json, sys, pathlib
 work = pathlib.Path(sys.argv[1])
+quick = sys.argv[2] == "true"
 def load(name):
     data = json.loads((work / f"{name}.json").read_text())["results"]
     return {r["command"]: r for r in data}
@@ -98,4 +164,14 @@ print(f"W2 cairn CPU / make CPU                       {cpu(w2['cairn'])/cpu(w2['
 print(f"W2 cairn CPU / ninja CPU                      {cpu(w2['cairn'])/cpu(w2['ninja']):6.2f}   (info)")
 print(f"W2 cairn wall / spawn-loop wall               {wall(w2['cairn'])/wall(w2['spawn-loop']):6.2f}   ≤ 1.30")
 print(f"W3 cairn wall / make wall                     {wall(w3['cairn'])/wall(w3['make']):6.2f}   ≤ 1.00")
+if not quick:
+    w4, w5, w6 = load("w4"), load("w5"), load("w6")
+    for name, title, data in [("w4", "W4 cold hash, 1 GiB", w4), ("w5", "W5 cached check, 20k files", w5),
+                              ("w6", "W6 cached, 200 tasks x 50 files", w6)]:
+        for cmd, r in data.items():
+            print(f"{title:<34}{cmd:<12}{wall(r):>10.2f}{cpu(r):>10.2f}")
+    print(f"W4 cairn speed / b3sum speed                  {wall(w4['b3sum'])/wall(w4['cairn']):6.2f}   ≥ 0.80")
+    print(f"W5 cairn wall (ms)                            {wall(w5['cairn']):6.1f}   < 100")
+    print(f"W5 cairn wall / find wall                     {wall(w5['cairn'])/wall(w5['find']):6.2f}   (info)")
+    print(f"W6 turbo wall / cairn wall                    {wall(w6['turbo'])/wall(w6['cairn']):6.2f}   ≥ 5.00")
 PY

@@ -62,6 +62,13 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
             return Ok(1);
         }
     };
+    if !job.key.cacheable {
+        println!(
+            "`{}` is not cached (it declares no `inputs`, or says `cache = false`): it runs every time",
+            job.label
+        );
+        return Ok(0);
+    }
     let short = |key: &str| key[..12.min(key.len())].to_owned();
     let now = keyed.key.to_string();
     let Some(last) = session.last_success(&job.label) else {

@@ -76,7 +76,8 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .map(|j| j as usize)
         .or(config.settings.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let session = if args.no_cache {
+    // A plan with nothing to cache does not touch the cache at all.
+    let session = if args.no_cache || !plan.uses_cache() {
         None
     } else {
         Some(Arc::new(open_cache(&config)?))

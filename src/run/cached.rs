@@ -76,7 +76,7 @@ pub(super) async fn run_job(
         key: None,
         cache: CacheUse::Off,
     };
-    let Some(cache) = cache else {
+    let Some(cache) = cache.filter(|_| job.needs_key) else {
         let (status, tries) = attempts(job, executor, context).await;
         return uncached(status, tries);
     };
@@ -121,10 +121,8 @@ pub(super) async fn run_job(
             .note(&job, &format!("input pattern `{pattern}` matches no file"));
     }
     if !job.key.cacheable {
+        // Its key only feeds its dependents' keys; there is no result of its own to record.
         let (status, tries) = attempts(Arc::clone(&job), executor, context.clone()).await;
-        if status == TaskStatus::Succeeded {
-            remember(&cache, &job, &keyed, &context);
-        }
         return JobEnd {
             status,
             attempts: tries,

@@ -61,6 +61,9 @@ pub struct Job {
     pub confirm: Option<String>,
     /// Whether the task was named on the command line.
     pub is_target: bool,
+    /// Whether its cache key is needed: it is cacheable, or a cacheable task's key includes it (through any
+    /// chain of dependencies). Other tasks compute no key at all.
+    pub needs_key: bool,
     /// What goes into its cache key.
     pub key: KeySpec,
 }
@@ -83,6 +86,24 @@ pub fn env_matches(name: &str, pattern: &str) -> bool {
 }
 
 impl Plan {
+    /// Whether any task of the plan uses the cache.
+    pub fn uses_cache(&self) -> bool {
+        self.jobs.iter().any(|j| j.needs_key)
+    }
+
+    fn mark_needed_keys(&mut self) {
+        // Plan order puts dependencies first, so walking it backwards sees every dependent before its deps.
+        for i in (0..self.jobs.len()).rev() {
+            let job = &mut self.jobs[i];
+            job.needs_key |= job.key.cacheable;
+            if job.needs_key {
+                for &d in &self.deps[i] {
+                    self.jobs[d].needs_key = true;
+                }
+            }
+        }
+    }
+
     /// Resolves every node of `selection`; `args` (the command line's `-- ARGS`) go to the targets only.
     pub fn new(graph: &TaskGraph, selection: &Selection, args: &[String]) -> Plan {
         let config = graph.config();
@@ -110,7 +131,9 @@ impl Plan {
             .iter()
             .map(|&id| graph.node(id).deps.iter().map(|&d| position[d]).collect())
             .collect();
-        Plan { jobs, deps }
+        let mut plan = Plan { jobs, deps };
+        plan.mark_needed_keys();
+        plan
     }
 }
 
@@ -238,6 +261,7 @@ fn job(
             .as_ref()
             .map(|q| q.render(vars, &node.params, "")),
         is_target,
+        needs_key: false,
         key,
     }
 }
@@ -282,6 +306,7 @@ pub(crate) fn test_job(label: &str) -> Job {
         retries: 0,
         confirm: None,
         is_target: true,
+        needs_key: false,
         key: KeySpec {
             task: label.into(),
             params: BTreeMap::new(),

@@ -46,9 +46,19 @@ pub struct ProcessExecutor {
 ///
 /// Left to itself, spawning searches `PATH` by calling execve in every directory until one works, and a failed
 /// execve costs several times a failed stat; with many short tasks that is most of cairn's own overhead.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ProgramCache {
+    path: Option<String>,
     found: std::sync::Mutex<std::collections::HashMap<String, Option<PathBuf>>>,
+}
+
+impl Default for ProgramCache {
+    fn default() -> ProgramCache {
+        ProgramCache {
+            path: std::env::var("PATH").ok(),
+            found: std::sync::Mutex::default(),
+        }
+    }
 }
 
 impl ProgramCache {
@@ -61,8 +71,8 @@ impl ProgramCache {
         found
             .entry(program.to_owned())
             .or_insert_with(|| {
-                let path = std::env::var_os("PATH")?;
-                std::env::split_paths(&path)
+                let path = self.path.as_ref()?;
+                std::env::split_paths(path)
                     .filter(|dir| dir.is_absolute())
                     .map(|dir| dir.join(program))
                     .find(|candidate| is_executable(candidate))
@@ -203,8 +213,11 @@ impl ProcessExecutor {
     }
 
     fn command(&self, job: &Job, line: &str) -> Command {
-        // A task that sets its own PATH finds its programs there, not on ours.
-        let own_path = job.env.iter().any(|(name, _)| name == "PATH");
+        // A task whose PATH differs from ours (it sets its own in `env`) finds its programs there. Tasks are
+        // handed our PATH explicitly, so only a different value counts.
+        let own_path = job.env.iter().any(|(name, value)| {
+            name == "PATH" && Some(value.as_str()) != self.programs.path.as_deref()
+        });
         let program = |name: &str| match own_path {
             false => self
                 .programs

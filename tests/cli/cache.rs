@@ -466,3 +466,25 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn an_edited_output_is_restored_on_a_hit_and_an_intact_one_is_left_alone() {
+    let t = project();
+    t.run().success();
+    t.write("out/all.txt", "edited by hand\n");
+    let untouched = std::fs::metadata(t.path("out/tool.sh"))
+        .expect("output")
+        .modified()
+        .expect("mtime");
+    std::thread::sleep(Duration::from_millis(20));
+    t.run().success().cached(1);
+    assert_eq!(t.read("out/all.txt"), "alpha\nbeta\n");
+    let after = std::fs::metadata(t.path("out/tool.sh"))
+        .expect("output")
+        .modified()
+        .expect("mtime");
+    assert_eq!(
+        untouched, after,
+        "an output already in place is not rewritten"
+    );
+}

@@ -888,3 +888,27 @@ fn task_owning_the_terminal_reads_keyboard_and_ctrl_c_stops_it_cleanly() {
     let pid: i32 = t.read("bg.pid").trim().parse().expect("pid");
     assert!(pid_gone(pid), "background process {pid} outlived the task");
 }
+
+#[test]
+fn a_task_with_its_own_path_finds_its_programs_there() {
+    let t = Test::new()
+        .tasks("[tasks.own]\nenv = { PATH = \"{{bin}}:/usr/bin:/bin\" }\nrun = \"greeter\"\n[vars]\nbin = \"BIN\"\n")
+        .file("bin/greeter", "#!/bin/sh\necho hello from my own PATH\n");
+    let bin = t.path("bin");
+    std::fs::set_permissions(
+        bin.join("greeter"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    t.write(
+        "tasks.toml",
+        &format!(
+            "[tasks.own]\nenv = {{ PATH = \"{}:/usr/bin:/bin\" }}\nrun = \"greeter\"\n",
+            bin.display()
+        ),
+    );
+    t.args(&["run", "own"])
+        .run()
+        .success()
+        .stdout_has("hello from my own PATH");
+}
