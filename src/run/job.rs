@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{hex, GlobList, KeySpec};
@@ -47,7 +48,11 @@ pub struct Job {
     pub shell: Vec<String>,
     /// Whether the shell is cairn's default, so that a line with no shell syntax may be run directly.
     pub default_shell: bool,
-    /// The task's whole environment when `clear_env`, else what is added to cairn's.
+    /// Variables passed from cairn's environment that every strict task gets ([`ALWAYS_PASSED`]), shared by
+    /// all jobs of a plan.
+    pub base_env: Arc<[(String, String)]>,
+    /// The task's own variables, added after `base_env` (the whole environment when `clear_env`, else what is
+    /// added to cairn's).
     pub env: Vec<(String, String)>,
     /// Whether the task starts from an empty environment (the default: strict).
     pub clear_env: bool,
@@ -72,9 +77,47 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Jobs in an order that respects every dependency.
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<Arc<Job>>,
     /// For each job, the indexes of the jobs it depends on.
     pub deps: Vec<Vec<usize>>,
+}
+
+/// Marks the jobs whose keys are needed: cacheable ones and, transitively, their dependencies.
+fn mark_needed_keys(jobs: &mut [Job], deps: &[Vec<usize>]) {
+    // Plan order puts dependencies first, so walking it backwards sees every dependent before its deps.
+    for i in (0..jobs.len()).rev() {
+        jobs[i].needs_key |= jobs[i].key.cacheable;
+        if jobs[i].needs_key {
+            for &d in &deps[i] {
+                jobs[d].needs_key = true;
+            }
+        }
+    }
+}
+
+/// cairn's own environment, read once per plan.
+struct Caller {
+    all: Vec<(String, String)>,
+    base: Arc<[(String, String)]>,
+    none: Arc<[(String, String)]>,
+}
+
+impl Caller {
+    fn read() -> Caller {
+        let all: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let base = all
+            .iter()
+            .filter(|(name, _)| ALWAYS_PASSED.iter().any(|p| env_matches(name, p)))
+            .cloned()
+            .collect();
+        Caller {
+            all,
+            base,
+            none: Arc::from(Vec::new()),
+        }
+    }
 }
 
 /// Whether `name` is matched by `pattern` (`NAME`, `PREFIX_*` or `*`).
@@ -91,19 +134,6 @@ impl Plan {
         self.jobs.iter().any(|j| j.needs_key)
     }
 
-    fn mark_needed_keys(&mut self) {
-        // Plan order puts dependencies first, so walking it backwards sees every dependent before its deps.
-        for i in (0..self.jobs.len()).rev() {
-            let job = &mut self.jobs[i];
-            job.needs_key |= job.key.cacheable;
-            if job.needs_key {
-                for &d in &self.deps[i] {
-                    self.jobs[d].needs_key = true;
-                }
-            }
-        }
-    }
-
     /// Resolves every node of `selection`; `args` (the command line's `-- ARGS`) go to the targets only.
     pub fn new(graph: &TaskGraph, selection: &Selection, args: &[String]) -> Plan {
         let config = graph.config();
@@ -115,10 +145,8 @@ impl Plan {
         for &id in &selection.targets {
             targeted[id] = true;
         }
-        let caller: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
-        let jobs = selection
+        let caller = Caller::read();
+        let mut jobs: Vec<Job> = selection
             .order
             .iter()
             .map(|&id| {
@@ -126,14 +154,16 @@ impl Plan {
                 job(config, graph, id, targeted[id], args, &caller)
             })
             .collect();
-        let deps = selection
+        let deps: Vec<Vec<usize>> = selection
             .order
             .iter()
             .map(|&id| graph.node(id).deps.iter().map(|&d| position[d]).collect())
             .collect();
-        let mut plan = Plan { jobs, deps };
-        plan.mark_needed_keys();
-        plan
+        mark_needed_keys(&mut jobs, &deps);
+        Plan {
+            jobs: jobs.into_iter().map(Arc::new).collect(),
+            deps,
+        }
     }
 }
 
@@ -151,7 +181,7 @@ fn job(
     id: NodeId,
     is_target: bool,
     args: &[String],
-    caller: &[(String, String)],
+    caller: &Caller,
 ) -> Job {
     let node = graph.node(id);
     let def = &config.tasks[node.task];
@@ -176,19 +206,18 @@ fn job(
     let pass_all = def.env_pass.iter().any(|p| p == "*");
     let mut env: Vec<(String, String)> = Vec::new();
     let mut key_env = BTreeMap::new();
-    for (name, value) in caller {
-        let hashed = def.env_hash.iter().any(|p| env_matches(name, p));
-        if hashed {
-            key_env.insert(name.clone(), digest(name, value));
-        }
-        let passed = hashed
-            || ALWAYS_PASSED
-                .iter()
-                .copied()
-                .chain(def.env_pass.iter().map(String::as_str))
-                .any(|p| env_matches(name, p));
-        if passed && !pass_all {
-            env.push((name.clone(), value.clone()));
+    // Most tasks declare nothing to take from the caller: they only share the plan's base environment.
+    if !def.env_hash.is_empty() || !def.env_pass.is_empty() {
+        for (name, value) in &caller.all {
+            let hashed = def.env_hash.iter().any(|p| env_matches(name, p));
+            if hashed {
+                key_env.insert(name.clone(), digest(name, value));
+            }
+            let passed = hashed || def.env_pass.iter().any(|p| env_matches(name, p));
+            let in_base = ALWAYS_PASSED.iter().any(|p| env_matches(name, p));
+            if passed && !pass_all && !in_base {
+                env.push((name.clone(), value.clone()));
+            }
         }
     }
     for (name, template) in &def.env {
@@ -251,6 +280,11 @@ fn job(
         changed_slots,
         shell,
         default_shell,
+        base_env: if pass_all {
+            caller.none.clone()
+        } else {
+            caller.base.clone()
+        },
         env,
         clear_env: !pass_all,
         dir,
@@ -299,6 +333,7 @@ pub(crate) fn test_job(label: &str) -> Job {
         changed_slots: vec![],
         shell: vec!["bash".into(), "-c".into()],
         default_shell: true,
+        base_env: Arc::from(Vec::new()),
         env: vec![],
         clear_env: false,
         dir: ".".into(),

@@ -210,7 +210,7 @@ pub async fn execute(
 ) -> std::io::Result<RunReport> {
     let start = Instant::now();
     let count = plan.jobs.len();
-    let jobs: Vec<Arc<Job>> = plan.jobs.iter().cloned().map(Arc::new).collect();
+    let jobs = &plan.jobs;
     let mut waiting: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
     for (i, deps) in plan.deps.iter().enumerate() {

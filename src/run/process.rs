@@ -242,6 +242,7 @@ impl ProcessExecutor {
         }
         command
             .current_dir(&job.dir)
+            .envs(job.base_env.iter().map(|(k, v)| (k, v)))
             .envs(job.env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(false);
         match self.stdio {

@@ -56,7 +56,7 @@ fn plan(retries: u32) -> Plan {
     Plan {
         jobs: ["a", "b", "c", "d"]
             .iter()
-            .map(|l| job(l, retries))
+            .map(|l| Arc::new(job(l, retries)))
             .collect(),
         deps: vec![vec![], vec![0], vec![1], vec![]],
     }
@@ -98,7 +98,9 @@ fn dependencies_finish_before_dependents_start() {
 fn parallelism_never_exceeds_the_limit() {
     let executor = Arc::new(Scripted::default());
     let wide = Plan {
-        jobs: (0..20).map(|i| job(&format!("t{i}"), 0)).collect(),
+        jobs: (0..20)
+            .map(|i| Arc::new(job(&format!("t{i}"), 0)))
+            .collect(),
         deps: vec![vec![]; 20],
     };
     run_plan(&wide, Arc::clone(&executor), 3, false);
