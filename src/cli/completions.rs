@@ -11,7 +11,7 @@ pub(super) enum Shell {
     Fish,
 }
 
-const SUBCOMMANDS: &str = "run list graph check completions help";
+const SUBCOMMANDS: &str = "run list graph check why cache completions help";
 const RUN_FLAGS: &str = "--jobs --keep-going --dry-run --yes --output --file --color --help";
 
 pub(super) fn script(shell: Shell) -> String {
@@ -33,7 +33,7 @@ _cairn() {{
         --format) COMPREPLY=($(compgen -W "dot mermaid json" -- "$cur")); return ;;
     esac
     case "${{COMP_WORDS[1]}}" in
-        run|graph)
+        run|graph|why)
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "{RUN_FLAGS} --format" -- "$cur"))
             else
@@ -46,6 +46,7 @@ _cairn() {{
                 fi
             fi ;;
         completions) COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;
+        cache) COMPREPLY=($(compgen -W "stats gc clean --max-size --max-age" -- "$cur")) ;;
     esac
 }}
 complete -F _cairn cairn
@@ -60,7 +61,7 @@ _cairn() {{
         return
     fi
     case "${{words[2]}}" in
-        run|graph)
+        run|graph|why)
             if [[ "${{words[CURRENT]}}" == -* ]]; then
                 compadd -- {RUN_FLAGS} --format
             else
@@ -69,6 +70,7 @@ _cairn() {{
                 compadd -- $targets
             fi ;;
         completions) compadd -- bash zsh fish ;;
+        cache) compadd -- stats gc clean ;;
     esac
 }}
 compdef _cairn cairn
@@ -78,7 +80,8 @@ compdef _cairn cairn
             r#"# fish completion for cairn; load with: cairn completions fish | source
 complete -c cairn -f
 complete -c cairn -n '__fish_use_subcommand' -a '{SUBCOMMANDS}'
-complete -c cairn -n '__fish_seen_subcommand_from run graph' -a '(cairn __complete targets 2>/dev/null)'
+complete -c cairn -n '__fish_seen_subcommand_from run graph why' -a '(cairn __complete targets 2>/dev/null)'
+complete -c cairn -n '__fish_seen_subcommand_from cache' -a 'stats gc clean'
 complete -c cairn -n '__fish_seen_subcommand_from run' -s j -l jobs -r -d 'tasks at once'
 complete -c cairn -n '__fish_seen_subcommand_from run' -s k -l keep-going -d 'keep going after a failure'
 complete -c cairn -n '__fish_seen_subcommand_from run' -s n -l dry-run -d 'print the plan only'

@@ -297,9 +297,14 @@ fn describe_plan(
         if let Some(question) = &job.confirm {
             let _ = writeln!(out, "       asks  {question}");
         }
-        for line in &job.commands {
+        for (line, slots) in job.commands.iter().zip(&job.changed_slots) {
             let how = if is_direct(job, line) { "" } else { " (shell)" };
-            let _ = writeln!(out, "       $ {line}{how}");
+            // An incremental task's changed files are only known when it runs.
+            let mut shown = line.clone();
+            for &at in slots.iter().rev() {
+                shown.insert_str(at, "<changed inputs>");
+            }
+            let _ = writeln!(out, "       $ {shown}{how}");
         }
         if let Some(predictions) = predictions {
             let verdict = match &predictions[i] {

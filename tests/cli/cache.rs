@@ -339,6 +339,17 @@ fn incremental_task_receives_exactly_the_changed_files() {
 }
 
 #[test]
+fn dry_run_marks_where_an_incremental_task_gets_its_changed_files() {
+    Test::new()
+        .tasks("[tasks.v]\nrun = \"check {{changed}}\"\ninputs = [\"*.nix\"]\nincremental = true\n")
+        .file("a.nix", "{ }\n")
+        .args(&["run", "v", "--dry-run"])
+        .run()
+        .success()
+        .stdout_has("$ check <changed inputs>");
+}
+
+#[test]
 fn incremental_task_definition_change_rechecks_every_file() {
     let t = Test::new()
         .tasks("[tasks.validate]\nrun = \"echo checking {{changed}}\"\ninputs = [\"*.nix\"]\nincremental = true\n")
