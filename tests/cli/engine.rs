@@ -760,7 +760,9 @@ fn completions_offer_task_names_and_param_values() {
         .args(&["completions", "bash"])
         .run()
         .success()
-        .stdout_has("complete -F _cairn cairn");
+        .stdout_has("complete -F _cairn cairn")
+        .stdout_has("run|graph|why)")
+        .stdout_has("stats gc clean");
     Test::new()
         .args(&["completions", "zsh"])
         .run()
