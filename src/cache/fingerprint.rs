@@ -122,10 +122,23 @@ impl Fingerprint {
     /// The key of everything but the input files, which tells an incremental task whether its definition
     /// changed (then every file is "changed").
     pub fn definition_key(&self) -> Key {
-        let mut without_inputs = self.clone();
-        without_inputs.inputs.clear();
-        without_inputs.deps.clear();
-        without_inputs.key()
+        // Built field by field rather than cloned and cleared: the input map can hold tens of thousands of files.
+        Fingerprint {
+            version: self.version,
+            platform: self.platform.clone(),
+            task: self.task.clone(),
+            params: self.params.clone(),
+            commands: self.commands.clone(),
+            shell: self.shell.clone(),
+            dir: self.dir.clone(),
+            args: self.args.clone(),
+            outputs: self.outputs.clone(),
+            input_globs: self.input_globs.clone(),
+            env: self.env.clone(),
+            inputs: BTreeMap::new(),
+            deps: BTreeMap::new(),
+        }
+        .key()
     }
 
     /// What differs between `self` (the last success) and `now`, field by field.

@@ -540,9 +540,6 @@ impl Walker<'_> {
             .and_then(|v| self.string("description", v))
             .map(|d| d.value);
 
-        if self.errors.len() > errors_before {
-            return None;
-        }
         let env_hash = match table.get("env_hash") {
             Some(v) => self.env_patterns("env_hash", v),
             None => Vec::new(),

@@ -914,3 +914,16 @@ fn a_task_with_its_own_path_finds_its_programs_there() {
         .success()
         .stdout_has("hello from my own PATH");
 }
+
+#[test]
+fn cache_key_mistakes_are_reported_with_the_others() {
+    Test::new()
+        .tasks("[tasks.a]\nrun = \"true\"\ntimeout = \"1y\"\nenv_hash = [\"1BAD\"]\ndeps_strategy = \"files\"\n")
+        .args(&["check"])
+        .run()
+        .status(1)
+        .stderr_has("3 problems")
+        .stderr_has("unknown unit `y`")
+        .stderr_has("`1BAD` is not a variable name")
+        .stderr_has("`files` is not a strategy");
+}

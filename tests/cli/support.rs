@@ -62,27 +62,7 @@ impl Test {
 
     /// Runs cairn with other arguments in the same project.
     pub fn run_with(&self, args: &[&str]) -> Run {
-        let mut other = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        let mut command = self.command();
-        other.args(args).current_dir(
-            self.cwd
-                .clone()
-                .unwrap_or_else(|| self.dir.path().to_owned()),
-        );
-        other.env_clear();
-        for (name, value) in command.get_envs() {
-            if let Some(value) = value {
-                other.env(name, value);
-            }
-        }
-        other.stdin(Stdio::null());
-        command = other;
-        let output = command.output().expect("cairn runs");
-        Run {
-            status: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Run::from(self.command_with(args).output().expect("cairn runs"))
     }
 
     pub fn cwd(mut self, relative: &str) -> Test {
@@ -99,9 +79,15 @@ impl Test {
     }
 
     pub fn command(&self) -> Command {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.command_with(&args)
+    }
+
+    /// The real binary with `args`, in the project, with a cleared environment.
+    pub fn command_with(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
         command
-            .args(&self.args)
+            .args(args)
             .current_dir(
                 self.cwd
                     .clone()
@@ -120,7 +106,12 @@ impl Test {
     }
 
     pub fn run(&self) -> Run {
-        let output: Output = self.command().output().expect("cairn runs");
+        Run::from(self.command().output().expect("cairn runs"))
+    }
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
         Run {
             status: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
