@@ -12,3 +12,4 @@ pub mod config;
 pub mod graph;
 pub mod report;
 pub mod run;
+pub mod secrets;
