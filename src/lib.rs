@@ -6,6 +6,7 @@
 // way out: boxing them would cost clarity for no measurable gain.
 #![allow(clippy::result_large_err)]
 
+pub mod atomic;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -12,9 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use rayon::prelude::*;
 
-use super::atomic::write_atomic;
 use super::fingerprint::FileDigest;
 use super::CacheError;
+use crate::atomic::write_atomic;
 
 const MAGIC: &[u8; 10] = b"CAIRNIDX1\n";
 

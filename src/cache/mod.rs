@@ -3,7 +3,6 @@
 //!
 //! Exactly what goes into a key is documented in docs/caching.md and defined by [`Fingerprint`].
 
-mod atomic;
 mod files;
 mod fingerprint;
 mod hasher;
@@ -18,7 +17,7 @@ use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use atomic::write_atomic;
+pub use crate::atomic::write_atomic;
 pub use files::{GlobList, Matches};
 pub use fingerprint::{hex, platform, Change, FileDigest, Fingerprint, Key, FORMAT_VERSION};
 pub use hasher::{hash_file, FileHasher};

@@ -24,9 +24,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::atomic::{is_temp_name, write_atomic, write_atomic_with};
 use super::fingerprint::{hex, parse_hex, Key};
 use super::CacheError;
+use crate::atomic::{is_temp_name, write_atomic, write_atomic_with};
 
 /// Blobs larger than this are stored compressed (and restored by copy, which a compressed blob needs anyway).
 const COMPRESS_OVER: usize = 64 * 1024;

@@ -24,6 +24,11 @@ pub enum CliError {
     #[diagnostic(transparent)]
     Cache(crate::cache::CacheError),
 
+    /// A secrets command failed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+
     /// A task asks for confirmation and there is no terminal to ask on.
     #[error(
         "task `{task}` asks for confirmation (\"{question}\"), and there is no terminal to ask on"
@@ -75,7 +80,10 @@ impl CliError {
     /// The exit status: 2 for a usage or configuration problem, 1 when the user declined.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Declined { .. } | CliError::Io { .. } | CliError::Cache(_) => 1,
+            CliError::Declined { .. }
+            | CliError::Io { .. }
+            | CliError::Cache(_)
+            | CliError::Secrets(_) => 1,
             _ => 2,
         }
     }

@@ -7,6 +7,7 @@ mod error;
 mod list;
 mod output;
 mod run;
+mod secrets;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ enum Command {
     /// Inspect or trim the local cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Manage SOPS-encrypted secrets (age recipients): init, edit, set, get, ls, doctor, updatekeys, rotate.
+    Secrets(secrets::SecretsArgs),
     /// Print a completion script for a shell.
     Completions {
         /// The shell.
@@ -109,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Check => check(&context),
         Command::Why(args) => cache::why(&context, &args),
         Command::Cache(command) => cache::cache(&context, &command),
+        Command::Secrets(args) => secrets::secrets(args),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));
             Ok(0)

@@ -63,19 +63,19 @@ pub enum FormatError {
 #[derive(Debug, Error, Diagnostic)]
 pub enum SecretsError {
     /// A file's contents are wrong.
-    #[error("{path}: {source}")]
+    #[error("{path}: {problem}")]
     #[diagnostic(code(cairn::secrets::format))]
     Format {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        source: FormatError,
+        problem: FormatError,
         /// How to fix it, when cairn can tell.
         #[help]
         help: Option<String>,
     },
     /// A file could not be read or written.
-    #[error("cannot {action} `{path}`: {source}")]
+    #[error("cannot {action} `{path}`: {error}")]
     #[diagnostic(code(cairn::secrets::io))]
     Io {
         /// `read`, `write`, …
@@ -83,7 +83,7 @@ pub enum SecretsError {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// None of the identities found opens the file.
     #[error("{path}: none of your age identities is a recipient of this file")]
@@ -159,8 +159,8 @@ pub enum SecretsError {
 
 impl SecretsError {
     /// A format error about `path`.
-    pub fn format(path: impl Into<PathBuf>, source: FormatError) -> SecretsError {
-        let help = match &source {
+    pub fn format(path: impl Into<PathBuf>, problem: FormatError) -> SecretsError {
+        let help = match &problem {
             FormatError::MacMismatch | FormatError::Tampered { .. } | FormatError::Crypto => Some(
                 "restore the file from git (`git checkout -- FILE`); never edit encrypted values by hand, use `cairn secrets edit`".into(),
             ),
@@ -168,7 +168,7 @@ impl SecretsError {
         };
         SecretsError::Format {
             path: path.into(),
-            source,
+            problem,
             help,
         }
     }

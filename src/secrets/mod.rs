@@ -9,5 +9,8 @@ pub mod yaml;
 pub use error::{FormatError, SecretsError};
 pub mod dotenv;
 pub mod file;
+pub mod files;
 pub mod json;
 pub mod keys;
+pub mod policy;
+pub mod rotate;
