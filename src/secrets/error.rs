@@ -177,12 +177,12 @@ impl SecretsError {
     pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
-        source: std::io::Error,
+        error: std::io::Error,
     ) -> SecretsError {
         SecretsError::Io {
             action,
             path: path.into(),
-            source,
+            error,
         }
     }
 
