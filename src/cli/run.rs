@@ -38,6 +38,9 @@ pub(super) struct RunArgs {
     /// How task output is shown.
     #[arg(long, value_enum, default_value_t = OutputArg::Auto)]
     output: OutputArg,
+    /// An age identity file (keys.txt or SSH private key) to decrypt tasks' secrets with, tried first.
+    #[arg(long = "identity", short = 'i', value_name = "FILE")]
+    identity: Vec<std::path::PathBuf>,
     /// Arguments for the targets (never for their dependencies).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -58,7 +61,7 @@ enum OutputArg {
 pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     let (config, mut graph) = context.load()?;
     let selection = graph.select(&args.targets)?;
-    let plan = Plan::new(&graph, &selection, &args.args);
+    let mut plan = Plan::new(&graph, &selection, &args.args);
     if !args.args.is_empty() {
         if let Some(job) = plan
             .jobs
@@ -76,6 +79,16 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .map(|j| j as usize)
         .or(config.settings.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let secrets = run::secrets::prepare(&mut plan, &config, &args.identity)?.map(Arc::new);
+    if let Some(secrets) = &secrets {
+        run::secrets::remove_stale_dirs();
+        for name in &secrets.warnings {
+            eprintln!(
+                "cairn: warning: `{name}` is shorter than {} bytes, too short to redact from output; it is passed to the task but will show in logs (make it longer, or treat it as configuration, not a secret)",
+                crate::secrets::redact::MIN_SECRET_LEN
+            );
+        }
+    }
     // A plan with nothing to cache does not touch the cache at all.
     let session = if args.no_cache || !plan.uses_cache() {
         None
@@ -90,7 +103,7 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     }
     confirm(&plan, args.yes)?;
 
-    let (layout, stdio) = output_mode(&plan, args.output, session.is_some());
+    let (layout, stdio) = output_mode(&plan, args.output, session.is_some(), secrets.is_some());
     let color = context.color && std::io::stdout().is_terminal();
     let width = plan
         .jobs
@@ -99,7 +112,11 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .max()
         .unwrap_or(0);
     let reporter = Arc::new(TerminalReporter::new(layout, color, width));
-    let executor = Arc::new(ProcessExecutor::new(stdio, config.settings.kill_grace));
+    let mut executor = ProcessExecutor::new(stdio, config.settings.kill_grace);
+    if let Some(secrets) = &secrets {
+        executor = executor.with_secrets(Arc::clone(secrets));
+    }
+    let executor = Arc::new(executor);
     let options = RunOptions {
         jobs,
         keep_going: args.keep_going,
@@ -154,8 +171,19 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
 }
 
 /// How output is shown and how the tasks' streams are connected.
-fn output_mode(plan: &Plan, output: OutputArg, caching: bool) -> (Layout, Streams) {
+fn output_mode(plan: &Plan, output: OutputArg, caching: bool, secrets: bool) -> (Layout, Streams) {
     let single = plan.jobs.len() == 1;
+    // Output that is not read by cairn cannot be redacted: a run holding secrets is always captured.
+    if secrets {
+        if output == OutputArg::Raw {
+            eprintln!("cairn: --output raw would show secrets unfiltered; output is captured and redacted instead");
+        }
+        return match output {
+            OutputArg::Grouped => (Layout::Grouped, Streams::Captured),
+            OutputArg::Auto | OutputArg::Raw if single => (Layout::Plain, Streams::Captured),
+            _ => (Layout::Prefixed, Streams::Captured),
+        };
+    }
     // A task whose result may be stored is captured, so that its output can be replayed on a hit.
     let single_cached = single && caching && plan.jobs[0].key.cacheable;
     let inherited = || Streams::Inherited {

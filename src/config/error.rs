@@ -108,6 +108,23 @@ pub enum ConfigError {
         help: Option<String>,
     },
 
+    /// A `{{NAME}}` naming a secret: secrets never go on a command line.
+    #[error("`{{{{{name}}}}}` in {context} would put a secret on the command line")]
+    #[diagnostic(
+        code(cairn::config::secret_in_command),
+        help("command lines are visible to every user in `ps` and end up in logs; the task gets it in its environment: write `${name}` instead")
+    )]
+    SecretInCommand {
+        /// The secret's variable.
+        name: String,
+        /// Where it is used.
+        context: String,
+        #[source_code]
+        src: SourceFile,
+        #[label("a secret")]
+        span: SourceSpan,
+    },
+
     /// A malformed `{{…}}`.
     #[error("invalid interpolation in {context}: {reason}")]
     #[diagnostic(code(cairn::config::template))]

@@ -119,6 +119,23 @@ pub struct TaskDef {
     pub deps_strategy: DepsStrategy,
     /// `incremental`: give the command only the inputs that changed since the last success.
     pub incremental: bool,
+    /// `secrets`: values from a secrets file, given to the task in its environment or as files.
+    pub secrets: Option<TaskSecrets>,
+}
+
+/// A task's `secrets` table.
+#[derive(Debug, Clone)]
+pub struct TaskSecrets {
+    /// `from`: the secrets file, relative to the tasks.toml directory, possibly naming params.
+    pub from: Template,
+    /// Where `from` is written.
+    pub from_span: Span,
+    /// `env`: variable → dotted key in the file.
+    pub env: Vec<(String, Spanned<String>)>,
+    /// `files`: variable → dotted key; the variable holds the path of a private file with the value.
+    pub files: Vec<(String, Spanned<String>)>,
+    /// `allow_envs`: other environments' directories this task may read.
+    pub allow_envs: Vec<String>,
 }
 
 impl TaskDef {

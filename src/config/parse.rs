@@ -12,7 +12,7 @@ use super::suggest::did_you_mean;
 use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
     parse_duration, Config, ConfigError, DepDef, DepsStrategy, NamePart, ParamDef, Settings,
-    Spanned, TaskDef, TaskName, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
+    Spanned, TaskDef, TaskName, TaskSecrets, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
     DEFAULT_KILL_GRACE, DEFAULT_SHELL,
 };
 
@@ -45,7 +45,9 @@ const TASK_KEYS: &[&str] = &[
     "env_pass",
     "deps_strategy",
     "incremental",
+    "secrets",
 ];
+const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
 const PARAM_KEYS: &[&str] = &["values", "default", "description"];
 const MAX_RETRIES: i64 = 100;
 
@@ -106,6 +108,8 @@ struct Scope<'a> {
     vars: &'a [Var],
     allow_args: bool,
     allow_changed: bool,
+    /// Variables that carry secrets: naming one in a template is an error, not an unknown name.
+    secrets: &'a [String],
 }
 
 fn type_name(value: &DeValue<'_>) -> &'static str {
@@ -417,11 +421,20 @@ impl Walker<'_> {
             .get("incremental")
             .and_then(|v| self.boolean("incremental", v))
             .unwrap_or(false);
+        let secrets = match table.get("secrets") {
+            Some(v) => self.task_secrets(&context, v, &params, vars),
+            None => None,
+        };
+        let secret_names: Vec<String> = secrets
+            .iter()
+            .flat_map(|s| s.env.iter().chain(&s.files).map(|(var, _)| var.clone()))
+            .collect();
         let scope = Scope {
             params: &params,
             vars,
             allow_args: false,
             allow_changed: false,
+            secrets: &secret_names,
         };
         let run_scope = Scope {
             allow_args: true,
@@ -498,6 +511,18 @@ impl Walker<'_> {
                             env.push((var.to_owned(), t));
                         }
                     }
+                }
+            }
+        }
+        if let Some(secrets) = &secrets {
+            for (var, key) in secrets.env.iter().chain(&secrets.files) {
+                if env.iter().any(|(name, _)| name == var) {
+                    self.invalid(
+                        "secrets",
+                        format!("`{var}` is set both by `env` and by `secrets`"),
+                        &key.span,
+                        Some("give the secret another variable name".into()),
+                    );
                 }
             }
         }
@@ -599,6 +624,116 @@ impl Walker<'_> {
             env_pass,
             deps_strategy,
             incremental,
+            secrets,
+        })
+    }
+
+    fn task_secrets(
+        &mut self,
+        context: &str,
+        value: &Value<'_>,
+        params: &[ParamDef],
+        vars: &[Var],
+    ) -> Option<TaskSecrets> {
+        let table = self.table("secrets", value)?;
+        let secrets_context = format!("`secrets` of {context}");
+        self.check_keys(table, SECRETS_KEYS, &secrets_context);
+        let scope = Scope {
+            params,
+            vars,
+            allow_args: false,
+            allow_changed: false,
+            secrets: &[],
+        };
+        let Some(from) = table
+            .get("from")
+            .and_then(|v| self.string("secrets.from", v))
+        else {
+            if table.get("from").is_none() {
+                self.invalid(
+                    "secrets",
+                    "`secrets` needs `from`: the secrets file to read",
+                    &value.span(),
+                    Some("e.g. `secrets.from = \"secrets/{{env}}/deploy.yaml\"`".into()),
+                );
+            }
+            return None;
+        };
+        let from_template = self.template(
+            || format!("`secrets.from` of {context}"),
+            &from,
+            false,
+            &scope,
+        )?;
+        let mapping = |name: &str, this: &mut Self| -> Vec<(String, Spanned<String>)> {
+            let Some(v) = table.get(name) else {
+                return Vec::new();
+            };
+            let Some(entries) = this.table(&format!("secrets.{name}"), v) else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for (var_key, key_value) in entries.iter() {
+                let var: &str = var_key.get_ref();
+                if !is_env_name(var) {
+                    this.invalid(
+                        &format!("secrets.{name}"),
+                        format!("`{var}` is not a valid environment variable name"),
+                        &var_key.span(),
+                        Some("use letters, digits and `_`, starting with a letter".into()),
+                    );
+                    continue;
+                }
+                if let Some(key) = this.string(&format!("secrets.{name}.{var}"), key_value) {
+                    if key.value.trim().is_empty() {
+                        this.invalid(
+                            &format!("secrets.{name}"),
+                            "the key is empty",
+                            &key.span,
+                            Some("name a key of the secrets file, dotted for nested ones: `db.password`".into()),
+                        );
+                        continue;
+                    }
+                    out.push((var.to_owned(), key));
+                }
+            }
+            out
+        };
+        let env = mapping("env", self);
+        let files = mapping("files", self);
+        for (var, key) in &files {
+            if env.iter().any(|(other, _)| other == var) {
+                self.invalid(
+                    "secrets.files",
+                    format!("`{var}` is both in `secrets.env` and `secrets.files`"),
+                    &key.span,
+                    None,
+                );
+            }
+        }
+        if env.is_empty() && files.is_empty() {
+            self.invalid(
+                "secrets",
+                "`secrets` gives the task nothing: add `env` or `files`",
+                &from.span,
+                Some("e.g. `secrets.env = { DB_PASSWORD = \"db.password\" }`".into()),
+            );
+        }
+        let allow_envs = match table.get("allow_envs") {
+            Some(v) => self
+                .strings("secrets.allow_envs", v)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.value)
+                .collect(),
+            None => Vec::new(),
+        };
+        Some(TaskSecrets {
+            from: from_template,
+            from_span: from.span,
+            env,
+            files,
+            allow_envs,
         })
     }
 
@@ -892,6 +1027,15 @@ impl Walker<'_> {
                         parts.push(Part::Changed);
                     } else if let Some(i) = scope.vars.iter().position(|v| v.name == name) {
                         parts.push(Part::Var(i));
+                    } else if scope.secrets.contains(&name) {
+                        ok = false;
+                        let span = span_within_string(self.text, &value.span, &value.value, range);
+                        self.errors.push(ConfigError::SecretInCommand {
+                            name,
+                            context: context(),
+                            src: self.source.clone(),
+                            span: to_source_span(&span),
+                        });
                     } else {
                         ok = false;
                         let span = span_within_string(self.text, &value.span, &value.value, range);
@@ -922,4 +1066,12 @@ impl Walker<'_> {
         }
         ok.then(|| Template::new(parts))
     }
+}
+
+/// Whether `name` can be an environment variable's name.
+fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

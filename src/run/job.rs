@@ -71,6 +71,27 @@ pub struct Job {
     pub needs_key: bool,
     /// What goes into its cache key.
     pub key: KeySpec,
+    /// The secrets it asks for (`secrets` in tasks.toml), resolved to a file.
+    pub secrets: Option<SecretsRequest>,
+}
+
+/// A task's `secrets`, with its params applied.
+#[derive(Debug, Clone)]
+pub struct SecretsRequest {
+    /// The secrets file.
+    pub file: PathBuf,
+    /// The file as written after interpolation, relative to the tasks.toml directory.
+    pub relative: String,
+    /// Where `from` is written, for diagnostics.
+    pub span: crate::config::Span,
+    /// `(variable, key)` pairs given as environment variables.
+    pub env: Vec<(String, String)>,
+    /// `(variable, key)` pairs given as files (the variable holds the path).
+    pub files: Vec<(String, String)>,
+    /// The task's environment: the value of its `env` param, if it has one.
+    pub environment: Option<String>,
+    /// Other environments it may read (`allow_envs`).
+    pub allow_envs: Vec<String>,
 }
 
 /// The jobs of a selection, in dependency order, with their dependencies as indexes into `jobs`.
@@ -297,6 +318,27 @@ fn job(
         is_target,
         needs_key: false,
         key,
+        secrets: def.secrets.as_ref().map(|s| {
+            let relative = s.from.render(vars, &node.params, "");
+            let pairs = |list: &[(String, crate::config::Spanned<String>)]| {
+                list.iter()
+                    .map(|(var, key)| (var.clone(), key.value.clone()))
+                    .collect()
+            };
+            SecretsRequest {
+                file: config.root.join(&relative),
+                relative,
+                span: s.from_span.clone(),
+                env: pairs(&s.env),
+                files: pairs(&s.files),
+                environment: def
+                    .params
+                    .iter()
+                    .position(|p| p.name == "env")
+                    .map(|i| node.params[i].clone()),
+                allow_envs: s.allow_envs.clone(),
+            }
+        }),
     }
 }
 
@@ -358,5 +400,6 @@ pub(crate) fn test_job(label: &str) -> Job {
             cacheable: false,
             incremental: false,
         },
+        secrets: None,
     }
 }

@@ -7,6 +7,7 @@
 mod cached;
 mod job;
 mod process;
+pub mod secrets;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,7 +22,7 @@ use crate::cache::{DepInput, Key, Session};
 use tokio::task::JoinSet;
 
 pub use cached::CacheUse;
-pub use job::{env_matches, Job, Plan, ALWAYS_PASSED};
+pub use job::{env_matches, Job, Plan, SecretsRequest, ALWAYS_PASSED};
 pub use process::{is_direct, ProcessExecutor, Streams};
 
 /// Which of a task's output streams a line came from.

@@ -12,8 +12,10 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::secrets::{Injection, RunSecrets, SecretFiles};
 use super::{ExecutionFuture, Executor, Job, JobContext, StopRequest, Stream, TaskStatus};
 use crate::config::format_duration;
+use crate::secrets::redact::Redactor;
 
 /// Lines longer than this are passed on in pieces, so a task printing without newlines cannot exhaust memory.
 const MAX_LINE: usize = 64 * 1024;
@@ -40,6 +42,7 @@ pub struct ProcessExecutor {
     stdio: Streams,
     kill_grace: Duration,
     programs: Arc<ProgramCache>,
+    secrets: Option<Arc<RunSecrets>>,
 }
 
 /// Programs found on cairn's `PATH`, looked up once per run.
@@ -94,7 +97,14 @@ impl ProcessExecutor {
             stdio,
             kill_grace,
             programs: Arc::default(),
+            secrets: None,
         }
+    }
+
+    /// Gives tasks the secrets they ask for and filters every secret of the run out of their output.
+    pub fn with_secrets(mut self, secrets: Arc<RunSecrets>) -> ProcessExecutor {
+        self.secrets = Some(secrets);
+        self
     }
 }
 
@@ -114,8 +124,34 @@ enum Ending {
 impl ProcessExecutor {
     async fn attempt(&self, job: Arc<Job>, context: &JobContext) -> TaskStatus {
         let deadline = job.timeout.map(|t| Instant::now() + t);
+        let injection = self
+            .secrets
+            .as_ref()
+            .and_then(|s| s.injections.get(&job.label))
+            .cloned();
+        // Lives until the attempt ends, however it ends: the files go with it.
+        let secret_files = match injection.as_deref() {
+            Some(injection) if !injection.files.is_empty() => {
+                match SecretFiles::create(&job.label, injection) {
+                    Ok(files) => Some(files),
+                    Err(error) => {
+                        context
+                            .reporter
+                            .note(&job, &format!("cannot write the secret files: {error}"));
+                        return TaskStatus::Failed { code: 1 };
+                    }
+                }
+            }
+            _ => None,
+        };
+        let secret_env = Secrets {
+            injection: injection.as_deref(),
+            files: secret_files.as_ref(),
+        };
         for line in &job.commands {
-            let status = self.run_line(&job, line, deadline, context).await;
+            let status = self
+                .run_line(&job, line, deadline, context, &secret_env)
+                .await;
             if status != TaskStatus::Succeeded {
                 return status;
             }
@@ -129,8 +165,10 @@ impl ProcessExecutor {
         line: &str,
         deadline: Option<Instant>,
         context: &JobContext,
+        secrets: &Secrets<'_>,
     ) -> TaskStatus {
         let mut command = self.command(job, line);
+        secrets.apply(&mut command);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
@@ -150,10 +188,15 @@ impl ProcessExecutor {
         let readers = match (child.stdout.take(), child.stderr.take()) {
             (Some(out), Some(err)) => {
                 let (job, context) = (Arc::clone(job), context.clone());
+                let secrets = self.secrets.clone();
                 Some(tokio::spawn(async move {
+                    let redactor = secrets
+                        .as_deref()
+                        .map(|s| s.redactor.as_ref())
+                        .filter(|r| !r.is_empty());
                     tokio::join!(
-                        pump(out, &job, Stream::Stdout, &context),
-                        pump(err, &job, Stream::Stderr, &context)
+                        pump(out, &job, Stream::Stdout, &context, redactor),
+                        pump(err, &job, Stream::Stderr, &context, redactor)
                     );
                 }))
             }
@@ -451,8 +494,37 @@ unsafe fn with_sigttou_blocked(f: impl FnOnce() -> libc::c_int) {
     libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
 }
 
-/// Reads a stream line by line and hands each line to the reporter.
-async fn pump(stream: impl AsyncRead + Unpin, job: &Job, which: Stream, context: &JobContext) {
+/// A job's secrets as one attempt passes them to its processes.
+struct Secrets<'a> {
+    injection: Option<&'a Injection>,
+    files: Option<&'a SecretFiles>,
+}
+
+impl Secrets<'_> {
+    fn apply(&self, command: &mut Command) {
+        if let Some(injection) = self.injection {
+            command.envs(injection.env.iter().map(|(k, v)| (k, v.as_str())));
+        }
+        if let Some(files) = self.files {
+            command.envs(files.env.iter().map(|(k, v)| (k, v)));
+        }
+    }
+}
+
+/// Reads a stream line by line and hands each line to the reporter, with secrets redacted. A secret split
+/// across reads is whole by the time its line is complete; an overlong line is passed on in pieces that
+/// never cut through a secret.
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    job: &Job,
+    which: Stream,
+    context: &JobContext,
+    redactor: Option<&Redactor>,
+) {
+    let emit = |bytes: &[u8]| match redactor {
+        Some(redactor) => context.reporter.output(job, which, &redactor.redact(bytes)),
+        None => context.reporter.output(job, which, bytes),
+    };
     let mut reader = BufReader::with_capacity(16 * 1024, stream);
     let mut line = Vec::new();
     loop {
@@ -464,7 +536,7 @@ async fn pump(stream: impl AsyncRead + Unpin, job: &Job, which: Stream, context:
             Some(end) => {
                 line.extend_from_slice(&buffer[..end]);
                 reader.consume(end + 1);
-                context.reporter.output(job, which, &line);
+                emit(&line);
                 line.clear();
             }
             None => {
@@ -472,14 +544,15 @@ async fn pump(stream: impl AsyncRead + Unpin, job: &Job, which: Stream, context:
                 line.extend_from_slice(buffer);
                 reader.consume(taken);
                 if line.len() >= MAX_LINE {
-                    context.reporter.output(job, which, &line);
-                    line.clear();
+                    let cut = redactor.map_or(line.len(), |r| r.safe_prefix(&line)).max(1);
+                    emit(&line[..cut]);
+                    line.drain(..cut);
                 }
             }
         }
     }
     if !line.is_empty() {
-        context.reporter.output(job, which, &line);
+        emit(&line);
     }
 }
 

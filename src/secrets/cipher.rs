@@ -94,7 +94,7 @@ impl Sealed {
             .decrypt_in_place_detached(
                 Nonce::<U32>::from_slice(&self.iv),
                 aad.as_bytes(),
-                &mut *buffer,
+                &mut buffer,
                 Tag::from_slice(&self.tag),
             )
             .map_err(|_| FormatError::Crypto)?;

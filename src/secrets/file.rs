@@ -169,8 +169,11 @@ pub struct SopsFile {
 /// the same ciphertext (small diffs), as sops does.
 #[derive(Default)]
 pub struct IvStash {
-    ivs: HashMap<(String, &'static str, Vec<u8>), VecDeque<[u8; 32]>>,
+    ivs: HashMap<StashKey, VecDeque<[u8; 32]>>,
 }
+
+/// A value's associated data, type tag and plaintext.
+type StashKey = (String, &'static str, Vec<u8>);
 
 impl Drop for IvStash {
     fn drop(&mut self) {

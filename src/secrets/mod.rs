@@ -13,4 +13,5 @@ pub mod files;
 pub mod json;
 pub mod keys;
 pub mod policy;
+pub mod redact;
 pub mod rotate;

@@ -441,9 +441,7 @@ fn parse_float(value: &str) -> Option<f64> {
         if matches!(chars.peek(), Some('-' | '+')) {
             chars.next();
         }
-        if chars.peek().is_none() {
-            return None;
-        }
+        chars.peek()?;
     }
     if !chars.all(|c| c.is_ascii_digit()) || value.len() - body.len() > 1 {
         return None;

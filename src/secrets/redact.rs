@@ -1,0 +1,214 @@
+//! Redaction: every secret value, each line of a multi-line value, and its common encodings are replaced
+//! by `[secret:NAME]` before anything cairn writes (terminal, logs, cache entries, summaries).
+
+use std::borrow::Cow;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+
+/// Values shorter than this are not treated as secrets: they would blank out ordinary text and hide
+/// almost nothing.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// Replaces secret values in text.
+#[derive(Debug, Default)]
+pub struct Redactor {
+    matcher: Option<AhoCorasick>,
+    replacements: Vec<String>,
+    longest: usize,
+}
+
+/// A value refused as a secret, for the warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooShort {
+    /// The secret's name.
+    pub name: String,
+}
+
+impl Redactor {
+    /// A redactor for `(name, value)` pairs. Values shorter than [`MIN_SECRET_LEN`] are refused and
+    /// returned, so the caller can warn.
+    pub fn new<'a>(
+        secrets: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> (Redactor, Vec<TooShort>) {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut replacements = Vec::new();
+        let mut refused = Vec::new();
+        for (name, value) in secrets {
+            if value.len() < MIN_SECRET_LEN {
+                refused.push(TooShort {
+                    name: name.to_string(),
+                });
+                continue;
+            }
+            let replacement = format!("[secret:{name}]");
+            for form in forms(value) {
+                if form.len() >= MIN_SECRET_LEN && !patterns.contains(&form) {
+                    patterns.push(form);
+                    replacements.push(replacement.clone());
+                }
+            }
+        }
+        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let matcher = (!patterns.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .expect("literal patterns always build")
+        });
+        (
+            Redactor {
+                matcher,
+                replacements,
+                longest,
+            },
+            refused,
+        )
+    }
+
+    /// Whether there is anything to redact.
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
+    }
+
+    /// `input` with every secret replaced.
+    pub fn redact<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
+        let Some(matcher) = &self.matcher else {
+            return Cow::Borrowed(input);
+        };
+        let mut matches = matcher.find_iter(input).peekable();
+        if matches.peek().is_none() {
+            return Cow::Borrowed(input);
+        }
+        let mut out = Vec::with_capacity(input.len());
+        let mut last = 0;
+        for found in matches {
+            out.extend_from_slice(&input[last..found.start()]);
+            out.extend_from_slice(self.replacements[found.pattern().as_usize()].as_bytes());
+            last = found.end();
+        }
+        out.extend_from_slice(&input[last..]);
+        Cow::Owned(out)
+    }
+
+    /// `text` with every secret replaced.
+    pub fn redact_str(&self, text: &str) -> String {
+        String::from_utf8_lossy(&self.redact(text.as_bytes())).into_owned()
+    }
+
+    /// How much of `buffer` (a stream's pending bytes) can be written out now: everything except a tail that
+    /// could be the start of a secret whose rest has not arrived yet.
+    pub fn safe_prefix(&self, buffer: &[u8]) -> usize {
+        let Some(matcher) = &self.matcher else {
+            return buffer.len();
+        };
+        let mut cut = buffer.len().saturating_sub(self.longest.saturating_sub(1));
+        for found in matcher.find_iter(buffer) {
+            if found.start() < cut && found.end() > cut {
+                cut = found.start();
+            }
+        }
+        cut
+    }
+}
+
+/// The forms a value may be printed in: as is, trimmed, line by line, base64 (standard and URL-safe, with
+/// and without padding), percent-encoded and JSON-escaped.
+fn forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![value.to_vec()];
+    let trimmed = value.trim_ascii();
+    out.push(trimmed.to_vec());
+    for line in value.split(|&b| b == b'\n') {
+        out.push(line.trim_ascii().to_vec());
+    }
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        out.push(engine.encode(value).into_bytes());
+        if trimmed.len() != value.len() {
+            out.push(engine.encode(trimmed).into_bytes());
+        }
+    }
+    out.push(percent_encode(value));
+    if let Ok(text) = std::str::from_utf8(value) {
+        if let Ok(json) = serde_json::to_string(text) {
+            out.push(json.as_bytes()[1..json.len() - 1].to_vec());
+        }
+    }
+    out
+}
+
+fn percent_encode(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() * 3);
+    for &b in value {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor(pairs: &[(&str, &str)]) -> Redactor {
+        Redactor::new(pairs.iter().map(|(n, v)| (*n, v.as_bytes()))).0
+    }
+
+    #[test]
+    fn values_and_their_encodings_are_replaced() {
+        let r = redactor(&[
+            ("TOKEN", "tok_live_8f3a"),
+            ("PEM", "-----BEGIN-----\nabc123def\n-----END-----\n"),
+        ]);
+        assert_eq!(
+            r.redact_str("token=tok_live_8f3a!"),
+            "token=[secret:TOKEN]!"
+        );
+        let b64 = STANDARD.encode("tok_live_8f3a");
+        assert_eq!(r.redact_str(&format!("b64 {b64}")), "b64 [secret:TOKEN]");
+        assert_eq!(
+            r.redact_str("line abc123def here"),
+            "line [secret:PEM] here"
+        );
+        let r = redactor(&[("PW", "p@ss w0rd\"x")]);
+        assert_eq!(r.redact_str("url p%40ss%20w0rd%22x"), "url [secret:PW]");
+        assert_eq!(
+            r.redact_str(r#"{"pw":"p@ss w0rd\"x"}"#),
+            r#"{"pw":"[secret:PW]"}"#
+        );
+    }
+
+    #[test]
+    fn short_values_are_refused() {
+        let (r, refused) =
+            Redactor::new([("PORT", b"80".as_slice()), ("KEY", b"abcdef".as_slice())]);
+        assert_eq!(
+            refused,
+            vec![TooShort {
+                name: "PORT".into()
+            }]
+        );
+        assert_eq!(r.redact_str("80 abcdef"), "80 [secret:KEY]");
+    }
+
+    #[test]
+    fn a_stream_split_anywhere_is_redacted_like_the_whole() {
+        let r = redactor(&[("K", "0123456789")]);
+        let text = b"aa 0123456789 bb 0123456789";
+        let whole = r.redact(text).into_owned();
+        for split in 0..text.len() {
+            // Feed the text in two reads, writing out only what is safe each time.
+            let mut pending = text[..split].to_vec();
+            let mut out = Vec::new();
+            let cut = r.safe_prefix(&pending);
+            out.extend_from_slice(&r.redact(&pending[..cut]));
+            pending.drain(..cut);
+            pending.extend_from_slice(&text[split..]);
+            out.extend_from_slice(&r.redact(&pending));
+            assert_eq!(out, whole, "split at {split}");
+        }
+    }
+}
