@@ -368,3 +368,275 @@ fn tampering_is_caught_by_both_cairn_and_sops() {
         }
     }
 }
+
+/// A project with one encrypted production and one staging file.
+fn encrypted_project() -> Test {
+    let test = project();
+    test.write("secrets/production/deploy.yaml", &plain("deploy.yaml"));
+    test.write("secrets/staging/app.env", &plain("app.env"));
+    test.run_with(&["secrets", "encrypt", "secrets/production/deploy.yaml"])
+        .success();
+    test.run_with(&["secrets", "encrypt", "secrets/staging/app.env"])
+        .success();
+    test
+}
+
+#[test]
+fn set_takes_the_value_from_stdin_and_get_prints_it() {
+    let test = encrypted_project();
+    test.run_with_stdin(
+        &[
+            "secrets",
+            "set",
+            "secrets/production/deploy.yaml",
+            "db.password",
+        ],
+        "n3w-pa55word\n",
+    )
+    .success()
+    .stderr_lacks("n3w-pa55word");
+    assert_eq!(
+        get(&test, "secrets/production/deploy.yaml", "db.password"),
+        "n3w-pa55word"
+    );
+    assert!(!test
+        .read("secrets/production/deploy.yaml")
+        .contains("n3w-pa55word"));
+    // A new file under a rule is created; the value never comes from the command line.
+    test.run_with_stdin(
+        &["secrets", "set", "secrets/staging/new.json", "api.key"],
+        "key-value-1",
+    )
+    .success();
+    assert_eq!(
+        get(&test, "secrets/staging/new.json", "api.key"),
+        "key-value-1"
+    );
+    test.run_with(&[
+        "secrets",
+        "set",
+        "secrets/staging/new.json",
+        "api.key",
+        "value-on-argv",
+    ])
+    .status(2);
+    test.run_with(&[
+        "secrets",
+        "get",
+        "secrets/production/deploy.yaml",
+        "db.nope",
+    ])
+    .status(1)
+    .stderr_has("no value at `db.nope`")
+    .stderr_has("db.password");
+}
+
+#[test]
+fn a_file_outside_every_rule_is_refused() {
+    let test = encrypted_project();
+    test.run_with_stdin(&["secrets", "set", "secrets/oops.yaml", "a"], "value-1234")
+        .status(1)
+        .stderr_has("no creation rule")
+        .stderr_has("secrets/oops.yaml")
+        .stderr_has("no catch-all");
+    assert!(!test.path("secrets/oops.yaml").exists());
+}
+
+#[test]
+fn edit_runs_the_editor_on_a_private_copy_and_encrypts_the_result() {
+    let test = encrypted_project();
+    let runtime = test.path("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    test.write(
+        "editor.sh",
+        "#!/bin/sh\nset -e\necho \"$1\" > \"$EDIT_LOG\"\nstat -c %a \"$1\" \"$(dirname \"$1\")\" >> \"$EDIT_LOG\"\nsed -i 's/^api_token: .*/api_token: edited-token-42/' \"$1\"\n",
+    );
+    std::process::Command::new("chmod")
+        .args(["+x", test.path("editor.sh").to_str().unwrap()])
+        .status()
+        .unwrap();
+    let (editor, log) = (test.path("editor.sh"), test.path("edit.log"));
+    let test = test
+        .env("EDITOR", editor.to_str().unwrap())
+        .env("EDIT_LOG", log.to_str().unwrap())
+        .env("XDG_RUNTIME_DIR", runtime.to_str().unwrap());
+    test.run_with(&["secrets", "edit", "secrets/production/deploy.yaml"])
+        .success();
+    assert_eq!(
+        get(&test, "secrets/production/deploy.yaml", "api_token"),
+        "edited-token-42"
+    );
+    assert_eq!(
+        get(&test, "secrets/production/deploy.yaml", "db.password"),
+        PASSWORD
+    );
+    let log = test.read("edit.log");
+    let mut lines = log.lines();
+    let scratch = PathBuf::from(lines.next().unwrap());
+    assert!(scratch.starts_with(&runtime), "{log}");
+    assert_eq!(lines.next(), Some("600"), "the plaintext copy is private");
+    assert_eq!(lines.next(), Some("700"), "its directory is private");
+    assert!(
+        !scratch.exists() && !scratch.parent().unwrap().exists(),
+        "the plaintext copy is gone"
+    );
+}
+
+#[test]
+fn edit_that_leaves_invalid_text_changes_nothing() {
+    let test = encrypted_project();
+    let before = test.read("secrets/production/deploy.yaml");
+    test.write(
+        "editor.sh",
+        "#!/bin/sh\nprintf 'a: b\\n  c: d\\n' > \"$1\"\n",
+    );
+    std::process::Command::new("chmod")
+        .args(["+x", test.path("editor.sh").to_str().unwrap()])
+        .status()
+        .unwrap();
+    let editor = test.path("editor.sh");
+    let test = test.env("EDITOR", editor.to_str().unwrap());
+    test.run_with(&["secrets", "edit", "secrets/production/deploy.yaml"])
+        .status(1)
+        .stderr_has("line 2");
+    assert_eq!(test.read("secrets/production/deploy.yaml"), before);
+}
+
+#[test]
+fn init_creates_a_private_identity_and_names_it_in_the_policy() {
+    let test = Test::new().file(".sops.yaml", &policy("*alex"));
+    let run = test
+        .run_with(&["secrets", "init", "--name", "susu"])
+        .success();
+    let public = run.stdout.trim().to_string();
+    assert!(public.starts_with("age1"), "{}", run.stdout);
+    let keys = test.path(".config/sops/age/keys.txt");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(test
+        .read(".sops.yaml")
+        .contains(&format!("  - &susu {public}")));
+    // Running it again reuses the identity and does not add the key twice.
+    test.run_with(&["secrets", "init", "--name", "susu"])
+        .success()
+        .stdout_has(&public)
+        .stderr_has("already lists");
+    assert_eq!(test.read(".sops.yaml").matches(&public).count(), 1);
+    // Without a policy, one is created with a rule for secrets/.
+    let fresh = Test::new();
+    fresh
+        .run_with(&["secrets", "init", "--name", "alex"])
+        .success();
+    fresh
+        .run_with_stdin(&["secrets", "set", "secrets/a.yaml", "k"], "value-1234")
+        .success();
+    assert_eq!(get(&fresh, "secrets/a.yaml", "k"), "value-1234");
+}
+
+#[test]
+fn doctor_finds_plaintext_unmatched_files_and_stale_recipients() {
+    let test = encrypted_project();
+    test.run_with(&["secrets", "doctor"])
+        .success()
+        .stdout_has("opens with alex and verifies");
+    test.write("secrets/production/leak.env", "TOKEN=plaintext-value\n");
+    test.write("secrets/other/x.yaml", "a: b\n");
+    test.write(".sops.yaml", &policy("*alex, *NIXSTATION64"));
+    let run = test.run_with(&["secrets", "doctor"]).status(1);
+    let out = run.stdout;
+    assert!(
+        out.contains("secrets/production/leak.env: plaintext"),
+        "{out}"
+    );
+    assert!(out.contains("secrets/other/x.yaml"), "{out}");
+    assert!(
+        out.contains("secrets/staging/app.env: recipients differ")
+            && out.contains("missing: NIXSTATION64"),
+        "{out}"
+    );
+    assert!(!out.contains("plaintext-value"), "{out}");
+}
+
+#[test]
+fn updatekeys_adds_recipients_and_keeps_the_data_key() {
+    let test = encrypted_project();
+    let before = test.read("secrets/staging/app.env");
+    test.write(".sops.yaml", &policy("*alex, *NIXSTATION64"));
+    test.run_with(&["secrets", "updatekeys", "--env", "staging"])
+        .success()
+        .stderr_has("added NIXSTATION64");
+    let after = test.read("secrets/staging/app.env");
+    let values = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with("sops_age"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        values(&before),
+        values(&after),
+        "values, MAC and timestamp are unchanged"
+    );
+    let host = test.path("keys/host.txt").display().to_string();
+    test.run_with(&[
+        "secrets",
+        "get",
+        "secrets/staging/app.env",
+        "API_TOKEN",
+        "-i",
+        &host,
+    ])
+    .success()
+    .stdout_has("tok_123");
+    // Removing someone keeps the data key, so cairn says to rotate.
+    test.write(".sops.yaml", &policy("*alex"));
+    test.run_with(&["secrets", "updatekeys", "secrets/staging/app.env"])
+        .success()
+        .stderr_has("removed NIXSTATION64")
+        .stderr_has("cairn secrets rotate");
+}
+
+#[test]
+fn rotate_gives_a_new_data_key_and_names_the_values_a_removed_recipient_saw() {
+    let test = encrypted_project();
+    let before = test.read("secrets/production/deploy.yaml");
+    let staging = test.read("secrets/staging/app.env");
+    test.write(
+        ".sops.yaml",
+        &policy("*alex").replace("[*alex, *NIXSTATION64]", "[*alex]"),
+    );
+    test.run_with(&["secrets", "rotate", "--env", "production"])
+        .success()
+        .stderr_has("NIXSTATION64")
+        .stderr_has("db.password")
+        .stderr_has("change them at their source");
+    let after = test.read("secrets/production/deploy.yaml");
+    let data = |text: &str| {
+        text.lines()
+            .find(|l| l.contains("password:"))
+            .map(String::from)
+    };
+    assert_ne!(data(&before), data(&after));
+    assert_eq!(
+        get(&test, "secrets/production/deploy.yaml", "db.password"),
+        PASSWORD
+    );
+    assert_eq!(
+        test.read("secrets/staging/app.env"),
+        staging,
+        "other environments are untouched"
+    );
+    let host = test.path("keys/host.txt").display().to_string();
+    let test = test.env("SOPS_AGE_KEY_FILE", &host);
+    test.run_with(&[
+        "secrets",
+        "get",
+        "secrets/production/deploy.yaml",
+        "db.password",
+    ])
+    .status(1)
+    .stderr_has("none of your age identities");
+}
