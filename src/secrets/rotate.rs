@@ -201,7 +201,11 @@ fn rotate_locked(
     for path in targets {
         match prepare(policy, keyring, path, options) {
             Ok(p) => prepared.push(p),
-            Err(e) => problems.push(format!("{e}")),
+            Err(e) => {
+                use miette::Diagnostic;
+                let help = e.help().map(|h| format!(" ({h})")).unwrap_or_default();
+                problems.push(format!("{e}{help}"));
+            }
         }
     }
     if !problems.is_empty() {
@@ -284,7 +288,7 @@ fn prepare(
         return Err(SecretsError::usage(
             format!(
                 "{}: after rotation none of your identities would open it ({} does not list your key)",
-                path.display(),
+                policy.relative(path),
                 rule.describe()
             ),
             Some("add your key to the rule, or pass --allow-lockout if that is intended".into()),

@@ -640,3 +640,330 @@ fn rotate_gives_a_new_data_key_and_names_the_values_a_removed_recipient_saw() {
     .status(1)
     .stderr_has("none of your age identities");
 }
+
+/// Every value of every file, as `cairn secrets get` sees it.
+fn all_values(test: &Test, files: &[(&str, &[&str])]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, keys) in files {
+        for key in *keys {
+            out.push(get(test, file, key));
+        }
+    }
+    out
+}
+
+#[test]
+fn rotation_killed_at_any_step_leaves_every_file_readable_and_resumes() {
+    let test = encrypted_project();
+    test.write("secrets/production/app.json", &plain("app.json"));
+    test.run_with(&["secrets", "encrypt", "secrets/production/app.json"])
+        .success();
+    let files: &[(&str, &[&str])] = &[
+        (
+            "secrets/production/deploy.yaml",
+            &["db.password", "api_token", "multiline", "ports.0"],
+        ),
+        (
+            "secrets/production/app.json",
+            &["db.password", "token", "db.opts.2"],
+        ),
+        ("secrets/staging/app.env", &["DB_PASSWORD", "API_TOKEN"]),
+    ];
+    let original = all_values(&test, files);
+    let mut kills = 0;
+    for step in 1.. {
+        let run = test
+            .command_with(&["secrets", "rotate"])
+            .env("CAIRN_FAILPOINT", format!("rotate:{step}"))
+            .output()
+            .expect("cairn runs");
+        use std::os::unix::process::ExitStatusExt;
+        if run.status.signal() != Some(libc::SIGKILL) {
+            assert!(
+                run.status.success(),
+                "step {step}: {}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            break;
+        }
+        kills += 1;
+        // Whatever the moment, every file is complete and opens to its old values.
+        assert_eq!(
+            all_values(&test, files),
+            original,
+            "after a kill at step {step}"
+        );
+        test.run_with(&["secrets", "rotate"])
+            .status(1)
+            .stderr_has("--resume");
+        test.run_with(&["secrets", "rotate", "--resume"]).success();
+        assert_eq!(
+            all_values(&test, files),
+            original,
+            "after resuming step {step}"
+        );
+        test.run_with(&["secrets", "doctor"]).success();
+        let leftovers: Vec<_> = walk(&test.path("secrets"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".rotate-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    }
+    assert!(
+        kills >= 8,
+        "the failpoints cover every step ({kills} kills)"
+    );
+    // Abandoning keeps whatever was already replaced, and every file still opens.
+    let run = test
+        .command_with(&["secrets", "rotate"])
+        .env("CAIRN_FAILPOINT", "rotate:4")
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    test.run_with(&["secrets", "rotate", "--abort"]).success();
+    assert_eq!(all_values(&test, files), original);
+    test.run_with(&["secrets", "doctor"]).success();
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn rotation_preflight_changes_nothing_when_a_file_does_not_open() {
+    let test = encrypted_project();
+    copy_vector(
+        &test,
+        "enc/tampered-deploy.yaml",
+        "secrets/production/broken.yaml",
+    );
+    let before = test.read("secrets/staging/app.env");
+    test.run_with(&["secrets", "rotate"])
+        .status(1)
+        .stderr_has("rotation not started, nothing was changed")
+        .stderr_has("broken.yaml");
+    assert_eq!(test.read("secrets/staging/app.env"), before);
+}
+
+#[test]
+fn rotation_that_would_lock_the_operator_out_needs_consent() {
+    let test = encrypted_project();
+    test.write(".sops.yaml", &policy("*NIXSTATION64"));
+    test.run_with(&["secrets", "rotate", "--env", "staging"])
+        .status(1)
+        .stderr_has("none of your identities would open it")
+        .stderr_has("--allow-lockout");
+    test.run_with(&["secrets", "rotate", "--env", "staging", "--allow-lockout"])
+        .success();
+    let host = test.path("keys/host.txt").display().to_string();
+    test.run_with(&[
+        "secrets",
+        "get",
+        "secrets/staging/app.env",
+        "API_TOKEN",
+        "-i",
+        &host,
+    ])
+    .success()
+    .stdout_has("tok_123");
+}
+
+const DEPLOY_TASKS: &str = r#"
+[tasks."deploy:{env}"]
+params.env.values = ["production", "staging"]
+secrets.from = "secrets/{{env}}/deploy.yaml"
+secrets.env = { DB_PASSWORD = "db.password", API_TOKEN = "api_token" }
+secrets.files = { TLS_KEY = "multiline" }
+inputs = ["tasks.toml"]
+run = [
+  "echo raw=$API_TOKEN",
+  "printf 'split=tok_live'; sleep 0.2; printf '_8f3a9c2e1b\n'",
+  "echo b64=$(printf %s \"$API_TOKEN\" | base64) >&2",
+  "echo pw=\"$DB_PASSWORD\"",
+  "cat \"$TLS_KEY\"",
+  "stat -c '%a %n' \"$TLS_KEY\" \"$(dirname \"$TLS_KEY\")\" > perms.txt",
+]
+"#;
+
+fn deploy_project() -> Test {
+    let test = encrypted_project().tasks(DEPLOY_TASKS);
+    test.write("secrets/staging/deploy.yaml", &plain("deploy.yaml"));
+    test.run_with(&["secrets", "encrypt", "secrets/staging/deploy.yaml"])
+        .success();
+    test
+}
+
+fn assert_no_secret(text: &str, what: &str) {
+    use base64::Engine;
+    for secret in [TOKEN, PASSWORD, "abc123", "-----BEGIN KEY-----"] {
+        assert!(!text.contains(secret), "{what} shows {secret:?}:\n{text}");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        assert!(!text.contains(&b64), "{what} shows base64 of {secret:?}");
+    }
+}
+
+#[test]
+fn a_task_printing_its_secrets_never_shows_them() {
+    let test = deploy_project();
+    let run = test.run_with(&["run", "deploy:production"]).success();
+    assert_no_secret(&run.stdout, "the terminal (stdout)");
+    assert_no_secret(&run.stderr, "the terminal (stderr)");
+    assert!(
+        run.stdout.contains("raw=[secret:API_TOKEN]"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("split=[secret:API_TOKEN]"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("b64=[secret:API_TOKEN]"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("[secret:TLS_KEY]"), "{}", run.stdout);
+    // The replay from the cache, and everything the cache stored.
+    let replay = test
+        .run_with(&["run", "deploy:production"])
+        .success()
+        .cached(1);
+    assert_no_secret(&replay.stdout, "the replayed output");
+    assert!(
+        replay.stdout.contains("raw=[secret:API_TOKEN]"),
+        "{}",
+        replay.stdout
+    );
+    for file in walk(&test.path(".cairn")) {
+        let bytes = std::fs::read(&file).unwrap();
+        let text = match zstd::decode_all(bytes.as_slice()) {
+            Ok(plain) => String::from_utf8_lossy(&plain).into_owned(),
+            Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        assert_no_secret(&text, &file.display().to_string());
+    }
+    // Several tasks at once (prefixed output) are filtered the same way.
+    let both = test
+        .run_with(&["run", "deploy:production", "deploy:staging", "--force"])
+        .success();
+    assert_no_secret(&both.stdout, "prefixed output");
+    assert_no_secret(&both.stderr, "prefixed output (stderr)");
+}
+
+#[test]
+fn secret_files_are_private_and_gone_when_the_task_ends() {
+    let test = deploy_project();
+    let runtime = test.path("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let test = test.env("XDG_RUNTIME_DIR", runtime.to_str().unwrap());
+    test.run_with(&["run", "deploy:staging"]).success();
+    let perms = test.read("perms.txt");
+    let mut lines = perms.lines();
+    let file = lines.next().unwrap();
+    assert!(
+        file.starts_with("600 ") && file.contains(runtime.to_str().unwrap()),
+        "{perms}"
+    );
+    assert!(lines.next().unwrap().starts_with("700 "), "{perms}");
+    assert!(
+        walk(&runtime).is_empty() && std::fs::read_dir(&runtime).unwrap().next().is_none(),
+        "secret files remain"
+    );
+}
+
+#[test]
+fn a_task_cannot_read_another_environments_secrets_unless_it_says_so() {
+    let tasks = DEPLOY_TASKS.replace(
+        "secrets/{{env}}/deploy.yaml",
+        "secrets/production/deploy.yaml",
+    );
+    let test = deploy_project().tasks(&tasks);
+    test.run_with(&["run", "deploy:production"]).success();
+    test.run_with(&["run", "deploy:staging"])
+        .status(1)
+        .stderr_has("belongs to environment `staging` but reads `secrets/production/deploy.yaml`")
+        .stderr_has("tasks.toml:4:16")
+        .stderr_has("allow_envs = [\"production\"]");
+    let allowed = tasks.replace(
+        "secrets.files =",
+        "secrets.allow_envs = [\"production\"]\nsecrets.files =",
+    );
+    test.write("tasks.toml", &allowed);
+    test.run_with(&["run", "deploy:staging"]).success();
+}
+
+#[test]
+fn a_secret_in_a_command_line_is_a_configuration_error() {
+    let test = deploy_project().tasks(
+        "[tasks.leak]\nsecrets.from = \"secrets/production/deploy.yaml\"\nsecrets.env = { TOKEN = \"api_token\" }\nrun = \"curl -H 'Authorization: {{TOKEN}}' example.invalid\"\n",
+    );
+    test.run_with(&["run", "leak"])
+        .status(2)
+        .stderr_has("would put a secret on the command line")
+        .stderr_has("tasks.toml:4:")
+        .stderr_has("$TOKEN");
+}
+
+#[test]
+fn a_changed_secret_reruns_the_task_and_keys_hold_no_plaintext() {
+    let test = deploy_project();
+    test.run_with(&["run", "deploy:production"])
+        .success()
+        .cached(0);
+    test.run_with(&["run", "deploy:production"])
+        .success()
+        .cached(1);
+    test.run_with_stdin(
+        &[
+            "secrets",
+            "set",
+            "secrets/production/deploy.yaml",
+            "api_token",
+        ],
+        "tok_rotated_000111\n",
+    )
+    .success();
+    test.run_with(&["why", "deploy:production"])
+        .success()
+        .stdout_has("secret:API_TOKEN");
+    let run = test
+        .run_with(&["run", "deploy:production"])
+        .success()
+        .cached(0);
+    assert!(!run.stdout.contains("tok_rotated_000111"));
+    for file in walk(&test.path(".cairn")) {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        assert!(
+            !text.contains("tok_rotated_000111"),
+            "{} holds the secret",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn missing_keys_and_short_values_are_reported_by_name() {
+    let test = deploy_project();
+    test.write(
+        "tasks.toml",
+        "[tasks.a]\nsecrets.from = \"secrets/staging/app.env\"\nsecrets.env = { X = \"NOPE\" }\nrun = \"true\"\n[tasks.b]\nsecrets.from = \"secrets/staging/app.env\"\nsecrets.env = { E = \"EMPTY\" }\nrun = \"echo e=$E\"\n",
+    );
+    test.run_with(&["run", "a"])
+        .status(1)
+        .stderr_has("no value at `NOPE`")
+        .stderr_has("task `a` asks for it")
+        .stderr_has("DB_PASSWORD");
+    test.run_with(&["run", "b"])
+        .success()
+        .stderr_has("`E` is shorter than 4 bytes");
+}

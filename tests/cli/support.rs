@@ -150,9 +150,15 @@ impl Run {
         self
     }
 
+    /// Whether stderr holds `text`, also when miette wrapped it across lines.
     pub fn stderr_has(self, text: &str) -> Run {
+        let flat = |s: &str| -> String {
+            s.chars()
+                .filter(|c| !c.is_whitespace() && *c != '│')
+                .collect()
+        };
         assert!(
-            self.stderr.contains(text),
+            self.stderr.contains(text) || flat(&self.stderr).contains(&flat(text)),
             "stderr lacks {text:?}:\n{}",
             self.stderr
         );
