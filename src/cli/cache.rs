@@ -12,6 +12,9 @@ use crate::run::Plan;
 pub(super) struct WhyArgs {
     /// The task to explain, e.g. `build` or `deploy:production`.
     target: String,
+    /// An age identity file to decrypt the task's secrets with, tried first.
+    #[arg(long = "identity", short = 'i', value_name = "FILE")]
+    identity: Vec<std::path::PathBuf>,
     /// The `-- ARGS` the run would pass.
     #[arg(last = true)]
     args: Vec<String>,
@@ -46,7 +49,9 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
 pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
     let (config, mut graph) = context.load()?;
     let selection = graph.select(std::slice::from_ref(&args.target))?;
-    let plan = Plan::new(&graph, &selection, &args.args);
+    let mut plan = Plan::new(&graph, &selection, &args.args);
+    // Secrets enter keys as keyed digests, so the key cannot be explained without them.
+    crate::run::secrets::prepare(&mut plan, &config, &args.identity)?;
     let session = open_cache(&config)?;
     let target = selection.targets[0];
     let index = plan

@@ -62,3 +62,14 @@ fn repository_tasks_toml_is_valid() {
         .run()
         .success();
 }
+
+#[test]
+fn secrets_guide_tasks_toml_example_is_valid() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/secrets.md"))
+        .expect("docs/secrets.md");
+    let examples = tasks_examples(&guide);
+    assert!(!examples.is_empty(), "the guide shows a tasks.toml");
+    for example in examples {
+        Test::new().tasks(&example).args(&["check"]).run().success();
+    }
+}
