@@ -313,6 +313,7 @@ fn edit(path: &Path, keyring: &Keyring) -> Result<i32, SecretsError> {
         },
     };
     let scratch = Scratch::new(path, &plain_text)?;
+    let _guard = SignalGuard::install(scratch.dir.clone());
     loop {
         run_editor(&scratch.file)?;
         let edited = std::fs::read_to_string(&scratch.file)
@@ -389,15 +390,67 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(meta) = std::fs::metadata(&self.file) {
-            if let Ok(mut handle) = std::fs::OpenOptions::new().write(true).open(&self.file) {
-                let zeros = vec![0u8; meta.len() as usize];
-                let _ = handle.write_all(&zeros).and_then(|()| handle.sync_all());
+impl Scratch {
+    /// Overwrites every file in `dir` (editors leave backups and swap files beside the copy) and removes it.
+    fn wipe(dir: &Path) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(meta) = entry.metadata() {
+                if let Ok(mut handle) = std::fs::OpenOptions::new().write(true).open(entry.path()) {
+                    let zeros = vec![0u8; meta.len() as usize];
+                    let _ = handle.write_all(&zeros).and_then(|()| handle.sync_all());
+                }
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        Scratch::wipe(&self.dir);
+    }
+}
+
+/// While a plaintext copy exists: Ctrl-C and Ctrl-\\ go to the editor only (cairn ignores them, as
+/// `system()` does), and SIGTERM or SIGHUP make cairn remove the copy before it exits.
+struct SignalGuard {
+    previous: [libc::sighandler_t; 2],
+}
+
+impl SignalGuard {
+    fn install(dir: PathBuf) -> SignalGuard {
+        // SAFETY: plain libc signal-mask and disposition calls; the watcher thread only waits for the blocked
+        // signals, then removes the directory and exits.
+        unsafe {
+            let previous = [
+                libc::signal(libc::SIGINT, libc::SIG_IGN),
+                libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+            ];
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            std::thread::spawn(move || {
+                let mut signal = 0;
+                if libc::sigwait(&set, &mut signal) == 0 {
+                    Scratch::wipe(&dir);
+                    eprintln!("cairn: stopped by a signal; the plaintext copy was removed and nothing was saved");
+                    std::process::exit(128 + signal);
+                }
+            });
+            SignalGuard { previous }
+        }
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        // SAFETY: restoring the dispositions saved in `install`.
+        unsafe {
+            libc::signal(libc::SIGINT, self.previous[0]);
+            libc::signal(libc::SIGQUIT, self.previous[1]);
+        }
     }
 }
 
@@ -406,11 +459,26 @@ fn run_editor(file: &Path) -> Result<(), SecretsError> {
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty()))
         .unwrap_or_else(|| "vi".into());
-    let status = std::process::Command::new("sh")
+    let mut command = std::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(format!("{editor} \"$1\""))
         .arg("sh")
-        .arg(file)
+        .arg(file);
+    // SAFETY: only async-signal-safe calls between fork and exec: the editor gets default signal handling
+    // back (dispositions and the blocked mask are inherited across exec).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let status = command
         .status()
         .map_err(|e| SecretsError::io("run the editor for", file, e))?;
     if !status.success() {

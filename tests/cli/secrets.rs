@@ -967,3 +967,33 @@ fn missing_keys_and_short_values_are_reported_by_name() {
         .success()
         .stderr_has("`E` is shorter than 4 bytes");
 }
+
+#[test]
+fn edit_stopped_by_a_signal_removes_the_plaintext_copy_and_saves_nothing() {
+    let test = encrypted_project();
+    let before = test.read("secrets/production/deploy.yaml");
+    let runtime = test.path("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    test.write(
+        "editor.sh",
+        "#!/bin/sh\necho \"$1\" > \"$EDIT_LOG\"\necho 'api_token: half-edited' >> \"$1\"\np=$PPID\nwhile [ \"$(cat /proc/$p/comm)\" != cairn ]; do p=$(awk '{print $4}' /proc/$p/stat); done\nkill -TERM $p\nsleep 1\n",
+    );
+    std::process::Command::new("chmod")
+        .args(["+x", test.path("editor.sh").to_str().unwrap()])
+        .status()
+        .unwrap();
+    let (editor, log) = (test.path("editor.sh"), test.path("edit.log"));
+    let test = test
+        .env("EDITOR", editor.to_str().unwrap())
+        .env("EDIT_LOG", log.to_str().unwrap())
+        .env("XDG_RUNTIME_DIR", runtime.to_str().unwrap());
+    test.run_with(&["secrets", "edit", "secrets/production/deploy.yaml"])
+        .status(143)
+        .stderr_has("the plaintext copy was removed");
+    let scratch = PathBuf::from(test.read("edit.log").trim());
+    assert!(
+        !scratch.parent().unwrap().exists(),
+        "the private directory is gone"
+    );
+    assert_eq!(test.read("secrets/production/deploy.yaml"), before);
+}
