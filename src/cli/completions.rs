@@ -11,7 +11,8 @@ pub(super) enum Shell {
     Fish,
 }
 
-const SUBCOMMANDS: &str = "run list graph check why cache completions help";
+const SUBCOMMANDS: &str = "run list graph check why cache secrets completions help";
+const SECRETS_COMMANDS: &str = "init edit set get encrypt ls doctor updatekeys rotate";
 const RUN_FLAGS: &str = "--jobs --keep-going --dry-run --yes --output --file --color --help";
 
 pub(super) fn script(shell: Shell) -> String {
@@ -47,6 +48,12 @@ _cairn() {{
             fi ;;
         completions) COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;
         cache) COMPREPLY=($(compgen -W "stats gc clean --max-size --max-age" -- "$cur")) ;;
+        secrets)
+            if [[ $COMP_CWORD -eq 2 ]]; then
+                COMPREPLY=($(compgen -W "{SECRETS_COMMANDS}" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi ;;
     esac
 }}
 complete -F _cairn cairn
@@ -71,6 +78,12 @@ _cairn() {{
             fi ;;
         completions) compadd -- bash zsh fish ;;
         cache) compadd -- stats gc clean ;;
+        secrets)
+            if (( CURRENT == 3 )); then
+                compadd -- {SECRETS_COMMANDS}
+            else
+                _files
+            fi ;;
     esac
 }}
 compdef _cairn cairn
@@ -82,6 +95,8 @@ complete -c cairn -f
 complete -c cairn -n '__fish_use_subcommand' -a '{SUBCOMMANDS}'
 complete -c cairn -n '__fish_seen_subcommand_from run graph why' -a '(cairn __complete targets 2>/dev/null)'
 complete -c cairn -n '__fish_seen_subcommand_from cache' -a 'stats gc clean'
+complete -c cairn -n '__fish_seen_subcommand_from secrets; and not __fish_seen_subcommand_from {SECRETS_COMMANDS}' -a '{SECRETS_COMMANDS}'
+complete -c cairn -n '__fish_seen_subcommand_from {SECRETS_COMMANDS}' -F
 complete -c cairn -n '__fish_seen_subcommand_from run' -s j -l jobs -r -d 'tasks at once'
 complete -c cairn -n '__fish_seen_subcommand_from run' -s k -l keep-going -d 'keep going after a failure'
 complete -c cairn -n '__fish_seen_subcommand_from run' -s n -l dry-run -d 'print the plan only'
