@@ -48,6 +48,8 @@ pub struct Config {
     pub settings: Settings,
     /// `[vars]`, in file order.
     pub vars: Vec<Var>,
+    /// `[plugins.*]`, in file order.
+    pub plugins: Vec<PluginDef>,
     /// `[tasks.*]`, in file order.
     pub tasks: Vec<TaskDef>,
 }
@@ -121,6 +123,78 @@ pub struct TaskDef {
     pub incremental: bool,
     /// `secrets`: values from a secrets file, given to the task in its environment or as files.
     pub secrets: Option<TaskSecrets>,
+    /// `executor`: a plugin that rewrites each command before cairn starts it.
+    pub executor: Option<Spanned<String>>,
+    /// `plugin`: a plugin that runs the task on its input files instead of `run`.
+    pub plugin: Option<Spanned<String>>,
+}
+
+/// One `[plugins.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct PluginDef {
+    /// Its name.
+    pub name: String,
+    /// Where the name is written.
+    pub span: Span,
+    /// `source`: the module, relative to the tasks.toml directory.
+    pub source: Spanned<String>,
+    /// `sha256`: the module's pinned hash (else plugins.lock must pin it).
+    pub sha256: Option<Spanned<String>>,
+    /// `config`, in file order.
+    pub config: Vec<PluginSetting>,
+    /// `allow.hosts`: `HOST:PORT` destinations.
+    pub allow_hosts: Vec<Spanned<String>>,
+    /// `allow.env`: host variables passed to it.
+    pub allow_env: Vec<Spanned<String>>,
+    /// `allow.clock`.
+    pub allow_clock: bool,
+    /// `limits`.
+    pub limits: PluginLimits,
+    /// `events`: send it the run's events.
+    pub events: bool,
+}
+
+/// One entry of a plugin's `config`.
+#[derive(Debug, Clone)]
+pub struct PluginSetting {
+    /// The key.
+    pub key: Spanned<String>,
+    /// The value.
+    pub value: PluginValue,
+    /// Where the value is written.
+    pub span: Span,
+}
+
+/// A plugin setting's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginValue {
+    /// A string.
+    String(String),
+    /// An integer, as written.
+    Integer(String),
+    /// A boolean.
+    Boolean(bool),
+}
+
+impl PluginValue {
+    /// The value as the plugin reads it.
+    pub fn as_text(&self) -> String {
+        match self {
+            PluginValue::String(s) | PluginValue::Integer(s) => s.clone(),
+            PluginValue::Boolean(b) => b.to_string(),
+        }
+    }
+}
+
+/// `[plugins.NAME] limits`; unset values take the host's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// `timeout` per call.
+    pub timeout: Option<Duration>,
+    /// `memory`, in bytes.
+    pub memory: Option<u64>,
+    /// `fuel` per call.
+    pub fuel: Option<u64>,
 }
 
 /// A task's `secrets` table.

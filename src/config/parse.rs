@@ -12,14 +12,17 @@ use super::suggest::did_you_mean;
 use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
     parse_duration, Config, ConfigError, DepDef, DepsStrategy, NamePart, ParamDef, Settings,
-    Spanned, TaskDef, TaskName, TaskSecrets, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
+    PluginDef, PluginLimits, PluginSetting, PluginValue, Spanned, TaskDef, TaskName, TaskSecrets, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
     DEFAULT_KILL_GRACE, DEFAULT_SHELL,
 };
 
 type Value<'i> = TomlSpanned<DeValue<'i>>;
 type Key<'i> = TomlSpanned<std::borrow::Cow<'i, str>>;
 
-const TOP_KEYS: &[&str] = &["settings", "vars", "tasks"];
+const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks"];
+const PLUGIN_KEYS: &[&str] = &["source", "sha256", "config", "allow", "limits", "events"];
+const ALLOW_KEYS: &[&str] = &["hosts", "env", "clock"];
+const LIMIT_KEYS: &[&str] = &["timeout", "memory", "fuel"];
 const SETTINGS_KEYS: &[&str] = &[
     "jobs",
     "shell",
@@ -46,6 +49,8 @@ const TASK_KEYS: &[&str] = &[
     "deps_strategy",
     "incremental",
     "secrets",
+    "executor",
+    "plugin",
 ];
 const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
 const PARAM_KEYS: &[&str] = &["values", "default", "description"];
@@ -77,11 +82,14 @@ pub(super) fn parse(
         text,
         source: source.clone(),
         errors: Vec::new(),
+        plugin_names: Vec::new(),
     };
     let document = document.get_ref();
     walker.check_keys(document, TOP_KEYS, "the top level");
     let settings = walker.settings(document.get("settings"));
     let vars = walker.vars(document.get("vars"));
+    let plugins = walker.plugins(document.get("plugins"));
+    walker.plugin_names = plugins.iter().map(|p| p.name.clone()).collect();
     let tasks = walker.tasks(document.get("tasks"), &vars);
     if !walker.errors.is_empty() {
         return Err(ConfigError::collect(&name, walker.errors));
@@ -92,6 +100,7 @@ pub(super) fn parse(
         root,
         settings,
         vars,
+        plugins,
         tasks,
     })
 }
@@ -100,6 +109,8 @@ struct Walker<'t> {
     text: &'t str,
     source: SourceFile,
     errors: Vec<ConfigError>,
+    /// Declared plugins, which tasks may name.
+    plugin_names: Vec<String>,
 }
 
 /// The names a template may refer to.
@@ -466,8 +477,25 @@ impl Walker<'_> {
                 }
             }
         }
+        let executor = table
+            .get("executor")
+            .and_then(|v| self.plugin_reference("executor", v));
+        let plugin = table
+            .get("plugin")
+            .and_then(|v| self.plugin_reference("plugin", v));
+        if plugin.is_some() && table.get("run").is_some() {
+            if let Some((k, _)) = table.get_key_value("plugin") {
+                self.invalid(
+                    "plugin",
+                    "a task is run either by `run` or by a `plugin`, not both",
+                    &k.span(),
+                    Some("remove `run`, or make the plugin its `executor` to wrap its commands".into()),
+                );
+            }
+        }
         if run.is_empty()
             && deps.is_empty()
+            && plugin.is_none()
             && table.get("run").is_none()
             && table.get("deps").is_none()
         {
@@ -625,7 +653,153 @@ impl Walker<'_> {
             deps_strategy,
             incremental,
             secrets,
+            executor,
+            plugin,
         })
+    }
+
+    /// A task's `executor` or `plugin`: the name of a declared plugin.
+    fn plugin_reference(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<String>> {
+        let name = self.string(key, value)?;
+        if !self.plugin_names.contains(&name.value) {
+            let help = did_you_mean(&name.value, self.plugin_names.iter().map(String::as_str))
+                .or_else(|| {
+                    Some(format!(
+                        "declare it: `[plugins.{}]` with `source = \"plugins/dist/{}.wasm\"`",
+                        name.value, name.value
+                    ))
+                });
+            self.invalid(key, format!("no plugin named `{}`", name.value), &name.span, help);
+            return None;
+        }
+        Some(name)
+    }
+
+    fn plugins(&mut self, value: Option<&Value<'_>>) -> Vec<PluginDef> {
+        let Some(table) = value.and_then(|v| self.table("plugins", v)) else {
+            return Vec::new();
+        };
+        let mut plugins = Vec::new();
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            if !template::is_identifier(name) {
+                self.invalid(
+                    "plugins",
+                    format!("`{name}` cannot be a plugin name"),
+                    &key.span(),
+                    Some("use letters, digits, `_` and `-`, starting with a letter".into()),
+                );
+                continue;
+            }
+            let context = format!("[plugins.{name}]");
+            let Some(table) = self.table(&format!("plugins.{name}"), value) else {
+                continue;
+            };
+            self.check_keys(table, PLUGIN_KEYS, &context);
+            let Some(source) = table.get("source").and_then(|v| self.string("source", v)) else {
+                if table.get("source").is_none() {
+                    self.invalid(
+                        "plugins",
+                        format!("plugin `{name}` has no `source`"),
+                        &key.span(),
+                        Some(format!("add `source = \"plugins/dist/{name}.wasm\"`")),
+                    );
+                }
+                continue;
+            };
+            let sha256 = table.get("sha256").and_then(|v| self.string("sha256", v));
+            if let Some(sha) = &sha256 {
+                if sha.value.len() != 64 || !sha.value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    self.invalid(
+                        "sha256",
+                        "expected 64 hexadecimal digits",
+                        &sha.span,
+                        Some("`cairn plugins lock` writes the hash of every plugin to plugins.lock".into()),
+                    );
+                }
+            }
+            let mut config = Vec::new();
+            if let Some(v) = table.get("config") {
+                if let Some(entries) = self.table("config", v) {
+                    for (k, v) in entries.iter() {
+                        let text = match v.get_ref() {
+                            DeValue::String(t) => Some(PluginValue::String(t.to_string())),
+                            DeValue::Integer(i) => Some(PluginValue::Integer(i.as_str().to_owned())),
+                            DeValue::Boolean(b) => Some(PluginValue::Boolean(*b)),
+                            _ => {
+                                self.wrong_type(
+                                    &format!("config.{}", k.get_ref()),
+                                    "a string, an integer or a boolean",
+                                    v,
+                                );
+                                None
+                            }
+                        };
+                        if let Some(text) = text {
+                            config.push(PluginSetting {
+                                key: Spanned {
+                                    value: k.get_ref().to_string(),
+                                    span: k.span(),
+                                },
+                                value: text,
+                                span: v.span(),
+                            });
+                        }
+                    }
+                }
+            }
+            let (mut hosts, mut env, mut clock) = (Vec::new(), Vec::new(), false);
+            if let Some(v) = table.get("allow") {
+                if let Some(allow) = self.table("allow", v) {
+                    self.check_keys(allow, ALLOW_KEYS, &format!("{context} allow"));
+                    if let Some(v) = allow.get("hosts") {
+                        for host in self.strings("allow.hosts", v).unwrap_or_default() {
+                            match check_host_port(&host.value) {
+                                Ok(()) => hosts.push(host),
+                                Err(why) => self.invalid("allow.hosts", why, &host.span, None),
+                            }
+                        }
+                    }
+                    if let Some(v) = allow.get("env") {
+                        env = self.strings("allow.env", v).unwrap_or_default();
+                    }
+                    if let Some(v) = allow.get("clock") {
+                        clock = self.boolean("allow.clock", v).unwrap_or(false);
+                    }
+                }
+            }
+            let mut limits = PluginLimits::default();
+            if let Some(v) = table.get("limits") {
+                if let Some(l) = self.table("limits", v) {
+                    self.check_keys(l, LIMIT_KEYS, &format!("{context} limits"));
+                    limits.timeout = l
+                        .get("timeout")
+                        .and_then(|v| self.duration("limits.timeout", v));
+                    limits.memory = l.get("memory").and_then(|v| self.size("limits.memory", v));
+                    limits.fuel = l
+                        .get("fuel")
+                        .and_then(|v| self.integer("limits.fuel", v, 1, i64::MAX))
+                        .map(|f| f as u64);
+                }
+            }
+            let events = table
+                .get("events")
+                .and_then(|v| self.boolean("events", v))
+                .unwrap_or(false);
+            plugins.push(PluginDef {
+                name: name.to_string(),
+                span: key.span(),
+                source,
+                sha256,
+                config,
+                allow_hosts: hosts,
+                allow_env: env,
+                allow_clock: clock,
+                limits,
+                events,
+            });
+        }
+        plugins
     }
 
     fn task_secrets(
@@ -1074,4 +1248,24 @@ fn is_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks `HOST:PORT` syntax (the plugin host checks it again when it loads).
+fn check_host_port(text: &str) -> Result<(), String> {
+    let expected = "expected HOST:PORT, e.g. `127.0.0.1:8200` or `vault.example.com:443`";
+    if text.contains("://") || text.contains('/') {
+        return Err(format!("`{text}` is a URL; {expected}"));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "`{text}` has no port; {expected} (each port is granted on its own)"
+        ));
+    };
+    if host.is_empty() || host.contains('*') {
+        return Err(format!("`{text}`: name each host; wildcards are not allowed"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("`{port}` is not a port; {expected}")),
+    }
 }

@@ -73,6 +73,10 @@ pub struct Job {
     pub key: KeySpec,
     /// The secrets it asks for (`secrets` in tasks.toml), resolved to a file.
     pub secrets: Option<SecretsRequest>,
+    /// The plugin that rewrites its commands (`executor`).
+    pub executor: Option<String>,
+    /// The plugin that runs it on its inputs instead of commands (`plugin`).
+    pub plugin: Option<String>,
 }
 
 /// A task's `secrets`, with its params applied.
@@ -339,6 +343,8 @@ fn job(
                 allow_envs: s.allow_envs.clone(),
             }
         }),
+        executor: def.executor.as_ref().map(|e| e.value.clone()),
+        plugin: def.plugin.as_ref().map(|p| p.value.clone()),
     }
 }
 
@@ -401,5 +407,7 @@ pub(crate) fn test_job(label: &str) -> Job {
             incremental: false,
         },
         secrets: None,
+        executor: None,
+        plugin: None,
     }
 }
