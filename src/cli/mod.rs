@@ -6,6 +6,7 @@ mod completions;
 mod error;
 mod list;
 mod output;
+mod plugins;
 mod run;
 mod secrets;
 
@@ -60,6 +61,9 @@ enum Command {
     Cache(cache::CacheCommand),
     /// Manage SOPS-encrypted secrets (age recipients): init, edit, set, get, ls, doctor, updatekeys, rotate.
     Secrets(secrets::SecretsArgs),
+    /// List, check, pin (plugins.lock) or create WebAssembly plugins.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
     /// Print a completion script for a shell.
     Completions {
         /// The shell.
@@ -113,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::Why(args) => cache::why(&context, &args),
         Command::Cache(command) => cache::cache(&context, &command),
         Command::Secrets(args) => secrets::secrets(args),
+        Command::Plugins(command) => plugins::plugins(&context, &command),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));
             Ok(0)

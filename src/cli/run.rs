@@ -79,7 +79,13 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .map(|j| j as usize)
         .or(config.settings.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Plugins load when a task first needs one; declaring them costs nothing.
+    let plugins = (!config.plugins.is_empty())
+        .then(|| Arc::new(run::plugins::Plugins::new(Arc::clone(&config))));
     let secrets = run::secrets::prepare(&mut plan, &config, &args.identity)?.map(Arc::new);
+    if let (Some(plugins), Some(secrets)) = (&plugins, &secrets) {
+        plugins.sink().set_redactor(Arc::clone(&secrets.redactor));
+    }
     if let Some(secrets) = &secrets {
         run::secrets::remove_stale_dirs();
         for name in &secrets.warnings {
@@ -115,6 +121,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     let mut executor = ProcessExecutor::new(stdio, config.settings.kill_grace);
     if let Some(secrets) = &secrets {
         executor = executor.with_secrets(Arc::clone(secrets));
+    }
+    if let Some(plugins) = &plugins {
+        executor = executor.with_plugins(Arc::clone(plugins));
     }
     let executor = Arc::new(executor);
     let options = RunOptions {

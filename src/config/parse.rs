@@ -11,9 +11,9 @@ use super::source::{span_within_string, to_source_span, SourceFile, Span};
 use super::suggest::did_you_mean;
 use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
-    parse_duration, Config, ConfigError, DepDef, DepsStrategy, NamePart, ParamDef, Settings,
-    PluginDef, PluginLimits, PluginSetting, PluginValue, Spanned, TaskDef, TaskName, TaskSecrets, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
-    DEFAULT_KILL_GRACE, DEFAULT_SHELL,
+    parse_duration, Config, ConfigError, DepDef, DepsStrategy, NamePart, ParamDef, PluginDef,
+    PluginLimits, PluginSetting, PluginValue, Settings, Spanned, TaskDef, TaskName, TaskSecrets,
+    Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE, DEFAULT_KILL_GRACE, DEFAULT_SHELL,
 };
 
 type Value<'i> = TomlSpanned<DeValue<'i>>;
@@ -489,7 +489,10 @@ impl Walker<'_> {
                     "plugin",
                     "a task is run either by `run` or by a `plugin`, not both",
                     &k.span(),
-                    Some("remove `run`, or make the plugin its `executor` to wrap its commands".into()),
+                    Some(
+                        "remove `run`, or make the plugin its `executor` to wrap its commands"
+                            .into(),
+                    ),
                 );
             }
         }
@@ -669,7 +672,12 @@ impl Walker<'_> {
                         name.value, name.value
                     ))
                 });
-            self.invalid(key, format!("no plugin named `{}`", name.value), &name.span, help);
+            self.invalid(
+                key,
+                format!("no plugin named `{}`", name.value),
+                &name.span,
+                help,
+            );
             return None;
         }
         Some(name)
@@ -714,7 +722,10 @@ impl Walker<'_> {
                         "sha256",
                         "expected 64 hexadecimal digits",
                         &sha.span,
-                        Some("`cairn plugins lock` writes the hash of every plugin to plugins.lock".into()),
+                        Some(
+                            "`cairn plugins lock` writes the hash of every plugin to plugins.lock"
+                                .into(),
+                        ),
                     );
                 }
             }
@@ -724,7 +735,9 @@ impl Walker<'_> {
                     for (k, v) in entries.iter() {
                         let text = match v.get_ref() {
                             DeValue::String(t) => Some(PluginValue::String(t.to_string())),
-                            DeValue::Integer(i) => Some(PluginValue::Integer(i.as_str().to_owned())),
+                            DeValue::Integer(i) => {
+                                Some(PluginValue::Integer(i.as_str().to_owned()))
+                            }
                             DeValue::Boolean(b) => Some(PluginValue::Boolean(*b)),
                             _ => {
                                 self.wrong_type(
@@ -1262,7 +1275,9 @@ fn check_host_port(text: &str) -> Result<(), String> {
         ));
     };
     if host.is_empty() || host.contains('*') {
-        return Err(format!("`{text}`: name each host; wildcards are not allowed"));
+        return Err(format!(
+            "`{text}`: name each host; wildcards are not allowed"
+        ));
     }
     match port.parse::<u16>() {
         Ok(p) if p != 0 => Ok(()),

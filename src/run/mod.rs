@@ -6,6 +6,7 @@
 
 mod cached;
 mod job;
+pub mod plugins;
 mod process;
 pub mod secrets;
 

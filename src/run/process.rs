@@ -12,10 +12,14 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::plugins::Plugins;
 use super::secrets::{Injection, RunSecrets, SecretFiles};
 use super::{ExecutionFuture, Executor, Job, JobContext, StopRequest, Stream, TaskStatus};
 use crate::config::format_duration;
 use crate::secrets::redact::Redactor;
+use cairn_plugin_api::{
+    exports, Capability, InputFile, Severity, TaskRequest, TaskResponse, WrapRequest, WrapResponse,
+};
 
 /// Lines longer than this are passed on in pieces, so a task printing without newlines cannot exhaust memory.
 const MAX_LINE: usize = 64 * 1024;
@@ -43,6 +47,7 @@ pub struct ProcessExecutor {
     kill_grace: Duration,
     programs: Arc<ProgramCache>,
     secrets: Option<Arc<RunSecrets>>,
+    plugins: Option<Arc<Plugins>>,
 }
 
 /// Programs found on cairn's `PATH`, looked up once per run.
@@ -98,7 +103,21 @@ impl ProcessExecutor {
             kill_grace,
             programs: Arc::default(),
             secrets: None,
+            plugins: None,
         }
+    }
+
+    /// Lets tasks use the run's plugins (`plugin`, `executor`).
+    pub fn with_plugins(mut self, plugins: Arc<Plugins>) -> ProcessExecutor {
+        self.plugins = Some(plugins);
+        self
+    }
+
+    fn redactor(&self) -> Option<&Redactor> {
+        self.secrets
+            .as_deref()
+            .map(|s| s.redactor.as_ref())
+            .filter(|r| !r.is_empty())
     }
 
     /// Gives tasks the secrets they ask for and filters every secret of the run out of their output.
@@ -148,6 +167,9 @@ impl ProcessExecutor {
             injection: injection.as_deref(),
             files: secret_files.as_ref(),
         };
+        if let Some(name) = &job.plugin {
+            return self.plugin_task(&job, name, context).await;
+        }
         for line in &job.commands {
             let status = self
                 .run_line(&job, line, deadline, context, &secret_env)
@@ -169,6 +191,12 @@ impl ProcessExecutor {
     ) -> TaskStatus {
         let mut command = self.command(job, line);
         secrets.apply(&mut command);
+        if let Some(name) = &job.executor {
+            if let Err(message) = self.wrap(job, name, &mut command, secrets).await {
+                context.reporter.note(job, &message);
+                return TaskStatus::Failed { code: 1 };
+            }
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
@@ -286,8 +314,14 @@ impl ProcessExecutor {
         command
             .current_dir(&job.dir)
             .envs(job.base_env.iter().map(|(k, v)| (k, v)))
-            .envs(job.env.iter().map(|(k, v)| (k, v)))
-            .kill_on_drop(false);
+            .envs(job.env.iter().map(|(k, v)| (k, v)));
+        self.connect(&mut command);
+        command
+    }
+
+    /// Connects a command's streams and process group as this executor's mode says.
+    fn connect(&self, command: &mut Command) {
+        command.kill_on_drop(false);
         match self.stdio {
             Streams::Captured => {
                 command
@@ -320,7 +354,6 @@ impl ProcessExecutor {
                 }
             }
         }
-        command
     }
 }
 
@@ -494,6 +527,192 @@ unsafe fn with_sigttou_blocked(f: impl FnOnce() -> libc::c_int) {
     libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
 }
 
+impl ProcessExecutor {
+    /// Runs a task through its `plugin`: the plugin gets the task's input files (only the changed ones for an
+    /// incremental task) and answers with a status, diagnostics and output.
+    async fn plugin_task(&self, job: &Arc<Job>, name: &str, context: &JobContext) -> TaskStatus {
+        let Some(plugins) = self.plugins.clone() else {
+            context
+                .reporter
+                .note(job, "plugins are not available in this run");
+            return TaskStatus::Failed { code: 1 };
+        };
+        let (task, name) = (Arc::clone(job), name.to_string());
+        let answer = tokio::task::spawn_blocking(move || -> Result<TaskResponse, String> {
+            let plugin = plugins
+                .get(&name, Capability::Task)
+                .map_err(|e| render(&*e))?;
+            let request = TaskRequest {
+                task: task.label.clone(),
+                params: task.key.params.clone(),
+                args: task.key.args.clone(),
+                files: input_files(&task, plugins.root())?,
+            };
+            let sink = plugins.sink();
+            plugin
+                .call(exports::RUN_TASK, &request, sink.as_ref())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let response = match answer {
+            Ok(Ok(response)) => response,
+            Ok(Err(message)) => {
+                context.reporter.note(job, &message);
+                return TaskStatus::Failed { code: 1 };
+            }
+            Err(error) => {
+                context
+                    .reporter
+                    .note(job, &format!("the plugin call was lost: {error}"));
+                return TaskStatus::Failed { code: 1 };
+            }
+        };
+        let emit = |stream: Stream, line: &str| match self.redactor() {
+            Some(r) => context
+                .reporter
+                .output(job, stream, &r.redact(line.as_bytes())),
+            None => context.reporter.output(job, stream, line.as_bytes()),
+        };
+        for line in response.output.lines() {
+            emit(Stream::Stdout, line);
+        }
+        for d in &response.diagnostics {
+            let severity = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+                Severity::Info => "info",
+            };
+            emit(
+                Stream::Stderr,
+                &format!(
+                    "{}:{}:{}: {severity}: {}",
+                    d.path, d.line, d.column, d.message
+                ),
+            );
+        }
+        match response.status {
+            0 => TaskStatus::Succeeded,
+            code => TaskStatus::Failed { code },
+        }
+    }
+
+    /// Lets the task's `executor` plugin rewrite the command; cairn still starts the process.
+    async fn wrap(
+        &self,
+        job: &Arc<Job>,
+        name: &str,
+        command: &mut Command,
+        secrets: &Secrets<'_>,
+    ) -> Result<(), String> {
+        let plugins = self
+            .plugins
+            .clone()
+            .ok_or("plugins are not available in this run")?;
+        let std_command = command.as_std();
+        let argv: Vec<String> = std::iter::once(std_command.get_program())
+            .chain(std_command.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut env: Vec<String> = job
+            .base_env
+            .iter()
+            .chain(&job.env)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let secret_env: Vec<String> = secrets.names();
+        env.extend(secret_env.iter().cloned());
+        let request = WrapRequest {
+            task: job.label.clone(),
+            argv,
+            cwd: job.dir.display().to_string(),
+            env,
+            secret_env,
+        };
+        let name = name.to_string();
+        let response = tokio::task::spawn_blocking(move || -> Result<WrapResponse, String> {
+            let plugin = plugins
+                .get(&name, Capability::Executor)
+                .map_err(|e| render(&*e))?;
+            let sink = plugins.sink();
+            plugin
+                .call(exports::WRAP_COMMAND, &request, sink.as_ref())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("the plugin call was lost: {e}"))??;
+        let Some((program, args)) = response.argv.split_first() else {
+            return Err(format!(
+                "executor `{}` returned an empty command",
+                job.executor.as_deref().unwrap_or("")
+            ));
+        };
+        // The plugin only describes the process; cairn starts it, with everything else it already set.
+        let mut wrapped = Command::new(
+            self.programs
+                .resolve(program)
+                .map_or_else(|| program.into(), PathBuf::into_os_string),
+        );
+        wrapped.args(args);
+        let std_wrapped = wrapped.as_std_mut();
+        if job.clear_env {
+            std_wrapped.env_clear();
+        }
+        for (key, value) in command.as_std().get_envs() {
+            if let Some(value) = value {
+                std_wrapped.env(key, value);
+            }
+        }
+        std_wrapped.envs(&response.set_env);
+        std_wrapped.current_dir(response.cwd.as_deref().map_or(job.dir.as_path(), Path::new));
+        self.connect(&mut wrapped);
+        *command = wrapped;
+        Ok(())
+    }
+}
+
+/// A plugin error as one block of text (miette's rendering, for errors that point into tasks.toml).
+fn render(error: &dyn miette::Diagnostic) -> String {
+    struct Shown<'a>(&'a dyn miette::Diagnostic);
+    impl std::fmt::Debug for Shown<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+                .render_report(f, self.0)
+        }
+    }
+    format!("{:?}", Shown(error))
+}
+
+/// The task's declared inputs as the plugin receives them: every input, or only the changed ones when the
+/// task is incremental.
+fn input_files(job: &Job, root: &Path) -> Result<Vec<InputFile>, String> {
+    let changed = job
+        .env
+        .iter()
+        .find(|(k, _)| k == "CAIRN_CHANGED_FILES")
+        .map(|(_, list)| std::fs::read_to_string(list).map_err(|e| e.to_string()));
+    let paths: Vec<String> = match changed {
+        Some(list) => list?.lines().map(String::from).collect(),
+        None => {
+            job.key
+                .inputs
+                .expand(root, true)
+                .map_err(|e| e.to_string())?
+                .files
+        }
+    };
+    paths
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(root.join(&path))
+                .map_err(|e| format!("cannot read input `{path}`: {e}"))?;
+            Ok(InputFile {
+                contents: String::from_utf8_lossy(&bytes).into_owned(),
+                path,
+            })
+        })
+        .collect()
+}
+
 /// A job's secrets as one attempt passes them to its processes.
 struct Secrets<'a> {
     injection: Option<&'a Injection>,
@@ -501,6 +720,17 @@ struct Secrets<'a> {
 }
 
 impl Secrets<'_> {
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        if let Some(injection) = self.injection {
+            names.extend(injection.env.iter().map(|(k, _)| k.clone()));
+        }
+        if let Some(files) = self.files {
+            names.extend(files.env.iter().map(|(k, _)| k.clone()));
+        }
+        names
+    }
+
     fn apply(&self, command: &mut Command) {
         if let Some(injection) = self.injection {
             command.envs(injection.env.iter().map(|(k, v)| (k, v.as_str())));

@@ -470,18 +470,29 @@ mod tests {
 
     #[test]
     fn replies_and_errors_have_their_documented_shape() {
-        let reply: Reply<SecretValue> = Reply::Error(PluginError::new(ErrorCode::NotFound, "no such path"));
+        let reply: Reply<SecretValue> =
+            Reply::Error(PluginError::new(ErrorCode::NotFound, "no such path"));
         let text = serde_json::to_string(&reply).unwrap();
-        assert_eq!(text, r#"{"error":{"code":"not_found","message":"no such path","retryable":false}}"#);
+        assert_eq!(
+            text,
+            r#"{"error":{"code":"not_found","message":"no such path","retryable":false}}"#
+        );
         let ok: Reply<SecretValue> = serde_json::from_str(r#"{"ok":{"value":"v"}}"#).unwrap();
         assert_eq!(ok.into_result().unwrap().value, "v");
-        let request: SecretRequest = serde_json::from_str(r#"{"ref":"app/prod","field":"pw"}"#).unwrap();
+        let request: SecretRequest =
+            serde_json::from_str(r#"{"ref":"app/prod","field":"pw"}"#).unwrap();
         assert_eq!(request.reference, "app/prod");
     }
 
     #[test]
     fn events_are_tagged_by_type() {
-        let event = Event::TaskStarted { at_ms: 1, task: "build".into() };
-        assert_eq!(serde_json::to_string(&event).unwrap(), r#"{"type":"task_started","at_ms":1,"task":"build"}"#);
+        let event = Event::TaskStarted {
+            at_ms: 1,
+            task: "build".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"type":"task_started","at_ms":1,"task":"build"}"#
+        );
     }
 }

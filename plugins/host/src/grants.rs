@@ -16,7 +16,10 @@ pub struct Grants {
 impl Grants {
     /// Whether `host:port` was granted.
     pub fn allows(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         self.hosts.iter().any(|h| h.host == host && h.port == port)
     }
 }
@@ -49,13 +52,18 @@ impl FromStr for HostPort {
             return Err(format!("`{text}` is a URL; {expected}"));
         }
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (host, port) = rest.split_once("]:").ok_or_else(|| format!("`{text}`: {expected}"))?;
+            let (host, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("`{text}`: {expected}"))?;
             (host, port)
         } else {
-            text.rsplit_once(':').ok_or_else(|| format!("`{text}` has no port; {expected}"))?
+            text.rsplit_once(':')
+                .ok_or_else(|| format!("`{text}` has no port; {expected}"))?
         };
         if host.is_empty() || host == "*" || host.contains('*') {
-            return Err(format!("`{text}`: wildcards are not allowed; name each host"));
+            return Err(format!(
+                "`{text}`: wildcards are not allowed; name each host"
+            ));
         }
         let port: u16 = port
             .parse()
@@ -76,7 +84,10 @@ mod tests {
     #[test]
     fn host_and_port_are_both_required_and_both_checked() {
         let grant: HostPort = "127.0.0.1:8200".parse().unwrap();
-        let grants = Grants { hosts: vec![grant, "[::1]:80".parse().unwrap()], ..Grants::default() };
+        let grants = Grants {
+            hosts: vec![grant, "[::1]:80".parse().unwrap()],
+            ..Grants::default()
+        };
         assert!(grants.allows("127.0.0.1", 8200));
         assert!(!grants.allows("127.0.0.1", 8201));
         assert!(!grants.allows("127.0.0.2", 8200));

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_plugin_api::{exports, host_functions, Describe, LogLevel, LogRecord, Reply, PROTOCOL_VERSION};
+use cairn_plugin_api::{
+    exports, host_functions, Describe, LogLevel, LogRecord, Reply, PROTOCOL_VERSION,
+};
 use extism::{Function, Manifest, PluginBuilder, UserData, ValType, Wasm, PTR};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -349,8 +351,10 @@ fn functions(plugin: &str, grants: &Grants, sink: &Arc<dyn Sink>) -> Vec<Functio
             let context = data.get()?;
             let context = context.lock().map_err(|_| extism::Error::msg("poisoned"))?;
             let text: String = current.memory_get_val(&inputs[0])?;
-            let record: LogRecord = serde_json::from_str(&text)
-                .unwrap_or(LogRecord { level: LogLevel::Info, message: text });
+            let record: LogRecord = serde_json::from_str(&text).unwrap_or(LogRecord {
+                level: LogLevel::Info,
+                message: text,
+            });
             let message = context.sink.redact(&record.message);
             context.sink.log(&context.plugin, record.level, &message);
             Ok(())

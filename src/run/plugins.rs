@@ -1,0 +1,420 @@
+//! Plugins for a run: declared in tasks.toml, pinned by hash, loaded only when a selected task needs one
+//! (so a broken plugin that nothing uses stops nothing), configured and checked against the schema the plugin
+//! describes, and called from blocking threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use cairn_plugin_api::{Capability, FieldKind, LogLevel};
+use cairn_plugin_host::{Grants, HostError, HostPort, Limits, Plugin, Sink, Spec};
+use miette::{Diagnostic, SourceSpan};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::config::source::to_source_span;
+use crate::config::{Config, PluginDef, PluginValue, SourceFile};
+use crate::secrets::redact::Redactor;
+
+/// The lock file beside tasks.toml.
+pub const LOCK_FILE: &str = "plugins.lock";
+
+/// Why a plugin could not be used.
+#[derive(Debug, Error, Diagnostic)]
+pub enum PluginError {
+    /// A problem in what tasks.toml says about the plugin.
+    #[error("{message}")]
+    #[diagnostic(code(cairn::plugins::config))]
+    Config {
+        /// What is wrong.
+        message: String,
+        #[source_code]
+        src: SourceFile,
+        #[label("here")]
+        span: SourceSpan,
+        /// How to fix it.
+        #[help]
+        help: Option<String>,
+    },
+    /// The module file or its pin.
+    #[error("plugin `{plugin}`: {message}")]
+    #[diagnostic(code(cairn::plugins::module))]
+    Module {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        #[help]
+        help: Option<String>,
+    },
+    /// Loading or calling it failed.
+    #[error(transparent)]
+    #[diagnostic(code(cairn::plugins::host))]
+    Host(#[from] HostError),
+}
+
+/// `plugins.lock`: the content hash of each plugin, written by `cairn plugins lock`.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LockFile {
+    /// By plugin name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, LockEntry>,
+}
+
+/// One pinned plugin.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LockEntry {
+    /// The module's path when it was pinned.
+    pub source: String,
+    /// Its SHA-256.
+    pub sha256: String,
+}
+
+impl LockFile {
+    /// Reads `plugins.lock` in `root`; a missing file is an empty lock.
+    pub fn read(root: &Path) -> Result<LockFile, String> {
+        let path = root.join(LOCK_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockFile::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// The file's text.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# Written by `cairn plugins lock`: a run loads a plugin only when its module has this hash.\n",
+        );
+        out.push_str(&toml::to_string(self).unwrap_or_default());
+        out
+    }
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Where plugin logs go: stderr, redacted, with the plugin's name.
+pub struct RunSink {
+    redactor: RwLock<Arc<Redactor>>,
+    verbose: bool,
+}
+
+impl RunSink {
+    /// A sink that redacts with `redactor` from now on.
+    pub fn set_redactor(&self, redactor: Arc<Redactor>) {
+        if let Ok(mut slot) = self.redactor.write() {
+            *slot = redactor;
+        }
+    }
+}
+
+impl Sink for RunSink {
+    fn redact(&self, text: &str) -> String {
+        match self.redactor.read() {
+            Ok(redactor) => redactor.redact_str(text),
+            Err(_) => text.to_string(),
+        }
+    }
+
+    fn log(&self, plugin: &str, level: LogLevel, message: &str) {
+        if level == LogLevel::Debug && !self.verbose {
+            return;
+        }
+        let tag = match level {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warning",
+            LogLevel::Error => "error",
+        };
+        eprintln!("cairn: plugin `{plugin}` {tag}: {message}");
+    }
+}
+
+type Slot = OnceLock<Result<Arc<Plugin>, Arc<PluginError>>>;
+
+/// The plugins of one run, each loaded on first use.
+pub struct Plugins {
+    config: Arc<Config>,
+    lock: Result<LockFile, String>,
+    sink: Arc<RunSink>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Plugins {
+    /// The plugins `config` declares; nothing is read until one is used.
+    pub fn new(config: Arc<Config>) -> Plugins {
+        let lock = LockFile::read(&config.root);
+        let cache_dir = compile_cache(&config.root);
+        Plugins {
+            config,
+            lock,
+            sink: Arc::new(RunSink {
+                redactor: RwLock::new(Arc::new(Redactor::default())),
+                verbose: std::env::var_os("CAIRN_PLUGIN_DEBUG").is_some(),
+            }),
+            slots: Mutex::new(HashMap::new()),
+            cache_dir,
+        }
+    }
+
+    /// The directory of tasks.toml.
+    pub fn root(&self) -> &Path {
+        &self.config.root
+    }
+
+    /// The sink plugins log through.
+    pub fn sink(&self) -> Arc<RunSink> {
+        Arc::clone(&self.sink)
+    }
+
+    /// The plugin named `name`, loaded (once) if needed, which must have `capability`. Blocks.
+    pub fn get(&self, name: &str, capability: Capability) -> Result<Arc<Plugin>, Arc<PluginError>> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(slots.entry(name.to_string()).or_default())
+        };
+        let plugin = slot
+            .get_or_init(|| self.load(name).map(Arc::new).map_err(Arc::new))
+            .clone()?;
+        if !plugin.describe.capabilities.contains(&capability) {
+            let has: Vec<&str> = plugin
+                .describe
+                .capabilities
+                .iter()
+                .map(|c| c.as_str())
+                .collect();
+            return Err(Arc::new(PluginError::Module {
+                plugin: name.to_string(),
+                message: format!(
+                    "it is used as a `{}` plugin but it can only do: {}",
+                    capability.as_str(),
+                    if has.is_empty() {
+                        "nothing".into()
+                    } else {
+                        has.join(", ")
+                    }
+                ),
+                help: None,
+            }));
+        }
+        Ok(plugin)
+    }
+
+    fn def(&self, name: &str) -> Result<&PluginDef, PluginError> {
+        self.config
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| PluginError::Module {
+                plugin: name.to_string(),
+                message: "is not declared in tasks.toml".into(),
+                help: None,
+            })
+    }
+
+    /// Reads, verifies and loads `name`, then checks its config against its schema.
+    pub fn load(&self, name: &str) -> Result<Plugin, PluginError> {
+        let def = self.def(name)?;
+        let (wasm, _) = self.verified_module(def)?;
+        let mut grants = Grants {
+            clock: def.allow_clock,
+            ..Grants::default()
+        };
+        for host in &def.allow_hosts {
+            let parsed: HostPort = host
+                .value
+                .parse()
+                .map_err(|message| self.config_error(message, &host.span, None))?;
+            grants.hosts.push(parsed);
+        }
+        for variable in &def.allow_env {
+            if let Ok(value) = std::env::var(&variable.value) {
+                grants.env.push((variable.value.clone(), value));
+            }
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            timeout: def.limits.timeout.unwrap_or(defaults.timeout),
+            memory: def.limits.memory.unwrap_or(defaults.memory),
+            fuel: def.limits.fuel,
+        };
+        let config = def
+            .config
+            .iter()
+            .map(|s| (s.key.value.clone(), s.value.as_text()))
+            .collect();
+        let sink: Arc<dyn Sink> = self.sink.clone();
+        let plugin = Plugin::load(
+            Spec {
+                name: name.to_string(),
+                wasm,
+                config,
+                grants,
+                limits,
+                cache_dir: self.cache_dir.clone(),
+            },
+            sink,
+        )?;
+        self.check_config(def, &plugin)?;
+        Ok(plugin)
+    }
+
+    /// The module's bytes, after checking them against the pinned hash; also returns the hash.
+    pub fn verified_module(&self, def: &PluginDef) -> Result<(Vec<u8>, String), PluginError> {
+        let path = self.config.root.join(&def.source.value);
+        let wasm = std::fs::read(&path).map_err(|e| PluginError::Module {
+            plugin: def.name.clone(),
+            message: format!("cannot read `{}`: {e}", def.source.value),
+            help: Some("build the plugins with `plugins/build.sh`".into()),
+        })?;
+        let found = sha256_hex(&wasm);
+        let lock = self.lock.as_ref().map_err(|e| PluginError::Module {
+            plugin: def.name.clone(),
+            message: format!("plugins.lock is unreadable: {e}"),
+            help: Some("rewrite it with `cairn plugins lock`".into()),
+        })?;
+        let (expected, from) = match (&def.sha256, lock.plugins.get(&def.name)) {
+            (Some(pinned), _) => (
+                pinned.value.to_ascii_lowercase(),
+                "its `sha256` in tasks.toml",
+            ),
+            (None, Some(entry)) => (entry.sha256.to_ascii_lowercase(), "plugins.lock"),
+            (None, None) => {
+                return Err(PluginError::Module {
+                    plugin: def.name.clone(),
+                    message: "is not pinned: cairn loads only plugins whose hash is recorded".into(),
+                    help: Some(format!(
+                        "run `cairn plugins lock` to record the hash of `{}` in plugins.lock (or set `sha256 = \"{found}\"`)",
+                        def.source.value
+                    )),
+                });
+            }
+        };
+        if expected != found {
+            return Err(PluginError::Module {
+                plugin: def.name.clone(),
+                message: format!(
+                    "`{}` has SHA-256 {found}, but {from} says {expected}: refusing to load it",
+                    def.source.value
+                ),
+                help: Some(
+                    "if you rebuilt or updated it on purpose, run `cairn plugins lock`".into(),
+                ),
+            });
+        }
+        Ok((wasm, found))
+    }
+
+    fn check_config(&self, def: &PluginDef, plugin: &Plugin) -> Result<(), PluginError> {
+        let schema = &plugin.describe.config;
+        for setting in &def.config {
+            let Some(field) = schema.iter().find(|f| f.name == setting.key.value) else {
+                let known: Vec<&str> = schema.iter().map(|f| f.name.as_str()).collect();
+                let help =
+                    crate::config::suggest::did_you_mean(&setting.key.value, known.iter().copied())
+                        .or_else(|| {
+                            Some(if known.is_empty() {
+                                "it takes no settings".into()
+                            } else {
+                                format!("its settings: {}", known.join(", "))
+                            })
+                        });
+                return Err(self.config_error(
+                    format!(
+                        "plugin `{}` has no setting `{}`",
+                        def.name, setting.key.value
+                    ),
+                    &setting.key.span,
+                    help,
+                ));
+            };
+            let fits = match (field.kind, &setting.value) {
+                (FieldKind::String, PluginValue::String(_)) => true,
+                (FieldKind::Url, PluginValue::String(s)) => {
+                    s.starts_with("http://") || s.starts_with("https://")
+                }
+                (FieldKind::Integer, PluginValue::Integer(_)) => true,
+                (FieldKind::Boolean, PluginValue::Boolean(_)) => true,
+                _ => false,
+            };
+            if !fits {
+                let expected = match field.kind {
+                    FieldKind::String => "a string",
+                    FieldKind::Url => "an http:// or https:// URL",
+                    FieldKind::Integer => "an integer",
+                    FieldKind::Boolean => "true or false",
+                };
+                return Err(self.config_error(
+                    format!(
+                        "`config.{}` of plugin `{}` must be {expected}",
+                        field.name, def.name
+                    ),
+                    &setting.span,
+                    (!field.description.is_empty()).then(|| field.description.clone()),
+                ));
+            }
+        }
+        for field in schema.iter().filter(|f| f.required) {
+            if !def.config.iter().any(|s| s.key.value == field.name) {
+                return Err(self.config_error(
+                    format!("plugin `{}` needs `config.{}`", def.name, field.name),
+                    &def.span,
+                    Some(format!(
+                        "add `config = {{ {} = … }}`: {}",
+                        field.name, field.description
+                    )),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn config_error(
+        &self,
+        message: String,
+        span: &crate::config::Span,
+        help: Option<String>,
+    ) -> PluginError {
+        PluginError::Config {
+            message,
+            src: self.config.source.clone(),
+            span: to_source_span(span),
+            help,
+        }
+    }
+}
+
+/// A wasmtime cache configuration under cairn's cache directory, so modules compile once, not every run.
+fn compile_cache(root: &Path) -> Option<PathBuf> {
+    let dir = crate::cache::dir_for(root).join("plugins");
+    std::fs::create_dir_all(dir.join("compiled")).ok()?;
+    let config = dir.join("wasmtime-cache.toml");
+    let text = format!(
+        "[cache]\ndirectory = {:?}\n",
+        dir.join("compiled").display().to_string()
+    );
+    if std::fs::read_to_string(&config).ok().as_deref() != Some(text.as_str()) {
+        crate::atomic::write_atomic(&config, text.as_bytes()).ok()?;
+    }
+    Some(config)
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self
+            .config
+            .plugins
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        write!(f, "Plugins({names:?})")
+    }
+}
