@@ -117,7 +117,22 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .map(|j| j.label.chars().count())
         .max()
         .unwrap_or(0);
-    let reporter = Arc::new(TerminalReporter::new(layout, color, width));
+    let terminal: Arc<dyn run::Reporter> = Arc::new(TerminalReporter::new(layout, color, width));
+    let sinks = plugins.as_ref().and_then(run::events::EventSinks::start);
+    let reporter: Arc<dyn run::Reporter> = match &sinks {
+        Some(sinks) => Arc::new(run::events::EventReporter {
+            inner: terminal,
+            sinks: Arc::clone(sinks),
+        }),
+        None => terminal,
+    };
+    if let Some(sinks) = &sinks {
+        sinks.send(&cairn_plugin_api::Event::RunStarted {
+            at_ms: run::events::now_ms(),
+            targets: args.targets.clone(),
+            tasks: plan.jobs.len(),
+        });
+    }
     let mut executor = ProcessExecutor::new(stdio, config.settings.kill_grace);
     if let Some(secrets) = &secrets {
         executor = executor.with_secrets(Arc::clone(secrets));
@@ -171,6 +186,32 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
                 eprintln!("cairn: trimming the cache failed: {error}");
             }
         }
+    }
+    if let Some(sinks) = sinks {
+        let count = |f: fn(&run::TaskStatus) -> bool| {
+            report.results.iter().filter(|r| f(&r.status)).count()
+        };
+        sinks.send(&cairn_plugin_api::Event::RunFinished {
+            at_ms: run::events::now_ms(),
+            exit_code: report.exit_code(),
+            succeeded: count(|s| matches!(s, run::TaskStatus::Succeeded)),
+            failed: count(|s| {
+                matches!(
+                    s,
+                    run::TaskStatus::Failed { .. } | run::TaskStatus::TimedOut { .. }
+                )
+            }),
+            skipped: count(|s| {
+                matches!(
+                    s,
+                    run::TaskStatus::Skipped { .. }
+                        | run::TaskStatus::NotRun
+                        | run::TaskStatus::Interrupted
+                )
+            }),
+            duration_ms: report.elapsed.as_millis() as u64,
+        });
+        sinks.finish();
     }
     let style = SummaryStyle {
         color: context.color,

@@ -5,6 +5,7 @@
 //! [`Reporter`]'s. This module never prints.
 
 mod cached;
+pub mod events;
 mod job;
 pub mod plugins;
 mod process;

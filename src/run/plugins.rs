@@ -165,6 +165,21 @@ impl Plugins {
         }
     }
 
+    /// Plugins declared with `events = true`, with their call timeouts.
+    pub fn event_sinks(&self) -> Vec<(String, std::time::Duration)> {
+        self.config
+            .plugins
+            .iter()
+            .filter(|p| p.events)
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.limits.timeout.unwrap_or(Limits::default().timeout),
+                )
+            })
+            .collect()
+    }
+
     /// The directory of tasks.toml.
     pub fn root(&self) -> &Path {
         &self.config.root
