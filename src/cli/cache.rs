@@ -51,7 +51,15 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
     let selection = graph.select(std::slice::from_ref(&args.target))?;
     let mut plan = Plan::new(&graph, &selection, &args.args);
     // Secrets enter keys as keyed digests, so the key cannot be explained without them.
-    crate::run::secrets::prepare(&mut plan, &config, &args.identity)?;
+    let plugins = (!config.plugins.is_empty())
+        .then(|| crate::run::plugins::Plugins::new(std::sync::Arc::clone(&config)));
+    let prepared =
+        crate::run::secrets::prepare(&mut plan, &config, &args.identity, plugins.as_ref())?;
+    if let (Some(plugins), Some(secrets)) = (&plugins, &prepared) {
+        plugins
+            .sink()
+            .set_redactor(std::sync::Arc::clone(&secrets.redactor));
+    }
     let session = open_cache(&config)?;
     let target = selection.targets[0];
     let index = plan

@@ -82,7 +82,8 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     // Plugins load when a task first needs one; declaring them costs nothing.
     let plugins = (!config.plugins.is_empty())
         .then(|| Arc::new(run::plugins::Plugins::new(Arc::clone(&config))));
-    let secrets = run::secrets::prepare(&mut plan, &config, &args.identity)?.map(Arc::new);
+    let secrets = run::secrets::prepare(&mut plan, &config, &args.identity, plugins.as_deref())?
+        .map(Arc::new);
     if let (Some(plugins), Some(secrets)) = (&plugins, &secrets) {
         plugins.sink().set_redactor(Arc::clone(&secrets.redactor));
     }

@@ -200,8 +200,9 @@ pub struct PluginLimits {
 /// A task's `secrets` table.
 #[derive(Debug, Clone)]
 pub struct TaskSecrets {
-    /// `from`: the secrets file, relative to the tasks.toml directory, possibly naming params.
-    pub from: Template,
+    /// `from`: the secrets file, relative to the tasks.toml directory, possibly naming params (not needed
+    /// when every key names a secrets plugin).
+    pub from: Option<Template>,
     /// Where `from` is written.
     pub from_span: Span,
     /// `env`: variable → dotted key in the file.

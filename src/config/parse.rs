@@ -832,26 +832,18 @@ impl Walker<'_> {
             allow_changed: false,
             secrets: &[],
         };
-        let Some(from) = table
+        let from = table
             .get("from")
-            .and_then(|v| self.string("secrets.from", v))
-        else {
-            if table.get("from").is_none() {
-                self.invalid(
-                    "secrets",
-                    "`secrets` needs `from`: the secrets file to read",
-                    &value.span(),
-                    Some("e.g. `secrets.from = \"secrets/{{env}}/deploy.yaml\"`".into()),
-                );
-            }
-            return None;
+            .and_then(|v| self.string("secrets.from", v));
+        let from_template = match &from {
+            Some(from) => Some(self.template(
+                || format!("`secrets.from` of {context}"),
+                from,
+                false,
+                &scope,
+            )?),
+            None => None,
         };
-        let from_template = self.template(
-            || format!("`secrets.from` of {context}"),
-            &from,
-            false,
-            &scope,
-        )?;
         let mapping = |name: &str, this: &mut Self| -> Vec<(String, Spanned<String>)> {
             let Some(v) = table.get(name) else {
                 return Vec::new();
@@ -902,9 +894,23 @@ impl Walker<'_> {
             self.invalid(
                 "secrets",
                 "`secrets` gives the task nothing: add `env` or `files`",
-                &from.span,
+                &from.as_ref().map_or(value.span(), |f| f.span.clone()),
                 Some("e.g. `secrets.env = { DB_PASSWORD = \"db.password\" }`".into()),
             );
+        }
+        // A key is read from `from` unless it names a plugin: `vault:app/production#db_password`.
+        if from.is_none() {
+            for (_, key) in env.iter().chain(&files) {
+                let provider = key.value.split_once(':').map(|(p, _)| p);
+                if !provider.is_some_and(|p| self.plugin_names.iter().any(|n| n == p)) {
+                    self.invalid(
+                        "secrets",
+                        format!("`{}` is read from a secrets file, but `secrets.from` is not set", key.value),
+                        &key.span,
+                        Some("add `secrets.from = \"secrets/…\"`, or name a secrets plugin: `PLUGIN:ref#field`".into()),
+                    );
+                }
+            }
         }
         let allow_envs = match table.get("allow_envs") {
             Some(v) => self
@@ -917,7 +923,7 @@ impl Walker<'_> {
         };
         Some(TaskSecrets {
             from: from_template,
-            from_span: from.span,
+            from_span: from.map_or(value.span(), |f| f.span),
             env,
             files,
             allow_envs,

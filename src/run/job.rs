@@ -82,7 +82,7 @@ pub struct Job {
 /// A task's `secrets`, with its params applied.
 #[derive(Debug, Clone)]
 pub struct SecretsRequest {
-    /// The secrets file.
+    /// The secrets file (the tasks.toml directory when the task reads only plugins).
     pub file: PathBuf,
     /// The file as written after interpolation, relative to the tasks.toml directory.
     pub relative: String,
@@ -323,7 +323,11 @@ fn job(
         needs_key: false,
         key,
         secrets: def.secrets.as_ref().map(|s| {
-            let relative = s.from.render(vars, &node.params, "");
+            let relative = s
+                .from
+                .as_ref()
+                .map(|f| f.render(vars, &node.params, ""))
+                .unwrap_or_default();
             let pairs = |list: &[(String, crate::config::Spanned<String>)]| {
                 list.iter()
                     .map(|(var, key)| (var.clone(), key.value.clone()))

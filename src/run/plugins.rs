@@ -103,27 +103,45 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Where plugin logs go: stderr, redacted, with the plugin's name.
 pub struct RunSink {
     redactor: RwLock<Arc<Redactor>>,
+    /// Host variables granted to plugins (tokens, usually), also kept out of what plugins print.
+    granted: RwLock<Vec<(String, String)>>,
     verbose: bool,
+    /// Log lines kept back while secrets are being fetched: a provider may log a value before cairn knows
+    /// it is one.
+    held: Mutex<Option<Vec<(String, LogLevel, String)>>>,
 }
 
 impl RunSink {
-    /// A sink that redacts with `redactor` from now on.
+    /// A sink that redacts with `redactor` from now on, and shows what was held back, redacted with it.
     pub fn set_redactor(&self, redactor: Arc<Redactor>) {
         if let Ok(mut slot) = self.redactor.write() {
             *slot = redactor;
         }
+        self.release();
     }
-}
 
-impl Sink for RunSink {
-    fn redact(&self, text: &str) -> String {
-        match self.redactor.read() {
-            Ok(redactor) => redactor.redact_str(text),
-            Err(_) => text.to_string(),
+    /// Keeps log lines back until [`RunSink::release`].
+    pub fn hold(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            held.get_or_insert_with(Vec::new);
         }
     }
 
-    fn log(&self, plugin: &str, level: LogLevel, message: &str) {
+    /// Shows the held lines, redacted with the current redactor.
+    pub fn release(&self) {
+        let lines = self
+            .held
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take())
+            .unwrap_or_default();
+        for (plugin, level, message) in lines {
+            let message = self.redact(&message);
+            self.show(&plugin, level, &message);
+        }
+    }
+
+    fn show(&self, plugin: &str, level: LogLevel, message: &str) {
         if level == LogLevel::Debug && !self.verbose {
             return;
         }
@@ -134,6 +152,33 @@ impl Sink for RunSink {
             LogLevel::Error => "error",
         };
         eprintln!("cairn: plugin `{plugin}` {tag}: {message}");
+    }
+}
+
+impl Sink for RunSink {
+    fn redact(&self, text: &str) -> String {
+        let text = match self.redactor.read() {
+            Ok(redactor) => redactor.redact_str(text),
+            Err(_) => text.to_string(),
+        };
+        match self.granted.read() {
+            Ok(granted) if !granted.is_empty() => {
+                let (redactor, _) =
+                    Redactor::new(granted.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+                redactor.redact_str(&text)
+            }
+            _ => text,
+        }
+    }
+
+    fn log(&self, plugin: &str, level: LogLevel, message: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            if let Some(lines) = held.as_mut() {
+                lines.push((plugin.to_string(), level, message.to_string()));
+                return;
+            }
+        }
+        self.show(plugin, level, message);
     }
 }
 
@@ -159,6 +204,8 @@ impl Plugins {
             sink: Arc::new(RunSink {
                 redactor: RwLock::new(Arc::new(Redactor::default())),
                 verbose: std::env::var_os("CAIRN_PLUGIN_DEBUG").is_some(),
+                held: Mutex::new(None),
+                granted: RwLock::new(Vec::new()),
             }),
             slots: Mutex::new(HashMap::new()),
             cache_dir,
@@ -252,6 +299,9 @@ impl Plugins {
         }
         for variable in &def.allow_env {
             if let Ok(value) = std::env::var(&variable.value) {
+                if let Ok(mut granted) = self.sink.granted.write() {
+                    granted.push((variable.value.clone(), value.clone()));
+                }
                 grants.env.push((variable.value.clone(), value));
             }
         }

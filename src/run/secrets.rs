@@ -20,6 +20,9 @@ use crate::secrets::policy::Policy;
 use crate::secrets::redact::Redactor;
 use crate::secrets::tree::{leaf_paths, lookup, Node};
 use crate::secrets::SecretsError;
+use cairn_plugin_api::{exports, Capability, Context as PluginContext, SecretRequest, SecretValue};
+
+use super::plugins::Plugins;
 
 /// The values one task receives.
 #[derive(Default)]
@@ -62,6 +65,7 @@ pub fn prepare(
     plan: &mut Plan,
     config: &Config,
     identities: &[PathBuf],
+    plugins: Option<&Plugins>,
 ) -> Result<Option<RunSecrets>, SecretsError> {
     if !plan.jobs.iter().any(|j| j.secrets.is_some()) {
         return Ok(None);
@@ -70,6 +74,9 @@ pub fn prepare(
         if let Some(request) = &job.secrets {
             check_environment(config, &job.label, request)?;
         }
+    }
+    if let Some(plugins) = plugins {
+        plugins.sink().hold();
     }
     let keyring = Keyring::discover(identities);
     let policy = Policy::discover(&config.root).ok();
@@ -81,13 +88,22 @@ pub fn prepare(
         let Some(request) = job.secrets.clone() else {
             continue;
         };
-        if !opened.contains_key(&request.file) {
+        let from_file = request
+            .env
+            .iter()
+            .chain(&request.files)
+            .any(|(_, key)| provider_of(config, key).is_none());
+        if from_file && !opened.contains_key(&request.file) {
             let decrypted = files::decrypt(&request.file, &keyring, policy.as_ref())?;
             opened.insert(request.file.clone(), decrypted);
         }
-        let file = &opened[&request.file];
+        let empty = Vec::new();
+        let plain = opened.get(&request.file).map_or(&empty, |f| &f.plain);
         let value = |key: &str| -> Result<Zeroizing<String>, SecretsError> {
-            match lookup(&file.plain, key) {
+            if let Some((provider, reference)) = provider_of(config, key) {
+                return from_plugin(plugins, provider, reference, job);
+            }
+            match lookup(plain, key) {
                 Some(Node::Scalar(scalar)) => Ok(Zeroizing::new(scalar.text.clone())),
                 Some(Node::Null) => Ok(Zeroizing::new(String::new())),
                 Some(_) => Err(SecretsError::usage(
@@ -97,7 +113,7 @@ pub fn prepare(
                     ),
                     Some(format!(
                         "name one of them: {}",
-                        leaf_paths(&file.plain)
+                        leaf_paths(plain)
                             .into_iter()
                             .filter(|p| p.starts_with(key))
                             .collect::<Vec<_>>()
@@ -110,7 +126,7 @@ pub fn prepare(
                     help: Some(format!(
                         "task `{}` asks for it; the file has: {}",
                         job.label,
-                        leaf_paths(&file.plain).join(", ")
+                        leaf_paths(plain).join(", ")
                     )),
                 }),
             }
@@ -319,4 +335,54 @@ pub fn remove_stale_dirs() {
             }
         }
     }
+}
+
+/// `(plugin, reference)` when `key` names a declared plugin: `vault:app/production#db_password`.
+fn provider_of<'k>(config: &Config, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let (provider, reference) = key.split_once(':')?;
+    config
+        .plugins
+        .iter()
+        .any(|p| p.name == provider)
+        .then_some((provider, reference))
+}
+
+/// Asks the secrets plugin `provider` for `reference` (`path#field`, optionally `@version`).
+fn from_plugin(
+    plugins: Option<&Plugins>,
+    provider: &str,
+    reference: &str,
+    job: &super::Job,
+) -> Result<Zeroizing<String>, SecretsError> {
+    let plugins = plugins.ok_or_else(|| SecretsError::usage("plugins are not available", None))?;
+    let (rest, version) = match reference.rsplit_once('@') {
+        Some((r, v)) if !v.contains('/') && !v.contains('#') => (r, Some(v.to_string())),
+        _ => (reference, None),
+    };
+    let (path, field) = match rest.split_once('#') {
+        Some((p, f)) => (p, Some(f.to_string())),
+        None => (rest, None),
+    };
+    let plugin = plugins
+        .get(provider, Capability::Secrets)
+        .map_err(|e| SecretsError::usage(format!("task `{}`: {e}", job.label), None))?;
+    let request = SecretRequest {
+        reference: path.to_string(),
+        field,
+        version,
+        context: PluginContext {
+            task: job.label.clone(),
+            params: job.key.params.clone(),
+        },
+    };
+    let sink = plugins.sink();
+    let value: SecretValue = plugin
+        .call(exports::SECRET_GET, &request, sink.as_ref())
+        .map_err(|e| {
+            SecretsError::usage(
+                format!("task `{}` needs `{provider}:{reference}`: {e}", job.label),
+                None,
+            )
+        })?;
+    Ok(Zeroizing::new(value.value))
 }
