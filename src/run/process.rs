@@ -567,11 +567,23 @@ impl ProcessExecutor {
                 return TaskStatus::Failed { code: 1 };
             }
         };
-        let emit = |stream: Stream, line: &str| match self.redactor() {
-            Some(r) => context
-                .reporter
-                .output(job, stream, &r.redact(line.as_bytes())),
-            None => context.reporter.output(job, stream, line.as_bytes()),
+        let direct = matches!(self.stdio, Streams::Inherited { .. });
+        let emit = |stream: Stream, line: &str| {
+            let text = match self.redactor() {
+                Some(r) => r.redact(line.as_bytes()).into_owned(),
+                None => line.as_bytes().to_vec(),
+            };
+            // With the terminal given to tasks, the reporter shows nothing of theirs: write as a process would.
+            if direct {
+                use std::io::Write;
+                let framed = [&text[..], b"\n"].concat();
+                let _ = match stream {
+                    Stream::Stdout => std::io::stdout().lock().write_all(&framed),
+                    Stream::Stderr => std::io::stderr().lock().write_all(&framed),
+                };
+            } else {
+                context.reporter.output(job, stream, &text);
+            }
         };
         for line in response.output.lines() {
             emit(Stream::Stdout, line);

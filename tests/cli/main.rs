@@ -3,5 +3,6 @@
 mod cache;
 mod docs;
 mod engine;
+mod plugins;
 mod secrets;
 mod support;

@@ -293,7 +293,12 @@ impl Plugin {
             }
         } else {
             let first = message.lines().next().unwrap_or(message);
-            let hint = if message.contains("unreachable") || message.contains("memory") {
+            let hint = if message.contains("oom") || message.contains("out of memory") {
+                format!(
+                    ": it ran out of memory (its cap is {} MiB, limits.memory)",
+                    self.limits.memory >> 20
+                )
+            } else if message.contains("unreachable") || message.contains("memory") {
                 format!(
                     " (a plugin that runs out of memory stops this way: its cap is {} MiB, limits.memory)",
                     self.limits.memory >> 20

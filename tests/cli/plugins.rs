@@ -1,0 +1,449 @@
+//! Plugins through the real binary: the example plugins built by plugins/build.sh (one per capability),
+//! and hostile modules written in WAT that try to escape their limits.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::support::Test;
+
+fn dist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist")
+}
+
+/// A built example plugin's bytes; in CI (which runs plugins/build.sh first) a missing one is a failure.
+fn example(name: &str) -> Option<Vec<u8>> {
+    match std::fs::read(dist().join(format!("{name}.wasm"))) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "plugins/dist/{name}.wasm is missing: .ci/run builds it with plugins/build.sh"
+            );
+            eprintln!("skipped: plugins/dist/{name}.wasm is not built (run plugins/build.sh)");
+            None
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A project holding `modules` (name → bytes) and a tasks.toml that pins each by hash.
+fn project(modules: &[(&str, &[u8])], tasks: &str) -> Test {
+    let test = Test::new();
+    let mut toml = String::new();
+    for (name, bytes) in modules {
+        std::fs::write(test.path(&format!("{name}.wasm")), bytes).unwrap();
+        toml.push_str(&format!(
+            "[plugins.{name}]\nsource = \"{name}.wasm\"\nsha256 = \"{}\"\n",
+            sha256(bytes)
+        ));
+    }
+    test.tasks(&format!("{tasks}\n{toml}"))
+}
+
+/// A WAT module speaking the protocol: `describe` answers for `capability`, and `body` is the export.
+fn hostile(export: &str, capability: &str, imports: &str, body: &str) -> Vec<u8> {
+    let describe = format!(
+        r#"{{"ok":{{"name":"hostile","version":"0","protocol":1,"capabilities":["{capability}"]}}}}"#
+    );
+    let escaped = describe.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  {imports}
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{escaped}")
+  (func $emit (param $ptr i32) (param $len i32)
+    (local $off i64) (local $i i32)
+    (local.set $off (call $alloc (i64.extend_i32_u (local.get $len))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+      (call $store_u8 (i64.add (local.get $off) (i64.extend_i32_u (local.get $i)))
+        (i32.load8_u (i32.add (local.get $ptr) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (call $output_set (local.get $off) (i64.extend_i32_u (local.get $len))))
+  (func (export "describe") (result i32) (call $emit (i32.const 0) (i32.const {len})) (i32.const 0))
+  (func (export "{export}") (result i32) {body})
+)"#,
+        len = describe.len()
+    )
+    .into_bytes()
+}
+
+const OTHER_TASK: &str = "[tasks.other]\nrun = \"echo other ran\"\n";
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_timeout_and_the_run_goes_on() {
+    let module = hostile(
+        "run_task",
+        "task",
+        "",
+        "(loop $forever (br $forever)) (i32.const 0)",
+    );
+    let test = project(
+        &[("spin", &module)],
+        &format!("[tasks.spin]\nplugin = \"spin\"\n{OTHER_TASK}"),
+    );
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "[plugins.spin]\n",
+            "[plugins.spin]\nlimits = { timeout = \"1s\" }\n",
+        ),
+    );
+    test.run_with(&["run", "spin", "other", "-k"])
+        .status(1)
+        .stderr_has("plugin `spin` was stopped after 1s in `run_task` (its timeout)")
+        .stdout_has("other ran");
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_by_the_cap() {
+    let module = hostile(
+        "run_task",
+        "task",
+        "",
+        "(block $full (loop $more (br_if $full (i32.eq (memory.grow (i32.const 16)) (i32.const -1))) (br $more))) unreachable",
+    );
+    let test = project(
+        &[("bomb", &module)],
+        &format!("[tasks.bomb]\nplugin = \"bomb\"\n{OTHER_TASK}"),
+    );
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "[plugins.bomb]\n",
+            "[plugins.bomb]\nlimits = { memory = \"8MiB\" }\n",
+        ),
+    );
+    test.run_with(&["run", "bomb", "other", "-k"])
+        .status(1)
+        .stderr_has("plugin `bomb` crashed in `run_task`")
+        .stderr_has("its cap is 8 MiB")
+        .stdout_has("other ran");
+}
+
+#[test]
+fn fuel_bounds_the_instructions_of_a_call() {
+    let module = hostile(
+        "run_task",
+        "task",
+        "",
+        "(loop $forever (br $forever)) (i32.const 0)",
+    );
+    let test = project(&[("spin", &module)], "[tasks.spin]\nplugin = \"spin\"\n");
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "[plugins.spin]\n",
+            "[plugins.spin]\nlimits = { fuel = 1000000 }\n",
+        ),
+    );
+    test.run_with(&["run", "spin"])
+        .status(1)
+        .stderr_has("plugin `spin` ran out of fuel in `run_task` (limits.fuel = 1000000)");
+}
+
+#[test]
+fn a_trap_fails_only_its_task() {
+    let module = hostile("run_task", "task", "", "unreachable");
+    let test = project(
+        &[("crash", &module)],
+        &format!("[tasks.crash]\nplugin = \"crash\"\n{OTHER_TASK}"),
+    );
+    test.run_with(&["run", "crash", "other", "-k"])
+        .status(1)
+        .stderr_has("plugin `crash` crashed in `run_task`")
+        .stdout_has("other ran");
+}
+
+#[test]
+fn importing_an_ungranted_host_function_fails_at_load() {
+    let http = "(import \"extism:host/user\" \"cairn_http\" (func $http (param i64) (result i64)))";
+    let module = hostile("run_task", "task", http, "(i32.const 0)");
+    let test = project(&[("net", &module)], "[tasks.net]\nplugin = \"net\"\n");
+    test.run_with(&["run", "net"])
+        .status(1)
+        .stderr_has(
+            "plugin `net` imports `extism:host/user::cairn_http`, which cairn does not give it",
+        )
+        .stderr_has("allow.hosts");
+    let wasi = "(import \"wasi_snapshot_preview1\" \"fd_write\" (func $w (param i32 i32 i32 i32) (result i32)))";
+    let module = hostile("run_task", "task", wasi, "(i32.const 0)");
+    let test = project(&[("files", &module)], "[tasks.files]\nplugin = \"files\"\n");
+    test.run_with(&["run", "files"])
+        .status(1)
+        .stderr_has("imports `wasi_snapshot_preview1::fd_write`")
+        .stderr_has("WASI");
+}
+
+#[test]
+fn a_plugin_no_selected_task_uses_is_never_loaded() {
+    let test = project(
+        &[("broken", b"not wasm at all")],
+        &format!("[tasks.broken]\nplugin = \"broken\"\n{OTHER_TASK}"),
+    );
+    test.run_with(&["run", "other"])
+        .success()
+        .stdout_has("other ran");
+    test.run_with(&["run", "broken"])
+        .status(1)
+        .stderr_has("plugin `broken` cannot be loaded");
+}
+
+#[test]
+fn unpinned_and_changed_modules_are_refused() {
+    let Some(lint) = example("line-lint") else {
+        return;
+    };
+    let test = Test::new().tasks("[plugins.lint]\nsource = \"lint.wasm\"\n\n[tasks.lint]\nplugin = \"lint\"\ninputs = [\"*.txt\"]\n");
+    std::fs::write(test.path("lint.wasm"), &lint).unwrap();
+    test.write("a.txt", "fine\n");
+    test.run_with(&["run", "lint"])
+        .status(1)
+        .stderr_has("is not pinned")
+        .stderr_has("cairn plugins lock");
+    test.run_with(&["plugins", "lock"]).success();
+    assert!(test.read("plugins.lock").contains(&sha256(&lint)));
+    test.run_with(&["run", "lint"])
+        .success()
+        .stdout_has("checked 1 file(s): 0 error(s)");
+    let mut changed = lint.clone();
+    changed.push(0);
+    std::fs::write(test.path("lint.wasm"), &changed).unwrap();
+    test.run_with(&["run", "lint", "--force"])
+        .status(1)
+        .stderr_has("refusing to load it");
+    test.run_with(&["plugins", "check"])
+        .status(1)
+        .stderr_has("refusing to load it");
+}
+
+#[test]
+fn a_task_plugin_checks_its_inputs_and_reports_positions() {
+    let Some(lint) = example("line-lint") else {
+        return;
+    };
+    let test = project(
+        &[("lint", &lint)],
+        "[tasks.lint]\nplugin = \"lint\"\ninputs = [\"hosts/*.nix\"]\nincremental = true\n",
+    );
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "[plugins.lint]\n",
+            "[plugins.lint]\nconfig = { max_line_length = 20 }\n",
+        ),
+    );
+    test.write("hosts/a.nix", "{ }\n");
+    test.write("hosts/b.nix", "{ x = 1; }   \n");
+    test.run_with(&["run", "lint"])
+        .status(1)
+        .stdout_has("checked 2 file(s): 1 error(s)")
+        .stderr_has("hosts/b.nix:1:11: error: trailing whitespace");
+    test.write("hosts/b.nix", "{ x = 1; }\n");
+    // No success yet: every input is checked.
+    test.run_with(&["run", "lint"])
+        .success()
+        .stdout_has("checked 2 file(s): 0 error(s)");
+    // Incremental: after a success, only the changed file is handed to the plugin.
+    test.write("hosts/a.nix", "{ y = 2; }\n");
+    test.run_with(&["run", "lint"])
+        .success()
+        .stdout_has("checked 1 file(s): 0 error(s)");
+    test.run_with(&["plugins", "list"])
+        .success()
+        .stdout_has("lint  line-lint 0.1.0  protocol 1  [task]  grants: nothing");
+}
+
+#[test]
+fn plugin_config_is_checked_against_its_schema_with_positions() {
+    let Some(lint) = example("line-lint") else {
+        return;
+    };
+    let test = project(
+        &[("lint", &lint)],
+        "[tasks.lint]\nplugin = \"lint\"\ninputs = [\"*.txt\"]\n",
+    );
+    test.write("a.txt", "x\n");
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "[plugins.lint]\n",
+            "[plugins.lint]\nconfig = { max_line_lenght = 20 }\n",
+        ),
+    );
+    test.run_with(&["plugins", "check"])
+        .status(1)
+        .stderr_has("plugin `lint` has no setting `max_line_lenght`")
+        .stderr_has("tasks.toml:6:12")
+        .stderr_has("did you mean `max_line_length`");
+    test.write(
+        "tasks.toml",
+        &test
+            .read("tasks.toml")
+            .replace("max_line_lenght = 20", "max_line_length = \"long\""),
+    );
+    test.run_with(&["plugins", "check"])
+        .status(1)
+        .stderr_has("`config.max_line_length` of plugin `lint` must be an integer");
+}
+
+#[test]
+fn an_executor_plugin_rewrites_the_command_cairn_starts() {
+    let Some(module) = example("prefix-exec") else {
+        return;
+    };
+    let test = project(
+        &[("wrap", &module)],
+        "[tasks.show]\nexecutor = \"wrap\"\nrun = \"echo foo=$FOO by=$CAIRN_EXECUTOR\"\n",
+    );
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "[plugins.wrap]\n",
+            "[plugins.wrap]\nconfig = { prefix = \"env FOO=prefixed\" }\n",
+        ),
+    );
+    test.run_with(&["run", "show"])
+        .success()
+        .stdout_has("foo=prefixed by=prefix-exec");
+}
+
+#[test]
+fn an_event_sink_receives_task_and_run_events() {
+    let Some(module) = example("event-log") else {
+        return;
+    };
+    let test = project(
+        &[("log", &module)],
+        &format!("{OTHER_TASK}[tasks.fail]\nrun = \"exit 3\"\n"),
+    );
+    test.write(
+        "tasks.toml",
+        &test
+            .read("tasks.toml")
+            .replace("[plugins.log]\n", "[plugins.log]\nevents = true\n"),
+    );
+    test.run_with(&["run", "other", "fail", "-k"])
+        .status(3)
+        .stderr_has("plugin `log` info: other: succeeded in")
+        .stderr_has("plugin `log` info: fail: failed in")
+        .stderr_has("plugin `log` info: run: 1 succeeded, 1 failed, 0 not run, exit 3");
+    // A sink that cannot load warns and the run is unaffected.
+    std::fs::write(test.path("log.wasm"), b"broken").unwrap();
+    test.run_with(&["run", "other"])
+        .status(0)
+        .stderr_has("event sink `log` is not used");
+}
+
+#[test]
+fn a_secrets_plugin_provides_values_that_are_redacted() {
+    let Some(module) = example("env-secrets") else {
+        return;
+    };
+    let test = project(&[("hostenv", &module)], "[tasks.token]\nsecrets.env = { TOKEN = \"hostenv:CI_TOKEN\" }\nrun = \"echo token=$TOKEN\"\n");
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "[plugins.hostenv]\n",
+            "[plugins.hostenv]\nallow.env = [\"CI_TOKEN\"]\n",
+        ),
+    );
+    let test = test.env("CI_TOKEN", "ci-token-value-123");
+    let run = test.run_with(&["run", "token"]).success();
+    assert!(
+        run.stdout.contains("token=[secret:TOKEN]") && !run.stdout.contains("ci-token-value-123"),
+        "{}",
+        run.stdout
+    );
+    let test = test.env("CI_TOKEN", "");
+    test.run_with(&["run", "token"])
+        .status(1)
+        .stderr_has("needs `hostenv:CI_TOKEN`");
+}
+
+/// A one-shot HTTP server on loopback answering every request with `response`; counts requests.
+fn serve(response: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut stream = stream;
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn http_reaches_only_granted_host_and_port_and_never_follows_redirects() {
+    let Some(module) = example("http-get") else {
+        return;
+    };
+    let (ok_port, _) =
+        serve("HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nhealthy");
+    let (other_port, other_hits) =
+        serve("HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let redirect: &'static str = Box::leak(
+        format!("HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{other_port}/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").into_boxed_str(),
+    );
+    let (redirect_port, _) = serve(redirect);
+    let setup = |url_port: u16, granted: &[u16]| {
+        let hosts: Vec<String> = granted
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect();
+        let test = project(&[("probe", &module)], "[tasks.check]\nplugin = \"probe\"\n");
+        test.write(
+            "tasks.toml",
+            &test.read("tasks.toml").replace(
+                "[plugins.probe]\n",
+                &format!("[plugins.probe]\nconfig = {{ url = \"http://127.0.0.1:{url_port}/health?token=abc\" }}\nallow.hosts = [{}]\n", hosts.join(", ")),
+            ),
+        );
+        test
+    };
+    setup(ok_port, &[ok_port])
+        .run_with(&["run", "check"])
+        .success()
+        .stdout_has(&format!(
+            "GET http://127.0.0.1:{ok_port}/health?token=abc: 200"
+        ))
+        .stdout_has("healthy");
+    // Same host, another port: refused by cairn before any connection.
+    setup(other_port, &[ok_port])
+        .run_with(&["run", "check"])
+        .status(1)
+        .stderr_has(&format!(
+            "127.0.0.1:{other_port} is not in allow.hosts (127.0.0.1:{ok_port})"
+        ));
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+    // A redirect to an ungranted port comes back to the plugin; cairn does not follow it.
+    setup(redirect_port, &[redirect_port])
+        .run_with(&["run", "check"])
+        .status(1)
+        .stdout_has("302 (redirect to");
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
+}
