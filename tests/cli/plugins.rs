@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -446,4 +447,75 @@ fn http_reaches_only_granted_host_and_port_and_never_follows_redirects() {
         0,
         "the redirect was not followed"
     );
+}
+
+#[test]
+fn plugins_new_scaffolds_a_crate_that_builds_and_passes_its_own_test() {
+    let wasm_toolchain = Path::new("/usr/bin/rustc").exists()
+        || Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-unknown-unknown"));
+    if !wasm_toolchain {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no wasm32 toolchain: .ci/run installs one through plugins/build.sh"
+        );
+        eprintln!("skipped: no wasm32 toolchain (plugins/build.sh installs Debian's)");
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let test = Test::new();
+    for dir in ["plugins/api/src", "plugins/pdk/src"] {
+        std::fs::create_dir_all(test.path(dir)).unwrap();
+    }
+    for file in [
+        "plugins/api/Cargo.toml",
+        "plugins/api/src/lib.rs",
+        "plugins/pdk/Cargo.toml",
+        "plugins/pdk/src/lib.rs",
+        "plugins/build.sh",
+    ] {
+        std::fs::copy(repo.join(file), test.path(file)).unwrap();
+    }
+    test.run_with(&["plugins", "new", "demo-check", "--kind", "task"])
+        .success()
+        .stderr_has("plugins/build.sh demo-check");
+    let crate_dir = test.path("plugins/demo-check");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let native = Command::new(&cargo)
+        .args(["test", "-q"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", test.path("native-target"))
+        .output()
+        .unwrap();
+    assert!(
+        native.status.success(),
+        "{}",
+        String::from_utf8_lossy(&native.stderr)
+    );
+    let home = std::env::var("HOME").unwrap_or_default();
+    let build = Command::new(test.path("plugins/build.sh"))
+        .arg("demo-check")
+        .env(
+            "CAIRN_PLUGIN_TARGET_DIR",
+            format!("{home}/.cache/cairn/plugins-target"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let module = std::fs::read(test.path("plugins/dist/demo-check.wasm")).expect("built module");
+    // And cairn runs it.
+    test.write("a.txt", "x\n");
+    test.write(
+        "tasks.toml",
+        &format!("[plugins.demo]\nsource = \"plugins/dist/demo-check.wasm\"\nsha256 = \"{}\"\n\n[tasks.check]\nplugin = \"demo\"\ninputs = [\"a.txt\"]\n", sha256(&module)),
+    );
+    test.run_with(&["run", "check"])
+        .success()
+        .stdout_has("1 file(s) checked");
 }

@@ -50,7 +50,8 @@ where
         )),
     };
     serde_json::to_vec(&reply).unwrap_or_else(|e| {
-        format!(r#"{{"error":{{"code":"internal","message":"cannot encode the reply: {e}"}}}}"#).into_bytes()
+        format!(r#"{{"error":{{"code":"internal","message":"cannot encode the reply: {e}"}}}}"#)
+            .into_bytes()
     })
 }
 
@@ -120,7 +121,9 @@ mod host {
 
     /// Copies `bytes` into host memory and returns its offset.
     pub fn put(bytes: &[u8]) -> Option<u64> {
-        extism_pdk::Memory::from_bytes(bytes).ok().map(|m| m.offset())
+        extism_pdk::Memory::from_bytes(bytes)
+            .ok()
+            .map(|m| m.offset())
     }
 
     /// Reads a block of host memory as text.
@@ -185,7 +188,9 @@ pub mod config {
 
     /// A config value that must be set.
     pub fn require(key: &str) -> Result<String, PluginError> {
-        get(key).ok_or_else(|| PluginError::new(ErrorCode::Invalid, format!("`config.{key}` is not set")))
+        get(key).ok_or_else(|| {
+            PluginError::new(ErrorCode::Invalid, format!("`config.{key}` is not set"))
+        })
     }
 
     /// A host environment variable granted with `allow.env`.
@@ -238,7 +243,10 @@ pub mod http {
         request(&HttpRequest {
             method: "GET".into(),
             url: url.into(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: None,
         })
     }
@@ -268,13 +276,18 @@ pub mod testing {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn set_config(pairs: &[(&str, &str)]) {
         CONFIG.with(|c| {
-            *c.borrow_mut() = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            *c.borrow_mut() = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         });
     }
 
     /// Answers the handlers' HTTP requests with `responder`.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn set_http(responder: impl Fn(HttpRequest) -> Result<HttpResponse, PluginError> + 'static) {
+    pub fn set_http(
+        responder: impl Fn(HttpRequest) -> Result<HttpResponse, PluginError> + 'static,
+    ) {
         HTTP.with(|h| *h.borrow_mut() = Some(Box::new(responder)));
     }
 
@@ -297,7 +310,10 @@ pub mod testing {
         let input = serde_json::to_vec(request).unwrap_or_default();
         let output = crate::dispatch(&input, handler);
         serde_json::from_slice(&output).unwrap_or_else(|e| {
-            Reply::Error(PluginError::new(crate::api::ErrorCode::Internal, e.to_string()))
+            Reply::Error(PluginError::new(
+                crate::api::ErrorCode::Internal,
+                e.to_string(),
+            ))
         })
     }
 
@@ -321,7 +337,10 @@ pub mod testing {
                     "no HTTP in this test (testing::set_http)",
                 )),
             }),
-            Err(e) => Reply::Error(PluginError::new(crate::api::ErrorCode::Invalid, e.to_string())),
+            Err(e) => Reply::Error(PluginError::new(
+                crate::api::ErrorCode::Invalid,
+                e.to_string(),
+            )),
         };
         serde_json::to_string(&reply).unwrap_or_default()
     }

@@ -5,22 +5,35 @@ use cairn_pdk::api::{Capability, Describe, ErrorCode, PluginError, SecretRequest
 use cairn_pdk::{config, plugin};
 
 fn describe() -> Describe {
-    let mut describe = cairn_pdk::describe("env-secrets", env!("CARGO_PKG_VERSION"), &[Capability::Secrets]);
+    let mut describe = cairn_pdk::describe(
+        "env-secrets",
+        env!("CARGO_PKG_VERSION"),
+        &[Capability::Secrets],
+    );
     describe.description = "secrets from host environment variables granted with allow.env".into();
     describe
 }
 
 fn get(request: SecretRequest) -> Result<SecretValue, PluginError> {
     if request.field.is_some() {
-        return Err(PluginError::new(ErrorCode::Invalid, "an environment variable has no fields: drop `#…`"));
+        return Err(PluginError::new(
+            ErrorCode::Invalid,
+            "an environment variable has no fields: drop `#…`",
+        ));
     }
     let value = config::env(&request.reference).ok_or_else(|| {
         PluginError::new(
             ErrorCode::NotFound,
-            format!("`{}` is not set, or not granted with allow.env", request.reference),
+            format!(
+                "`{}` is not set, or not granted with allow.env",
+                request.reference
+            ),
         )
     })?;
-    Ok(SecretValue { value, version: None })
+    Ok(SecretValue {
+        value,
+        version: None,
+    })
 }
 
 plugin! { describe: describe, secrets: get }

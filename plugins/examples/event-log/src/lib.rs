@@ -4,7 +4,11 @@ use cairn_pdk::api::{Capability, Describe, Event, EventBatch, PluginError};
 use cairn_pdk::{log, plugin};
 
 fn describe() -> Describe {
-    let mut describe = cairn_pdk::describe("event-log", env!("CARGO_PKG_VERSION"), &[Capability::Events]);
+    let mut describe = cairn_pdk::describe(
+        "event-log",
+        env!("CARGO_PKG_VERSION"),
+        &[Capability::Events],
+    );
     describe.description = "logs each task's result and the run's summary".into();
     describe
 }
@@ -12,10 +16,24 @@ fn describe() -> Describe {
 fn on_events(batch: EventBatch) -> Result<(), PluginError> {
     for event in &batch.events {
         match event {
-            Event::TaskFinished { task, status, duration_ms, cache, .. } => {
-                log::info(format!("{task}: {status} in {duration_ms} ms (cache {cache})"));
+            Event::TaskFinished {
+                task,
+                status,
+                duration_ms,
+                cache,
+                ..
+            } => {
+                log::info(format!(
+                    "{task}: {status} in {duration_ms} ms (cache {cache})"
+                ));
             }
-            Event::RunFinished { exit_code, succeeded, failed, skipped, .. } => {
+            Event::RunFinished {
+                exit_code,
+                succeeded,
+                failed,
+                skipped,
+                ..
+            } => {
                 log::info(format!("run: {succeeded} succeeded, {failed} failed, {skipped} not run, exit {exit_code}"));
             }
             _ => {}

@@ -5,7 +5,11 @@ use cairn_pdk::api::{Capability, Describe, PluginError, WrapRequest, WrapRespons
 use cairn_pdk::{config, plugin};
 
 fn describe() -> Describe {
-    let mut describe = cairn_pdk::describe("prefix-exec", env!("CARGO_PKG_VERSION"), &[Capability::Executor]);
+    let mut describe = cairn_pdk::describe(
+        "prefix-exec",
+        env!("CARGO_PKG_VERSION"),
+        &[Capability::Executor],
+    );
     describe.description = "runs commands behind config.prefix".into();
     describe.config = vec![cairn_pdk::api::ConfigField {
         name: "prefix".into(),
@@ -22,7 +26,11 @@ fn wrap(request: WrapRequest) -> Result<WrapResponse, PluginError> {
     argv.extend(request.argv);
     let mut set_env = std::collections::BTreeMap::new();
     set_env.insert("CAIRN_EXECUTOR".to_string(), "prefix-exec".to_string());
-    Ok(WrapResponse { argv, cwd: None, set_env })
+    Ok(WrapResponse {
+        argv,
+        cwd: None,
+        set_env,
+    })
 }
 
 plugin! { describe: describe, executor: wrap }
@@ -37,7 +45,9 @@ mod tests {
     fn the_prefix_goes_before_the_command() {
         testing::set_config(&[("prefix", "env LC_ALL=C")]);
         let request = cairn_pdk::serde_json::json!({"task": "t", "argv": ["sh", "-c", "echo"], "cwd": "/", "env": []});
-        let Reply::Ok(response) = testing::call(wrap, &request) else { panic!() };
+        let Reply::Ok(response) = testing::call(wrap, &request) else {
+            panic!()
+        };
         assert_eq!(response.argv, ["env", "LC_ALL=C", "sh", "-c", "echo"]);
     }
 }
