@@ -73,3 +73,14 @@ fn secrets_guide_tasks_toml_example_is_valid() {
         Test::new().tasks(&example).args(&["check"]).run().success();
     }
 }
+
+#[test]
+fn plugins_guide_tasks_toml_example_is_valid() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/plugins.md"))
+        .expect("docs/plugins.md");
+    let examples = tasks_examples(&guide);
+    assert!(!examples.is_empty(), "the guide shows a tasks.toml");
+    for example in examples {
+        Test::new().tasks(&example).args(&["check"]).run().success();
+    }
+}
