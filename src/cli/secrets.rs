@@ -356,14 +356,7 @@ struct Scratch {
 impl Scratch {
     fn new(original: &Path, text: &str) -> Result<Scratch, SecretsError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let base = [
-            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
-            Some(PathBuf::from("/dev/shm")),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
+        let base = files::private_base();
         let suffix = u64::from_le_bytes(
             crate::secrets::cipher::random::<8>().map_err(|e| SecretsError::format(original, e))?,
         );
@@ -390,24 +383,9 @@ impl Scratch {
     }
 }
 
-impl Scratch {
-    /// Overwrites every file in `dir` (editors leave backups and swap files beside the copy) and removes it.
-    fn wipe(dir: &Path) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if let Ok(meta) = entry.metadata() {
-                if let Ok(mut handle) = std::fs::OpenOptions::new().write(true).open(entry.path()) {
-                    let zeros = vec![0u8; meta.len() as usize];
-                    let _ = handle.write_all(&zeros).and_then(|()| handle.sync_all());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
 impl Drop for Scratch {
     fn drop(&mut self) {
-        Scratch::wipe(&self.dir);
+        files::wipe_dir(&self.dir);
     }
 }
 
@@ -434,7 +412,7 @@ impl SignalGuard {
             std::thread::spawn(move || {
                 let mut signal = 0;
                 if libc::sigwait(&set, &mut signal) == 0 {
-                    Scratch::wipe(&dir);
+                    files::wipe_dir(&dir);
                     eprintln!("cairn: stopped by a signal; the plaintext copy was removed and nothing was saved");
                     std::process::exit(128 + signal);
                 }

@@ -244,14 +244,7 @@ pub struct SecretFiles {
 impl SecretFiles {
     /// Writes `injection`'s files.
     pub fn create(label: &str, injection: &Injection) -> std::io::Result<SecretFiles> {
-        let base = [
-            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
-            Some(PathBuf::from("/dev/shm")),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
+        let base = files::private_base();
         let safe_label: String = label
             .chars()
             .map(|c| {
@@ -288,17 +281,7 @@ impl SecretFiles {
 
 impl Drop for SecretFiles {
     fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                if let Ok(meta) = entry.metadata() {
-                    if let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(entry.path())
-                    {
-                        let _ = file.write_all(&vec![0u8; meta.len() as usize]);
-                    }
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        files::wipe_dir(&self.dir);
     }
 }
 

@@ -87,6 +87,19 @@ impl Scope {
         }
     }
 
+    /// The string settings that are set, by their `sops` metadata names.
+    fn settings(&self) -> Vec<(&'static str, &String)> {
+        [
+            ("unencrypted_suffix", &self.unencrypted_suffix),
+            ("encrypted_suffix", &self.encrypted_suffix),
+            ("unencrypted_regex", &self.unencrypted_regex),
+            ("encrypted_regex", &self.encrypted_regex),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
+        .collect()
+    }
+
     fn compile(&self) -> Result<CompiledScope<'_>, FormatError> {
         let compile = |r: &Option<String>| {
             r.as_deref()
@@ -706,15 +719,8 @@ fn metadata_to_node(metadata: &Metadata) -> Node {
         MapItem::Pair("mac".into(), string(&metadata.mac)),
     ];
     let scope = &metadata.scope;
-    for (name, value) in [
-        ("unencrypted_suffix", &scope.unencrypted_suffix),
-        ("encrypted_suffix", &scope.encrypted_suffix),
-        ("unencrypted_regex", &scope.unencrypted_regex),
-        ("encrypted_regex", &scope.encrypted_regex),
-    ] {
-        if let Some(value) = value {
-            items.push(MapItem::Pair(name.into(), string(value)));
-        }
+    for (name, value) in scope.settings() {
+        items.push(MapItem::Pair(name.into(), string(value)));
     }
     if scope.mac_only_encrypted {
         items.push(MapItem::Pair(
@@ -741,15 +747,8 @@ fn flatten_dotenv(metadata: &Metadata) -> Vec<MapItem> {
     pairs.push(("lastmodified".into(), metadata.lastmodified.clone()));
     pairs.push(("mac".into(), metadata.mac.clone()));
     let scope = &metadata.scope;
-    for (name, value) in [
-        ("unencrypted_suffix", &scope.unencrypted_suffix),
-        ("encrypted_suffix", &scope.encrypted_suffix),
-        ("unencrypted_regex", &scope.unencrypted_regex),
-        ("encrypted_regex", &scope.encrypted_regex),
-    ] {
-        if let Some(value) = value {
-            pairs.push((name.into(), value.clone()));
-        }
+    for (name, value) in scope.settings() {
+        pairs.push((name.into(), value.clone()));
     }
     if scope.mac_only_encrypted {
         pairs.push(("mac_only_encrypted".into(), "true".into()));

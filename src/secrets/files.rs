@@ -191,3 +191,29 @@ pub fn find(dir: &Path) -> Result<Vec<PathBuf>, SecretsError> {
     out.sort();
     Ok(out)
 }
+
+/// Where private plaintext goes for a moment (an edit, a task's secret files): `$XDG_RUNTIME_DIR`, else
+/// `/dev/shm` (both memory-backed on Linux), else the system's temporary directory.
+pub fn private_base() -> PathBuf {
+    [
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        Some(PathBuf::from("/dev/shm")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|d| d.is_dir())
+    .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Overwrites every file in `dir` with zeros (editors leave backups and swap files too), then removes it.
+pub fn wipe_dir(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let Ok(meta) = entry.metadata() {
+            if let Ok(mut handle) = fs::OpenOptions::new().write(true).open(entry.path()) {
+                let zeros = vec![0u8; meta.len() as usize];
+                let _ = handle.write_all(&zeros).and_then(|()| handle.sync_all());
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(dir);
+}

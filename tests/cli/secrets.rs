@@ -447,14 +447,7 @@ fn edit_runs_the_editor_on_a_private_copy_and_encrypts_the_result() {
     let test = encrypted_project();
     let runtime = test.path("runtime");
     std::fs::create_dir_all(&runtime).unwrap();
-    test.write(
-        "editor.sh",
-        "#!/bin/sh\nset -e\necho \"$1\" > \"$EDIT_LOG\"\nstat -c %a \"$1\" \"$(dirname \"$1\")\" >> \"$EDIT_LOG\"\nsed -i 's/^api_token: .*/api_token: edited-token-42/' \"$1\"\n",
-    );
-    std::process::Command::new("chmod")
-        .args(["+x", test.path("editor.sh").to_str().unwrap()])
-        .status()
-        .unwrap();
+    write_editor(&test, "#!/bin/sh\nset -e\necho \"$1\" > \"$EDIT_LOG\"\nstat -c %a \"$1\" \"$(dirname \"$1\")\" >> \"$EDIT_LOG\"\nsed -i 's/^api_token: .*/api_token: edited-token-42/' \"$1\"\n");
     let (editor, log) = (test.path("editor.sh"), test.path("edit.log"));
     let test = test
         .env("EDITOR", editor.to_str().unwrap())
@@ -486,14 +479,7 @@ fn edit_runs_the_editor_on_a_private_copy_and_encrypts_the_result() {
 fn edit_that_leaves_invalid_text_changes_nothing() {
     let test = encrypted_project();
     let before = test.read("secrets/production/deploy.yaml");
-    test.write(
-        "editor.sh",
-        "#!/bin/sh\nprintf 'a: b\\n  c: d\\n' > \"$1\"\n",
-    );
-    std::process::Command::new("chmod")
-        .args(["+x", test.path("editor.sh").to_str().unwrap()])
-        .status()
-        .unwrap();
+    write_editor(&test, "#!/bin/sh\nprintf 'a: b\\n  c: d\\n' > \"$1\"\n");
     let editor = test.path("editor.sh");
     let test = test.env("EDITOR", editor.to_str().unwrap());
     test.run_with(&["secrets", "edit", "secrets/production/deploy.yaml"])
@@ -974,14 +960,7 @@ fn edit_stopped_by_a_signal_removes_the_plaintext_copy_and_saves_nothing() {
     let before = test.read("secrets/production/deploy.yaml");
     let runtime = test.path("runtime");
     std::fs::create_dir_all(&runtime).unwrap();
-    test.write(
-        "editor.sh",
-        "#!/bin/sh\necho \"$1\" > \"$EDIT_LOG\"\necho 'api_token: half-edited' >> \"$1\"\np=$PPID\nwhile [ \"$(cat /proc/$p/comm)\" != cairn ]; do p=$(awk '{print $4}' /proc/$p/stat); done\nkill -TERM $p\nsleep 1\n",
-    );
-    std::process::Command::new("chmod")
-        .args(["+x", test.path("editor.sh").to_str().unwrap()])
-        .status()
-        .unwrap();
+    write_editor(&test, "#!/bin/sh\necho \"$1\" > \"$EDIT_LOG\"\necho 'api_token: half-edited' >> \"$1\"\np=$PPID\nwhile [ \"$(cat /proc/$p/comm)\" != cairn ]; do p=$(awk '{print $4}' /proc/$p/stat); done\nkill -TERM $p\nsleep 1\n");
     let (editor, log) = (test.path("editor.sh"), test.path("edit.log"));
     let test = test
         .env("EDITOR", editor.to_str().unwrap())
@@ -996,4 +975,15 @@ fn edit_stopped_by_a_signal_removes_the_plaintext_copy_and_saves_nothing() {
         "the private directory is gone"
     );
     assert_eq!(test.read("secrets/production/deploy.yaml"), before);
+}
+
+/// Writes an executable `editor.sh` into the project.
+fn write_editor(test: &Test, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    test.write("editor.sh", script);
+    std::fs::set_permissions(
+        test.path("editor.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
 }
