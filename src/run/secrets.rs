@@ -23,6 +23,10 @@ use crate::secrets::SecretsError;
 use cairn_plugin_api::{exports, Capability, Context as PluginContext, SecretRequest, SecretValue};
 
 use super::plugins::Plugins;
+use cairn_plugin_host::HostError;
+
+/// Calls of a secrets provider when it keeps answering "unavailable".
+const RETRIES: u32 = 3;
 
 /// The values one task receives.
 #[derive(Default)]
@@ -359,13 +363,26 @@ fn from_plugin(
         },
     };
     let sink = plugins.sink();
-    let value: SecretValue = plugin
-        .call(exports::SECRET_GET, &request, sink.as_ref())
-        .map_err(|e| {
-            SecretsError::usage(
-                format!("task `{}` needs `{provider}:{reference}`: {e}", job.label),
-                None,
-            )
-        })?;
+    // A provider that says "try again" (unavailable: throttled, sealed, restarting) gets two more tries.
+    let mut delay = std::time::Duration::from_millis(250);
+    let mut attempt = 1;
+    let result = loop {
+        let result: Result<SecretValue, _> =
+            plugin.call(exports::SECRET_GET, &request, sink.as_ref());
+        match &result {
+            Err(HostError::Plugin { error, .. }) if error.retryable && attempt < RETRIES => {
+                std::thread::sleep(delay);
+                delay *= 3;
+                attempt += 1;
+            }
+            _ => break result,
+        }
+    };
+    let value = result.map_err(|e| {
+        SecretsError::usage(
+            format!("task `{}` needs `{provider}:{reference}`: {e}", job.label),
+            None,
+        )
+    })?;
     Ok(Zeroizing::new(value.value))
 }

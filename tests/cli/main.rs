@@ -6,3 +6,4 @@ mod engine;
 mod plugins;
 mod secrets;
 mod support;
+mod vault;
