@@ -289,7 +289,8 @@ impl ProcessExecutor {
         let own_path = job.env.iter().any(|(name, value)| {
             name == "PATH" && Some(value.as_str()) != self.programs.path.as_deref()
         });
-        let program = |name: &str| match own_path {
+        // An executor plugin decides where the command runs (another system, even): names stay unresolved.
+        let program = |name: &str| match own_path || job.executor.is_some() {
             false => self
                 .programs
                 .resolve(name)
@@ -639,6 +640,7 @@ impl ProcessExecutor {
             cwd: job.dir.display().to_string(),
             env,
             secret_env,
+            host_os: std::env::consts::OS.to_string(),
         };
         let name = name.to_string();
         let response = tokio::task::spawn_blocking(move || -> Result<WrapResponse, String> {

@@ -8,3 +8,4 @@ mod plugins;
 mod secrets;
 mod support;
 mod vault;
+mod wsl;

@@ -333,6 +333,9 @@ pub struct WrapRequest {
     /// Names of the variables that hold secrets (to forward without translation, e.g. `WSLENV`).
     #[serde(default)]
     pub secret_env: Vec<String>,
+    /// The operating system cairn runs on (`linux`, `macos`, `windows`, …).
+    #[serde(default)]
+    pub host_os: String,
 }
 
 /// `wrap_command`'s output: what cairn starts instead.
