@@ -202,6 +202,7 @@ impl Reporter for EventReporter {
                 CacheUse::Off => "off",
             }
             .into(),
+            params: job.key.params.clone(),
         });
         self.inner.finished(job, result);
     }

@@ -4,6 +4,7 @@ mod aws;
 mod cache;
 mod docs;
 mod engine;
+mod monitoring;
 mod plugins;
 mod secrets;
 mod support;

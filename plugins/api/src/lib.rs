@@ -301,6 +301,9 @@ pub enum Event {
         duration_ms: u64,
         /// `hit`, `miss` or `off`.
         cache: String,
+        /// The task's params (`env = "production"`, …), for labels.
+        #[serde(default)]
+        params: BTreeMap<String, String>,
     },
     /// The run ended.
     RunFinished {
