@@ -5,6 +5,7 @@ mod cache;
 mod docs;
 mod engine;
 mod monitoring;
+mod nix;
 mod plugins;
 mod secrets;
 mod support;
