@@ -219,3 +219,32 @@ fn aws_failures_are_typed_and_name_what_is_missing() {
         .status(1)
         .stderr_has("unavailable");
 }
+
+#[test]
+fn an_endpoint_that_never_answers_is_cut_off_by_the_timeout() {
+    let Some(module) = module() else { return };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let started = Instant::now();
+    project(
+        &module,
+        port,
+        &all_grants(port),
+        "aws:dotfiles/production/deploy",
+    )
+    .env("AWS_ACCESS_KEY_ID", "AKID")
+    .env("AWS_SECRET_ACCESS_KEY", "SECRET-KEY-1")
+    .run_with(&["run", "deploy"])
+    .status(1)
+    .stderr_has("needs `aws:dotfiles/production/deploy`");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "bounded by the timeout and the retries"
+    );
+}

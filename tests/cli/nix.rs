@@ -73,3 +73,95 @@ fn a_corpus_is_checked_with_nix_positions_and_only_changes_are_rechecked() {
         .success()
         .stdout_has("nix: 1 file(s) checked, 0 with errors");
 }
+
+/// Files Nix accepts and rejects, for comparing verdicts with `nix-instantiate --parse`.
+const CORPUS: &[(&str, &str)] = &[
+    ("ok-module", "{ config, lib, pkgs, ... }:\n{\n  imports = [ ./hardware.nix ];\n  services.openssh.enable = lib.mkDefault true;\n}\n"),
+    ("ok-let", "let\n  a = 1;\n  b = a + 1;\nin { inherit a b; c = \"${toString b}\"; }\n"),
+    ("ok-with", "with import <nixpkgs> { }; stdenv.mkDerivation { name = \"x\"; buildInputs = [ hello ]; }\n"),
+    ("ok-merge", "{ a.b = 1; a.c = 2; d = { e = 1; }; d.f = 2; }\n"),
+    ("ok-rec", "rec { x = 1; y = x + 1; }\n"),
+    ("ok-pattern", "{ a, b ? a, ... }@args: a + b + args.c\n"),
+    ("bad-semicolon", "{\n  a = 1\n  b = 2;\n}\n"),
+    ("bad-brace", "{ a = [ 1 2 ; }\n"),
+    ("bad-undefined", "{ pkgs, ... }:\n{\n  environment.systemPackages = [ pkgs.git vimm ];\n}\n"),
+    ("bad-duplicate", "{\n  networking.hostName = \"a\";\n  networking.hostName = \"b\";\n}\n"),
+    ("bad-duplicate-let", "let a = 1; a = 2; in a\n"),
+    ("bad-formal", "{ x, y, x }: x\n"),
+    ("bad-nested", "{ x = 1; x.y = 2; }\n"),
+    ("bad-eof", "let a = 1;\n"),
+];
+
+#[test]
+fn verdicts_and_first_error_positions_match_nix_instantiate() {
+    let Some(nix) = [
+        "/usr/bin/nix-instantiate",
+        "/run/current-system/sw/bin/nix-instantiate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nix-instantiate is missing: .ci/run installs Debian's nix-bin"
+        );
+        eprintln!("skipped: nix-instantiate is not installed (apt-get install nix-bin)");
+        return;
+    };
+    let Some(test) = project() else { return };
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "inputs = [\"**/*.nix\"]\nincremental = true",
+            "inputs = [\"corpus/*.nix\"]",
+        ),
+    );
+    for (name, text) in CORPUS {
+        test.write(&format!("corpus/{name}.nix"), text);
+    }
+    let run = test.run_with(&["run", "validate", "--no-cache"]);
+    for (name, _) in CORPUS {
+        let path = format!("corpus/{name}.nix");
+        let ours = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("{path}:")))
+            .map(|l| l.split(": ").next().unwrap_or("").to_string());
+        let output = std::process::Command::new(nix)
+            .args(["--parse", &path])
+            .current_dir(test.path(""))
+            .output()
+            .unwrap();
+        let theirs = if output.status.success() {
+            None
+        } else {
+            let text = String::from_utf8_lossy(&output.stderr).into_owned();
+            // Nix names the error's position on a line of its own: `       at /path/file.nix:3:3:`.
+            let prefix = format!("at {}:", test.path(&path).display());
+            let at = text
+                .lines()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix(&prefix))
+                .map(|rest| {
+                    let position: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == ':')
+                        .collect();
+                    format!("{path}:{}", position.trim_end_matches(':'))
+                });
+            Some(at.unwrap_or_else(|| format!("{path}: (no position) {text}")))
+        };
+        assert_eq!(
+            ours.is_some(),
+            theirs.is_some(),
+            "{name}: cairn {ours:?}, nix {theirs:?}"
+        );
+        if let (Some(ours), Some(theirs)) = (&ours, &theirs) {
+            let position = |p: &str| p.split_once(':').map(|(_, at)| at.to_string());
+            assert_eq!(
+                line(ours),
+                line(theirs),
+                "{name}: first error: cairn {ours}, nix {theirs}"
+            );
+        }
+    }
+}

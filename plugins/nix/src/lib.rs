@@ -61,7 +61,9 @@ pub fn check(path: &str, text: &str, format: bool) -> Vec<Diagnostic> {
         let (offset, message) = syntax_message(first);
         let more = parse.errors().len() - 1;
         let suffix = if more > 0 { format!(" (+{more} more)") } else { String::new() };
-        out.push(diagnostic(offset.unwrap_or(text.len()), format!("{message}{suffix}")));
+        // Nix places an unexpected end of file just after the last token, not after trailing blank lines.
+        let end = text.trim_end().len();
+        out.push(diagnostic(offset.unwrap_or(end), format!("{message}{suffix}")));
         return out;
     }
     for (offset, message) in scope::check(&parse.syntax()) {
