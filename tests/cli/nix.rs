@@ -158,8 +158,8 @@ fn verdicts_and_first_error_positions_match_nix_instantiate() {
         if let (Some(ours), Some(theirs)) = (&ours, &theirs) {
             let position = |p: &str| p.split_once(':').map(|(_, at)| at.to_string());
             assert_eq!(
-                line(ours),
-                line(theirs),
+                position(ours),
+                position(theirs),
                 "{name}: first error: cairn {ours}, nix {theirs}"
             );
         }
