@@ -152,6 +152,8 @@ pub struct PluginDef {
     pub limits: PluginLimits,
     /// `events`: send it the run's events.
     pub events: bool,
+    /// `secrets`: credentials from cairn's secrets files (`NAME = "FILE#KEY"`), passed like `allow.env`.
+    pub secrets: Vec<(String, Spanned<String>)>,
 }
 
 /// One entry of a plugin's `config`.

@@ -20,7 +20,9 @@ type Value<'i> = TomlSpanned<DeValue<'i>>;
 type Key<'i> = TomlSpanned<std::borrow::Cow<'i, str>>;
 
 const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks"];
-const PLUGIN_KEYS: &[&str] = &["source", "sha256", "config", "allow", "limits", "events"];
+const PLUGIN_KEYS: &[&str] = &[
+    "source", "sha256", "config", "allow", "limits", "events", "secrets",
+];
 const ALLOW_KEYS: &[&str] = &["hosts", "env", "clock"];
 const LIMIT_KEYS: &[&str] = &["timeout", "memory", "fuel"];
 const SETTINGS_KEYS: &[&str] = &[
@@ -799,6 +801,38 @@ impl Walker<'_> {
                 .get("events")
                 .and_then(|v| self.boolean("events", v))
                 .unwrap_or(false);
+            let mut secrets = Vec::new();
+            if let Some(v) = table.get("secrets") {
+                if let Some(entries) = self.table("secrets", v) {
+                    for (k, v) in entries.iter() {
+                        let name: &str = k.get_ref();
+                        if !is_env_name(name) {
+                            self.invalid(
+                                "secrets",
+                                format!("`{name}` is not a valid variable name"),
+                                &k.span(),
+                                None,
+                            );
+                            continue;
+                        }
+                        if let Some(reference) = self.string(&format!("secrets.{name}"), v) {
+                            if !reference.value.contains('#') {
+                                self.invalid(
+                                    "secrets",
+                                    "expected FILE#KEY",
+                                    &reference.span,
+                                    Some(
+                                        "e.g. `\"secrets/production/aws.yaml#secret_access_key\"`"
+                                            .into(),
+                                    ),
+                                );
+                                continue;
+                            }
+                            secrets.push((name.to_string(), reference));
+                        }
+                    }
+                }
+            }
             plugins.push(PluginDef {
                 name: name.to_string(),
                 span: key.span(),
@@ -810,6 +844,7 @@ impl Walker<'_> {
                 allow_clock: clock,
                 limits,
                 events,
+                secrets,
             });
         }
         plugins

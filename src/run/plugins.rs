@@ -305,6 +305,13 @@ impl Plugins {
                 grants.env.push((variable.value.clone(), value));
             }
         }
+        for (name, reference) in &def.secrets {
+            let value = self.credential(&def.name, reference)?;
+            if let Ok(mut granted) = self.sink.granted.write() {
+                granted.push((name.clone(), value.to_string()));
+            }
+            grants.env.push((name.clone(), value.to_string()));
+        }
         let defaults = Limits::default();
         let limits = Limits {
             timeout: def.limits.timeout.unwrap_or(defaults.timeout),
@@ -330,6 +337,37 @@ impl Plugins {
         )?;
         self.check_config(def, &plugin)?;
         Ok(plugin)
+    }
+
+    /// A credential for a plugin from one of cairn's secrets files (`FILE#KEY`).
+    fn credential(
+        &self,
+        plugin: &str,
+        reference: &crate::config::Spanned<String>,
+    ) -> Result<zeroize::Zeroizing<String>, PluginError> {
+        let (file, key) = reference
+            .value
+            .split_once('#')
+            .unwrap_or((&reference.value, ""));
+        let path = self.config.root.join(file);
+        let keyring = crate::secrets::keys::Keyring::discover(&[]);
+        let policy = crate::secrets::policy::Policy::discover(&self.config.root).ok();
+        let fail = |message: String| PluginError::Module {
+            plugin: plugin.to_string(),
+            message,
+            help: None,
+        };
+        let opened = crate::secrets::files::decrypt(&path, &keyring, policy.as_ref())
+            .map_err(|e| fail(format!("its credential `{}`: {e}", reference.value)))?;
+        match crate::secrets::tree::lookup(&opened.plain, key) {
+            Some(crate::secrets::tree::Node::Scalar(s)) => {
+                Ok(zeroize::Zeroizing::new(s.text.clone()))
+            }
+            _ => Err(fail(format!(
+                "its credential `{}`: no value at `{key}` in `{file}`",
+                reference.value
+            ))),
+        }
     }
 
     /// The module's bytes, after checking them against the pinned hash; also returns the hash.

@@ -248,3 +248,45 @@ fn an_endpoint_that_never_answers_is_cut_off_by_the_timeout() {
         "bounded by the timeout and the retries"
     );
 }
+
+#[test]
+fn credentials_can_come_from_a_cairn_secrets_file() {
+    let (Some(module), Some(moto)) = (module(), start()) else {
+        return;
+    };
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sops");
+    let grants = format!("allow.hosts = [\"127.0.0.1:{}\"]\nallow.env = [\"AWS_ACCESS_KEY_ID\"]\nallow.clock = true\nsecrets = {{ AWS_SECRET_ACCESS_KEY = \"secrets/ci/aws.yaml#secret_key\" }}", moto.port);
+    let test = project(
+        &module,
+        moto.port,
+        &grants,
+        "aws:dotfiles/production/deploy#db_password",
+    );
+    let alex = std::fs::read_to_string(vectors.join("keys/alex.txt")).unwrap();
+    test.write("keys/alex.txt", &alex);
+    let recipient = alex
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    test.write(
+        ".sops.yaml",
+        &format!("creation_rules:\n  - path_regex: ^secrets/ci/\n    age: {recipient}\n"),
+    );
+    let key_file = test.path("keys/alex.txt").display().to_string();
+    let test = test
+        .env("SOPS_AGE_KEY_FILE", &key_file)
+        .env("AWS_ACCESS_KEY_ID", &moto.key.0);
+    test.run_with_stdin(
+        &["secrets", "set", "secrets/ci/aws.yaml", "secret_key"],
+        &moto.key.1,
+    )
+    .success();
+    let run = test.run_with(&["run", "deploy"]).success();
+    assert!(
+        run.stdout.contains(&format!("length={}", PASSWORD.len())),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains(&moto.key.1) && !run.stderr.contains(&moto.key.1));
+}

@@ -8,22 +8,36 @@ mod sigv4;
 
 use base64::Engine;
 use cairn_pdk::api::{
-    Capability, ConfigField, Describe, ErrorCode, FieldKind, HttpRequest, HttpResponse, PluginError,
-    SecretRequest, SecretValue,
+    Capability, ConfigField, Describe, ErrorCode, FieldKind, HttpRequest, HttpResponse,
+    PluginError, SecretRequest, SecretValue,
 };
 use cairn_pdk::serde_json::{self, json, Value};
 use cairn_pdk::{clock, config, http, plugin};
 
 fn field(name: &str, kind: FieldKind, required: bool, description: &str) -> ConfigField {
-    ConfigField { name: name.into(), kind, required, description: description.into() }
+    ConfigField {
+        name: name.into(),
+        kind,
+        required,
+        description: description.into(),
+    }
 }
 
 fn describe() -> Describe {
-    let mut describe = cairn_pdk::describe("aws-secrets-manager", env!("CARGO_PKG_VERSION"), &[Capability::Secrets]);
+    let mut describe = cairn_pdk::describe(
+        "aws-secrets-manager",
+        env!("CARGO_PKG_VERSION"),
+        &[Capability::Secrets],
+    );
     describe.description = "AWS Secrets Manager GetSecretValue, SigV4-signed in the plugin".into();
     describe.config = vec![
         field("region", FieldKind::String, true, "e.g. eu-west-1"),
-        field("endpoint", FieldKind::Url, false, "default: https://secretsmanager.REGION.amazonaws.com"),
+        field(
+            "endpoint",
+            FieldKind::Url,
+            false,
+            "default: https://secretsmanager.REGION.amazonaws.com",
+        ),
     ];
     describe
 }
@@ -57,7 +71,10 @@ fn get(request: SecretRequest) -> Result<SecretValue, PluginError> {
     };
     let mut body = json!({ "SecretId": request.reference });
     match request.version.as_deref() {
-        Some(stage) if stage.starts_with("AWS") || stage.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+        Some(stage)
+            if stage.starts_with("AWS")
+                || stage.chars().all(|c| c.is_ascii_uppercase() || c == '_') =>
+        {
             body["VersionStage"] = json!(stage);
         }
         Some(id) => body["VersionId"] = json!(id),
@@ -87,25 +104,46 @@ fn get(request: SecretRequest) -> Result<SecretValue, PluginError> {
     } else if let Some(encoded) = json["SecretBinary"].as_str() {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|e| PluginError::new(ErrorCode::Internal, format!("SecretBinary is not base64: {e}")))?;
+            .map_err(|e| {
+                PluginError::new(
+                    ErrorCode::Internal,
+                    format!("SecretBinary is not base64: {e}"),
+                )
+            })?;
         String::from_utf8(bytes).unwrap_or_else(|_| encoded.to_string())
     } else {
-        return Err(PluginError::new(ErrorCode::NotFound, format!("`{}` has no value", request.reference)));
+        return Err(PluginError::new(
+            ErrorCode::NotFound,
+            format!("`{}` has no value", request.reference),
+        ));
     };
     let value = match &request.field {
         None => text,
         Some(name) => {
             let parsed: Value = serde_json::from_str(&text).map_err(|_| {
-                PluginError::new(ErrorCode::Invalid, format!("`{}` is not JSON, so it has no field `{name}`", request.reference))
+                PluginError::new(
+                    ErrorCode::Invalid,
+                    format!(
+                        "`{}` is not JSON, so it has no field `{name}`",
+                        request.reference
+                    ),
+                )
             })?;
             match parsed.get(name) {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
                 None => {
-                    let keys: Vec<String> = parsed.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+                    let keys: Vec<String> = parsed
+                        .as_object()
+                        .map(|o| o.keys().cloned().collect())
+                        .unwrap_or_default();
                     return Err(PluginError::new(
                         ErrorCode::NotFound,
-                        format!("`{}` has no field `{name}` (it has: {})", request.reference, keys.join(", ")),
+                        format!(
+                            "`{}` has no field `{name}` (it has: {})",
+                            request.reference,
+                            keys.join(", ")
+                        ),
                     ));
                 }
             }
@@ -130,22 +168,40 @@ fn check(response: &HttpResponse, id: &str) -> Result<Value, PluginError> {
             Some(response.body[start..end].to_string())
         })
         .unwrap_or_default();
-    let message = json["message"].as_str().or_else(|| json["Message"].as_str()).unwrap_or("").to_string();
+    let message = json["message"]
+        .as_str()
+        .or_else(|| json["Message"].as_str())
+        .unwrap_or("")
+        .to_string();
     let code = match kind.as_str() {
         "ResourceNotFoundException" => ErrorCode::NotFound,
         "AccessDeniedException" | "AccessDenied" => ErrorCode::PermissionDenied,
-        "UnrecognizedClientException" | "InvalidSignatureException" | "SignatureDoesNotMatch"
-        | "IncompleteSignature" | "InvalidClientTokenId" | "ExpiredTokenException" | "MissingAuthenticationToken" => {
-            ErrorCode::Unauthenticated
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "InvalidClientTokenId"
+        | "ExpiredTokenException"
+        | "MissingAuthenticationToken" => ErrorCode::Unauthenticated,
+        "ThrottlingException" | "InternalServiceError" | "ServiceUnavailable" => {
+            ErrorCode::Unavailable
         }
-        "ThrottlingException" | "InternalServiceError" | "ServiceUnavailable" => ErrorCode::Unavailable,
-        "InvalidParameterException" | "InvalidRequestException" | "ValidationException" => ErrorCode::Invalid,
+        "InvalidParameterException" | "InvalidRequestException" | "ValidationException" => {
+            ErrorCode::Invalid
+        }
         _ if response.status == 403 => ErrorCode::Unauthenticated,
         _ if response.status == 429 || response.status >= 500 => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     };
-    let detail = if message.is_empty() { String::new() } else { format!(": {message}") };
-    Err(PluginError::new(code, format!("`{id}`: {kind} ({}){detail}", response.status)))
+    let detail = if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    };
+    Err(PluginError::new(
+        code,
+        format!("`{id}`: {kind} ({}){detail}", response.status),
+    ))
 }
 
 plugin! { describe: describe, secrets: get }
@@ -161,7 +217,10 @@ mod tests {
             ("region", "us-east-1"),
             ("endpoint", "http://127.0.0.1:5055"),
             ("env.AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-            ("env.AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            (
+                "env.AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            ),
         ]);
     }
 
@@ -169,13 +228,30 @@ mod tests {
     fn a_json_field_of_a_secret_string_is_returned() {
         setup();
         testing::set_http(|request| {
-            assert!(request.headers.iter().any(|(k, v)| k == "x-amz-target" && v == "secretsmanager.GetSecretValue"));
-            assert!(request.headers.iter().any(|(k, v)| k == "authorization" && v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")));
-            assert!(request.body.as_deref().unwrap().contains("\"VersionStage\":\"AWSPREVIOUS\""));
-            Ok(HttpResponse { status: 200, headers: vec![], body: r#"{"SecretString":"{\"password\":\"pw1\"}","VersionId":"v-1"}"#.into() })
+            assert!(request
+                .headers
+                .iter()
+                .any(|(k, v)| k == "x-amz-target" && v == "secretsmanager.GetSecretValue"));
+            assert!(request.headers.iter().any(|(k, v)| k == "authorization"
+                && v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")));
+            assert!(request
+                .body
+                .as_deref()
+                .unwrap()
+                .contains("\"VersionStage\":\"AWSPREVIOUS\""));
+            Ok(HttpResponse {
+                status: 200,
+                headers: vec![],
+                body: r#"{"SecretString":"{\"password\":\"pw1\"}","VersionId":"v-1"}"#.into(),
+            })
         });
-        let reply = testing::call(get, &json!({"ref": "app/prod", "field": "password", "version": "AWSPREVIOUS"}));
-        let Reply::Ok(value) = reply else { panic!("{reply:?}") };
+        let reply = testing::call(
+            get,
+            &json!({"ref": "app/prod", "field": "password", "version": "AWSPREVIOUS"}),
+        );
+        let Reply::Ok(value) = reply else {
+            panic!("{reply:?}")
+        };
         assert_eq!(value.value, "pw1");
     }
 
@@ -183,14 +259,39 @@ mod tests {
     fn error_types_in_json_and_xml_are_mapped() {
         setup();
         for (status, body, code) in [
-            (400, r#"{"__type":"ResourceNotFoundException","message":"no"}"#, ErrorCode::NotFound),
-            (400, r#"{"__type":"com.amazonaws#AccessDeniedException"}"#, ErrorCode::PermissionDenied),
-            (403, "<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code></Error></ErrorResponse>", ErrorCode::Unauthenticated),
-            (400, r#"{"__type":"ThrottlingException"}"#, ErrorCode::Unavailable),
+            (
+                400,
+                r#"{"__type":"ResourceNotFoundException","message":"no"}"#,
+                ErrorCode::NotFound,
+            ),
+            (
+                400,
+                r#"{"__type":"com.amazonaws#AccessDeniedException"}"#,
+                ErrorCode::PermissionDenied,
+            ),
+            (
+                403,
+                "<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code></Error></ErrorResponse>",
+                ErrorCode::Unauthenticated,
+            ),
+            (
+                400,
+                r#"{"__type":"ThrottlingException"}"#,
+                ErrorCode::Unavailable,
+            ),
         ] {
-            testing::set_http(move |_| Ok(HttpResponse { status, headers: vec![], body: body.into() }));
+            testing::set_http(move |_| {
+                Ok(HttpResponse {
+                    status,
+                    headers: vec![],
+                    body: body.into(),
+                })
+            });
             let reply = testing::call(get, &json!({"ref": "x"}));
-            assert!(matches!(reply, Reply::Error(ref e) if e.code == code), "{body}: {reply:?}");
+            assert!(
+                matches!(reply, Reply::Error(ref e) if e.code == code),
+                "{body}: {reply:?}"
+            );
         }
     }
 }

@@ -49,7 +49,15 @@ pub fn amz_date(now_ms: u64) -> (String, String) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let date = format!("{year:04}{month:02}{day:02}");
-    (format!("{date}T{:02}{:02}{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60), date)
+    (
+        format!(
+            "{date}T{:02}{:02}{:02}Z",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60
+        ),
+        date,
+    )
 }
 
 /// The headers of the signed request.
@@ -65,7 +73,10 @@ pub fn sign(s: &Signing<'_>) -> Vec<(String, String)> {
         headers.push(("x-amz-security-token".into(), token.clone()));
     }
     headers.sort();
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{}\n", v.trim())).collect();
+    let canonical_headers: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}:{}\n", v.trim()))
+        .collect();
     let signed: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
     let signed = signed.join(";");
     let canonical = format!(
@@ -73,8 +84,14 @@ pub fn sign(s: &Signing<'_>) -> Vec<(String, String)> {
         hex(&Sha256::digest(s.body.as_bytes()))
     );
     let scope = format!("{date}/{}/{}/aws4_request", s.region, s.service);
-    let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex(&Sha256::digest(canonical.as_bytes())));
-    let key = hmac(format!("AWS4{}", s.credentials.secret_key).as_bytes(), &date);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
+    let key = hmac(
+        format!("AWS4{}", s.credentials.secret_key).as_bytes(),
+        &date,
+    );
     let key = hmac(&key, s.region);
     let key = hmac(&key, s.service);
     let key = hmac(&key, "aws4_request");
@@ -97,13 +114,28 @@ mod tests {
 
     #[test]
     fn dates_are_formatted_as_aws_expects() {
-        assert_eq!(amz_date(1_440_938_160_000), ("20150830T123600Z".into(), "20150830".into()));
+        assert_eq!(
+            amz_date(1_440_938_160_000),
+            ("20150830T123600Z".into(), "20150830".into())
+        );
     }
 
     #[test]
     fn the_signature_is_deterministic_and_covers_the_body() {
-        let credentials = Credentials { access_key: "AK".into(), secret_key: "SK".into(), session_token: None };
-        let signing = |body| Signing { credentials: &credentials, region: "us-east-1", service: "secretsmanager", host: "h", target: "t", body, now_ms: 0 };
+        let credentials = Credentials {
+            access_key: "AK".into(),
+            secret_key: "SK".into(),
+            session_token: None,
+        };
+        let signing = |body| Signing {
+            credentials: &credentials,
+            region: "us-east-1",
+            service: "secretsmanager",
+            host: "h",
+            target: "t",
+            body,
+            now_ms: 0,
+        };
         let a = sign(&signing("{}"));
         assert_eq!(a, sign(&signing("{}")));
         assert_ne!(a, sign(&signing("{\"x\":1}")));

@@ -8,7 +8,10 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use cairn_pdk::api::{Capability, ConfigField, Describe, ErrorCode, Event, EventBatch, FieldKind, HttpRequest, PluginError};
+use cairn_pdk::api::{
+    Capability, ConfigField, Describe, ErrorCode, Event, EventBatch, FieldKind, HttpRequest,
+    PluginError,
+};
 use cairn_pdk::serde_json::json;
 use cairn_pdk::{config, http, log, plugin};
 
@@ -38,18 +41,43 @@ thread_local! {
 }
 
 fn field(name: &str, kind: FieldKind, description: &str) -> ConfigField {
-    ConfigField { name: name.into(), kind, required: false, description: description.into() }
+    ConfigField {
+        name: name.into(),
+        kind,
+        required: false,
+        description: description.into(),
+    }
 }
 
 fn describe() -> Describe {
-    let mut describe = cairn_pdk::describe("monitoring", env!("CARGO_PKG_VERSION"), &[Capability::Events]);
+    let mut describe = cairn_pdk::describe(
+        "monitoring",
+        env!("CARGO_PKG_VERSION"),
+        &[Capability::Events],
+    );
     describe.description = "task and run metrics to a Pushgateway; OTLP/HTTP JSON traces".into();
     describe.config = vec![
-        field("pushgateway", FieldKind::Url, "the Pushgateway, e.g. http://127.0.0.1:9091"),
+        field(
+            "pushgateway",
+            FieldKind::Url,
+            "the Pushgateway, e.g. http://127.0.0.1:9091",
+        ),
         field("job", FieldKind::String, "the job label (default: cairn)"),
-        field("instance", FieldKind::String, "an instance label, e.g. the host's name"),
-        field("otlp", FieldKind::Url, "an OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces"),
-        field("service", FieldKind::String, "service.name of the traces (default: cairn)"),
+        field(
+            "instance",
+            FieldKind::String,
+            "an instance label, e.g. the host's name",
+        ),
+        field(
+            "otlp",
+            FieldKind::Url,
+            "an OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces",
+        ),
+        field(
+            "service",
+            FieldKind::String,
+            "service.name of the traces (default: cairn)",
+        ),
     ];
     describe
 }
@@ -58,17 +86,49 @@ fn on_events(batch: EventBatch) -> Result<(), PluginError> {
     for event in batch.events {
         match event {
             Event::RunStarted { at_ms, targets, .. } => RUN.with(|r| {
-                *r.borrow_mut() = Run { started_ms: at_ms, targets, ..Run::default() };
+                *r.borrow_mut() = Run {
+                    started_ms: at_ms,
+                    targets,
+                    ..Run::default()
+                };
             }),
             Event::TaskStarted { at_ms, task } => RUN.with(|r| {
                 r.borrow_mut().starts.insert(task, at_ms);
             }),
-            Event::TaskFinished { at_ms, task, status, exit_code, duration_ms, cache, params } => RUN.with(|r| {
+            Event::TaskFinished {
+                at_ms,
+                task,
+                status,
+                exit_code,
+                duration_ms,
+                cache,
+                params,
+            } => RUN.with(|r| {
                 let mut run = r.borrow_mut();
-                let started_ms = run.starts.get(&task).copied().unwrap_or(at_ms.saturating_sub(duration_ms));
-                run.finished.push(Finished { task, status, exit_code, duration_ms, cache, params, started_ms, ended_ms: at_ms });
+                let started_ms = run
+                    .starts
+                    .get(&task)
+                    .copied()
+                    .unwrap_or(at_ms.saturating_sub(duration_ms));
+                run.finished.push(Finished {
+                    task,
+                    status,
+                    exit_code,
+                    duration_ms,
+                    cache,
+                    params,
+                    started_ms,
+                    ended_ms: at_ms,
+                });
             }),
-            Event::RunFinished { at_ms, exit_code, succeeded, failed, skipped, duration_ms } => {
+            Event::RunFinished {
+                at_ms,
+                exit_code,
+                succeeded,
+                failed,
+                skipped,
+                duration_ms,
+            } => {
                 let run = RUN.with(|r| std::mem::take(&mut *r.borrow_mut()));
                 let mut problems = Vec::new();
                 if let Some(url) = config::get("pushgateway") {
@@ -84,7 +144,10 @@ fn on_events(batch: EventBatch) -> Result<(), PluginError> {
                     }
                 }
                 if !problems.is_empty() {
-                    return Err(PluginError::new(ErrorCode::Unavailable, problems.join("; ")));
+                    return Err(PluginError::new(
+                        ErrorCode::Unavailable,
+                        problems.join("; "),
+                    ));
                 }
             }
         }
@@ -94,10 +157,20 @@ fn on_events(batch: EventBatch) -> Result<(), PluginError> {
 
 /// A label value escaped for the exposition format.
 fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
-fn exposition(run: &Run, exit_code: i32, succeeded: usize, failed: usize, skipped: usize, duration_ms: u64) -> String {
+fn exposition(
+    run: &Run,
+    exit_code: i32,
+    succeeded: usize,
+    failed: usize,
+    skipped: usize,
+    duration_ms: u64,
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, rows: Vec<(String, String)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
@@ -117,40 +190,88 @@ fn exposition(run: &Run, exit_code: i32, succeeded: usize, failed: usize, skippe
         "Wall time of the task in the last run.",
         run.finished
             .iter()
-            .map(|f| (format!("{{{},status=\"{}\",cache=\"{}\"}}", labels_of(f), label(&f.status), label(&f.cache)), format!("{}", f.duration_ms as f64 / 1000.0)))
+            .map(|f| {
+                (
+                    format!(
+                        "{{{},status=\"{}\",cache=\"{}\"}}",
+                        labels_of(f),
+                        label(&f.status),
+                        label(&f.cache)
+                    ),
+                    format!("{}", f.duration_ms as f64 / 1000.0),
+                )
+            })
             .collect(),
     );
     metric(
         "cairn_task_success",
         "1 when the task succeeded (ran or came from the cache) in the last run.",
-        run.finished.iter().map(|f| (format!("{{{}}}", labels_of(f)), u8::from(f.status == "succeeded").to_string())).collect(),
+        run.finished
+            .iter()
+            .map(|f| {
+                (
+                    format!("{{{}}}", labels_of(f)),
+                    u8::from(f.status == "succeeded").to_string(),
+                )
+            })
+            .collect(),
     );
     metric(
         "cairn_task_cache_hit",
         "1 when the task's result came from the cache.",
-        run.finished.iter().map(|f| (format!("{{{}}}", labels_of(f)), u8::from(f.cache == "hit").to_string())).collect(),
+        run.finished
+            .iter()
+            .map(|f| {
+                (
+                    format!("{{{}}}", labels_of(f)),
+                    u8::from(f.cache == "hit").to_string(),
+                )
+            })
+            .collect(),
     );
     metric(
         "cairn_task_exit_code",
         "The task's exit code, when it ran.",
-        run.finished.iter().filter_map(|f| f.exit_code.map(|c| (format!("{{{}}}", labels_of(f)), c.to_string()))).collect(),
+        run.finished
+            .iter()
+            .filter_map(|f| {
+                f.exit_code
+                    .map(|c| (format!("{{{}}}", labels_of(f)), c.to_string()))
+            })
+            .collect(),
     );
-    metric("cairn_run_duration_seconds", "Wall time of the last run.", vec![(String::new(), format!("{}", duration_ms as f64 / 1000.0))]);
-    metric("cairn_run_exit_code", "cairn's exit status of the last run.", vec![(String::new(), exit_code.to_string())]);
+    metric(
+        "cairn_run_duration_seconds",
+        "Wall time of the last run.",
+        vec![(String::new(), format!("{}", duration_ms as f64 / 1000.0))],
+    );
+    metric(
+        "cairn_run_exit_code",
+        "cairn's exit status of the last run.",
+        vec![(String::new(), exit_code.to_string())],
+    );
     metric(
         "cairn_run_tasks",
         "Tasks of the last run by result.",
-        [("succeeded", succeeded), ("failed", failed), ("skipped", skipped)]
-            .iter()
-            .map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.to_string()))
-            .collect(),
+        [
+            ("succeeded", succeeded),
+            ("failed", failed),
+            ("skipped", skipped),
+        ]
+        .iter()
+        .map(|(result, n)| (format!("{{result=\"{result}\"}}"), n.to_string()))
+        .collect(),
     );
     out
 }
 
 fn push(base: &str, text: &str) -> Result<(), PluginError> {
     let job = config::get("job").unwrap_or_else(|| "cairn".into());
-    let mut url = format!("{}/metrics/job/{}", base.trim_end_matches('/'), segment(&job));
+    let mut url = format!(
+        "{}/metrics/job/{}",
+        base.trim_end_matches('/'),
+        segment(&job)
+    );
     if let Some(instance) = config::get("instance") {
         url.push_str(&format!("/instance/{}", segment(&instance)));
     }
@@ -181,7 +302,11 @@ fn post(url: &str, content_type: &str, body: String) -> Result<(), PluginError> 
     } else {
         Err(PluginError::new(
             ErrorCode::Unavailable,
-            format!("{url} answered {}: {}", response.status, response.body.lines().next().unwrap_or("")),
+            format!(
+                "{url} answered {}: {}",
+                response.status,
+                response.body.lines().next().unwrap_or("")
+            ),
         ))
     }
 }
@@ -214,9 +339,14 @@ fn traces(run: &Run, ended_ms: u64, exit_code: i32) -> String {
         "status": {"code": if exit_code == 0 { 1 } else { 2 }},
     })];
     for f in &run.finished {
-        let mut attributes = vec![string("task.name", &f.task), string("task.status", &f.status), string("task.cache", &f.cache)];
+        let mut attributes = vec![
+            string("task.name", &f.task),
+            string("task.status", &f.status),
+            string("task.cache", &f.cache),
+        ];
         if let Some(code) = f.exit_code {
-            attributes.push(json!({"key": "process.exit_code", "value": {"intValue": code.to_string()}}));
+            attributes
+                .push(json!({"key": "process.exit_code", "value": {"intValue": code.to_string()}}));
         }
         for (name, value) in &f.params {
             attributes.push(string(&format!("task.param.{name}"), value));
@@ -248,12 +378,22 @@ mod tests {
 
     #[test]
     fn a_run_is_pushed_as_metrics_and_a_trace() {
-        testing::set_config(&[("pushgateway", "http://127.0.0.1:9091"), ("otlp", "http://127.0.0.1:4318/v1/traces"), ("instance", "NIXSTATION64")]);
+        testing::set_config(&[
+            ("pushgateway", "http://127.0.0.1:9091"),
+            ("otlp", "http://127.0.0.1:4318/v1/traces"),
+            ("instance", "NIXSTATION64"),
+        ]);
         let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let log = Arc::clone(&seen);
         testing::set_http(move |request| {
-            log.lock().unwrap().push((request.url, request.body.unwrap_or_default()));
-            Ok(cairn_pdk::api::HttpResponse { status: 200, headers: vec![], body: String::new() })
+            log.lock()
+                .unwrap()
+                .push((request.url, request.body.unwrap_or_default()));
+            Ok(cairn_pdk::api::HttpResponse {
+                status: 200,
+                headers: vec![],
+                body: String::new(),
+            })
         });
         let events = json!({"events": [
             {"type": "run_started", "at_ms": 1000, "targets": ["deploy:production"], "tasks": 1},
@@ -263,7 +403,10 @@ mod tests {
             {"type": "run_finished", "at_ms": 3002, "exit_code": 0, "succeeded": 1, "failed": 0, "skipped": 0, "duration_ms": 2002}]});
         assert!(matches!(testing::call(on_events, &events), Reply::Ok(())));
         let seen = seen.lock().unwrap();
-        assert_eq!(seen[0].0, "http://127.0.0.1:9091/metrics/job/cairn/instance/NIXSTATION64");
+        assert_eq!(
+            seen[0].0,
+            "http://127.0.0.1:9091/metrics/job/cairn/instance/NIXSTATION64"
+        );
         assert!(seen[0].1.contains("cairn_task_duration_seconds{task=\"deploy:production\",environment=\"production\",status=\"succeeded\",cache=\"miss\"} 2"), "{}", seen[0].1);
         assert!(seen[1].1.contains("\"name\":\"task deploy:production\""));
     }

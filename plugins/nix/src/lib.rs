@@ -5,13 +5,17 @@
 
 mod scope;
 
-use cairn_pdk::api::{Capability, ConfigField, Describe, Diagnostic, FieldKind, PluginError, Severity, TaskRequest, TaskResponse};
+use cairn_pdk::api::{
+    Capability, ConfigField, Describe, Diagnostic, FieldKind, PluginError, Severity, TaskRequest,
+    TaskResponse,
+};
 use cairn_pdk::{config, plugin};
 use rnix::{ParseError, Root};
 
 fn describe() -> Describe {
     let mut describe = cairn_pdk::describe("nix", env!("CARGO_PKG_VERSION"), &[Capability::Task]);
-    describe.description = "Nix syntax, scope and duplicate checks (rnix); nixpkgs-fmt formatting".into();
+    describe.description =
+        "Nix syntax, scope and duplicate checks (rnix); nixpkgs-fmt formatting".into();
     describe.config = vec![ConfigField {
         name: "format".into(),
         kind: FieldKind::Boolean,
@@ -26,24 +30,52 @@ pub fn position(text: &str, offset: usize) -> (u32, u32) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let column = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    let column = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
     (line as u32, column as u32)
 }
 
 fn syntax_message(error: &ParseError) -> (Option<usize>, String) {
     match error {
-        ParseError::Unexpected(r) => (Some(r.start().into()), "syntax error: unexpected input".into()),
-        ParseError::UnexpectedExtra(r) => (Some(r.start().into()), "syntax error: unexpected token after the expression".into()),
+        ParseError::Unexpected(r) => (
+            Some(r.start().into()),
+            "syntax error: unexpected input".into(),
+        ),
+        ParseError::UnexpectedExtra(r) => (
+            Some(r.start().into()),
+            "syntax error: unexpected token after the expression".into(),
+        ),
         ParseError::UnexpectedWanted(got, r, wanted) => {
-            let wanted: Vec<String> = wanted.iter().map(|k| format!("{k:?}").trim_start_matches("TOKEN_").to_lowercase()).collect();
+            let wanted: Vec<String> = wanted
+                .iter()
+                .map(|k| format!("{k:?}").trim_start_matches("TOKEN_").to_lowercase())
+                .collect();
             (
                 Some(r.start().into()),
-                format!("syntax error: unexpected {}, expected {}", format!("{got:?}").trim_start_matches("TOKEN_").to_lowercase(), wanted.join(" or ")),
+                format!(
+                    "syntax error: unexpected {}, expected {}",
+                    format!("{got:?}")
+                        .trim_start_matches("TOKEN_")
+                        .to_lowercase(),
+                    wanted.join(" or ")
+                ),
             )
         }
-        ParseError::UnexpectedDoubleBind(r) => (Some(r.start().into()), "syntax error: a pattern is bound twice".into()),
-        ParseError::DuplicatedArgs(r, name) => (Some(r.start().into()), format!("duplicate formal function argument `{name}`")),
-        ParseError::UnexpectedEOF | ParseError::UnexpectedEOFWanted(_) => (None, "syntax error: unexpected end of file".into()),
+        ParseError::UnexpectedDoubleBind(r) => (
+            Some(r.start().into()),
+            "syntax error: a pattern is bound twice".into(),
+        ),
+        ParseError::DuplicatedArgs(r, name) => (
+            Some(r.start().into()),
+            format!("duplicate formal function argument `{name}`"),
+        ),
+        ParseError::UnexpectedEOF | ParseError::UnexpectedEOFWanted(_) => {
+            (None, "syntax error: unexpected end of file".into())
+        }
         _ => (None, "syntax error: the file nests too deeply".into()),
     }
 }
@@ -54,16 +86,29 @@ pub fn check(path: &str, text: &str, format: bool) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let diagnostic = |offset: usize, message: String| {
         let (line, column) = position(text, offset);
-        Diagnostic { path: path.to_string(), line, column, severity: Severity::Error, message }
+        Diagnostic {
+            path: path.to_string(),
+            line,
+            column,
+            severity: Severity::Error,
+            message,
+        }
     };
     if let Some(first) = parse.errors().first() {
         // rnix recovers and reports the knock-on errors of the first one too; Nix stops at the first.
         let (offset, message) = syntax_message(first);
         let more = parse.errors().len() - 1;
-        let suffix = if more > 0 { format!(" (+{more} more)") } else { String::new() };
+        let suffix = if more > 0 {
+            format!(" (+{more} more)")
+        } else {
+            String::new()
+        };
         // Nix places an unexpected end of file just after the last token, not after trailing blank lines.
         let end = text.trim_end().len();
-        out.push(diagnostic(offset.unwrap_or(end), format!("{message}{suffix}")));
+        out.push(diagnostic(
+            offset.unwrap_or(end),
+            format!("{message}{suffix}"),
+        ));
         return out;
     }
     for (offset, message) in scope::check(&parse.syntax()) {
@@ -94,7 +139,11 @@ fn run(request: TaskRequest) -> Result<TaskResponse, PluginError> {
         checked += 1;
         diagnostics.extend(check(&file.path, &file.contents, format));
     }
-    let bad = diagnostics.iter().map(|d| d.path.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    let bad = diagnostics
+        .iter()
+        .map(|d| d.path.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     Ok(TaskResponse {
         status: i32::from(!diagnostics.is_empty()),
         output: format!("nix: {checked} file(s) checked, {bad} with errors"),
@@ -109,7 +158,10 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<(u32, u32, String)> {
-        check("f.nix", text, false).into_iter().map(|d| (d.line, d.column, d.message)).collect()
+        check("f.nix", text, false)
+            .into_iter()
+            .map(|d| (d.line, d.column, d.message))
+            .collect()
     }
 
     #[test]
@@ -130,12 +182,44 @@ mod tests {
     fn nix_parser_errors_are_found_with_byte_columns() {
         assert_eq!(errors("{ a = 1 }")[0].0, 1);
         assert!(errors("{ a = 1 }")[0].2.starts_with("syntax error"));
-        assert_eq!(errors("let x = 1; in y"), vec![(1, 15, "undefined variable `y`".into())]);
-        assert_eq!(errors("# é\n{ a = b; }")[0], (2, 7, "undefined variable `b`".into()));
-        assert_eq!(errors("{ a = 1; a = 2; }"), vec![(1, 10, "attribute `a` already defined at 1:3".into())]);
-        assert_eq!(errors("{ x = 1; x.y = 2; }")[0].2, "attribute `x` already defined at 1:3");
-        assert_eq!(errors("{ a, a }: a")[0].2, "duplicate formal function argument `a`");
-        assert_eq!(errors("let a = 1; a = 2; in a")[0].2, "attribute `a` already defined at 1:5");
+        assert_eq!(
+            errors("let x = 1; in y"),
+            vec![(1, 15, "undefined variable `y`".into())]
+        );
+        assert_eq!(
+            errors("# é\n{ a = b; }")[0],
+            (2, 7, "undefined variable `b`".into())
+        );
+        assert_eq!(
+            errors("{ a = 1; a = 2; }"),
+            vec![(1, 10, "attribute `a` already defined at 1:3".into())]
+        );
+        assert_eq!(
+            errors("{ x = 1; x.y = 2; }")[0].2,
+            "attribute `x` already defined at 1:3"
+        );
+        assert_eq!(
+            errors("{ a, a }: a")[0].2,
+            "duplicate formal function argument `a`"
+        );
+        assert_eq!(
+            errors("let a = 1; a = 2; in a")[0].2,
+            "attribute `a` already defined at 1:5"
+        );
         assert!(errors("with import <nixpkgs> {}; undefinedButOk").is_empty());
+    }
+
+    #[test]
+    fn formatting_is_checked_only_when_asked_and_only_on_files_that_parse() {
+        let messy = "{a=1;\n   b=2;}\n";
+        assert!(check("f.nix", messy, false).is_empty());
+        let found = check("f.nix", messy, true);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].message, "not formatted as nixpkgs-fmt formats it");
+        let tidy = nixpkgs_fmt::reformat_string(messy);
+        assert!(check("f.nix", &tidy, true).is_empty());
+        assert!(check("f.nix", "{ a = 1 }", true)[0]
+            .message
+            .starts_with("syntax error"));
     }
 }

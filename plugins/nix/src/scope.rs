@@ -8,9 +8,29 @@ use rnix::{SyntaxKind::*, SyntaxNode};
 
 /// Names every Nix expression can use.
 const GLOBALS: &[&str] = &[
-    "abort", "baseNameOf", "break", "builtins", "derivation", "derivationStrict", "dirOf", "false", "fetchGit",
-    "fetchMercurial", "fetchTarball", "fetchTree", "fromTOML", "import", "isNull", "map", "null", "placeholder",
-    "removeAttrs", "scopedImport", "throw", "toString", "true",
+    "abort",
+    "baseNameOf",
+    "break",
+    "builtins",
+    "derivation",
+    "derivationStrict",
+    "dirOf",
+    "false",
+    "fetchGit",
+    "fetchMercurial",
+    "fetchTarball",
+    "fetchTree",
+    "fromTOML",
+    "import",
+    "isNull",
+    "map",
+    "null",
+    "placeholder",
+    "removeAttrs",
+    "scopedImport",
+    "throw",
+    "toString",
+    "true",
 ];
 
 struct Walker {
@@ -22,7 +42,12 @@ struct Walker {
 
 /// `(byte offset, message)` for each problem.
 pub fn check(root: &SyntaxNode) -> Vec<(usize, String)> {
-    let mut walker = Walker { frames: Vec::new(), with_depth: 0, problems: Vec::new(), text: root.text().to_string() };
+    let mut walker = Walker {
+        frames: Vec::new(),
+        with_depth: 0,
+        problems: Vec::new(),
+        text: root.text().to_string(),
+    };
     walker.visit(root);
     walker.problems.sort();
     walker.problems
@@ -54,13 +79,20 @@ fn static_key(node: &SyntaxNode) -> Option<String> {
 
 impl Walker {
     fn in_scope(&self, name: &str) -> bool {
-        self.frames.iter().any(|f| f.contains(name)) || GLOBALS.contains(&name) || name.starts_with("__")
+        self.frames.iter().any(|f| f.contains(name))
+            || GLOBALS.contains(&name)
+            || name.starts_with("__")
     }
 
     fn position(&self, at: usize) -> String {
         let before = &self.text.as_bytes()[..at.min(self.text.len())];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+        let column = at
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1)
+            + 1;
         format!("{line}:{column}")
     }
 
@@ -69,7 +101,8 @@ impl Walker {
             NODE_IDENT => {
                 let name = ident_text(node);
                 if self.with_depth == 0 && !self.in_scope(&name) {
-                    self.problems.push((offset(node), format!("undefined variable `{name}`")));
+                    self.problems
+                        .push((offset(node), format!("undefined variable `{name}`")));
                 }
             }
             NODE_LAMBDA => self.lambda(node),
@@ -129,7 +162,12 @@ impl Walker {
         if let Some(param) = children.next() {
             match param.kind() {
                 NODE_IDENT_PARAM => {
-                    frame.extend(param.children().filter(|c| c.kind() == NODE_IDENT).map(|c| ident_text(&c)));
+                    frame.extend(
+                        param
+                            .children()
+                            .filter(|c| c.kind() == NODE_IDENT)
+                            .map(|c| ident_text(&c)),
+                    );
                 }
                 NODE_PATTERN => {
                     for entry in param.children() {
@@ -139,13 +177,21 @@ impl Walker {
                                 if let Some(ident) = parts.next() {
                                     let name = ident_text(&ident);
                                     if !frame.insert(name.clone()) {
-                                        self.problems.push((offset(&ident), format!("duplicate formal function argument `{name}`")));
+                                        self.problems.push((
+                                            offset(&ident),
+                                            format!("duplicate formal function argument `{name}`"),
+                                        ));
                                     }
                                 }
                                 defaults.extend(parts);
                             }
                             NODE_PAT_BIND => {
-                                frame.extend(entry.children().filter(|c| c.kind() == NODE_IDENT).map(|c| ident_text(&c)));
+                                frame.extend(
+                                    entry
+                                        .children()
+                                        .filter(|c| c.kind() == NODE_IDENT)
+                                        .map(|c| ident_text(&c)),
+                                );
                             }
                             _ => {}
                         }
@@ -175,7 +221,9 @@ impl Walker {
             match child.kind() {
                 NODE_ATTRPATH_VALUE => {
                     let mut parts = child.children();
-                    let (Some(path), Some(value)) = (parts.next(), parts.next()) else { continue };
+                    let (Some(path), Some(value)) = (parts.next(), parts.next()) else {
+                        continue;
+                    };
                     let keys: Vec<SyntaxNode> = path.children().collect();
                     let statics: Vec<Option<String>> = keys.iter().map(static_key).collect();
                     if let Some(Some(first)) = statics.first() {
@@ -192,19 +240,28 @@ impl Walker {
                 }
                 NODE_INHERIT => {
                     let from = child.children().find(|c| c.kind() == NODE_INHERIT_FROM);
-                    for ident in child.children().filter(|c| c.kind() == NODE_IDENT || c.kind() == NODE_STRING) {
+                    for ident in child
+                        .children()
+                        .filter(|c| c.kind() == NODE_IDENT || c.kind() == NODE_STRING)
+                    {
                         if let Some(name) = static_key(&ident) {
                             names.insert(name.clone());
                             if let Some((first, _)) = defined.get(&vec![name.clone()]) {
                                 let at = self.position(*first);
-                                self.problems.push((offset(&ident), format!("attribute `{name}` already defined at {at}")));
+                                self.problems.push((
+                                    offset(&ident),
+                                    format!("attribute `{name}` already defined at {at}"),
+                                ));
                             } else {
                                 defined.insert(vec![name.clone()], (offset(&ident), false));
                             }
                             if from.is_none() {
                                 // `inherit x;` reads `x` from the enclosing scope, never from this set.
                                 if self.with_depth == 0 && !self.in_scope(&name) {
-                                    self.problems.push((offset(&ident), format!("undefined variable `{name}`")));
+                                    self.problems.push((
+                                        offset(&ident),
+                                        format!("undefined variable `{name}`"),
+                                    ));
                                 }
                             }
                         }
@@ -230,7 +287,13 @@ impl Walker {
         }
     }
 
-    fn define(&mut self, defined: &mut HashMap<Vec<String>, (usize, bool)>, path: &[String], keys: &[SyntaxNode], mergeable: bool) {
+    fn define(
+        &mut self,
+        defined: &mut HashMap<Vec<String>, (usize, bool)>,
+        path: &[String],
+        keys: &[SyntaxNode],
+        mergeable: bool,
+    ) {
         for depth in 1..=path.len() {
             let prefix = path[..depth].to_vec();
             // Nix points at the start of the attribute path, for the first definition and the duplicate.
@@ -241,7 +304,10 @@ impl Walker {
                 Some(&(first, existing)) if !(existing && merges) => {
                     let name = path[..depth].join(".");
                     let where_ = self.position(first);
-                    self.problems.push((at, format!("attribute `{name}` already defined at {where_}")));
+                    self.problems.push((
+                        at,
+                        format!("attribute `{name}` already defined at {where_}"),
+                    ));
                     return;
                 }
                 Some(_) => {}

@@ -6,8 +6,8 @@
 use std::cell::RefCell;
 
 use cairn_pdk::api::{
-    Capability, ConfigField, Describe, ErrorCode, FieldKind, HttpRequest, HttpResponse, PluginError,
-    SecretRequest, SecretValue,
+    Capability, ConfigField, Describe, ErrorCode, FieldKind, HttpRequest, HttpResponse,
+    PluginError, SecretRequest, SecretValue,
 };
 use cairn_pdk::serde_json::{self, Value};
 use cairn_pdk::{config, http, log, plugin};
@@ -18,19 +18,55 @@ thread_local! {
 }
 
 fn field(name: &str, kind: FieldKind, required: bool, description: &str) -> ConfigField {
-    ConfigField { name: name.into(), kind, required, description: description.into() }
+    ConfigField {
+        name: name.into(),
+        kind,
+        required,
+        description: description.into(),
+    }
 }
 
 fn describe() -> Describe {
-    let mut describe = cairn_pdk::describe("vault", env!("CARGO_PKG_VERSION"), &[Capability::Secrets]);
+    let mut describe =
+        cairn_pdk::describe("vault", env!("CARGO_PKG_VERSION"), &[Capability::Secrets]);
     describe.description = "HashiCorp Vault / OpenBao KV secrets (token or AppRole)".into();
     describe.config = vec![
-        field("address", FieldKind::Url, true, "the server, e.g. https://vault.example.com:8200"),
-        field("mount", FieldKind::String, false, "the KV engine's mount (default: secret)"),
-        field("kv_version", FieldKind::Integer, false, "1 or 2 (default: 2)"),
-        field("namespace", FieldKind::String, false, "Vault Enterprise / OpenBao namespace"),
-        field("auth", FieldKind::String, false, "token (default: VAULT_TOKEN) or approle (VAULT_ROLE_ID, VAULT_SECRET_ID)"),
-        field("approle_mount", FieldKind::String, false, "the AppRole auth mount (default: approle)"),
+        field(
+            "address",
+            FieldKind::Url,
+            true,
+            "the server, e.g. https://vault.example.com:8200",
+        ),
+        field(
+            "mount",
+            FieldKind::String,
+            false,
+            "the KV engine's mount (default: secret)",
+        ),
+        field(
+            "kv_version",
+            FieldKind::Integer,
+            false,
+            "1 or 2 (default: 2)",
+        ),
+        field(
+            "namespace",
+            FieldKind::String,
+            false,
+            "Vault Enterprise / OpenBao namespace",
+        ),
+        field(
+            "auth",
+            FieldKind::String,
+            false,
+            "token (default: VAULT_TOKEN) or approle (VAULT_ROLE_ID, VAULT_SECRET_ID)",
+        ),
+        field(
+            "approle_mount",
+            FieldKind::String,
+            false,
+            "the AppRole auth mount (default: approle)",
+        ),
     ];
     describe
 }
@@ -54,21 +90,28 @@ fn headers(token: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn base() -> Result<String, PluginError> {
-    Ok(config::require("address")?.trim_end_matches('/').to_string())
+    Ok(config::require("address")?
+        .trim_end_matches('/')
+        .to_string())
 }
 
 /// A token: `VAULT_TOKEN`, or an AppRole login done once per run.
 fn token() -> Result<String, PluginError> {
     match config::get("auth").as_deref().unwrap_or("token") {
-        "token" => config::env("VAULT_TOKEN").filter(|t| !t.is_empty()).ok_or_else(|| missing_grant("VAULT_TOKEN")),
+        "token" => config::env("VAULT_TOKEN")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| missing_grant("VAULT_TOKEN")),
         "approle" => {
             if let Some(token) = LOGIN.with(|l| l.borrow().clone()) {
                 return Ok(token);
             }
-            let role_id = config::env("VAULT_ROLE_ID").ok_or_else(|| missing_grant("VAULT_ROLE_ID"))?;
-            let secret_id = config::env("VAULT_SECRET_ID").ok_or_else(|| missing_grant("VAULT_SECRET_ID"))?;
+            let role_id =
+                config::env("VAULT_ROLE_ID").ok_or_else(|| missing_grant("VAULT_ROLE_ID"))?;
+            let secret_id =
+                config::env("VAULT_SECRET_ID").ok_or_else(|| missing_grant("VAULT_SECRET_ID"))?;
             let mount = config::get("approle_mount").unwrap_or_else(|| "approle".into());
-            let body = serde_json::json!({ "role_id": role_id, "secret_id": secret_id }).to_string();
+            let body =
+                serde_json::json!({ "role_id": role_id, "secret_id": secret_id }).to_string();
             let response = http::request(&HttpRequest {
                 method: "POST".into(),
                 url: format!("{}/v1/auth/{mount}/login", base()?),
@@ -78,12 +121,17 @@ fn token() -> Result<String, PluginError> {
             let json = check(&response, "the AppRole login")?;
             let token = json["auth"]["client_token"]
                 .as_str()
-                .ok_or_else(|| PluginError::new(ErrorCode::Internal, "the AppRole login returned no token"))?
+                .ok_or_else(|| {
+                    PluginError::new(ErrorCode::Internal, "the AppRole login returned no token")
+                })?
                 .to_string();
             LOGIN.with(|l| *l.borrow_mut() = Some(token.clone()));
             Ok(token)
         }
-        other => Err(PluginError::new(ErrorCode::Invalid, format!("`auth = \"{other}\"`: use \"token\" or \"approle\""))),
+        other => Err(PluginError::new(
+            ErrorCode::Invalid,
+            format!("`auth = \"{other}\"`: use \"token\" or \"approle\""),
+        )),
     }
 }
 
@@ -92,7 +140,12 @@ fn check(response: &HttpResponse, what: &str) -> Result<Value, PluginError> {
     let json: Value = serde_json::from_str(&response.body).unwrap_or(Value::Null);
     let reasons = json["errors"]
         .as_array()
-        .map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+        .map(|e| {
+            e.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
         .filter(|r| !r.is_empty())
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
@@ -127,31 +180,60 @@ fn get(request: SecretRequest) -> Result<SecretValue, PluginError> {
     };
     if let Some(version) = &request.version {
         if !version2 {
-            return Err(PluginError::new(ErrorCode::Invalid, "KV version 1 keeps no versions: drop `@…`"));
+            return Err(PluginError::new(
+                ErrorCode::Invalid,
+                "KV version 1 keeps no versions: drop `@…`",
+            ));
         }
         if version.parse::<u64>().is_err() {
-            return Err(PluginError::new(ErrorCode::Invalid, format!("`@{version}`: a version is a number")));
+            return Err(PluginError::new(
+                ErrorCode::Invalid,
+                format!("`@{version}`: a version is a number"),
+            ));
         }
         url.push_str(&format!("?version={version}"));
     }
     let token = token()?;
     log::debug(format!("reading {mount}/{path}"));
-    let response = http::request(&HttpRequest { method: "GET".into(), url, headers: headers(Some(&token)), body: None })?;
+    let response = http::request(&HttpRequest {
+        method: "GET".into(),
+        url,
+        headers: headers(Some(&token)),
+        body: None,
+    })?;
     let json = check(&response, &format!("`{path}`"))?;
-    let data = if version2 { &json["data"]["data"] } else { &json["data"] };
-    let version = json["data"]["metadata"]["version"].as_u64().map(|v| v.to_string());
+    let data = if version2 {
+        &json["data"]["data"]
+    } else {
+        &json["data"]
+    };
+    let version = json["data"]["metadata"]["version"]
+        .as_u64()
+        .map(|v| v.to_string());
     let object = data
         .as_object()
         .ok_or_else(|| PluginError::new(ErrorCode::NotFound, format!("`{path}` holds no data")))?;
     let value = match &request.field {
         Some(name) => object.get(name).ok_or_else(|| {
             let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-            PluginError::new(ErrorCode::NotFound, format!("`{path}` has no field `{name}` (it has: {})", keys.join(", ")))
+            PluginError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "`{path}` has no field `{name}` (it has: {})",
+                    keys.join(", ")
+                ),
+            )
         })?,
         None if object.len() == 1 => object.values().next().expect("one value"),
         None => {
             let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-            return Err(PluginError::new(ErrorCode::Invalid, format!("`{path}` holds several fields; name one: `{path}#{}`", keys.join("` or `#"))));
+            return Err(PluginError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "`{path}` holds several fields; name one: `{path}#{}`",
+                    keys.join("` or `#")
+                ),
+            ));
         }
     };
     let value = match value {
@@ -171,38 +253,77 @@ mod tests {
     use cairn_pdk::testing;
 
     fn answer(status: u16, body: Value) -> HttpResponse {
-        HttpResponse { status, headers: vec![], body: body.to_string() }
+        HttpResponse {
+            status,
+            headers: vec![],
+            body: body.to_string(),
+        }
     }
 
     #[test]
     fn a_field_of_a_kv2_secret_is_read_with_the_token() {
-        testing::set_config(&[("address", "http://127.0.0.1:8200/"), ("env.VAULT_TOKEN", "root"), ("namespace", "team")]);
+        testing::set_config(&[
+            ("address", "http://127.0.0.1:8200/"),
+            ("env.VAULT_TOKEN", "root"),
+            ("namespace", "team"),
+        ]);
         testing::set_http(|request| {
-            assert_eq!(request.url, "http://127.0.0.1:8200/v1/secret/data/app/prod?version=2");
-            assert!(request.headers.contains(&("x-vault-token".into(), "root".into())));
-            assert!(request.headers.contains(&("x-vault-namespace".into(), "team".into())));
-            Ok(answer(200, json!({"data": {"data": {"pw": "s3cret", "user": "u"}, "metadata": {"version": 2}}})))
+            assert_eq!(
+                request.url,
+                "http://127.0.0.1:8200/v1/secret/data/app/prod?version=2"
+            );
+            assert!(request
+                .headers
+                .contains(&("x-vault-token".into(), "root".into())));
+            assert!(request
+                .headers
+                .contains(&("x-vault-namespace".into(), "team".into())));
+            Ok(answer(
+                200,
+                json!({"data": {"data": {"pw": "s3cret", "user": "u"}, "metadata": {"version": 2}}}),
+            ))
         });
-        let reply = testing::call(get, &json!({"ref": "app/prod", "field": "pw", "version": "2"}));
-        let Reply::Ok(value) = reply else { panic!("{reply:?}") };
-        assert_eq!((value.value.as_str(), value.version.as_deref()), ("s3cret", Some("2")));
+        let reply = testing::call(
+            get,
+            &json!({"ref": "app/prod", "field": "pw", "version": "2"}),
+        );
+        let Reply::Ok(value) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            (value.value.as_str(), value.version.as_deref()),
+            ("s3cret", Some("2"))
+        );
     }
 
     #[test]
     fn statuses_map_to_typed_errors() {
         testing::set_config(&[("address", "http://v:1"), ("env.VAULT_TOKEN", "t")]);
         for (status, body, code) in [
-            (403, json!({"errors": ["permission denied"]}), ErrorCode::PermissionDenied),
+            (
+                403,
+                json!({"errors": ["permission denied"]}),
+                ErrorCode::PermissionDenied,
+            ),
             (404, json!({"errors": []}), ErrorCode::NotFound),
-            (404, json!({"data": {"data": null, "metadata": {"deletion_time": "2026-01-01T00:00:00Z"}}}), ErrorCode::NotFound),
+            (
+                404,
+                json!({"data": {"data": null, "metadata": {"deletion_time": "2026-01-01T00:00:00Z"}}}),
+                ErrorCode::NotFound,
+            ),
             (503, json!({"errors": ["sealed"]}), ErrorCode::Unavailable),
         ] {
             testing::set_http(move |_| Ok(answer(status, body.clone())));
             let reply = testing::call(get, &json!({"ref": "x", "field": "f"}));
-            assert!(matches!(reply, Reply::Error(ref e) if e.code == code), "{status}: {reply:?}");
+            assert!(
+                matches!(reply, Reply::Error(ref e) if e.code == code),
+                "{status}: {reply:?}"
+            );
         }
         testing::set_config(&[("address", "http://v:1")]);
         let reply = testing::call(get, &json!({"ref": "x"}));
-        assert!(matches!(reply, Reply::Error(ref e) if e.message.contains("allow.env = [\"VAULT_TOKEN\"]")));
+        assert!(
+            matches!(reply, Reply::Error(ref e) if e.message.contains("allow.env = [\"VAULT_TOKEN\"]"))
+        );
     }
 }
