@@ -179,3 +179,36 @@ fn an_unreachable_monitor_warns_and_never_changes_the_result() {
         .stderr_has("warning: event sink `monitor`");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn a_receiver_that_never_answers_costs_at_most_the_timeout() {
+    let Ok(module) =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/monitoring.wasm"))
+    else {
+        return;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let test = project(&module, port, free_port());
+    test.write(
+        "tasks.toml",
+        &test
+            .read("tasks.toml")
+            .replace("timeout = \"3s\"", "timeout = \"1s\""),
+    );
+    let started = Instant::now();
+    test.run_with(&["run", "deploy:staging"])
+        .success()
+        .stderr_has("warning: event sink `monitor`");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
