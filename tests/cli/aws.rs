@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Test;
+use crate::support::{built_plugin, sha256_hex, silent_server, Test};
 
 const PASSWORD: &str = "aws-db-pa55word-0042";
 
@@ -104,29 +104,11 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
 }
 
 fn module() -> Option<Vec<u8>> {
-    match std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/aws-secrets-manager.wasm"),
-    ) {
-        Ok(bytes) => Some(bytes),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "plugins/dist/aws-secrets-manager.wasm is missing"
-            );
-            eprintln!(
-                "skipped: the aws-secrets-manager plugin is not built (run plugins/build.sh)"
-            );
-            None
-        }
-    }
+    built_plugin("aws-secrets-manager")
 }
 
 fn project(module: &[u8], port: u16, grants: &str, key: &str) -> Test {
-    use sha2::Digest;
-    let sha: String = sha2::Sha256::digest(module)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = sha256_hex(module);
     let test = Test::new().tasks(&format!(
         "[plugins.aws]\nsource = \"aws.wasm\"\nsha256 = \"{sha}\"\nconfig = {{ region = \"us-east-1\", endpoint = \"http://127.0.0.1:{port}\" }}\n{grants}\nlimits = {{ timeout = \"5s\" }}\n\n[tasks.deploy]\nsecrets.env = {{ SECRET = \"{key}\" }}\nrun = \"echo secret=$SECRET; echo length=${{#SECRET}}\"\n"
     ));
@@ -223,14 +205,7 @@ fn aws_failures_are_typed_and_name_what_is_missing() {
 #[test]
 fn an_endpoint_that_never_answers_is_cut_off_by_the_timeout() {
     let Some(module) = module() else { return };
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let port = silent_server();
     let started = Instant::now();
     project(
         &module,

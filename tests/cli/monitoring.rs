@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::Test;
+use crate::support::{sha256_hex, silent_server, Test};
 
 struct Gateway {
     child: Child,
@@ -111,11 +111,7 @@ fn start_receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
 }
 
 fn project(module: &[u8], gateway: u16, otlp: u16) -> Test {
-    use sha2::Digest;
-    let sha: String = sha2::Sha256::digest(module)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = sha256_hex(module);
     let test = Test::new().tasks(&format!(
         "[plugins.monitor]\nsource = \"monitoring.wasm\"\nsha256 = \"{sha}\"\nevents = true\nconfig = {{ pushgateway = \"http://127.0.0.1:{gateway}\", otlp = \"http://127.0.0.1:{otlp}/v1/traces\", instance = \"NIXSTATION64\" }}\nallow.hosts = [\"127.0.0.1:{gateway}\", \"127.0.0.1:{otlp}\"]\nlimits = {{ timeout = \"3s\" }}\n\n[tasks.\"deploy:{{env}}\"]\nparams.env.values = [\"production\", \"staging\"]\nrun = \"echo deploying {{{{env}}}}\"\n\n[tasks.broken]\nrun = \"exit 4\"\n"
     ));
@@ -187,14 +183,7 @@ fn a_receiver_that_never_answers_costs_at_most_the_timeout() {
     else {
         return;
     };
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let port = silent_server();
     let test = project(&module, port, free_port());
     test.write(
         "tasks.toml",

@@ -224,3 +224,43 @@ pub fn span_of(test: &Test, name: &str) -> (u128, u128) {
 pub fn stamped(name: &str) -> String {
     format!("[tasks.{name}]\nrun = \"s=$(date +%s%N); sleep 0.4; echo $s $(date +%s%N) > {name}.span\"\n")
 }
+
+/// A plugin module built by plugins/build.sh, or `None` (and a note) when it is not built; in CI, which
+/// builds every plugin first, a missing module is a failure.
+pub fn built_plugin(name: &str) -> Option<Vec<u8>> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("plugins/dist/{name}.wasm"));
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "plugins/dist/{name}.wasm is missing: .ci/run builds it with plugins/build.sh"
+            );
+            eprintln!("skipped: plugins/dist/{name}.wasm is not built (run plugins/build.sh)");
+            None
+        }
+    }
+}
+
+/// The hex SHA-256 of `bytes`, as tasks.toml pins plugins.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A loopback port that accepts connections and never answers (for timeouts).
+pub fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}

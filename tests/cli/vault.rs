@@ -3,11 +3,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Test;
+use crate::support::{built_plugin, sha256_hex, silent_server, Test};
 
 const ROOT_TOKEN: &str = "root-token-for-tests";
 const PASSWORD: &str = "db-pa55word-from-vault";
@@ -129,27 +129,12 @@ fn start() -> Option<Bao> {
 }
 
 fn module() -> Option<Vec<u8>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/vault.wasm");
-    match std::fs::read(path) {
-        Ok(bytes) => Some(bytes),
-        Err(_) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "plugins/dist/vault.wasm is missing: .ci/run builds it"
-            );
-            eprintln!("skipped: plugins/dist/vault.wasm is not built (run plugins/build.sh)");
-            None
-        }
-    }
+    built_plugin("vault")
 }
 
 /// A project using the vault plugin at `address`, granted `hosts` and `env`.
 fn project(module: &[u8], address: &str, hosts: &str, env: &str, key: &str) -> Test {
-    use sha2::Digest;
-    let sha: String = sha2::Sha256::digest(module)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = sha256_hex(module);
     let test = Test::new().tasks(&format!(
         "[plugins.vault]\nsource = \"vault.wasm\"\nsha256 = \"{sha}\"\nconfig = {{ address = \"{address}\" }}\nallow.hosts = [{hosts}]\nallow.env = [{env}]\nlimits = {{ timeout = \"2s\" }}\n\n[tasks.deploy]\nsecrets.env = {{ DB_PASSWORD = \"{key}\" }}\nrun = \"echo password=$DB_PASSWORD; echo length=${{#DB_PASSWORD}}\"\n"
     ));
@@ -272,14 +257,7 @@ fn vault_failures_are_typed_and_name_what_is_missing() {
 #[test]
 fn a_vault_server_that_never_answers_is_cut_off_by_the_timeout() {
     let Some(module) = module() else { return };
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let port = silent_server();
     let started = Instant::now();
     project(
         &module,

@@ -8,20 +8,13 @@ mod sigv4;
 
 use base64::Engine;
 use cairn_pdk::api::{
-    Capability, ConfigField, Describe, ErrorCode, FieldKind, HttpRequest, HttpResponse,
-    PluginError, SecretRequest, SecretValue,
+    Capability, Describe, ErrorCode, FieldKind, HttpRequest, HttpResponse, PluginError,
+    SecretRequest, SecretValue,
 };
 use cairn_pdk::serde_json::{self, json, Value};
 use cairn_pdk::{clock, config, http, plugin};
 
-fn field(name: &str, kind: FieldKind, required: bool, description: &str) -> ConfigField {
-    ConfigField {
-        name: name.into(),
-        kind,
-        required,
-        description: description.into(),
-    }
-}
+use cairn_pdk::config_field as field;
 
 fn describe() -> Describe {
     let mut describe = cairn_pdk::describe(

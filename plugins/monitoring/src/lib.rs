@@ -41,12 +41,7 @@ thread_local! {
 }
 
 fn field(name: &str, kind: FieldKind, description: &str) -> ConfigField {
-    ConfigField {
-        name: name.into(),
-        kind,
-        required: false,
-        description: description.into(),
-    }
+    cairn_pdk::config_field(name, kind, false, description)
 }
 
 fn describe() -> Describe {

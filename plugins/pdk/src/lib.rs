@@ -36,6 +36,21 @@ pub fn describe(name: &str, version: &str, capabilities: &[Capability]) -> Descr
     }
 }
 
+/// One setting of a plugin's configuration schema.
+pub fn config_field(
+    name: &str,
+    kind: api::FieldKind,
+    required: bool,
+    description: &str,
+) -> api::ConfigField {
+    api::ConfigField {
+        name: name.into(),
+        kind,
+        required,
+        description: description.into(),
+    }
+}
+
 /// Runs `handler` on a JSON request and returns the JSON [`Reply`]: what every export does.
 pub fn dispatch<I, O>(input: &[u8], handler: impl FnOnce(I) -> Result<O, PluginError>) -> Vec<u8>
 where
@@ -74,6 +89,16 @@ where
 #[macro_export]
 macro_rules! plugin {
     (describe: $describe:path $(, secrets: $secrets:path)? $(, events: $events:path)? $(, executor: $executor:path)? $(, task: $task:path)? $(,)?) => {
+        // Natively (tests), the handlers are used only through the exports that exist on wasm32.
+        #[cfg(not(target_arch = "wasm32"))]
+        #[allow(dead_code)]
+        fn __cairn_handlers() {
+            let _ = $describe;
+            $(let _ = $secrets;)?
+            $(let _ = $events;)?
+            $(let _ = $executor;)?
+            $(let _ = $task;)?
+        }
         #[cfg(target_arch = "wasm32")]
         #[export_name = "describe"]
         pub extern "C" fn __cairn_export_describe() -> i32 {

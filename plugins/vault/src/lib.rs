@@ -6,8 +6,8 @@
 use std::cell::RefCell;
 
 use cairn_pdk::api::{
-    Capability, ConfigField, Describe, ErrorCode, FieldKind, HttpRequest, HttpResponse,
-    PluginError, SecretRequest, SecretValue,
+    Capability, Describe, ErrorCode, FieldKind, HttpRequest, HttpResponse, PluginError,
+    SecretRequest, SecretValue,
 };
 use cairn_pdk::serde_json::{self, Value};
 use cairn_pdk::{config, http, log, plugin};
@@ -17,14 +17,7 @@ thread_local! {
     static LOGIN: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-fn field(name: &str, kind: FieldKind, required: bool, description: &str) -> ConfigField {
-    ConfigField {
-        name: name.into(),
-        kind,
-        required,
-        description: description.into(),
-    }
-}
+use cairn_pdk::config_field as field;
 
 fn describe() -> Describe {
     let mut describe =

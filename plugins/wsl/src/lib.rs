@@ -8,18 +8,11 @@
 use std::collections::BTreeMap;
 
 use cairn_pdk::api::{
-    Capability, ConfigField, Describe, ErrorCode, FieldKind, PluginError, WrapRequest, WrapResponse,
+    Capability, Describe, ErrorCode, FieldKind, PluginError, WrapRequest, WrapResponse,
 };
 use cairn_pdk::{config, plugin};
 
-fn field(name: &str, kind: FieldKind, required: bool, description: &str) -> ConfigField {
-    ConfigField {
-        name: name.into(),
-        kind,
-        required,
-        description: description.into(),
-    }
-}
+use cairn_pdk::config_field as field;
 
 fn describe() -> Describe {
     let mut describe =
