@@ -364,3 +364,64 @@ fn approle_login_gets_a_token_limited_by_its_policy() {
         .status(1)
         .stderr_has("permission_denied");
 }
+
+#[test]
+fn a_namespace_is_sent_with_every_request() {
+    let (Some(module), Some(bao)) = (module(), start()) else {
+        return;
+    };
+    let port = bao.port;
+    let ok =
+        |(status, body): (u16, String)| assert!((200..300).contains(&status), "{status}: {body}");
+    ok(call(
+        port,
+        "POST",
+        "/v1/sys/namespaces/team-a",
+        ROOT_TOKEN,
+        "{}",
+    ));
+    ok(call(
+        port,
+        "POST",
+        "/v1/team-a/sys/mounts/kv",
+        ROOT_TOKEN,
+        r#"{"type":"kv","options":{"version":"2"}}"#,
+    ));
+    ok(call(
+        port,
+        "POST",
+        "/v1/team-a/kv/data/app",
+        ROOT_TOKEN,
+        r#"{"data":{"token":"namespaced-token-77"}}"#,
+    ));
+    let address = format!("http://127.0.0.1:{port}");
+    let host = format!("\"127.0.0.1:{port}\"");
+    let test = project(
+        &module,
+        &address,
+        &host,
+        "\"VAULT_TOKEN\"",
+        "vault:app#token",
+    )
+    .env("VAULT_TOKEN", ROOT_TOKEN);
+    test.write(
+        "tasks.toml",
+        &test.read("tasks.toml").replace(
+            "config = { address",
+            "config = { namespace = \"team-a\", mount = \"kv\", address",
+        ),
+    );
+    test.run_with(&["run", "deploy"])
+        .success()
+        .stdout_has(&format!("length={}", "namespaced-token-77".len()));
+    // Without the namespace the same path does not exist.
+    test.write(
+        "tasks.toml",
+        &test
+            .read("tasks.toml")
+            .replace("namespace = \"team-a\", ", ""),
+    );
+    test.run_with(&["run", "deploy"])
+        .status(1)
+        .stderr_has("needs `vault:app#token`");
+}
