@@ -11,7 +11,8 @@ pub(super) enum Shell {
     Fish,
 }
 
-const SUBCOMMANDS: &str = "run list graph check why cache secrets completions help";
+const SUBCOMMANDS: &str = "run list graph check why cache secrets plugins completions help";
+const PLUGINS_COMMANDS: &str = "list check lock new";
 const SECRETS_COMMANDS: &str = "init edit set get encrypt ls doctor updatekeys rotate";
 const RUN_FLAGS: &str = "--jobs --keep-going --dry-run --yes --output --file --color --help";
 
@@ -48,6 +49,12 @@ _cairn() {{
             fi ;;
         completions) COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;
         cache) COMPREPLY=($(compgen -W "stats gc clean --max-size --max-age" -- "$cur")) ;;
+        plugins)
+            if [[ $COMP_CWORD -eq 2 ]]; then
+                COMPREPLY=($(compgen -W "{PLUGINS_COMMANDS}" -- "$cur"))
+            elif [[ "$prev" == --kind ]]; then
+                COMPREPLY=($(compgen -W "secrets events executor task" -- "$cur"))
+            fi ;;
         secrets)
             if [[ $COMP_CWORD -eq 2 ]]; then
                 COMPREPLY=($(compgen -W "{SECRETS_COMMANDS}" -- "$cur"))
@@ -78,6 +85,7 @@ _cairn() {{
             fi ;;
         completions) compadd -- bash zsh fish ;;
         cache) compadd -- stats gc clean ;;
+        plugins) (( CURRENT == 3 )) && compadd -- {PLUGINS_COMMANDS} ;;
         secrets)
             if (( CURRENT == 3 )); then
                 compadd -- {SECRETS_COMMANDS}
@@ -97,6 +105,7 @@ complete -c cairn -n '__fish_seen_subcommand_from run graph why' -a '(cairn __co
 complete -c cairn -n '__fish_seen_subcommand_from cache' -a 'stats gc clean'
 complete -c cairn -n '__fish_seen_subcommand_from secrets; and not __fish_seen_subcommand_from {SECRETS_COMMANDS}' -a '{SECRETS_COMMANDS}'
 complete -c cairn -n '__fish_seen_subcommand_from {SECRETS_COMMANDS}' -F
+complete -c cairn -n '__fish_seen_subcommand_from plugins; and not __fish_seen_subcommand_from {PLUGINS_COMMANDS}' -a '{PLUGINS_COMMANDS}'
 complete -c cairn -n '__fish_seen_subcommand_from run' -s j -l jobs -r -d 'tasks at once'
 complete -c cairn -n '__fish_seen_subcommand_from run' -s k -l keep-going -d 'keep going after a failure'
 complete -c cairn -n '__fish_seen_subcommand_from run' -s n -l dry-run -d 'print the plan only'

@@ -519,3 +519,25 @@ fn plugins_new_scaffolds_a_crate_that_builds_and_passes_its_own_test() {
         .success()
         .stdout_has("1 file(s) checked");
 }
+
+#[test]
+fn mistakes_in_plugin_declarations_are_reported_with_positions() {
+    Test::new()
+        .tasks("[plugins.lint]\nsource = \"lint.wasm\"\nallow.hosts = [\"127.0.0.1\", \"https://x:443\"]\nsha256 = \"abc\"\nlimit = {}\n\n[tasks.a]\nplugin = \"lnit\"\n")
+        .args(&["check"])
+        .run()
+        .status(1)
+        .stderr_has("`127.0.0.1` has no port")
+        .stderr_has("tasks.toml:3:16")
+        .stderr_has("`https://x:443` is a URL")
+        .stderr_has("expected 64 hexadecimal digits")
+        .stderr_has("unknown key `limit`")
+        .stderr_has("no plugin named `lnit`")
+        .stderr_has("did you mean `lint`");
+    Test::new()
+        .tasks("[plugins.x]\nsource = \"x.wasm\"\n\n[tasks.a]\nplugin = \"x\"\nrun = \"true\"\n")
+        .args(&["check"])
+        .run()
+        .status(1)
+        .stderr_has("either by `run` or by a `plugin`");
+}
