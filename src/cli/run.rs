@@ -188,6 +188,47 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             }
         }
     }
+    let audited: Vec<run::audit::AuditLine<'_>> = {
+        let (time, user, host) = (
+            crate::secrets::file::now_rfc3339(),
+            run::audit::user(),
+            run::audit::host(),
+        );
+        // Asking git costs a process: only when something is audited.
+        let revision = if plan.jobs.iter().any(|j| j.audit) {
+            run::audit::revision(&config.root)
+        } else {
+            String::new()
+        };
+        plan.jobs
+            .iter()
+            .zip(&report.results)
+            .filter(|(job, result)| job.audit && !matches!(result.status, run::TaskStatus::NotRun))
+            .map(|(job, result)| {
+                let (status, exit_code) = match &result.status {
+                    run::TaskStatus::Succeeded => ("succeeded", Some(0)),
+                    run::TaskStatus::Failed { code } => ("failed", Some(*code)),
+                    run::TaskStatus::TimedOut { .. } => ("timed_out", None),
+                    run::TaskStatus::Interrupted => ("interrupted", None),
+                    run::TaskStatus::Skipped { .. } | run::TaskStatus::NotRun => ("skipped", None),
+                };
+                run::audit::AuditLine {
+                    time: time.clone(),
+                    user: user.clone(),
+                    host: host.clone(),
+                    revision: revision.clone(),
+                    task: &job.label,
+                    params: &job.key.params,
+                    result: status,
+                    exit_code,
+                    duration_ms: result.duration.as_millis() as u64,
+                }
+            })
+            .collect()
+    };
+    if let Err(error) = run::audit::append(&config.root, &audited) {
+        eprintln!("cairn: warning: the audit log could not be written: {error}");
+    }
     if let Some(sinks) = sinks {
         let count = |f: fn(&run::TaskStatus) -> bool| {
             report.results.iter().filter(|r| f(&r.status)).count()
@@ -298,6 +339,14 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), CliError> {
         .collect();
     if questions.is_empty() || yes {
         return Ok(());
+    }
+    // In CI nobody answers: a protected task needs `--yes` there even when a terminal is attached.
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if let Some(job) = plan.jobs.iter().find(|j| j.protected && in_ci) {
+        return Err(CliError::NeedsConfirmation {
+            task: job.label.clone(),
+            question: job.confirm.clone().unwrap_or_default(),
+        });
     }
     if !std::io::stdin().is_terminal() {
         let (task, question) = questions[0];

@@ -127,6 +127,12 @@ pub struct TaskDef {
     pub executor: Option<Spanned<String>>,
     /// `plugin`: a plugin that runs the task on its input files instead of `run`.
     pub plugin: Option<Spanned<String>>,
+    /// `lock`: a named lock held while the task runs (one cairn process at a time).
+    pub lock: Option<Template>,
+    /// `audit`: append a line to the audit log for every run of the task.
+    pub audit: bool,
+    /// `protected`: the task runs only with `--yes` in CI (and after a question on a terminal).
+    pub protected: bool,
 }
 
 /// One `[plugins.NAME]` table.

@@ -53,6 +53,9 @@ const TASK_KEYS: &[&str] = &[
     "secrets",
     "executor",
     "plugin",
+    "lock",
+    "audit",
+    "protected",
 ];
 const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
 const PARAM_KEYS: &[&str] = &["values", "default", "description"];
@@ -479,6 +482,18 @@ impl Walker<'_> {
                 }
             }
         }
+        let lock = table
+            .get("lock")
+            .and_then(|v| self.string("lock", v))
+            .and_then(|l| self.template(|| format!("`lock` of {context}"), &l, false, &scope));
+        let audit = table
+            .get("audit")
+            .and_then(|v| self.boolean("audit", v))
+            .unwrap_or(false);
+        let protected = table
+            .get("protected")
+            .and_then(|v| self.boolean("protected", v))
+            .unwrap_or(false);
         let executor = table
             .get("executor")
             .and_then(|v| self.plugin_reference("executor", v));
@@ -660,6 +675,9 @@ impl Walker<'_> {
             secrets,
             executor,
             plugin,
+            lock,
+            audit,
+            protected,
         })
     }
 

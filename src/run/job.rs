@@ -77,6 +77,12 @@ pub struct Job {
     pub executor: Option<String>,
     /// The plugin that runs it on its inputs instead of commands (`plugin`).
     pub plugin: Option<String>,
+    /// The named lock it holds while it runs, and the file that implements it.
+    pub lock: Option<(String, PathBuf)>,
+    /// Whether each run is written to the audit log.
+    pub audit: bool,
+    /// Whether it needs `--yes` in CI.
+    pub protected: bool,
 }
 
 /// A task's `secrets`, with its params applied.
@@ -318,7 +324,11 @@ fn job(
         confirm: def
             .confirm
             .as_ref()
-            .map(|q| q.render(vars, &node.params, "")),
+            .map(|q| q.render(vars, &node.params, ""))
+            .or_else(|| {
+                def.protected
+                    .then(|| format!("`{}` is protected. Run it?", node.label))
+            }),
         is_target,
         needs_key: false,
         key,
@@ -349,6 +359,26 @@ fn job(
         }),
         executor: def.executor.as_ref().map(|e| e.value.clone()),
         plugin: def.plugin.as_ref().map(|p| p.value.clone()),
+        lock: def.lock.as_ref().map(|l| {
+            let name = l.render(vars, &node.params, "");
+            let file: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let path = config
+                .root
+                .join(".cairn/locks")
+                .join(format!("{file}.lock"));
+            (name, path)
+        }),
+        audit: def.audit,
+        protected: def.protected,
     }
 }
 
@@ -413,5 +443,8 @@ pub(crate) fn test_job(label: &str) -> Job {
         secrets: None,
         executor: None,
         plugin: None,
+        lock: None,
+        audit: false,
+        protected: false,
     }
 }

@@ -4,9 +4,11 @@
 //! [`Executor`]'s business (processes in production, a no-op in benchmarks); what the user sees is a
 //! [`Reporter`]'s. This module never prints.
 
+pub mod audit;
 mod cached;
 pub mod events;
 mod job;
+pub mod lock;
 pub mod plugins;
 mod process;
 pub mod secrets;

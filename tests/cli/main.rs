@@ -2,6 +2,7 @@
 
 mod aws;
 mod cache;
+mod deploy;
 mod docs;
 mod engine;
 mod monitoring;
