@@ -133,6 +133,21 @@ pub struct TaskDef {
     pub audit: bool,
     /// `protected`: the task runs only with `--yes` in CI (and after a question on a terminal).
     pub protected: bool,
+    /// `check`: a health check run after the task succeeds.
+    pub check: Option<CheckDef>,
+    /// `rollback`: run when the task or its check fails.
+    pub rollback: Option<Template>,
+}
+
+/// A task's `check` table.
+#[derive(Debug, Clone)]
+pub struct CheckDef {
+    /// `run`: the command; exit 0 means healthy.
+    pub run: Template,
+    /// `retries`: further tries after a failed one.
+    pub retries: u32,
+    /// `interval`: the wait between tries.
+    pub interval: Duration,
 }
 
 /// One `[plugins.NAME]` table.

@@ -11,9 +11,10 @@ use super::source::{span_within_string, to_source_span, SourceFile, Span};
 use super::suggest::did_you_mean;
 use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
-    parse_duration, Config, ConfigError, DepDef, DepsStrategy, NamePart, ParamDef, PluginDef,
-    PluginLimits, PluginSetting, PluginValue, Settings, Spanned, TaskDef, TaskName, TaskSecrets,
-    Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE, DEFAULT_KILL_GRACE, DEFAULT_SHELL,
+    parse_duration, CheckDef, Config, ConfigError, DepDef, DepsStrategy, NamePart, ParamDef,
+    PluginDef, PluginLimits, PluginSetting, PluginValue, Settings, Spanned, TaskDef, TaskName,
+    TaskSecrets, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE, DEFAULT_KILL_GRACE,
+    DEFAULT_SHELL,
 };
 
 type Value<'i> = TomlSpanned<DeValue<'i>>;
@@ -56,7 +57,10 @@ const TASK_KEYS: &[&str] = &[
     "lock",
     "audit",
     "protected",
+    "check",
+    "rollback",
 ];
+const CHECK_KEYS: &[&str] = &["run", "retries", "interval"];
 const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
 const PARAM_KEYS: &[&str] = &["values", "default", "description"];
 const MAX_RETRIES: i64 = 100;
@@ -494,6 +498,41 @@ impl Walker<'_> {
             .get("protected")
             .and_then(|v| self.boolean("protected", v))
             .unwrap_or(false);
+        let check = match table.get("check") {
+            Some(v) => self.table("check", v).and_then(|t| {
+                self.check_keys(t, CHECK_KEYS, &format!("`check` of {context}"));
+                let run = t.get("run").and_then(|v| self.string("check.run", v));
+                if run.is_none() && t.get("run").is_none() {
+                    self.invalid(
+                        "check",
+                        "`check` needs `run`: the health check's command",
+                        &v.span(),
+                        None,
+                    );
+                }
+                let run = run.and_then(|r| {
+                    self.template(|| format!("`check.run` of {context}"), &r, false, &scope)
+                })?;
+                let retries = t
+                    .get("retries")
+                    .and_then(|v| self.integer("check.retries", v, 0, MAX_RETRIES))
+                    .unwrap_or(0) as u32;
+                let interval = t
+                    .get("interval")
+                    .and_then(|v| self.duration("check.interval", v))
+                    .unwrap_or(std::time::Duration::from_secs(5));
+                Some(CheckDef {
+                    run,
+                    retries,
+                    interval,
+                })
+            }),
+            None => None,
+        };
+        let rollback = table
+            .get("rollback")
+            .and_then(|v| self.string("rollback", v))
+            .and_then(|r| self.template(|| format!("`rollback` of {context}"), &r, false, &scope));
         let executor = table
             .get("executor")
             .and_then(|v| self.plugin_reference("executor", v));
@@ -678,6 +717,8 @@ impl Walker<'_> {
             lock,
             audit,
             protected,
+            check,
+            rollback,
         })
     }
 

@@ -83,6 +83,10 @@ pub struct Job {
     pub audit: bool,
     /// Whether it needs `--yes` in CI.
     pub protected: bool,
+    /// The health check after success: command, further tries, interval.
+    pub check: Option<(String, u32, Duration)>,
+    /// The command run when the task or its check fails.
+    pub rollback: Option<String>,
 }
 
 /// A task's `secrets`, with its params applied.
@@ -379,6 +383,14 @@ fn job(
         }),
         audit: def.audit,
         protected: def.protected,
+        check: def
+            .check
+            .as_ref()
+            .map(|c| (c.run.render(vars, &node.params, ""), c.retries, c.interval)),
+        rollback: def
+            .rollback
+            .as_ref()
+            .map(|r| r.render(vars, &node.params, "")),
     }
 }
 
@@ -446,5 +458,7 @@ pub(crate) fn test_job(label: &str) -> Job {
         lock: None,
         audit: false,
         protected: false,
+        check: None,
+        rollback: None,
     }
 }

@@ -197,15 +197,39 @@ impl ProcessExecutor {
         if let Some(name) = &job.plugin {
             return self.plugin_task(&job, name, context).await;
         }
+        let mut status = TaskStatus::Succeeded;
         for line in &job.commands {
-            let status = self
+            status = self
                 .run_line(&job, line, deadline, context, &secret_env)
                 .await;
             if status != TaskStatus::Succeeded {
-                return status;
+                break;
             }
         }
-        TaskStatus::Succeeded
+        if let (TaskStatus::Succeeded, Some((check, retries, interval))) = (&status, &job.check) {
+            status = self
+                .health_check(&job, check, *retries, *interval, context, &secret_env)
+                .await;
+        }
+        if matches!(
+            status,
+            TaskStatus::Failed { .. } | TaskStatus::TimedOut { .. }
+        ) {
+            if let Some(rollback) = &job.rollback {
+                context.reporter.note(&job, "rolling back");
+                // The rollback has its own clock: the task's deadline may be what failed it.
+                let undone = self
+                    .run_line(&job, rollback, None, context, &secret_env)
+                    .await;
+                if undone != TaskStatus::Succeeded {
+                    context.reporter.note(
+                        &job,
+                        &format!("the rollback failed too ({})", describe_status(&undone)),
+                    );
+                }
+            }
+        }
+        status
     }
 
     async fn run_line(
@@ -556,6 +580,47 @@ unsafe fn with_sigttou_blocked(f: impl FnOnce() -> libc::c_int) {
 }
 
 impl ProcessExecutor {
+    /// Runs the task's health check until it passes or its tries run out.
+    async fn health_check(
+        &self,
+        job: &Arc<Job>,
+        check: &str,
+        retries: u32,
+        interval: Duration,
+        context: &JobContext,
+        secrets: &Secrets<'_>,
+    ) -> TaskStatus {
+        let tries = retries + 1;
+        for attempt in 1..=tries {
+            let status = self.run_line(job, check, None, context, secrets).await;
+            match status {
+                TaskStatus::Succeeded => return status,
+                TaskStatus::Interrupted => return status,
+                _ if attempt < tries => {
+                    context.reporter.note(
+                        job,
+                        &format!(
+                            "health check failed (try {attempt} of {tries}); next in {}",
+                            format_duration(interval)
+                        ),
+                    );
+                    let mut stop = context.stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stop.wait_for(|s| *s != StopRequest::None) => return TaskStatus::Interrupted,
+                    }
+                }
+                _ => {
+                    context
+                        .reporter
+                        .note(job, &format!("health check failed {tries} time(s)"));
+                    return status;
+                }
+            }
+        }
+        TaskStatus::Failed { code: 1 }
+    }
+
     /// Runs a task through its `plugin`: the plugin gets the task's input files (only the changed ones for an
     /// incremental task) and answers with a status, diagnostics and output.
     async fn plugin_task(&self, job: &Arc<Job>, name: &str, context: &JobContext) -> TaskStatus {
@@ -824,6 +889,15 @@ async fn pump(
     }
     if !line.is_empty() {
         emit(&line);
+    }
+}
+
+fn describe_status(status: &TaskStatus) -> String {
+    match status {
+        TaskStatus::Failed { code } => format!("exit code {code}"),
+        TaskStatus::TimedOut { .. } => "timed out".into(),
+        TaskStatus::Interrupted => "interrupted".into(),
+        _ => "not run".into(),
     }
 }
 

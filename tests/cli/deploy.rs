@@ -92,3 +92,49 @@ fn a_protected_task_needs_yes_in_ci() {
         .success()
         .stdout_has("released");
 }
+
+const HEALTH: &str = r#"
+[tasks."deploy:{env}"]
+params.env.values = ["production", "staging"]
+run = "echo deployed {{env}} >> log; test ! -e fail-deploy"
+check = { run = "n=$(cat tries 2>/dev/null || echo 0); n=$((n+1)); echo $n > tries; test $n -ge ${NEED:-1}", retries = 3, interval = "100ms" }
+rollback = "echo rolled back {{env}} >> log"
+env_pass = ["NEED"]
+"#;
+
+#[test]
+fn a_health_check_is_retried_and_its_failure_rolls_the_task_back() {
+    let test = Test::new().tasks(HEALTH);
+    // Healthy on the third try: the task succeeds, nothing is rolled back.
+    let test = test.env("NEED", "3");
+    test.run_with(&["run", "deploy:staging"])
+        .success()
+        .stderr_has("health check failed (try 1 of 4); next in 100ms")
+        .stderr_lacks("rolling back");
+    assert_eq!(test.read("log"), "deployed staging\n");
+    // Never healthy: the task fails after four tries and its rollback runs with the same params.
+    std::fs::remove_file(test.path("tries")).unwrap();
+    let test = test.env("NEED", "99");
+    test.run_with(&["run", "deploy:production"])
+        .status(1)
+        .stderr_has("health check failed 4 time(s)")
+        .stderr_has("rolling back");
+    assert_eq!(
+        test.read("log"),
+        "deployed staging\ndeployed production\nrolled back production\n"
+    );
+}
+
+#[test]
+fn a_failed_task_is_rolled_back_without_a_check() {
+    let test = Test::new().tasks(HEALTH);
+    test.write("fail-deploy", "");
+    test.run_with(&["run", "deploy:staging"])
+        .status(1)
+        .stderr_has("rolling back");
+    assert_eq!(test.read("log"), "deployed staging\nrolled back staging\n");
+    assert!(
+        !test.path("tries").exists(),
+        "no health check after a failure"
+    );
+}
