@@ -408,7 +408,8 @@ impl Store {
                 }
                 (None, Some(target)) => {
                     let target_path = Path::new(target);
-                    let resolved = normalize(&real_parent.join(target_path));
+                    let resolved =
+                        crate::paths::normalize_lexically(&real_parent.join(target_path));
                     if target_path.is_absolute() || !resolved.starts_with(canonical_root) {
                         return Err(unsafe_path(
                             &output.path,
@@ -557,21 +558,6 @@ impl Store {
     }
 }
 
-/// Collapses `.` and `..` without touching the filesystem.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// Every file below `dir`, with its metadata (missing directories have none).
 fn files_under(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     let mut out = Vec::new();
@@ -658,7 +644,7 @@ mod tests {
     #[test]
     fn normalize_collapses_parent_components() {
         assert_eq!(
-            normalize(Path::new("/r/a/../b/./c")),
+            crate::paths::normalize_lexically(Path::new("/r/a/../b/./c")),
             PathBuf::from("/r/b/c")
         );
     }

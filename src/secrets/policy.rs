@@ -367,16 +367,7 @@ fn absolute_dir(dir: &Path) -> PathBuf {
 /// Removes `.` and `..` without touching the filesystem, except that a directory that exists is resolved
 /// (so symlinked checkouts compare equal).
 fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
+    let out = crate::paths::normalize_lexically(path);
     match (out.parent(), out.file_name()) {
         (Some(parent), Some(name)) => std::fs::canonicalize(parent)
             .map(|p| p.join(name))

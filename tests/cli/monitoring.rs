@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{sha256_hex, silent_server, Test};
+use crate::support::{built_plugin, sha256_hex, silent_server, Test};
 
 struct Gateway {
     child: Child,
@@ -121,13 +121,7 @@ fn project(module: &[u8], gateway: u16, otlp: u16) -> Test {
 
 #[test]
 fn a_run_is_pushed_to_the_pushgateway_and_exported_as_a_trace() {
-    let Ok(module) =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/monitoring.wasm"))
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "plugins/dist/monitoring.wasm is missing"
-        );
+    let Some(module) = built_plugin("monitoring") else {
         return;
     };
     let Some(gateway) = start_gateway() else {
@@ -162,9 +156,7 @@ fn a_run_is_pushed_to_the_pushgateway_and_exported_as_a_trace() {
 
 #[test]
 fn an_unreachable_monitor_warns_and_never_changes_the_result() {
-    let Ok(module) =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/monitoring.wasm"))
-    else {
+    let Some(module) = built_plugin("monitoring") else {
         return;
     };
     let test = project(&module, free_port(), free_port());
@@ -178,19 +170,12 @@ fn an_unreachable_monitor_warns_and_never_changes_the_result() {
 
 #[test]
 fn a_receiver_that_never_answers_costs_at_most_the_timeout() {
-    let Ok(module) =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist/monitoring.wasm"))
-    else {
+    let Some(module) = built_plugin("monitoring") else {
         return;
     };
     let port = silent_server();
     let test = project(&module, port, free_port());
-    test.write(
-        "tasks.toml",
-        &test
-            .read("tasks.toml")
-            .replace("timeout = \"3s\"", "timeout = \"1s\""),
-    );
+    test.edit("tasks.toml", "timeout = \"3s\"", "timeout = \"1s\"");
     let started = Instant::now();
     test.run_with(&["run", "deploy:staging"])
         .success()

@@ -97,12 +97,10 @@ fn an_infinite_loop_is_stopped_by_the_timeout_and_the_run_goes_on() {
         &[("spin", &module)],
         &format!("[tasks.spin]\nplugin = \"spin\"\n{OTHER_TASK}"),
     );
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test.read("tasks.toml").replace(
-            "[plugins.spin]\n",
-            "[plugins.spin]\nlimits = { timeout = \"1s\" }\n",
-        ),
+        "[plugins.spin]\n",
+        "[plugins.spin]\nlimits = { timeout = \"1s\" }\n",
     );
     test.run_with(&["run", "spin", "other", "-k"])
         .status(1)
@@ -122,12 +120,10 @@ fn a_memory_bomb_is_stopped_by_the_cap() {
         &[("bomb", &module)],
         &format!("[tasks.bomb]\nplugin = \"bomb\"\n{OTHER_TASK}"),
     );
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test.read("tasks.toml").replace(
-            "[plugins.bomb]\n",
-            "[plugins.bomb]\nlimits = { memory = \"8MiB\" }\n",
-        ),
+        "[plugins.bomb]\n",
+        "[plugins.bomb]\nlimits = { memory = \"8MiB\" }\n",
     );
     test.run_with(&["run", "bomb", "other", "-k"])
         .status(1)
@@ -145,12 +141,10 @@ fn fuel_bounds_the_instructions_of_a_call() {
         "(loop $forever (br $forever)) (i32.const 0)",
     );
     let test = project(&[("spin", &module)], "[tasks.spin]\nplugin = \"spin\"\n");
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test.read("tasks.toml").replace(
-            "[plugins.spin]\n",
-            "[plugins.spin]\nlimits = { fuel = 1000000 }\n",
-        ),
+        "[plugins.spin]\n",
+        "[plugins.spin]\nlimits = { fuel = 1000000 }\n",
     );
     test.run_with(&["run", "spin"])
         .status(1)
@@ -241,12 +235,10 @@ fn a_task_plugin_checks_its_inputs_and_reports_positions() {
         &[("lint", &lint)],
         "[tasks.lint]\nplugin = \"lint\"\ninputs = [\"hosts/*.nix\"]\nincremental = true\n",
     );
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test.read("tasks.toml").replace(
-            "[plugins.lint]\n",
-            "[plugins.lint]\nconfig = { max_line_length = 20 }\n",
-        ),
+        "[plugins.lint]\n",
+        "[plugins.lint]\nconfig = { max_line_length = 20 }\n",
     );
     test.write("hosts/a.nix", "{ }\n");
     test.write("hosts/b.nix", "{ x = 1; }   \n");
@@ -279,23 +271,20 @@ fn plugin_config_is_checked_against_its_schema_with_positions() {
         "[tasks.lint]\nplugin = \"lint\"\ninputs = [\"*.txt\"]\n",
     );
     test.write("a.txt", "x\n");
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test.read("tasks.toml").replace(
-            "[plugins.lint]\n",
-            "[plugins.lint]\nconfig = { max_line_lenght = 20 }\n",
-        ),
+        "[plugins.lint]\n",
+        "[plugins.lint]\nconfig = { max_line_lenght = 20 }\n",
     );
     test.run_with(&["plugins", "check"])
         .status(1)
         .stderr_has("plugin `lint` has no setting `max_line_lenght`")
         .stderr_has("tasks.toml:6:12")
         .stderr_has("did you mean `max_line_length`");
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test
-            .read("tasks.toml")
-            .replace("max_line_lenght = 20", "max_line_length = \"long\""),
+        "max_line_lenght = 20",
+        "max_line_length = \"long\"",
     );
     test.run_with(&["plugins", "check"])
         .status(1)
@@ -311,12 +300,10 @@ fn an_executor_plugin_rewrites_the_command_cairn_starts() {
         &[("wrap", &module)],
         "[tasks.show]\nexecutor = \"wrap\"\nrun = \"echo foo=$FOO by=$CAIRN_EXECUTOR\"\n",
     );
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test.read("tasks.toml").replace(
-            "[plugins.wrap]\n",
-            "[plugins.wrap]\nconfig = { prefix = \"env FOO=prefixed\" }\n",
-        ),
+        "[plugins.wrap]\n",
+        "[plugins.wrap]\nconfig = { prefix = \"env FOO=prefixed\" }\n",
     );
     test.run_with(&["run", "show"])
         .success()
@@ -332,11 +319,10 @@ fn an_event_sink_receives_task_and_run_events() {
         &[("log", &module)],
         &format!("{OTHER_TASK}[tasks.fail]\nrun = \"exit 3\"\n"),
     );
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test
-            .read("tasks.toml")
-            .replace("[plugins.log]\n", "[plugins.log]\nevents = true\n"),
+        "[plugins.log]\n",
+        "[plugins.log]\nevents = true\n",
     );
     test.run_with(&["run", "other", "fail", "-k"])
         .status(3)
@@ -356,12 +342,10 @@ fn a_secrets_plugin_provides_values_that_are_redacted() {
         return;
     };
     let test = project(&[("hostenv", &module)], "[tasks.token]\nsecrets.env = { TOKEN = \"hostenv:CI_TOKEN\" }\nrun = \"echo token=$TOKEN\"\n");
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test.read("tasks.toml").replace(
-            "[plugins.hostenv]\n",
-            "[plugins.hostenv]\nallow.env = [\"CI_TOKEN\"]\n",
-        ),
+        "[plugins.hostenv]\n",
+        "[plugins.hostenv]\nallow.env = [\"CI_TOKEN\"]\n",
     );
     let test = test.env("CI_TOKEN", "ci-token-value-123");
     let run = test.run_with(&["run", "token"]).success();
@@ -413,13 +397,7 @@ fn http_reaches_only_granted_host_and_port_and_never_follows_redirects() {
             .map(|p| format!("\"127.0.0.1:{p}\""))
             .collect();
         let test = project(&[("probe", &module)], "[tasks.check]\nplugin = \"probe\"\n");
-        test.write(
-            "tasks.toml",
-            &test.read("tasks.toml").replace(
-                "[plugins.probe]\n",
-                &format!("[plugins.probe]\nconfig = {{ url = \"http://127.0.0.1:{url_port}/health?token=abc\" }}\nallow.hosts = [{}]\n", hosts.join(", ")),
-            ),
-        );
+        test.edit("tasks.toml", "[plugins.probe]\n", &format!("[plugins.probe]\nconfig = {{ url = \"http://127.0.0.1:{url_port}/health?token=abc\" }}\nallow.hosts = [{}]\n", hosts.join(", ")));
         test
     };
     setup(ok_port, &[ok_port])

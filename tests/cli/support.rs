@@ -264,3 +264,12 @@ pub fn silent_server() -> u16 {
     });
     port
 }
+
+impl Test {
+    /// Replaces `from` by `to` in a project file; `from` must be there, so a stale edit fails the test.
+    pub fn edit(&self, path: &str, from: &str, to: &str) {
+        let text = self.read(path);
+        assert!(text.contains(from), "{path} has no {from:?}:\n{text}");
+        self.write(path, &text.replacen(from, to, 1));
+    }
+}

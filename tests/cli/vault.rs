@@ -337,12 +337,10 @@ fn approle_login_gets_a_token_limited_by_its_policy() {
             "\"VAULT_ROLE_ID\", \"VAULT_SECRET_ID\"",
             key,
         );
-        test.write(
+        test.edit(
             "tasks.toml",
-            &test.read("tasks.toml").replace(
-                "config = { address",
-                "config = { auth = \"approle\", address",
-            ),
+            "config = { address",
+            "config = { auth = \"approle\", address",
         );
         test.env("VAULT_ROLE_ID", role_id)
             .env("VAULT_SECRET_ID", secret_id)
@@ -404,23 +402,16 @@ fn a_namespace_is_sent_with_every_request() {
         "vault:app#token",
     )
     .env("VAULT_TOKEN", ROOT_TOKEN);
-    test.write(
+    test.edit(
         "tasks.toml",
-        &test.read("tasks.toml").replace(
-            "config = { address",
-            "config = { namespace = \"team-a\", mount = \"kv\", address",
-        ),
+        "config = { address",
+        "config = { namespace = \"team-a\", mount = \"kv\", address",
     );
     test.run_with(&["run", "deploy"])
         .success()
         .stdout_has(&format!("length={}", "namespaced-token-77".len()));
     // Without the namespace the same path does not exist.
-    test.write(
-        "tasks.toml",
-        &test
-            .read("tasks.toml")
-            .replace("namespace = \"team-a\", ", ""),
-    );
+    test.edit("tasks.toml", "namespace = \"team-a\", ", "");
     test.run_with(&["run", "deploy"])
         .status(1)
         .stderr_has("needs `vault:app#token`");
