@@ -1,6 +1,6 @@
 //! `cairn list` and the candidates the completion scripts ask for.
 
-use crate::config::NamePart;
+use crate::config::{MatrixValues, NamePart};
 
 use super::{CliError, Context};
 
@@ -66,6 +66,33 @@ pub(super) fn list(context: &Context, args: &ListArgs) -> Result<i32, CliError> 
                 "{:<width$}    {}",
                 "",
                 dim(&format!("{}{description} = {values}{default}", param.name))
+            );
+        }
+        for matrix in &task.matrix {
+            let values = match &matrix.values {
+                MatrixValues::Listed(values) => values.join(" | "),
+                MatrixValues::File {
+                    file,
+                    key_text,
+                    filter,
+                    ..
+                } => {
+                    let filter = filter
+                        .as_ref()
+                        .map(|f| format!(" where {f}"))
+                        .unwrap_or_default();
+                    format!("each of `{key_text}` in {}{filter}", file.name)
+                }
+            };
+            let rollout = match task.rollout {
+                Some(r) if r.serial => ", one at a time",
+                Some(_) => ", a few at a time",
+                None => "",
+            };
+            println!(
+                "{:<width$}    {}",
+                "",
+                dim(&format!("{} = {values}{rollout}", matrix.name))
             );
         }
     }

@@ -422,6 +422,28 @@ fn describe_plan(
         if job.retries > 0 {
             let _ = writeln!(out, "       retries {}", job.retries);
         }
+        if let Some(slot) = job.rollout {
+            let pace = if slot.max_parallel == 1 {
+                "one at a time".to_owned()
+            } else {
+                format!("up to {} at once", slot.max_parallel)
+            };
+            let _ = writeln!(out, "       rollout {pace}; a failure stops the rest");
+        }
+        if let Some((check, retries, interval)) = &job.check {
+            let _ = writeln!(
+                out,
+                "       check {check} (tries {}, every {})",
+                retries + 1,
+                crate::config::format_duration(*interval)
+            );
+        }
+        if let Some(rollback) = &job.rollback {
+            let _ = writeln!(out, "       rollback {rollback}");
+        }
+        if let Some((name, _)) = &job.lock {
+            let _ = writeln!(out, "       lock  {name}");
+        }
         if let Some(question) = &job.confirm {
             let _ = writeln!(out, "       asks  {question}");
         }

@@ -139,6 +139,20 @@ pub enum ConfigError {
         span: SourceSpan,
     },
 
+    /// A data file named by tasks.toml (`from = "…"`) holds something other than what the task needs.
+    #[error("{message}")]
+    #[diagnostic(code(cairn::config::data_file))]
+    DataFile {
+        /// What is wrong.
+        message: String,
+        #[source_code]
+        src: SourceFile,
+        #[label("here")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
     /// Several problems, reported together so one edit fixes them all.
     #[error("{count} problems in `{file}`")]
     #[diagnostic(code(cairn::config::many))]

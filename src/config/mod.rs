@@ -4,6 +4,7 @@
 //! durations, param declarations and every `{{name}}`. Whether dependencies exist and form no cycle is the
 //! graph's job, because that needs the pattern tasks expanded.
 
+pub mod data;
 mod duration;
 mod error;
 mod parse;
@@ -137,6 +138,77 @@ pub struct TaskDef {
     pub check: Option<CheckDef>,
     /// `rollback`: run when the task or its check fails.
     pub rollback: Option<Template>,
+    /// Variables the task fans out over: one instance per combination, named after the task.
+    pub matrix: Vec<MatrixDef>,
+    /// How many instances of the matrix run at once, and whether one failing stops the rest.
+    pub rollout: Option<Rollout>,
+}
+
+/// A variable a task fans out over (`matrix.NAME`), usable as `{{NAME}}` like a param.
+#[derive(Debug, Clone)]
+pub struct MatrixDef {
+    /// Its name.
+    pub name: String,
+    /// Where it is declared.
+    pub span: Span,
+    /// Where its values come from.
+    pub values: MatrixValues,
+}
+
+/// The values of a matrix variable.
+#[derive(Debug, Clone)]
+pub enum MatrixValues {
+    /// Listed in tasks.toml.
+    Listed(Vec<String>),
+    /// Read from a data file; the key may name the task's params (`environments.{{env}}.hosts`).
+    File {
+        /// The file.
+        file: Arc<data::DataFile>,
+        /// The dotted key.
+        key: Template,
+        /// The key as written.
+        key_text: String,
+        /// Only table entries whose field of this name is `true`.
+        filter: Option<String>,
+        /// Where `key` is written.
+        span: Span,
+    },
+}
+
+/// `serial` / `max_parallel`: a rollout over the matrix, one (or N) instances at a time, stopping at the
+/// first failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollout {
+    /// Instances at once.
+    pub max_parallel: usize,
+    /// Whether each instance waits for the one before it (`serial = true`).
+    pub serial: bool,
+}
+
+impl TaskDef {
+    /// The names templates of this task may use as params: its params, then its matrix variables.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(self.matrix.iter().map(|m| m.name.as_str()))
+    }
+}
+
+impl MatrixValues {
+    /// The values for an instance whose params (in the task's order) are `params`.
+    pub fn resolve(
+        &self,
+        vars: &[String],
+        params: &[String],
+    ) -> Result<Vec<String>, data::QueryError> {
+        match self {
+            MatrixValues::Listed(values) => Ok(values.clone()),
+            MatrixValues::File {
+                file, key, filter, ..
+            } => file.query(&key.render(vars, params, ""), filter.as_deref()),
+        }
+    }
 }
 
 /// A task's `check` table.

@@ -1,20 +1,22 @@
 //! Walks the TOML document by hand, so every problem is collected with its span and unknown keys get a
 //! "did you mean".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned as TomlSpanned;
 
+use super::data::{DataFile, QueryError};
 use super::source::{span_within_string, to_source_span, SourceFile, Span};
 use super::suggest::did_you_mean;
 use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
-    parse_duration, CheckDef, Config, ConfigError, DepDef, DepsStrategy, NamePart, ParamDef,
-    PluginDef, PluginLimits, PluginSetting, PluginValue, Settings, Spanned, TaskDef, TaskName,
-    TaskSecrets, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE, DEFAULT_KILL_GRACE,
-    DEFAULT_SHELL,
+    parse_duration, CheckDef, Config, ConfigError, DepDef, DepsStrategy, MatrixDef, MatrixValues,
+    NamePart, ParamDef, PluginDef, PluginLimits, PluginSetting, PluginValue, Rollout, Settings,
+    Spanned, TaskDef, TaskName, TaskSecrets, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
+    DEFAULT_KILL_GRACE, DEFAULT_SHELL,
 };
 
 type Value<'i> = TomlSpanned<DeValue<'i>>;
@@ -59,7 +61,13 @@ const TASK_KEYS: &[&str] = &[
     "protected",
     "check",
     "rollback",
+    "matrix",
+    "serial",
+    "max_parallel",
 ];
+const QUERY_KEYS: &[&str] = &["from", "key", "where"];
+/// Combinations of param values checked against a matrix's data file at load time; more are checked when used.
+const MAX_CHECKED_QUERIES: usize = 256;
 const CHECK_KEYS: &[&str] = &["run", "retries", "interval"];
 const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
 const PARAM_KEYS: &[&str] = &["values", "default", "description"];
@@ -92,6 +100,8 @@ pub(super) fn parse(
         source: source.clone(),
         errors: Vec::new(),
         plugin_names: Vec::new(),
+        root: root.clone(),
+        data_files: HashMap::new(),
     };
     let document = document.get_ref();
     walker.check_keys(document, TOP_KEYS, "the top level");
@@ -120,6 +130,10 @@ struct Walker<'t> {
     errors: Vec<ConfigError>,
     /// Declared plugins, which tasks may name.
     plugin_names: Vec<String>,
+    /// The directory of tasks.toml, which data files are relative to.
+    root: PathBuf,
+    /// Data files read so far, by the name tasks.toml gives them (`None`: unreadable, already reported).
+    data_files: HashMap<String, Option<Arc<DataFile>>>,
 }
 
 /// The names a template may refer to.
@@ -437,12 +451,26 @@ impl Walker<'_> {
             None => Vec::new(),
         };
         let (task_name, params) = self.task_name(key, declared)?;
+        let matrix = match table.get("matrix") {
+            Some(v) => self.matrix(&context, v, &params, vars),
+            None => Vec::new(),
+        };
+        let rollout = self.rollout(table, &matrix, key);
+        // Matrix variables are used like params; instances carry their values after the params'.
+        let mut scope_params = params.clone();
+        scope_params.extend(matrix.iter().map(|m| ParamDef {
+            name: m.name.clone(),
+            values: None,
+            default: None,
+            description: None,
+            span: m.span.clone(),
+        }));
         let incremental = table
             .get("incremental")
             .and_then(|v| self.boolean("incremental", v))
             .unwrap_or(false);
         let secrets = match table.get("secrets") {
-            Some(v) => self.task_secrets(&context, v, &params, vars),
+            Some(v) => self.task_secrets(&context, v, &scope_params, vars),
             None => None,
         };
         let secret_names: Vec<String> = secrets
@@ -450,7 +478,7 @@ impl Walker<'_> {
             .flat_map(|s| s.env.iter().chain(&s.files).map(|(var, _)| var.clone()))
             .collect();
         let scope = Scope {
-            params: &params,
+            params: &scope_params,
             vars,
             allow_args: false,
             allow_changed: false,
@@ -719,7 +747,264 @@ impl Walker<'_> {
             protected,
             check,
             rollback,
+            matrix,
+            rollout,
         })
+    }
+
+    /// `serial = true` or `max_parallel = N`, which only a task with a matrix can have.
+    fn rollout(
+        &mut self,
+        table: &DeTable<'_>,
+        matrix: &[MatrixDef],
+        task: &Key<'_>,
+    ) -> Option<Rollout> {
+        let serial = table
+            .get_key_value("serial")
+            .and_then(|(k, v)| Some((k.span(), self.boolean("serial", v)?)));
+        let parallel = table
+            .get_key_value("max_parallel")
+            .and_then(|(k, v)| Some((k.span(), self.integer("max_parallel", v, 1, 1 << 16)?)));
+        let rollout = match (&serial, &parallel) {
+            (Some((_, true)), Some((span, _))) => {
+                self.invalid(
+                    "max_parallel",
+                    "`serial = true` already runs one instance at a time",
+                    span,
+                    Some("keep one of `serial = true` and `max_parallel`".into()),
+                );
+                return None;
+            }
+            (Some((_, true)), None) => Rollout {
+                max_parallel: 1,
+                serial: true,
+            },
+            (_, Some((_, n))) => Rollout {
+                max_parallel: *n as usize,
+                serial: false,
+            },
+            (Some((_, false)), None) | (None, None) => return None,
+        };
+        if matrix.is_empty() {
+            let span = serial
+                .map(|(span, _)| span)
+                .or(parallel.map(|(span, _)| span))
+                .unwrap_or(task.span());
+            self.invalid(
+                "tasks",
+                "`serial` and `max_parallel` limit how a matrix rolls out, and this task has no `matrix`",
+                &span,
+                Some("add `matrix.NAME = [...]` (or `{ from = \"file.toml\", key = \"…\" }`) to fan the task out".into()),
+            );
+            return None;
+        }
+        Some(rollout)
+    }
+
+    /// `matrix.NAME = [values]` or `matrix.NAME = { from, key, where }`.
+    fn matrix(
+        &mut self,
+        context: &str,
+        value: &Value<'_>,
+        params: &[ParamDef],
+        vars: &[Var],
+    ) -> Vec<MatrixDef> {
+        let Some(table) = self.table("matrix", value) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            if !template::is_identifier(name) || RESERVED_NAMES.contains(&name) {
+                self.invalid(
+                    "matrix",
+                    format!("`{name}` cannot be a matrix variable's name"),
+                    &key.span(),
+                    Some("use letters, digits, `_` and `-`, starting with a letter; `args` and `changed` are reserved".into()),
+                );
+                continue;
+            }
+            if params.iter().any(|p| p.name == name) {
+                self.invalid(
+                    "matrix",
+                    format!("`{name}` is already a param of this task"),
+                    &key.span(),
+                    Some("give the matrix variable another name".into()),
+                );
+                continue;
+            }
+            let values = match value.get_ref() {
+                DeValue::Array(_) => {
+                    let Some(list) = self.strings(&format!("matrix.{name}"), value) else {
+                        continue;
+                    };
+                    let mut seen = HashSet::new();
+                    let mut ok = true;
+                    for item in &list {
+                        if item.value.is_empty() || !seen.insert(item.value.as_str()) {
+                            self.invalid(
+                                "matrix",
+                                format!("`{}` is empty or listed twice", item.value),
+                                &item.span,
+                                None,
+                            );
+                            ok = false;
+                        }
+                    }
+                    if !ok {
+                        continue;
+                    }
+                    MatrixValues::Listed(list.into_iter().map(|v| v.value).collect())
+                }
+                DeValue::Table(spec) => {
+                    let Some((file, key_text, filter)) =
+                        self.query_spec(spec, value, &format!("`matrix.{name}` of {context}"))
+                    else {
+                        continue;
+                    };
+                    let scope = Scope {
+                        params,
+                        vars,
+                        allow_args: false,
+                        allow_changed: false,
+                        secrets: &[],
+                    };
+                    let Some(key_template) = self.template(
+                        || format!("`matrix.{name}.key` of {context}"),
+                        &key_text,
+                        false,
+                        &scope,
+                    ) else {
+                        continue;
+                    };
+                    let values = MatrixValues::File {
+                        file,
+                        key: key_template,
+                        key_text: key_text.value.clone(),
+                        filter,
+                        span: key_text.span.clone(),
+                    };
+                    self.check_matrix_queries(&values, params, vars, &key_text);
+                    values
+                }
+                _ => {
+                    self.wrong_type(
+                        &format!("matrix.{name}"),
+                        "an array of strings or a table { from = \"file.toml\", key = \"…\" }",
+                        value,
+                    );
+                    continue;
+                }
+            };
+            out.push(MatrixDef {
+                name: name.to_owned(),
+                span: key.span(),
+                values,
+            });
+        }
+        out
+    }
+
+    /// Checks a matrix's data-file key for every combination of listed param values, so a missing environment
+    /// is found by `cairn check` rather than by the deploy.
+    fn check_matrix_queries(
+        &mut self,
+        values: &MatrixValues,
+        params: &[ParamDef],
+        vars: &[Var],
+        key: &Spanned<String>,
+    ) {
+        let var_values: Vec<String> = vars.iter().map(|v| v.value.clone()).collect();
+        let mut combinations: Vec<Vec<String>> = vec![Vec::new()];
+        for param in params {
+            let Some(listed) = &param.values else {
+                return;
+            };
+            combinations = combinations
+                .into_iter()
+                .flat_map(|prefix| {
+                    listed.iter().map(move |v| {
+                        let mut next = prefix.clone();
+                        next.push(v.clone());
+                        next
+                    })
+                })
+                .collect();
+            if combinations.len() > MAX_CHECKED_QUERIES {
+                return;
+            }
+        }
+        let MatrixValues::File { file, .. } = values else {
+            return;
+        };
+        for combination in combinations {
+            if let Err(error) = values.resolve(&var_values, &combination) {
+                let file = Arc::clone(file);
+                self.query_error(&file, error, &key.span);
+                return;
+            }
+        }
+    }
+
+    /// `{ from = "file.toml", key = "a.b", where = "field" }`: the file (read now), the key as written and
+    /// the filter.
+    fn query_spec(
+        &mut self,
+        spec: &DeTable<'_>,
+        value: &Value<'_>,
+        context: &str,
+    ) -> Option<(Arc<DataFile>, Spanned<String>, Option<String>)> {
+        self.check_keys(spec, QUERY_KEYS, context);
+        let from = spec.get("from").and_then(|v| self.string("from", v));
+        let key = spec.get("key").and_then(|v| self.string("key", v));
+        let filter = spec
+            .get("where")
+            .and_then(|v| self.string("where", v))
+            .map(|w| w.value);
+        let (Some(from), Some(key)) = (from, key) else {
+            if spec.get("from").is_none() || spec.get("key").is_none() {
+                self.invalid(
+                    "from",
+                    "a list read from a file needs `from` (the file) and `key` (where in it)",
+                    &value.span(),
+                    Some("e.g. `{ from = \"modules/inventory.toml\", key = \"hosts\", where = \"enabled\" }`".into()),
+                );
+            }
+            return None;
+        };
+        let file = match self.data_files.get(&from.value) {
+            Some(cached) => cached.clone(),
+            None => {
+                let read = match DataFile::read(&self.root, &from.value) {
+                    Ok(file) => Some(Arc::new(file)),
+                    Err(error) => {
+                        self.invalid(
+                            "from",
+                            format!("cannot read `{}`: {error}", from.value),
+                            &from.span,
+                            Some("the path is relative to the directory of tasks.toml".into()),
+                        );
+                        None
+                    }
+                };
+                self.data_files.insert(from.value.clone(), read.clone());
+                read
+            }
+        }?;
+        Some((file, key, filter))
+    }
+
+    /// Reports a failed query: inside the data file when the problem is there, else at the key in tasks.toml.
+    fn query_error(&mut self, file: &DataFile, error: QueryError, key_span: &Span) {
+        match error.span {
+            Some(span) => self.errors.push(ConfigError::DataFile {
+                message: error.message,
+                src: file.source.clone(),
+                span: to_source_span(&span),
+                help: error.help,
+            }),
+            None => self.invalid("key", error.message, key_span, error.help),
+        }
     }
 
     /// A task's `executor` or `plugin`: the name of a declared plugin.
@@ -1058,6 +1343,33 @@ impl Walker<'_> {
             };
             self.check_keys(spec, PARAM_KEYS, &param_context);
             let values = spec.get("values").and_then(|v| {
+                if let DeValue::Table(query) = v.get_ref() {
+                    let (file, key, filter) =
+                        self.query_spec(query, v, &format!("`values` of {param_context}"))?;
+                    return match file.query(&key.value, filter.as_deref()) {
+                        Ok(list) if list.is_empty() => {
+                            self.invalid(
+                                "values",
+                                format!("`{}` in `{}` lists no values", key.value, file.name),
+                                &key.span,
+                                None,
+                            );
+                            None
+                        }
+                        Ok(list) => Some(
+                            list.into_iter()
+                                .map(|value| Spanned {
+                                    value,
+                                    span: key.span.clone(),
+                                })
+                                .collect(),
+                        ),
+                        Err(error) => {
+                            self.query_error(&file, error, &key.span);
+                            None
+                        }
+                    };
+                }
                 let list = self.strings("values", v)?;
                 if list.is_empty() {
                     self.invalid(

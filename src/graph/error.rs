@@ -44,6 +44,22 @@ pub enum GraphError {
         help: Option<String>,
     },
 
+    /// A matrix whose values could not be read.
+    #[error("cannot fan out `{task}`: {message}")]
+    #[diagnostic(code(cairn::graph::matrix))]
+    Matrix {
+        /// The task instance.
+        task: String,
+        /// What is wrong.
+        message: String,
+        #[source_code]
+        src: SourceFile,
+        #[label("the values come from here")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
     /// Tasks that depend on each other in a circle.
     #[error("dependency cycle: {cycle}")]
     #[diagnostic(

@@ -23,6 +23,14 @@ use resolve::{Resolver, Unresolved};
 /// Index of a node in a [`TaskGraph`].
 pub type NodeId = usize;
 
+/// Splits `task[values]` into the task's name and the bracketed part, if there is one.
+fn split_instance(target: &str) -> (&str, Option<&str>) {
+    match target.strip_suffix(']').and_then(|t| t.rsplit_once('[')) {
+        Some((group, values)) if !group.is_empty() => (group, Some(values)),
+        _ => (target, None),
+    }
+}
+
 /// Pattern tasks with more combinations of listed values than this are only checked at their defaults.
 const MAX_STATIC_COMBINATIONS: usize = 4096;
 
@@ -39,6 +47,25 @@ pub struct Node {
     pub deps: Vec<NodeId>,
     /// Where each dependency is written, parallel to `deps`.
     pub dep_spans: Vec<Span>,
+    /// Its place in a matrix, if its task has one.
+    pub role: Role,
+}
+
+/// How a node relates to its task's matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The task has no matrix.
+    Plain,
+    /// The task instance as named (`deploy:production`): it runs nothing itself and depends on every
+    /// instance of its matrix.
+    Group,
+    /// One combination of matrix values (`deploy:production[NIXY]`), whose params end with those values.
+    Instance {
+        /// The group it belongs to.
+        group: NodeId,
+        /// Its position in the matrix, in file order.
+        position: usize,
+    },
 }
 
 /// The validated, acyclic graph of task instances.
@@ -107,21 +134,67 @@ impl TaskGraph {
         let mut pending = Vec::new();
         let mut roots = Vec::with_capacity(targets.len());
         let mut errors = Vec::new();
+        // `deploy:production[NIXY]` names one instance of a matrix: its group is resolved, then the instance.
+        let mut instances = Vec::new();
         for target in targets {
-            match self.resolver.resolve(&self.config, target) {
+            let (group_name, instance) = split_instance(target);
+            match self.resolver.resolve(&self.config, group_name) {
                 Ok((task, values)) => {
                     let id = self.intern(task, values, &mut pending);
-                    if !roots.contains(&id) {
-                        roots.push(id);
+                    match instance {
+                        Some(_) => instances.push((id, target)),
+                        None if !roots.contains(&id) => roots.push(id),
+                        None => {}
                     }
                 }
-                Err(unresolved) => errors.push(self.target_error(target, unresolved)),
+                Err(unresolved) => errors.push(self.target_error(group_name, unresolved)),
             }
         }
         if !errors.is_empty() {
             return Err(GraphError::collect(errors));
         }
         self.expand(pending)?;
+        for (group, target) in instances {
+            let found = self.nodes[group]
+                .deps
+                .iter()
+                .copied()
+                .filter(|_| self.nodes[group].role == Role::Group)
+                .find(|&d| self.nodes[d].label == *target);
+            match found {
+                Some(id) if !roots.contains(&id) => roots.push(id),
+                Some(_) => {}
+                None => {
+                    let known: Vec<&str> = if self.nodes[group].role == Role::Group {
+                        self.nodes[group]
+                            .deps
+                            .iter()
+                            .map(|&d| self.nodes[d].label.as_str())
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    errors.push(GraphError::UnknownTarget {
+                        target: target.clone(),
+                        help: Some(if known.is_empty() {
+                            format!("`{}` has no matrix instances", self.nodes[group].label)
+                        } else {
+                            format!(
+                                "its instances are {}",
+                                known
+                                    .iter()
+                                    .map(|k| format!("`{k}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }),
+                    });
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(GraphError::collect(errors));
+        }
         self.check_acyclic(first_new..self.nodes.len())?;
         Ok(self.closure(roots))
     }
@@ -185,13 +258,20 @@ impl TaskGraph {
             return id;
         }
         let id = self.nodes.len();
-        let label = self.config.tasks[task].name.instance(&params);
+        let def = &self.config.tasks[task];
+        let label = def.name.instance(&params);
+        let role = if def.matrix.is_empty() {
+            Role::Plain
+        } else {
+            Role::Group
+        };
         self.nodes.push(Node {
             task,
             params: params.clone(),
             label,
             deps: Vec::new(),
             dep_spans: Vec::new(),
+            role,
         });
         self.index.insert((task, params), id);
         pending.push(id);
@@ -204,6 +284,13 @@ impl TaskGraph {
         let mut errors = Vec::new();
         while let Some(id) = pending.pop() {
             let def = &config.tasks[self.nodes[id].task];
+            if self.nodes[id].role == Role::Group {
+                match self.fan_out(id, &mut pending) {
+                    Ok(()) => {}
+                    Err(error) => errors.push(error),
+                }
+                continue;
+            }
             let mut deps = Vec::with_capacity(def.deps.len());
             let mut spans = Vec::with_capacity(def.deps.len());
             for dep in &def.deps {
@@ -230,6 +317,77 @@ impl TaskGraph {
         } else {
             Err(GraphError::collect(errors))
         }
+    }
+
+    /// Creates the instances of a group node's matrix, in order, and makes the group depend on them.
+    fn fan_out(&mut self, id: NodeId, pending: &mut Vec<NodeId>) -> Result<(), GraphError> {
+        let config = Arc::clone(&self.config);
+        let def = &config.tasks[self.nodes[id].task];
+        let params = self.nodes[id].params.clone();
+        let mut combinations: Vec<Vec<String>> = vec![Vec::new()];
+        for matrix in &def.matrix {
+            let values = matrix
+                .values
+                .resolve(&self.vars, &params)
+                .map_err(|error| {
+                    let (span, file) = match &matrix.values {
+                        crate::config::MatrixValues::File { span, file, .. } => {
+                            (span.clone(), Some(file.name.clone()))
+                        }
+                        crate::config::MatrixValues::Listed(_) => (matrix.span.clone(), None),
+                    };
+                    GraphError::Matrix {
+                        task: self.nodes[id].label.clone(),
+                        message: error.message,
+                        src: config.source.clone(),
+                        span: to_source_span(&span),
+                        help: error.help.or_else(|| file.map(|f| format!("check `{f}`"))),
+                    }
+                })?;
+            combinations = combinations
+                .into_iter()
+                .flat_map(|prefix| {
+                    values.iter().map(move |value| {
+                        let mut next = prefix.clone();
+                        next.push(value.clone());
+                        next
+                    })
+                })
+                .collect();
+        }
+        let mut instances = Vec::with_capacity(combinations.len());
+        for (position, combination) in combinations.into_iter().enumerate() {
+            let label = format!("{}[{}]", self.nodes[id].label, combination.join(","));
+            let mut full = params.clone();
+            full.extend(combination);
+            let key = (self.nodes[id].task, full);
+            let instance = match self.index.get(&key) {
+                Some(&existing) => existing,
+                None => {
+                    let instance = self.nodes.len();
+                    self.nodes.push(Node {
+                        task: key.0,
+                        params: key.1.clone(),
+                        label,
+                        deps: Vec::new(),
+                        dep_spans: Vec::new(),
+                        role: Role::Instance {
+                            group: id,
+                            position,
+                        },
+                    });
+                    self.index.insert(key, instance);
+                    instance
+                }
+            };
+            instances.push(instance);
+        }
+        let span = def.matrix[0].span.clone();
+        let node = &mut self.nodes[id];
+        node.dep_spans = vec![span; instances.len()];
+        node.deps = instances.clone();
+        pending.extend(instances.into_iter().rev());
+        Ok(())
     }
 
     /// Finds a cycle reachable from `from`, reporting it with the span of each edge.

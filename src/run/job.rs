@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::cache::{hex, GlobList, KeySpec};
 use crate::config::template::shell_quote;
 use crate::config::{Config, DEFAULT_SHELL};
-use crate::graph::{NodeId, Selection, TaskGraph};
+use crate::graph::{NodeId, Role, Selection, TaskGraph};
 
 /// Variables every task receives from cairn's environment, without them entering its cache key: what a
 /// program needs to find itself and the terminal. Everything else must be declared (`env_hash`, `env_pass`).
@@ -87,6 +87,22 @@ pub struct Job {
     pub check: Option<(String, u32, Duration)>,
     /// The command run when the task or its check fails.
     pub rollback: Option<String>,
+    /// The rollout it is part of, as an instance of a task's matrix with `serial` or `max_parallel`.
+    pub rollout: Option<RolloutSlot>,
+}
+
+/// A job's place in a rollout: the scheduler runs at most `max_parallel` jobs of one group at once, and
+/// starts none once one of them has failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutSlot {
+    /// The group node's id in the graph, shared by every instance of the rollout.
+    pub group: NodeId,
+    /// Instances at once.
+    pub max_parallel: usize,
+    /// Whether instances start in matrix order, each after the one before it has succeeded.
+    pub serial: bool,
+    /// Its position among the selected instances of its group, in matrix order.
+    pub rank: usize,
 }
 
 /// A task's `secrets`, with its params applied.
@@ -125,6 +141,26 @@ fn mark_needed_keys(jobs: &mut [Job], deps: &[Vec<usize>]) {
         if jobs[i].needs_key {
             for &d in &deps[i] {
                 jobs[d].needs_key = true;
+            }
+        }
+    }
+}
+
+/// Numbers the selected instances of each rollout 0, 1, … in matrix order, so a serial rollout of a subset
+/// (one named instance, say) waits for nothing outside it.
+fn rank_rollouts(jobs: &mut [Job]) {
+    let mut members: std::collections::HashMap<NodeId, Vec<(usize, usize)>> =
+        std::collections::HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(slot) = job.rollout {
+            members.entry(slot.group).or_default().push((slot.rank, i));
+        }
+    }
+    for mut list in members.into_values() {
+        list.sort_unstable();
+        for (rank, (_, i)) in list.into_iter().enumerate() {
+            if let Some(slot) = jobs[i].rollout.as_mut() {
+                slot.rank = rank;
             }
         }
     }
@@ -194,6 +230,7 @@ impl Plan {
             .iter()
             .map(|&id| graph.node(id).deps.iter().map(|&d| position[d]).collect())
             .collect();
+        rank_rollouts(&mut jobs);
         mark_needed_keys(&mut jobs, &deps);
         Plan {
             jobs: jobs.into_iter().map(Arc::new).collect(),
@@ -220,6 +257,9 @@ fn job(
 ) -> Job {
     let node = graph.node(id);
     let def = &config.tasks[node.task];
+    if node.role == Role::Group {
+        return group_job(config, graph, id, is_target);
+    }
     let vars = graph.vars();
     let quoted_args = args
         .iter()
@@ -261,11 +301,8 @@ fn job(
         env.push((name.clone(), value));
     }
     env.push(("CAIRN_TASK".into(), node.label.clone()));
-    for (param, value) in def.params.iter().zip(&node.params) {
-        let name = format!(
-            "CAIRN_PARAM_{}",
-            param.name.to_uppercase().replace('-', "_")
-        );
+    for (param, value) in def.param_names().zip(&node.params) {
+        let name = format!("CAIRN_PARAM_{}", param.to_uppercase().replace('-', "_"));
         env.push((name, value.clone()));
     }
 
@@ -290,9 +327,8 @@ fn job(
     let key = KeySpec {
         task: def.name.text.clone(),
         params: def
-            .params
-            .iter()
-            .map(|p| p.name.clone())
+            .param_names()
+            .map(str::to_owned)
             .zip(node.params.iter().cloned())
             .collect(),
         commands: commands.clone(),
@@ -325,14 +361,12 @@ fn job(
         dir,
         timeout: def.timeout,
         retries: def.retries,
-        confirm: def
-            .confirm
-            .as_ref()
-            .map(|q| q.render(vars, &node.params, ""))
-            .or_else(|| {
-                def.protected
-                    .then(|| format!("`{}` is protected. Run it?", node.label))
-            }),
+        // A matrix asks once, for the whole group.
+        confirm: if node.role == Role::Plain {
+            confirmation(def, vars, node)
+        } else {
+            None
+        },
         is_target,
         needs_key: false,
         key,
@@ -382,7 +416,7 @@ fn job(
             (name, path)
         }),
         audit: def.audit,
-        protected: def.protected,
+        protected: def.protected && node.role == Role::Plain,
         check: def
             .check
             .as_ref()
@@ -391,6 +425,98 @@ fn job(
             .rollback
             .as_ref()
             .map(|r| r.render(vars, &node.params, "")),
+        rollout: match (node.role, def.rollout) {
+            (Role::Instance { group, position }, Some(rollout)) => Some(RolloutSlot {
+                group,
+                max_parallel: rollout.max_parallel,
+                serial: rollout.serial,
+                rank: position,
+            }),
+            _ => None,
+        },
+    }
+}
+
+/// The question a task asks before the run: its `confirm`, or the one `protected` implies.
+fn confirmation(
+    def: &crate::config::TaskDef,
+    vars: &[String],
+    node: &crate::graph::Node,
+) -> Option<String> {
+    def.confirm
+        .as_ref()
+        .map(|q| q.render(vars, &node.params, ""))
+        .or_else(|| {
+            def.protected
+                .then(|| format!("`{}` is protected. Run it?", node.label))
+        })
+}
+
+/// The group node of a matrix task: it runs nothing itself, asks the task's question once and waits for its
+/// instances.
+fn group_job(config: &Config, graph: &TaskGraph, id: NodeId, is_target: bool) -> Job {
+    let node = graph.node(id);
+    let def = &config.tasks[node.task];
+    let mut job = empty_job(&node.label);
+    job.node = id;
+    job.dir = config.root.clone();
+    job.is_target = is_target;
+    job.confirm = confirmation(def, graph.vars(), node);
+    job.protected = def.protected;
+    job.key.task = def.name.text.clone();
+    job.key.params = def
+        .params
+        .iter()
+        .map(|p| p.name.clone())
+        .zip(node.params.iter().cloned())
+        .collect();
+    job
+}
+
+/// A job that runs nothing, with an empty key.
+fn empty_job(label: &str) -> Job {
+    let none = GlobList::new(&[]).expect("no patterns");
+    Job {
+        node: 0,
+        label: label.into(),
+        commands: vec![],
+        changed_slots: vec![],
+        shell: DEFAULT_SHELL.iter().map(|s| (*s).to_owned()).collect(),
+        default_shell: true,
+        base_env: Arc::from(Vec::new()),
+        env: vec![],
+        clear_env: true,
+        dir: ".".into(),
+        timeout: None,
+        retries: 0,
+        confirm: None,
+        is_target: false,
+        needs_key: false,
+        key: KeySpec {
+            task: label.into(),
+            params: BTreeMap::new(),
+            commands: vec![],
+            shell: vec![],
+            dir: ".".into(),
+            args: vec![],
+            input_globs: vec![],
+            inputs: none.clone(),
+            output_globs: vec![],
+            outputs: none,
+            env: BTreeMap::new(),
+            deps_strategy: crate::config::DepsStrategy::Key,
+            cacheable: false,
+            incremental: false,
+        },
+        secrets: None,
+        executor: None,
+        plugin: None,
+        lock: None,
+        audit: false,
+        protected: false,
+        check: None,
+        rollback: None,
+        rollout: None,
     }
 }
 
@@ -419,46 +545,9 @@ impl Job {
 /// A job with nothing to run, for tests of the scheduler and executor.
 #[cfg(test)]
 pub(crate) fn test_job(label: &str) -> Job {
-    let none = GlobList::new(&[]).expect("no patterns");
-    Job {
-        node: 0,
-        label: label.into(),
-        commands: vec![],
-        changed_slots: vec![],
-        shell: vec!["bash".into(), "-c".into()],
-        default_shell: true,
-        base_env: Arc::from(Vec::new()),
-        env: vec![],
-        clear_env: false,
-        dir: ".".into(),
-        timeout: None,
-        retries: 0,
-        confirm: None,
-        is_target: true,
-        needs_key: false,
-        key: KeySpec {
-            task: label.into(),
-            params: BTreeMap::new(),
-            commands: vec![],
-            shell: vec![],
-            dir: ".".into(),
-            args: vec![],
-            input_globs: vec![],
-            inputs: none.clone(),
-            output_globs: vec![],
-            outputs: none,
-            env: BTreeMap::new(),
-            deps_strategy: crate::config::DepsStrategy::Key,
-            cacheable: false,
-            incremental: false,
-        },
-        secrets: None,
-        executor: None,
-        plugin: None,
-        lock: None,
-        audit: false,
-        protected: false,
-        check: None,
-        rollback: None,
-    }
+    let mut job = empty_job(label);
+    job.shell = vec!["bash".into(), "-c".into()];
+    job.clear_env = false;
+    job.is_target = true;
+    job
 }

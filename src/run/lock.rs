@@ -1,20 +1,44 @@
 //! Named locks (`lock = "deploy-{{env}}"`): at most one cairn process at a time runs a task holding a given
 //! name. The lock is an flock on `.cairn/locks/NAME.lock`, released by the kernel if the holder dies; the file
-//! says who holds it, for whoever has to wait.
+//! says who holds it, for whoever has to wait. Once taken, it is held until cairn exits.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// A held lock; released when dropped (or when the process ends, however it ends).
-pub struct NamedLock {
+/// A lock this process took: it keeps the file open, and with it the flock, until cairn exits.
+struct NamedLock {
     _file: File,
 }
 
-/// Takes the lock at `path`, calling `waiting` with the holder's description if another process has it, then
-/// waiting for it.
-pub fn acquire(path: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<NamedLock> {
+/// One entry per lock file this process has asked for; the inner mutex makes a second task of the same run
+/// wait for the first to take it instead of queueing a second flock behind its own process.
+type Held = Mutex<HashMap<PathBuf, Arc<Mutex<Option<NamedLock>>>>>;
+
+fn held() -> &'static Held {
+    static HELD: OnceLock<Held> = OnceLock::new();
+    HELD.get_or_init(Held::default)
+}
+
+/// Takes the lock at `path` for the rest of this process, calling `waiting` with the holder's description if
+/// another process has it, then waiting for it. Taking a lock this process already holds returns at once: a
+/// rollout keeps its lock from the first host to the last, and no other cairn can slip in between.
+pub fn acquire(path: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<()> {
+    let entry = {
+        let mut map = held().lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(path.to_owned()).or_default())
+    };
+    let mut slot = entry.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        *slot = Some(take(path, waiting)?);
+    }
+    Ok(())
+}
+
+fn take(path: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<NamedLock> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -26,7 +26,7 @@ use crate::cache::{DepInput, Key, Session};
 use tokio::task::JoinSet;
 
 pub use cached::CacheUse;
-pub use job::{env_matches, Job, Plan, SecretsRequest, ALWAYS_PASSED};
+pub use job::{env_matches, Job, Plan, RolloutSlot, SecretsRequest, ALWAYS_PASSED};
 pub use process::{is_direct, ProcessExecutor, Streams};
 
 /// Which of a task's output streams a line came from.
@@ -254,10 +254,26 @@ pub async fn execute(
     let mut first_failure = None;
     let mut interrupted = None;
     let limit = options.jobs.max(1);
+    let mut rollouts: HashMap<usize, RolloutState> = HashMap::new();
 
     loop {
         while !stopping && running.len() < limit {
             let Some(Reverse(i)) = ready.pop() else { break };
+            if let Some(slot) = jobs[i].rollout {
+                let state = rollouts.entry(slot.group).or_default();
+                if let Some(failed) = state.stopped_by {
+                    // The rollout stopped at a failure: the rest of its instances stay as they are.
+                    results[i].status = TaskStatus::Skipped { blocked_by: failed };
+                    continue;
+                }
+                let out_of_turn = slot.serial && slot.rank != state.started;
+                if state.running >= slot.max_parallel || out_of_turn {
+                    state.waiting.push(i);
+                    continue;
+                }
+                state.running += 1;
+                state.started += 1;
+            }
             results[i].started = Some(start.elapsed());
             let deps = plan.deps[i]
                 .iter()
@@ -302,6 +318,14 @@ pub async fn execute(
                     key: end.key,
                 };
                 reporter.finished(&jobs[i], &results[i]);
+                if let Some(slot) = jobs[i].rollout {
+                    let state = rollouts.entry(slot.group).or_default();
+                    state.running -= 1;
+                    if results[i].status != TaskStatus::Succeeded {
+                        state.stopped_by.get_or_insert(i);
+                    }
+                    ready.extend(state.waiting.drain(..).map(Reverse));
+                }
                 match &results[i].status {
                     TaskStatus::Succeeded => {
                         for &next in &dependents[i] {
@@ -341,6 +365,18 @@ pub async fn execute(
         interrupted,
         elapsed: start.elapsed(),
     })
+}
+
+/// How far one rollout (a matrix with `serial` or `max_parallel`) has got.
+#[derive(Default)]
+struct RolloutState {
+    running: usize,
+    /// Instances started so far; a serial rollout starts the instance of that rank next.
+    started: usize,
+    /// Ready instances held back by the rollout's limit.
+    waiting: Vec<usize>,
+    /// The instance whose failure stopped the rollout.
+    stopped_by: Option<usize>,
 }
 
 /// Runs a job's attempts until one succeeds, the retries run out, or the run is interrupted.

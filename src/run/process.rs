@@ -167,33 +167,30 @@ impl ProcessExecutor {
             injection: injection.as_deref(),
             files: secret_files.as_ref(),
         };
-        // Held until this attempt ends, whichever way it ends.
-        let _lock = match &job.lock {
-            Some((name, file)) => {
-                let (name, file) = (name.clone(), file.clone());
-                let (job_for_note, reporter) = (Arc::clone(&job), Arc::clone(&context.reporter));
-                let taken = tokio::task::spawn_blocking(move || {
-                    super::lock::acquire(&file, |holder| {
-                        reporter.note(
-                            &job_for_note,
-                            &format!("waiting for lock `{name}`, held by {holder}"),
-                        );
-                    })
+        // Held from here until cairn exits, whichever way it exits.
+        if let Some((name, file)) = &job.lock {
+            let (name, file) = (name.clone(), file.clone());
+            let (job_for_note, reporter) = (Arc::clone(&job), Arc::clone(&context.reporter));
+            let taken = tokio::task::spawn_blocking(move || {
+                super::lock::acquire(&file, |holder| {
+                    reporter.note(
+                        &job_for_note,
+                        &format!("waiting for lock `{name}`, held by {holder}"),
+                    );
                 })
-                .await;
-                match taken {
-                    Ok(Ok(lock)) => Some(lock),
-                    Ok(Err(error)) => {
-                        context
-                            .reporter
-                            .note(&job, &format!("cannot take its lock: {error}"));
-                        return TaskStatus::Failed { code: 1 };
-                    }
-                    Err(_) => return TaskStatus::Interrupted,
+            })
+            .await;
+            match taken {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    context
+                        .reporter
+                        .note(&job, &format!("cannot take its lock: {error}"));
+                    return TaskStatus::Failed { code: 1 };
                 }
+                Err(_) => return TaskStatus::Interrupted,
             }
-            None => None,
-        };
+        }
         if let Some(name) = &job.plugin {
             return self.plugin_task(&job, name, context).await;
         }

@@ -5,6 +5,7 @@ mod cache;
 mod deploy;
 mod docs;
 mod engine;
+mod matrix;
 mod monitoring;
 mod nix;
 mod plugins;
