@@ -50,6 +50,14 @@ pub(super) fn plugins(context: &Context, command: &PluginsCommand) -> Result<i32
         PluginsCommand::Lock => {
             let mut lock = LockFile::default();
             for def in &config.plugins {
+                if let (Some(task), None) = (&def.built_by, &def.sha256) {
+                    // A pin would refuse the next build; the build task's cache record vouches instead.
+                    println!(
+                        "{}  built by task `{}`, not pinned  {}",
+                        def.name, task.value, def.source.value
+                    );
+                    continue;
+                }
                 let path = config.root.join(&def.source.value);
                 let bytes = std::fs::read(&path).map_err(|source| CliError::Io {
                     what: format!(
@@ -119,8 +127,12 @@ pub(super) fn plugins(context: &Context, command: &PluginsCommand) -> Result<i32
                                 }
                             );
                         } else {
+                            let trust = match (&def.built_by, &def.sha256) {
+                                (Some(task), None) => format!("built by task `{}`", task.value),
+                                _ => "hash pinned".to_owned(),
+                            };
                             println!(
-                                "ok    {} ({} {}, protocol {}, hash pinned)",
+                                "ok    {} ({} {}, protocol {}, {trust})",
                                 def.name, d.name, d.version, d.protocol
                             );
                         }

@@ -233,6 +233,9 @@ pub struct PluginDef {
     pub source: Spanned<String>,
     /// `sha256`: the module's pinned hash (else plugins.lock must pin it).
     pub sha256: Option<Spanned<String>>,
+    /// `built_by`: the task that builds the module from this repository; an unpinned module is loaded when
+    /// it is the very file that task's last successful run produced.
+    pub built_by: Option<Spanned<String>>,
     /// `config`, in file order.
     pub config: Vec<PluginSetting>,
     /// `allow.hosts`: `HOST:PORT` destinations.

@@ -24,7 +24,7 @@ type Key<'i> = TomlSpanned<std::borrow::Cow<'i, str>>;
 
 const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks"];
 const PLUGIN_KEYS: &[&str] = &[
-    "source", "sha256", "config", "allow", "limits", "events", "secrets",
+    "source", "sha256", "config", "allow", "limits", "events", "secrets", "built_by",
 ];
 const ALLOW_KEYS: &[&str] = &["hosts", "env", "clock"];
 const LIMIT_KEYS: &[&str] = &["timeout", "memory", "fuel"];
@@ -1075,6 +1075,9 @@ impl Walker<'_> {
                     );
                 }
             }
+            let built_by = table
+                .get("built_by")
+                .and_then(|v| self.string("built_by", v));
             let mut config = Vec::new();
             if let Some(v) = table.get("config") {
                 if let Some(entries) = self.table("config", v) {
@@ -1182,6 +1185,7 @@ impl Walker<'_> {
                 span: key.span(),
                 source,
                 sha256,
+                built_by,
                 config,
                 allow_hosts: hosts,
                 allow_env: env,

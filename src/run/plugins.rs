@@ -390,6 +390,10 @@ impl Plugins {
                 "its `sha256` in tasks.toml",
             ),
             (None, Some(entry)) => (entry.sha256.to_ascii_lowercase(), "plugins.lock"),
+            (None, None) if def.built_by.is_some() => {
+                self.check_built_by(def, &wasm)?;
+                return Ok((wasm, found));
+            }
             (None, None) => {
                 return Err(PluginError::Module {
                     plugin: def.name.clone(),
@@ -414,6 +418,57 @@ impl Plugins {
             });
         }
         Ok((wasm, found))
+    }
+
+    /// Accepts a module built from this repository: it must be byte for byte the output that its `built_by`
+    /// task's last successful run stored in the cache, so a module swapped after the build is refused.
+    fn check_built_by(&self, def: &PluginDef, wasm: &[u8]) -> Result<(), PluginError> {
+        let task = def.built_by.as_ref().map_or("", |t| t.value.as_str());
+        let refuse = |message: String| {
+            PluginError::Module {
+            plugin: def.name.clone(),
+            message,
+            help: Some(format!(
+                "run `cairn run {task}` to build it (and make the tasks that use it depend on `{task}`), or pin it with `cairn plugins lock`"
+            )),
+        }
+        };
+        let store = crate::cache::Store::open(
+            &crate::cache::dir_for(&self.config.root),
+            crate::cache::LockMode::Shared,
+        )
+        .map_err(|e| refuse(format!("cannot read the cache to check who built it: {e}")))?;
+        let record: Option<crate::cache::SuccessRecord> =
+            std::fs::read(store.task_file("tasks", task))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let Some(record) = record else {
+            return Err(refuse(format!(
+                "is not pinned, and task `{task}` (its `built_by`) has no successful run recorded"
+            )));
+        };
+        let entry = crate::cache::Key::parse(&record.key)
+            .and_then(|key| store.load_entry(&key).ok().flatten());
+        let wanted = crate::paths::normalize_lexically(std::path::Path::new(&def.source.value));
+        let produced = entry.as_ref().and_then(|entry| {
+            entry.outputs.iter().find(|o| {
+                crate::paths::normalize_lexically(std::path::Path::new(&o.path)) == wanted
+            })
+        });
+        let Some(produced) = produced else {
+            return Err(refuse(format!(
+                "is not pinned, and `{}` is not among the outputs of task `{task}`'s last successful run",
+                def.source.value
+            )));
+        };
+        let digest = crate::cache::hex(blake3::hash(wasm).as_bytes());
+        if produced.blob.as_deref() != Some(digest.as_str()) {
+            return Err(refuse(format!(
+                "`{}` is not the file task `{task}` built: it changed after that task's last successful run",
+                def.source.value
+            )));
+        }
+        Ok(())
     }
 
     fn check_config(&self, def: &PluginDef, plugin: &Plugin) -> Result<(), PluginError> {

@@ -519,3 +519,38 @@ fn mistakes_in_plugin_declarations_are_reported_with_positions() {
         .status(1)
         .stderr_has("either by `run` or by a `plugin`");
 }
+
+#[test]
+fn a_plugin_built_by_a_task_loads_only_while_it_is_that_tasks_output() {
+    let (Some(lint), Some(other)) = (example("line-lint"), example("event-log")) else {
+        return;
+    };
+    let test = Test::new();
+    std::fs::write(test.path("line-lint.wasm"), &lint).unwrap();
+    let test = test.tasks(
+        "[plugins.lint]\nsource = \"dist/lint.wasm\"\nbuilt_by = \"build-plugin\"\n\n\
+         [tasks.build-plugin]\nrun = \"mkdir -p dist && cp line-lint.wasm dist/lint.wasm\"\ninputs = [\"line-lint.wasm\"]\noutputs = [\"dist/lint.wasm\"]\n\n\
+         [tasks.lint]\nplugin = \"lint\"\ninputs = [\"*.nix\"]\ndeps = [\"build-plugin\"]\n\n\
+         [tasks.lint-alone]\nplugin = \"lint\"\ninputs = [\"*.nix\"]\n",
+    );
+    test.write("a.nix", "{ }\n");
+    // Put there by hand: no build vouches for it.
+    std::fs::create_dir_all(test.path("dist")).unwrap();
+    std::fs::write(test.path("dist/lint.wasm"), &lint).unwrap();
+    test.run_with(&["run", "lint-alone"])
+        .status(1)
+        .stderr_has("task `build-plugin` (its `built_by`) has no successful run recorded");
+    test.run_with(&["run", "lint"])
+        .success()
+        .stdout_has("checked 1 file(s): 0 error(s)");
+    test.run_with(&["plugins", "check"])
+        .success()
+        .stdout_has("built by task `build-plugin`");
+    // Swapped after the build: refused, even though the task that built it is cached.
+    std::fs::write(test.path("dist/lint.wasm"), &other).unwrap();
+    test.run_with(&["run", "lint-alone"])
+        .status(1)
+        .stderr_has("is not the file task `build-plugin` built");
+    // Rebuilt by its task: trusted again without a new pin.
+    test.run_with(&["run", "lint", "--force"]).success();
+}
