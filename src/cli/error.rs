@@ -29,6 +29,16 @@ pub enum CliError {
     #[diagnostic(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
 
+    /// `cairn query` found nothing at the key.
+    #[error("{message}")]
+    #[diagnostic(code(cairn::query))]
+    Query {
+        /// What is missing.
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+
     /// A task asks for confirmation and there is no terminal to ask on.
     #[error(
         "task `{task}` asks for confirmation (\"{question}\"), and there is no terminal to ask on"
@@ -83,7 +93,8 @@ impl CliError {
             CliError::Declined { .. }
             | CliError::Io { .. }
             | CliError::Cache(_)
-            | CliError::Secrets(_) => 1,
+            | CliError::Secrets(_)
+            | CliError::Query { .. } => 1,
             _ => 2,
         }
     }

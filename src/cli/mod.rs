@@ -64,6 +64,16 @@ enum Command {
     /// List, check, pin (plugins.lock) or create WebAssembly plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Print the values at a dotted key of a TOML data file (an inventory, say), one per line.
+    Query {
+        /// The TOML file.
+        file: PathBuf,
+        /// A dotted key: a table gives its keys, an array its items, a string, number or boolean itself.
+        key: String,
+        /// With a table of tables, only the entries whose field of this name is `true`.
+        #[arg(long = "where", value_name = "FIELD")]
+        filter: Option<String>,
+    },
     /// Print a completion script for a shell.
     Completions {
         /// The shell.
@@ -118,6 +128,7 @@ pub fn main() -> ExitCode {
         Command::Cache(command) => cache::cache(&context, &command),
         Command::Secrets(args) => secrets::secrets(args),
         Command::Plugins(command) => plugins::plugins(&context, &command),
+        Command::Query { file, key, filter } => query(&file, &key, filter.as_deref()),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));
             Ok(0)
@@ -201,6 +212,39 @@ fn check(context: &Context) -> Result<i32, CliError> {
             eprintln!("{:?}", miette::Report::new(error));
             Ok(1)
         }
+    }
+}
+
+fn query(file: &Path, key: &str, filter: Option<&str>) -> Result<i32, CliError> {
+    let name = file.display().to_string();
+    let data =
+        config::data::DataFile::read(Path::new("."), &name).map_err(|source| CliError::Io {
+            what: format!("cannot read `{name}`"),
+            source,
+        })?;
+    let found = match filter {
+        Some(field) => data.query(key, Some(field)),
+        None => data.lookup(key),
+    };
+    match found {
+        Ok(values) => {
+            for value in values {
+                println!("{value}");
+            }
+            Ok(0)
+        }
+        Err(error) => Err(match error.span {
+            Some(span) => CliError::Config(config::ConfigError::DataFile {
+                message: error.message,
+                src: data.source.clone(),
+                span: config::source::to_source_span(&span),
+                help: error.help,
+            }),
+            None => CliError::Query {
+                message: error.message,
+                help: error.help,
+            },
+        }),
     }
 }
 

@@ -52,6 +52,21 @@ impl DataFile {
 
     /// The values at `key`, filtered by `filter` when the key leads to a table.
     pub fn query(&self, key: &str, filter: Option<&str>) -> Result<Vec<String>, QueryError> {
+        self.resolve(key, filter, false)
+    }
+
+    /// Like [`DataFile::query`], but a key leading to a string, number or boolean gives that one value
+    /// (`hosts.NIXY.system`), for scripts that need one fact.
+    pub fn lookup(&self, key: &str) -> Result<Vec<String>, QueryError> {
+        self.resolve(key, None, true)
+    }
+
+    fn resolve(
+        &self,
+        key: &str,
+        filter: Option<&str>,
+        scalars: bool,
+    ) -> Result<Vec<String>, QueryError> {
         let document = DeTable::parse(self.text()).map_err(|e| QueryError {
             message: format!("`{}` is not valid TOML: {}", self.name, e.message().trim()),
             span: e.span(),
@@ -122,6 +137,10 @@ impl DataFile {
                         })
                         .collect();
                 }
+                (DeValue::String(text), true) if scalars => return Ok(vec![text.to_string()]),
+                (DeValue::Integer(n), true) if scalars => return Ok(vec![n.as_str().to_owned()]),
+                (DeValue::Float(n), true) if scalars => return Ok(vec![n.as_str().to_owned()]),
+                (DeValue::Boolean(b), true) if scalars => return Ok(vec![b.to_string()]),
                 (_, _) => {
                     return Err(QueryError {
                         message: format!(
@@ -261,6 +280,17 @@ hosts = ["NIXY", "NIXI"]
             data.query("environments.production.hosts", None).unwrap(),
             ["NIXY", "NIXI"]
         );
+    }
+
+    #[test]
+    fn lookups_also_give_single_values() {
+        let data = file("[hosts.NIXY]\nsystem = \"aarch64-darwin\"\nenabled = true\n");
+        assert_eq!(
+            data.lookup("hosts.NIXY.system").unwrap(),
+            ["aarch64-darwin"]
+        );
+        assert_eq!(data.lookup("hosts.NIXY.enabled").unwrap(), ["true"]);
+        assert!(data.query("hosts.NIXY.system", None).is_err());
     }
 
     #[test]

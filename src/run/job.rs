@@ -168,6 +168,8 @@ fn rank_rollouts(jobs: &mut [Job]) {
 
 /// cairn's own environment, read once per plan.
 struct Caller {
+    /// This cairn's executable, which tasks get as `CAIRN` to call cairn back (like make's `$(MAKE)`).
+    exe: Option<String>,
     all: Vec<(String, String)>,
     base: Arc<[(String, String)]>,
     none: Arc<[(String, String)]>,
@@ -184,6 +186,9 @@ impl Caller {
             .cloned()
             .collect();
         Caller {
+            exe: std::env::current_exe()
+                .ok()
+                .and_then(|p| p.into_os_string().into_string().ok()),
             all,
             base,
             none: Arc::from(Vec::new()),
@@ -301,6 +306,9 @@ fn job(
         env.push((name.clone(), value));
     }
     env.push(("CAIRN_TASK".into(), node.label.clone()));
+    if let Some(exe) = &caller.exe {
+        env.push(("CAIRN".into(), exe.clone()));
+    }
     for (param, value) in def.param_names().zip(&node.params) {
         let name = format!("CAIRN_PARAM_{}", param.to_uppercase().replace('-', "_"));
         env.push((name, value.clone()));

@@ -169,3 +169,23 @@ fn hosts_of_a_rollout_share_one_lock_for_the_whole_run() {
         .success()
         .stderr_lacks("waiting for lock");
 }
+
+#[test]
+fn tasks_can_look_facts_up_with_cairn_query() {
+    let test = Test::new().file("inventory.toml", INVENTORY).tasks(
+        "[tasks.\"show:{host}\"]\nparams.host = { values = { from = \"inventory.toml\", key = \"hosts\", where = \"enabled\" } }\nrun = \"echo enabled=$(\\\"$CAIRN\\\" query inventory.toml hosts.{{host}}.enabled)\"\n",
+    );
+    test.run_with(&["run", "show:beta"])
+        .success()
+        .stdout_has("enabled=true");
+    test.run_with(&["query", "inventory.toml", "hosts", "--where", "enabled"])
+        .success()
+        .stdout_has("alpha\nbeta\ngamma\n");
+    test.run_with(&["query", "inventory.toml", "environments.production.hosts"])
+        .success()
+        .stdout_has("alpha\nbeta\ngamma\n");
+    test.run_with(&["query", "inventory.toml", "hosts.alpah.enabled"])
+        .status(1)
+        .stderr_has("`inventory.toml` has no key `alpah` in `hosts`")
+        .stderr_has("did you mean `alpha`?");
+}

@@ -987,3 +987,23 @@ fn write_editor(test: &Test, script: &str) {
     )
     .expect("chmod");
 }
+
+#[test]
+fn doctor_without_identity_checks_what_a_fresh_clone_can() {
+    let test = encrypted_project();
+    let home = test.path("empty-home").display().to_string();
+    let test = test
+        .env("SOPS_AGE_KEY_FILE", "/nonexistent/keys.txt")
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", &home);
+    test.run_with(&["secrets", "doctor"])
+        .status(1)
+        .stdout_has("no age identity found");
+    test.run_with(&["secrets", "doctor", "--without-identity"])
+        .success()
+        .stdout_has("checking encryption, rules and recipients only");
+    test.write("secrets/production/leak.env", "TOKEN=plaintext-value\n");
+    test.run_with(&["secrets", "doctor", "--without-identity"])
+        .status(1)
+        .stdout_has("secrets/production/leak.env: plaintext");
+}
