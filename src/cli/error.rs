@@ -29,6 +29,16 @@ pub enum CliError {
     #[diagnostic(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
 
+    /// `--set` names a var tasks.toml does not declare.
+    #[error("`--set {name}=…`: there is no var `{name}` in [vars]")]
+    #[diagnostic(code(cairn::run::unknown_var))]
+    UnknownVar {
+        /// The name given.
+        name: String,
+        #[help]
+        help: String,
+    },
+
     /// `cairn query` found nothing at the key.
     #[error("{message}")]
     #[diagnostic(code(cairn::query))]

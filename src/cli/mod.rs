@@ -157,6 +157,14 @@ pub(crate) struct Context {
 impl Context {
     /// Finds, loads and validates the tasks.toml.
     fn load(&self) -> Result<(Arc<Config>, TaskGraph), CliError> {
+        self.load_with(&[])
+    }
+
+    /// Like [`Context::load`], with some `[vars]` given other values for this run (`--set NAME=VALUE`).
+    fn load_with(
+        &self,
+        overrides: &[(String, String)],
+    ) -> Result<(Arc<Config>, TaskGraph), CliError> {
         let path = match &self.file {
             Some(path) => path.clone(),
             None => {
@@ -167,7 +175,25 @@ impl Context {
                 config::discover(&cwd)?
             }
         };
-        let config = Arc::new(Config::load(&absolute(&path))?);
+        let mut config = Config::load(&absolute(&path))?;
+        for (name, value) in overrides {
+            match config.vars.iter_mut().find(|v| v.name == *name) {
+                Some(var) => var.value.clone_from(value),
+                None => {
+                    return Err(CliError::UnknownVar {
+                        name: name.clone(),
+                        help: config::suggest::did_you_mean(
+                            name,
+                            config.vars.iter().map(|v| v.name.as_str()),
+                        )
+                        .unwrap_or_else(|| {
+                            format!("`--set` changes a var of [vars] for one run; declare `{name} = \"…\"` there first")
+                        }),
+                    })
+                }
+            }
+        }
+        let config = Arc::new(config);
         let graph = TaskGraph::build(Arc::clone(&config))?;
         Ok((config, graph))
     }

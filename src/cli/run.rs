@@ -41,9 +41,21 @@ pub(super) struct RunArgs {
     /// An age identity file (keys.txt or SSH private key) to decrypt tasks' secrets with, tried first.
     #[arg(long = "identity", short = 'i', value_name = "FILE")]
     identity: Vec<std::path::PathBuf>,
+    /// Give a var of [vars] another value for this run (it enters the keys of the tasks that use it).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    set: Vec<(String, String)>,
     /// Arguments for the targets (never for their dependencies).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+fn parse_assignment(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "expected NAME=VALUE, e.g. `--set nix=skip`; got `{text}`"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,7 +71,7 @@ enum OutputArg {
 }
 
 pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
-    let (config, mut graph) = context.load()?;
+    let (config, mut graph) = context.load_with(&args.set)?;
     let selection = graph.select(&args.targets)?;
     let mut plan = Plan::new(&graph, &selection, &args.args);
     if !args.args.is_empty() {

@@ -927,3 +927,22 @@ fn cache_key_mistakes_are_reported_with_the_others() {
         .stderr_has("`1BAD` is not a variable name")
         .stderr_has("`files` is not a strategy");
 }
+
+#[test]
+fn set_gives_a_var_another_value_for_one_run() {
+    let test = Test::new()
+        .tasks("[vars]\nnix = \"require\"\n\n[tasks.build]\nrun = \"echo nix={{nix}}\"\n");
+    test.run_with(&["run", "build"])
+        .success()
+        .stdout_has("nix=require");
+    test.run_with(&["run", "build", "--set", "nix=skip"])
+        .success()
+        .stdout_has("nix=skip");
+    test.run_with(&["run", "build", "--set", "nxi=skip"])
+        .status(2)
+        .stderr_has("there is no var `nxi` in [vars]")
+        .stderr_has("did you mean `nix`?");
+    test.run_with(&["run", "build", "--set", "nix"])
+        .status(2)
+        .stderr_has("expected NAME=VALUE");
+}
