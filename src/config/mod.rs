@@ -114,6 +114,9 @@ pub struct TaskDef {
     pub shell: Option<Vec<String>>,
     /// `confirm`: the question asked before the task runs.
     pub confirm: Option<Template>,
+    /// `confirm.when`: the question is asked only for instances whose params have these values (param
+    /// index, allowed values); empty: always.
+    pub confirm_when: Vec<(usize, Vec<String>)>,
     /// `env_hash`: variables read from the caller's environment whose values enter the cache key.
     pub env_hash: Vec<String>,
     /// `env_pass`: variables passed through from the caller's environment without entering the key.

@@ -665,10 +665,67 @@ impl Walker<'_> {
             .unwrap_or(0) as u32;
         let cache = table.get("cache").and_then(|v| self.boolean("cache", v));
         let shell = table.get("shell").and_then(|v| self.shell("shell", v));
+        let mut confirm_when = Vec::new();
         let confirm = match table.get("confirm") {
             Some(v) => match v.get_ref() {
                 DeValue::Boolean(true) => Some(Template::literal(format!("Run `{name}`?"))),
                 DeValue::Boolean(false) => None,
+                DeValue::Table(spec) => {
+                    self.check_keys(
+                        spec,
+                        &["question", "when"],
+                        &format!("`confirm` of {context}"),
+                    );
+                    if let Some(when) = spec.get("when").and_then(|w| self.table("confirm.when", w))
+                    {
+                        for (param_key, values) in when.iter() {
+                            let param_name: &str = param_key.get_ref();
+                            let Some(index) = params.iter().position(|p| p.name == param_name)
+                            else {
+                                self.invalid(
+                                    "confirm.when",
+                                    format!("`{param_name}` is not a param of this task"),
+                                    &param_key.span(),
+                                    did_you_mean(
+                                        param_name,
+                                        params.iter().map(|p| p.name.as_str()),
+                                    ),
+                                );
+                                continue;
+                            };
+                            let Some(list) =
+                                self.strings(&format!("confirm.when.{param_name}"), values)
+                            else {
+                                continue;
+                            };
+                            if let Some(allowed) = &params[index].values {
+                                for item in &list {
+                                    if !allowed.contains(&item.value) {
+                                        self.invalid(
+                                            "confirm.when",
+                                            format!(
+                                                "`{}` is not a value of param `{param_name}`",
+                                                item.value
+                                            ),
+                                            &item.span,
+                                            did_you_mean(
+                                                &item.value,
+                                                allowed.iter().map(String::as_str),
+                                            ),
+                                        );
+                                    }
+                                }
+                            }
+                            confirm_when.push((index, list.into_iter().map(|i| i.value).collect()));
+                        }
+                    }
+                    match spec.get("question") {
+                        Some(q) => self.string("confirm.question", q).and_then(|q| {
+                            self.template(|| format!("`confirm` of {context}"), &q, false, &scope)
+                        }),
+                        None => Some(Template::literal(format!("Run `{name}`?"))),
+                    }
+                }
                 _ => self.string("confirm", v).and_then(|q| {
                     self.template(|| format!("`confirm` of {context}"), &q, false, &scope)
                 }),
@@ -735,6 +792,7 @@ impl Walker<'_> {
             cache,
             shell,
             confirm,
+            confirm_when,
             env_hash,
             env_pass,
             deps_strategy,

@@ -451,8 +451,13 @@ fn confirmation(
     vars: &[String],
     node: &crate::graph::Node,
 ) -> Option<String> {
+    let applies = def
+        .confirm_when
+        .iter()
+        .all(|(param, values)| values.contains(&node.params[*param]));
     def.confirm
         .as_ref()
+        .filter(|_| applies)
         .map(|q| q.render(vars, &node.params, ""))
         .or_else(|| {
             def.protected

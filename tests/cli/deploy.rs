@@ -138,3 +138,27 @@ fn a_failed_task_is_rolled_back_without_a_check() {
         "no health check after a failure"
     );
 }
+
+#[test]
+fn confirm_when_asks_only_for_the_listed_param_values() {
+    let test = Test::new().tasks(
+        "[tasks.\"deploy:{env}\"]\nparams.env.values = [\"production\", \"staging\"]\nconfirm = { question = \"Deploy {{env}}?\", when = { env = [\"production\"] } }\nrun = \"echo deployed {{env}}\"\n",
+    );
+    test.run_with(&["run", "deploy:staging"])
+        .success()
+        .stdout_has("deployed staging");
+    test.run_with(&["run", "deploy:production"])
+        .status(2)
+        .stderr_has("asks for confirmation (\"Deploy production?\")");
+    test.run_with(&["run", "deploy:production", "--yes"])
+        .success()
+        .stdout_has("deployed production");
+    test.write(
+        "tasks.toml",
+        "[tasks.\"deploy:{env}\"]\nparams.env.values = [\"production\"]\nconfirm = { when = { env = [\"prod\"], stage = [\"x\"] } }\nrun = \"true\"\n",
+    );
+    test.run_with(&["check"])
+        .status(1)
+        .stderr_has("`prod` is not a value of param `env`")
+        .stderr_has("`stage` is not a param of this task");
+}

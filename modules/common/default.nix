@@ -1,0 +1,28 @@
+# Shared by every darwin and NixOS host: Nix itself, the host's identity, the tools everyone expects, and
+# where the host's secrets come from.
+{ pkgs, self, hostName, hostFacts, ... }:
+{
+  imports = [ ./secrets.nix ];
+
+  nix.settings = {
+    experimental-features = [ "nix-command" "flakes" ];
+    trusted-users = [ "root" ] ++ hostFacts.users;
+  };
+
+  # Deploy names the configuration after the host, and the health check compares this revision with the one
+  # deployed; an uncommitted tree deploys as "dirty", which production refuses before it gets here.
+  networking.hostName = hostName;
+  system.configurationRevision = self.rev or "dirty";
+
+  environment.systemPackages = with pkgs; [
+    age
+    curl
+    git
+    jq
+    ripgrep
+    sops
+    ssh-to-age
+  ];
+
+  programs.zsh.enable = true;
+}

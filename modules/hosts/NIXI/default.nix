@@ -1,0 +1,5 @@
+# NIXI: Intel iMac, the staging machine for darwin changes.
+{ ... }:
+{
+  system.defaults.dock.orientation = "left";
+}
