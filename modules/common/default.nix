@@ -1,6 +1,12 @@
 # Shared by every darwin and NixOS host: Nix itself, the host's identity, the tools everyone expects, and
 # where the host's secrets come from.
-{ pkgs, self, hostName, hostFacts, ... }:
+{ pkgs, self, inventory, hostName, hostFacts, ... }:
+let
+  # The environment this host is deployed in, whose deploy key may log in to activate it.
+  environments = builtins.filter (env: builtins.elem hostName inventory.environments.${env}.hosts)
+    (builtins.attrNames inventory.environments);
+  deployUser = if hostFacts.kind == "darwin" then builtins.head hostFacts.users else "root";
+in
 {
   imports = [ ./secrets.nix ];
 
@@ -25,4 +31,7 @@
   ];
 
   programs.zsh.enable = true;
+
+  users.users.${deployUser}.openssh.authorizedKeys.keys =
+    map (env: inventory.environments.${env}.deploy_key) environments;
 }

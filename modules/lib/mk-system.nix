@@ -11,6 +11,7 @@ let
   };
 
   homeFor = host: {
+    home-manager.sharedModules = [ inputs.sops-nix.homeManagerModules.sops ];
     home-manager.useGlobalPkgs = true;
     home-manager.useUserPackages = true;
     home-manager.users = builtins.listToAttrs (map

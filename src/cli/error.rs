@@ -39,6 +39,16 @@ pub enum CliError {
         help: String,
     },
 
+    /// A git hook cannot be installed or removed.
+    #[error("{message}")]
+    #[diagnostic(code(cairn::hooks))]
+    Hooks {
+        /// What is wrong.
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+
     /// `cairn query` found nothing at the key.
     #[error("{message}")]
     #[diagnostic(code(cairn::query))]
@@ -104,7 +114,8 @@ impl CliError {
             | CliError::Io { .. }
             | CliError::Cache(_)
             | CliError::Secrets(_)
-            | CliError::Query { .. } => 1,
+            | CliError::Query { .. }
+            | CliError::Hooks { .. } => 1,
             _ => 2,
         }
     }

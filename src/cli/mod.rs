@@ -4,6 +4,7 @@
 mod cache;
 mod completions;
 mod error;
+mod hooks;
 mod list;
 mod output;
 mod plugins;
@@ -64,6 +65,9 @@ enum Command {
     /// List, check, pin (plugins.lock) or create WebAssembly plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Install or remove the git pre-commit hook that runs the cached `validate`.
+    #[command(subcommand)]
+    Hooks(hooks::HooksCommand),
     /// Print the values at a dotted key of a TOML data file (an inventory, say), one per line.
     Query {
         /// The TOML file.
@@ -128,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Cache(command) => cache::cache(&context, &command),
         Command::Secrets(args) => secrets::secrets(args),
         Command::Plugins(command) => plugins::plugins(&context, &command),
+        Command::Hooks(command) => hooks::hooks(&command),
         Command::Query { file, key, filter } => query(&file, &key, filter.as_deref()),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));

@@ -755,6 +755,7 @@ fn doctor(keyring: &Keyring, without_identity: bool) -> Result<i32, SecretsError
                 ),
                 Err(error) => report(false, format!("{shown}: {error}")),
             },
+            None if keyring.identities.is_empty() => {}
             None => println!("      {shown}: none of your identities is a recipient"),
         }
     }

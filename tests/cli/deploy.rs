@@ -162,3 +162,54 @@ fn confirm_when_asks_only_for_the_listed_param_values() {
         .stderr_has("`prod` is not a value of param `env`")
         .stderr_has("`stage` is not a param of this task");
 }
+
+fn git(test: &Test, args: &[&str]) -> std::process::Output {
+    let output = std::process::Command::new("git")
+        .args(args)
+        .current_dir(test.path(""))
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .expect("git runs");
+    output
+}
+
+#[test]
+fn the_pre_commit_hook_runs_validate_and_blocks_a_failing_commit() {
+    let test =
+        Test::new().tasks("[tasks.validate]\nrun = \"test ! -e broken\"\ninputs = [\"*\"]\n");
+    assert!(git(&test, &["init", "-q"]).status.success());
+    test.run_with(&["hooks", "install"])
+        .success()
+        .stderr_has("pre-commit (runs `cairn run validate`)");
+    use std::os::unix::fs::PermissionsExt;
+    let hook = test.path(".git/hooks/pre-commit");
+    assert_eq!(
+        std::fs::metadata(&hook).unwrap().permissions().mode() & 0o111,
+        0o111
+    );
+    test.write("a.txt", "a\n");
+    git(&test, &["add", "."]);
+    assert!(git(&test, &["commit", "-qm", "ok"]).status.success());
+    test.write("broken", "x\n");
+    git(&test, &["add", "."]);
+    let refused = git(&test, &["commit", "-qm", "broken"]);
+    assert!(
+        !refused.status.success(),
+        "the hook let a failing validate through"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("`validate` failed"));
+    // A hook cairn did not write is left alone unless forced; uninstall removes only its own.
+    std::fs::write(&hook, "#!/bin/sh\necho mine\n").unwrap();
+    test.run_with(&["hooks", "install"])
+        .status(1)
+        .stderr_has("was not written by cairn");
+    test.run_with(&["hooks", "uninstall"])
+        .status(1)
+        .stderr_has("left alone");
+    test.run_with(&["hooks", "install", "--force"]).success();
+    test.run_with(&["hooks", "uninstall"]).success();
+    assert!(!hook.exists());
+}

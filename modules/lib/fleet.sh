@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The per-host steps of the tasks in tasks.toml: build, activate, check and roll back one host, and the checks
+# a deploy makes of the tree first. Host facts (kind, target) come from the inventory through `cairn query`, so
+# this script and flake.nix read the same file. cairn runs it with $CAIRN set; by hand, put cairn on PATH.
+#
+#   fleet.sh build HOST        build HOST's system closure (no activation)
+#   fleet.sh test all          evaluate the configuration's tests (modules/tests.nix)
+#   fleet.sh activate HOST     switch HOST to this tree's configuration (locally, or over ssh)
+#   fleet.sh check HOST        HOST runs this tree's revision, and (NixOS) its services are up
+#   fleet.sh rollback HOST     switch HOST back to its previous generation
+#   fleet.sh preflight ENV     production: the tree is clean and pushed; elsewhere: a warning if it is not
+set -euo pipefail
+
+cairn="${CAIRN:-cairn}"
+inventory="${FLEET_INVENTORY:-modules/inventory.toml}"
+# What build and test do where Nix is missing: fail (the default) or skip, said out loud; never pretend.
+missing_nix="${FLEET_MISSING_NIX:-fail}"
+nix_flags=(--extra-experimental-features "nix-command flakes")
+
+fact() { "$cairn" query "$inventory" "hosts.$1.$2"; }
+die() { echo "fleet: $*" >&2; exit 1; }
+
+require_nix() {
+    command -v nix >/dev/null 2>&1 && return 0
+    if [ "$missing_nix" = skip ]; then
+        echo "fleet: SKIPPED: $1: nix is not installed on this machine (--set nix=skip); nothing was built"
+        exit 0
+    fi
+    die "$1: nix is not installed on this machine. Install Nix (https://nixos.org/download), run this on a machine that has it (NIXY), or pass \`--set nix=skip\` to skip it explicitly."
+}
+
+attribute() {
+    case "$(fact "$1" kind)" in
+        darwin) echo "darwinConfigurations.$1.system" ;;
+        nixos) echo "nixosConfigurations.$1.config.system.build.toplevel" ;;
+        *) die "$1 is a $(fact "$1" kind) host: it is built and switched on the device itself" ;;
+    esac
+}
+
+# ssh options for nixos-rebuild and darwin-rebuild: the deploy key, when the task was given one.
+ssh_options() {
+    if [ -n "${DEPLOY_SSH_KEY:-}" ]; then
+        export NIX_SSHOPTS="-i $DEPLOY_SSH_KEY -o IdentitiesOnly=yes ${NIX_SSHOPTS:-}"
+    fi
+}
+
+# Runs a command on HOST: here when its target is "local", else over ssh with the deploy key.
+on_host() {
+    local host="$1"; shift
+    local target
+    target="$(fact "$host" target)"
+    if [ "$target" = local ]; then
+        "$@"
+    else
+        local key=()
+        [ -n "${DEPLOY_SSH_KEY:-}" ] && key=(-i "$DEPLOY_SSH_KEY" -o IdentitiesOnly=yes)
+        ssh "${key[@]}" -o BatchMode=yes "$target" "$*"
+    fi
+}
+
+command="${1:-}"
+subject="${2:-}"
+[ -n "$command" ] && [ -n "$subject" ] || die "usage: fleet.sh build|activate|check|rollback HOST, fleet.sh test all, or fleet.sh preflight ENV"
+
+case "$command" in
+    build)
+        require_nix "building $subject"
+        attr="$(attribute "$subject")"
+        echo "fleet: building .#$attr"
+        nix "${nix_flags[@]}" build --no-link ".#$attr"
+        ;;
+    test)
+        require_nix "evaluating the configuration's tests"
+        failed="$(nix "${nix_flags[@]}" eval --json .#lib.failedTests)"
+        [ "$failed" = "[]" ] || die "failed evaluation tests: $failed"
+        echo "fleet: every evaluation test passes"
+        ;;
+    activate)
+        kind="$(fact "$subject" kind)"
+        target="$(fact "$subject" target)"
+        ssh_options
+        case "$kind/$target" in
+            darwin/local) sudo darwin-rebuild switch --flake ".#$subject" ;;
+            darwin/*) darwin-rebuild switch --flake ".#$subject" --target-host "$target" ;;
+            nixos/local) sudo nixos-rebuild switch --flake ".#$subject" ;;
+            nixos/*) nixos-rebuild switch --flake ".#$subject" --target-host "$target" ;;
+            *) die "$subject is a $kind host: it switches on the device itself (nix-on-droid switch)" ;;
+        esac
+        ;;
+    check)
+        # A flake built from an uncommitted tree records "dirty" as its revision (self.rev is unset).
+        want="$(git rev-parse HEAD)"
+        [ -z "$(git status --porcelain --untracked-files=no)" ] || want=dirty
+        case "$(fact "$subject" kind)" in
+            darwin) running="$(on_host "$subject" darwin-version --configuration-revision)" ;;
+            nixos)
+                running="$(on_host "$subject" nixos-version --configuration-revision)"
+                state="$(on_host "$subject" systemctl is-system-running || true)"
+                [ "$state" = running ] || die "$subject: systemd says the system is '$state', not 'running' (see: systemctl --failed)"
+                ;;
+            *) die "$subject cannot be checked remotely" ;;
+        esac
+        [ "$running" = "$want" ] || die "$subject runs revision '$running', not $want"
+        echo "fleet: $subject runs $want"
+        ;;
+    rollback)
+        kind="$(fact "$subject" kind)"
+        target="$(fact "$subject" target)"
+        ssh_options
+        case "$kind/$target" in
+            darwin/local) sudo darwin-rebuild --rollback ;;
+            darwin/*) darwin-rebuild --rollback --target-host "$target" ;;
+            nixos/local) sudo nixos-rebuild switch --rollback ;;
+            nixos/*) nixos-rebuild switch --rollback --target-host "$target" ;;
+            *) die "$subject cannot be rolled back remotely" ;;
+        esac
+        echo "fleet: $subject is back on its previous generation"
+        ;;
+    preflight)
+        dirty="$(git status --porcelain --untracked-files=normal)"
+        upstream="$(git rev-parse --abbrev-ref --symbolic-full-name '@{upstream}' 2>/dev/null || true)"
+        unpushed=""
+        [ -n "$upstream" ] && unpushed="$(git rev-list "$upstream..HEAD")"
+        if [ "$subject" = production ]; then
+            [ -z "$dirty" ] || die "production deploys only a committed tree; these files differ from HEAD:
+$dirty
+commit or stash them first"
+            [ -n "$upstream" ] || die "production deploys only a pushed revision, and this branch has no upstream: push it (git push -u)"
+            [ -z "$unpushed" ] || die "production deploys only a pushed revision; $(echo "$unpushed" | wc -l) commit(s) are not on $upstream yet: git push"
+            echo "fleet: the tree is clean and $(git rev-parse --short HEAD) is on $upstream"
+        else
+            [ -z "$dirty" ] || echo "fleet: warning: deploying $subject from a tree with uncommitted changes (it will report revision 'dirty')"
+            echo "fleet: $subject may deploy $(git rev-parse --short HEAD)"
+        fi
+        ;;
+    *) die "unknown command '$command': build, test, activate, check, rollback or preflight" ;;
+esac
