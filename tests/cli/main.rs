@@ -5,6 +5,7 @@ mod cache;
 mod deploy;
 mod docs;
 mod engine;
+mod fleet;
 mod matrix;
 mod monitoring;
 mod nix;
