@@ -108,6 +108,18 @@ enum GraphFormatArg {
     Json,
 }
 
+/// Checks a command line (`["cairn", "run", …]`) against cairn's grammar without running it: the docs' tests
+/// use it so that no guide shows a command cairn would reject.
+pub fn check_command_line<I, T>(args: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Parses the command line, runs the command and returns the process's exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

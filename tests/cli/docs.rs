@@ -87,3 +87,120 @@ fn plugins_guide_tasks_toml_example_is_valid() {
         Test::new().tasks(&example).args(&["check"]).run().success();
     }
 }
+
+/// Every `cairn …` command shown in a shell block (```sh, ```console, ```bash) of a Markdown file, as words.
+fn shown_commands(markdown: &str) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    let mut in_shell = false;
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if let Some(fence) = trimmed.strip_prefix("```") {
+            in_shell = !in_shell && ["sh", "console", "bash"].contains(&fence.trim());
+            continue;
+        }
+        if !in_shell {
+            continue;
+        }
+        let line = trimmed.strip_prefix("$ ").unwrap_or(trimmed);
+        for piece in line.split(['|', ';']).flat_map(|p| p.split("&&")) {
+            let piece = piece
+                .trim()
+                .trim_start_matches("source <(")
+                .trim_start_matches("$(");
+            if !piece.starts_with("cairn ") {
+                continue;
+            }
+            commands.push(words(piece));
+        }
+    }
+    commands
+}
+
+/// Splits a command the way a shell would for these examples: quotes group, an unquoted `#` starts a comment.
+fn words(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut started = false;
+    for ch in command.chars() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => current.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(ch);
+                started = true;
+            }
+            (None, '#') if !started => break,
+            (None, ')') => {}
+            (None, c) if c.is_whitespace() => {
+                if started {
+                    words.push(std::mem::take(&mut current));
+                    started = false;
+                }
+            }
+            (None, c) => {
+                current.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(current);
+    }
+    words
+}
+
+#[test]
+fn every_cairn_command_in_the_guides_is_one_cairn_accepts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for dir in ["docs", "docs/plugins"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("docs") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+    }
+    let mut checked = 0;
+    let mut rejected = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("guide");
+        for command in shown_commands(&text) {
+            checked += 1;
+            if let Err(error) = cairn::cli::check_command_line(&command) {
+                rejected.push(format!(
+                    "{}: `{}`: {}",
+                    file.strip_prefix(root).unwrap_or(file).display(),
+                    command.join(" "),
+                    error.lines().next().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    assert!(
+        checked > 40,
+        "only {checked} commands found: is the scan broken?"
+    );
+    assert!(rejected.is_empty(), "{}", rejected.join("\n"));
+}
+
+#[test]
+fn the_command_scan_reads_pipes_comments_and_quotes() {
+    let text = "```sh\n$ printf %s \"$T\" | cairn secrets set a.yaml key   # stdin\nsource <(cairn completions bash)\ncairn run 'deploy:production[NIXI]' --set nix=skip\n```\n```toml\ncairn = 1\n```\n";
+    assert_eq!(
+        shown_commands(text),
+        [
+            vec!["cairn", "secrets", "set", "a.yaml", "key"],
+            vec!["cairn", "completions", "bash"],
+            vec![
+                "cairn",
+                "run",
+                "deploy:production[NIXI]",
+                "--set",
+                "nix=skip"
+            ],
+        ]
+    );
+    assert!(cairn::cli::check_command_line(["cairn", "run", "--no-such-flag"]).is_err());
+}
