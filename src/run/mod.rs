@@ -216,28 +216,38 @@ pub async fn execute(
     let start = Instant::now();
     let count = plan.jobs.len();
     let jobs = &plan.jobs;
-    let mut waiting: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
     for (i, deps) in plan.deps.iter().enumerate() {
         for &d in deps {
             dependents[d].push(i);
         }
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..count)
-        .filter(|&i| waiting[i] == 0)
-        .map(Reverse)
-        .collect();
-    let mut results: Vec<TaskResult> = vec![
-        TaskResult {
-            status: TaskStatus::NotRun,
-            started: None,
-            duration: Duration::ZERO,
-            attempts: 0,
-            cache: CacheUse::Off,
-            key: None,
-        };
-        count
-    ];
+    let waiting: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
+    let mut state = Progress {
+        ready: (0..count)
+            .filter(|&i| waiting[i] == 0)
+            .map(Reverse)
+            .collect(),
+        waiting,
+        dependents,
+        results: vec![
+            TaskResult {
+                status: TaskStatus::NotRun,
+                started: None,
+                duration: Duration::ZERO,
+                attempts: 0,
+                cache: CacheUse::Off,
+                key: None,
+            };
+            count
+        ],
+        rollouts: HashMap::new(),
+        stopping: false,
+        first_failure: None,
+        interrupted: None,
+        keep_going: options.keep_going,
+        start,
+    };
     let (stop_tx, stop_rx) = watch::channel(StopRequest::None);
     let context = JobContext {
         stop: stop_rx,
@@ -250,37 +260,26 @@ pub async fn execute(
     };
     let mut running: JoinSet<cached::JobEnd> = JoinSet::new();
     let mut running_index: HashMap<tokio::task::Id, usize> = HashMap::new();
-    let mut stopping = false;
-    let mut first_failure = None;
-    let mut interrupted = None;
     let limit = options.jobs.max(1);
-    let mut rollouts: HashMap<usize, RolloutState> = HashMap::new();
 
     loop {
-        while !stopping && running.len() < limit {
-            let Some(Reverse(i)) = ready.pop() else { break };
-            if let Some(slot) = jobs[i].rollout {
-                let state = rollouts.entry(slot.group).or_default();
-                if let Some(failed) = state.stopped_by {
-                    // The rollout stopped at a failure: the rest of its instances stay as they are.
-                    results[i].status = TaskStatus::Skipped { blocked_by: failed };
-                    continue;
-                }
-                let out_of_turn = slot.serial && slot.rank != state.started;
-                if state.running >= slot.max_parallel || out_of_turn {
-                    state.waiting.push(i);
-                    continue;
-                }
-                state.running += 1;
-                state.started += 1;
-            }
-            results[i].started = Some(start.elapsed());
+        // Everything that already ended is taken into account before anything new starts: a failure that
+        // has happened stops a rollout even when another job's end was noticed first.
+        while let Some(joined) = running.try_join_next_with_id() {
+            let (i, end) = state.identify(joined, &mut running_index, jobs, reporter.as_ref());
+            state.finish(i, end, jobs, reporter.as_ref());
+        }
+        while !state.stopping && running.len() < limit {
+            let Some(i) = state.next_ready(jobs) else {
+                break;
+            };
+            state.results[i].started = Some(start.elapsed());
             let deps = plan.deps[i]
                 .iter()
                 .filter_map(|&d| {
                     Some(DepInput {
                         label: jobs[d].label.clone(),
-                        key: results[d].key?,
+                        key: state.results[d].key?,
                         outputs: jobs[d].key.outputs.clone(),
                     })
                 })
@@ -300,71 +299,151 @@ pub async fn execute(
         }
         tokio::select! {
             joined = running.join_next_with_id() => {
-                let (i, end) = match joined.expect("the set is not empty") {
-                    Ok((id, end)) => (running_index.remove(&id).expect("spawned ids are indexed"), end),
-                    Err(error) => {
-                        let i = running_index.remove(&error.id()).expect("spawned ids are indexed");
-                        reporter.note(&jobs[i], "cairn's runner for this task stopped unexpectedly");
-                        (i, cached::JobEnd { status: TaskStatus::Failed { code: 70 }, attempts: 1, key: None, cache: CacheUse::Off })
-                    }
-                };
-                let started = results[i].started.unwrap_or_default();
-                results[i] = TaskResult {
-                    status: end.status,
-                    started: Some(started),
-                    duration: start.elapsed().saturating_sub(started),
-                    attempts: end.attempts,
-                    cache: end.cache,
-                    key: end.key,
-                };
-                reporter.finished(&jobs[i], &results[i]);
-                if let Some(slot) = jobs[i].rollout {
-                    let state = rollouts.entry(slot.group).or_default();
-                    state.running -= 1;
-                    if results[i].status != TaskStatus::Succeeded {
-                        state.stopped_by.get_or_insert(i);
-                    }
-                    ready.extend(state.waiting.drain(..).map(Reverse));
-                }
-                match &results[i].status {
-                    TaskStatus::Succeeded => {
-                        for &next in &dependents[i] {
-                            waiting[next] -= 1;
-                            if waiting[next] == 0 {
-                                ready.push(Reverse(next));
-                            }
-                        }
-                    }
-                    TaskStatus::Interrupted => {
-                        // Only a task that owns the terminal sees Ctrl-C before cairn does.
-                        interrupted.get_or_insert(Interruption::Interrupt);
-                        stopping = true;
-                    }
-                    status if status.is_failure() => {
-                        first_failure.get_or_insert(i);
-                        if !options.keep_going {
-                            stopping = true;
-                        }
-                    }
-                    _ => {}
-                }
+                let joined = joined.expect("the set is not empty");
+                let (i, end) = state.identify(joined, &mut running_index, jobs, reporter.as_ref());
+                state.finish(i, end, jobs, reporter.as_ref());
             }
             signal = next_signal(&mut signals) => {
-                interrupted.get_or_insert(signal);
-                stopping = true;
+                state.interrupted.get_or_insert(signal);
+                state.stopping = true;
                 let harder = if *stop_tx.borrow() == StopRequest::None { StopRequest::Graceful } else { StopRequest::Now };
                 let _ = stop_tx.send(harder);
             }
         }
     }
 
+    let mut results = state.results;
     mark_skipped(&plan.deps, &mut results);
     Ok(RunReport {
         results,
-        first_failure,
-        interrupted,
+        first_failure: state.first_failure,
+        interrupted: state.interrupted,
         elapsed: start.elapsed(),
     })
+}
+
+/// The scheduler's bookkeeping: what is ready, what waits for what, and how each job ended.
+struct Progress {
+    ready: BinaryHeap<Reverse<usize>>,
+    waiting: Vec<usize>,
+    dependents: Vec<Vec<usize>>,
+    results: Vec<TaskResult>,
+    rollouts: HashMap<usize, RolloutState>,
+    stopping: bool,
+    first_failure: Option<usize>,
+    interrupted: Option<Interruption>,
+    keep_going: bool,
+    start: Instant,
+}
+
+impl Progress {
+    /// The next job to start, in plan order, that its rollout (if any) lets start now.
+    fn next_ready(&mut self, jobs: &[Arc<Job>]) -> Option<usize> {
+        loop {
+            let Reverse(i) = self.ready.pop()?;
+            let Some(slot) = jobs[i].rollout else {
+                return Some(i);
+            };
+            let state = self.rollouts.entry(slot.group).or_default();
+            if let Some(failed) = state.stopped_by {
+                // The rollout stopped at a failure: the rest of its instances stay as they are.
+                self.results[i].status = TaskStatus::Skipped { blocked_by: failed };
+                continue;
+            }
+            let out_of_turn = slot.serial && slot.rank != state.started;
+            if state.running >= slot.max_parallel || out_of_turn {
+                state.waiting.push(i);
+                continue;
+            }
+            state.running += 1;
+            state.started += 1;
+            return Some(i);
+        }
+    }
+
+    /// Which job a finished task was, and how it ended (a runner that panicked counts as a failure).
+    fn identify(
+        &self,
+        joined: Result<(tokio::task::Id, cached::JobEnd), tokio::task::JoinError>,
+        running_index: &mut HashMap<tokio::task::Id, usize>,
+        jobs: &[Arc<Job>],
+        reporter: &dyn Reporter,
+    ) -> (usize, cached::JobEnd) {
+        match joined {
+            Ok((id, end)) => (
+                running_index.remove(&id).expect("spawned ids are indexed"),
+                end,
+            ),
+            Err(error) => {
+                let i = running_index
+                    .remove(&error.id())
+                    .expect("spawned ids are indexed");
+                reporter.note(
+                    &jobs[i],
+                    "cairn's runner for this task stopped unexpectedly",
+                );
+                (
+                    i,
+                    cached::JobEnd {
+                        status: TaskStatus::Failed { code: 70 },
+                        attempts: 1,
+                        key: None,
+                        cache: CacheUse::Off,
+                    },
+                )
+            }
+        }
+    }
+
+    /// Records how job `i` ended and makes ready what waited only for it.
+    fn finish(
+        &mut self,
+        i: usize,
+        end: cached::JobEnd,
+        jobs: &[Arc<Job>],
+        reporter: &dyn Reporter,
+    ) {
+        let started = self.results[i].started.unwrap_or_default();
+        self.results[i] = TaskResult {
+            status: end.status,
+            started: Some(started),
+            duration: self.start.elapsed().saturating_sub(started),
+            attempts: end.attempts,
+            cache: end.cache,
+            key: end.key,
+        };
+        reporter.finished(&jobs[i], &self.results[i]);
+        if let Some(slot) = jobs[i].rollout {
+            let state = self.rollouts.entry(slot.group).or_default();
+            state.running -= 1;
+            if self.results[i].status != TaskStatus::Succeeded {
+                state.stopped_by.get_or_insert(i);
+            }
+            self.ready.extend(state.waiting.drain(..).map(Reverse));
+        }
+        match &self.results[i].status {
+            TaskStatus::Succeeded => {
+                for &next in &self.dependents[i] {
+                    self.waiting[next] -= 1;
+                    if self.waiting[next] == 0 {
+                        self.ready.push(Reverse(next));
+                    }
+                }
+            }
+            TaskStatus::Interrupted => {
+                // Only a task that owns the terminal sees Ctrl-C before cairn does.
+                self.interrupted.get_or_insert(Interruption::Interrupt);
+                self.stopping = true;
+            }
+            status if status.is_failure() => {
+                self.first_failure.get_or_insert(i);
+                if !self.keep_going {
+                    self.stopping = true;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// How far one rollout (a matrix with `serial` or `max_parallel`) has got.

@@ -8,6 +8,8 @@ use super::*;
 struct Scripted {
     failing: Vec<&'static str>,
     ran: Mutex<Vec<String>>,
+    /// `+label` when a job starts, `-label` when it ends, in order.
+    events: Mutex<Vec<String>>,
     running: AtomicUsize,
     peak: AtomicUsize,
 }
@@ -16,6 +18,10 @@ impl Executor for Arc<Scripted> {
     fn execute(&self, job: Arc<Job>, _context: JobContext) -> ExecutionFuture {
         let this = Arc::clone(self);
         Box::pin(async move {
+            this.events
+                .lock()
+                .expect("not poisoned")
+                .push(format!("+{}", job.label));
             let now = this.running.fetch_add(1, Ordering::SeqCst) + 1;
             this.peak.fetch_max(now, Ordering::SeqCst);
             tokio::task::yield_now().await;
@@ -24,6 +30,10 @@ impl Executor for Arc<Scripted> {
                 .lock()
                 .expect("not poisoned")
                 .push(job.label.clone());
+            this.events
+                .lock()
+                .expect("not poisoned")
+                .push(format!("-{}", job.label));
             if this.failing.contains(&job.label.as_str()) {
                 TaskStatus::Failed { code: 3 }
             } else {
@@ -152,4 +162,67 @@ fn retries_repeat_a_failing_task() {
     assert_eq!(report.results[0].attempts, 3);
     let ran = executor.ran.lock().expect("not poisoned").clone();
     assert_eq!(ran.iter().filter(|l| *l == "a").count(), 3);
+}
+
+/// `count` instances of one rollout, with no dependencies between them.
+fn rollout(count: usize, max_parallel: usize, serial: bool) -> Plan {
+    Plan {
+        jobs: (0..count)
+            .map(|rank| {
+                let mut job = job(&format!("h{rank}"), 0);
+                job.rollout = Some(super::job::RolloutSlot {
+                    group: 1000,
+                    max_parallel,
+                    serial,
+                    rank,
+                });
+                Arc::new(job)
+            })
+            .collect(),
+        deps: vec![vec![]; count],
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_rollout_keeps_its_pace_and_stops_at_the_first_failure(
+        count in 1usize..12,
+        max_parallel in 1usize..5,
+        serial in proptest::bool::ANY,
+        failing in proptest::collection::btree_set(0usize..12, 0..3),
+    ) {
+        let max_parallel = if serial { 1 } else { max_parallel };
+        let labels: Vec<&'static str> = failing
+            .iter()
+            .map(|i| &*Box::leak(format!("h{i}").into_boxed_str()))
+            .collect();
+        let executor = Arc::new(Scripted { failing: labels, ..Scripted::default() });
+        // Plenty of slots and --keep-going: only the rollout may hold instances back.
+        let report = run_plan(&rollout(count, max_parallel, serial), Arc::clone(&executor), 8, true);
+        let ran = executor.ran.lock().expect("not poisoned").clone();
+        proptest::prop_assert!(executor.peak.load(Ordering::SeqCst) <= max_parallel);
+        let first_failure = (0..count).find(|i| failing.contains(i));
+        let ranks: Vec<usize> = ran.iter().map(|l| l[1..].parse().expect("rank")).collect();
+        match first_failure {
+            None => proptest::prop_assert_eq!(ranks.len(), count),
+            Some(f) if serial => {
+                proptest::prop_assert_eq!(ranks, (0..=f).collect::<Vec<_>>());
+                for later in f + 1..count {
+                    proptest::prop_assert_eq!(&report.results[later].status, &TaskStatus::Skipped { blocked_by: f });
+                }
+            }
+            Some(_) => {
+                // Once a failure has ended, no instance starts; those already running finish.
+                let events = executor.events.lock().expect("not poisoned").clone();
+                let failed_at = events
+                    .iter()
+                    .position(|e| e.strip_prefix('-').is_some_and(|l| failing.contains(&l[1..].parse::<usize>().expect("rank"))))
+                    .expect("a failure ended");
+                proptest::prop_assert!(!events[failed_at..].iter().any(|e| e.starts_with('+')), "{:?}", events);
+                // And they started in matrix order.
+                let starts: Vec<usize> = events.iter().filter_map(|e| e.strip_prefix("+h")).map(|r| r.parse().expect("rank")).collect();
+                proptest::prop_assert!(starts.windows(2).all(|w| w[0] < w[1]), "{:?}", starts);
+            }
+        }
+    }
 }
