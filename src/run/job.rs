@@ -180,17 +180,20 @@ impl Caller {
         let all: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
-        let base = all
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.into_os_string().into_string().ok());
+        let mut base: Vec<(String, String)> = all
             .iter()
             .filter(|(name, _)| ALWAYS_PASSED.iter().any(|p| env_matches(name, p)))
             .cloned()
             .collect();
+        // Shared by every strict task of the plan, so it costs nothing per task.
+        base.extend(exe.iter().map(|e| ("CAIRN".to_owned(), e.clone())));
         Caller {
-            exe: std::env::current_exe()
-                .ok()
-                .and_then(|p| p.into_os_string().into_string().ok()),
+            exe,
             all,
-            base,
+            base: Arc::from(base),
             none: Arc::from(Vec::new()),
         }
     }
@@ -306,8 +309,10 @@ fn job(
         env.push((name.clone(), value));
     }
     env.push(("CAIRN_TASK".into(), node.label.clone()));
-    if let Some(exe) = &caller.exe {
-        env.push(("CAIRN".into(), exe.clone()));
+    if pass_all {
+        if let Some(exe) = &caller.exe {
+            env.push(("CAIRN".into(), exe.clone()));
+        }
     }
     for (param, value) in def.param_names().zip(&node.params) {
         let name = format!("CAIRN_PARAM_{}", param.to_uppercase().replace('-', "_"));
