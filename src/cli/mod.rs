@@ -4,6 +4,7 @@
 mod cache;
 mod completions;
 mod error;
+mod history;
 mod hooks;
 mod list;
 mod output;
@@ -65,6 +66,8 @@ enum Command {
     /// List, check, pin (plugins.lock) or create WebAssembly plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Statistics of the last runs per task (durations, cache hit rate, failures, flakiness), or one task's runs.
+    History(history::HistoryArgs),
     /// Install or remove the git pre-commit hook that runs the cached `validate`.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),
@@ -145,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Secrets(args) => secrets::secrets(args),
         Command::Plugins(command) => plugins::plugins(&context, &command),
         Command::Hooks(command) => hooks::hooks(&command),
+        Command::History(args) => history::history(&context, &args),
         Command::Query { file, key, filter } => query(&file, &key, filter.as_deref()),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));

@@ -27,6 +27,8 @@ pub struct TerminalReporter {
     layout: Layout,
     color: bool,
     width: usize,
+    /// Tasks' stdout lines go to stderr (stdout is for `--json`).
+    stdout_to_stderr: bool,
     buffers: Mutex<HashMap<usize, Vec<BufferedLine>>>,
 }
 
@@ -43,8 +45,23 @@ impl TerminalReporter {
             layout,
             color,
             width,
+            stdout_to_stderr: false,
             buffers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sends what tasks print on stdout to stderr, keeping stdout for a machine-readable result.
+    pub fn with_stdout_to_stderr(mut self, yes: bool) -> TerminalReporter {
+        self.stdout_to_stderr = yes;
+        self
+    }
+
+    /// Writes `text` where lines of `stream` go.
+    fn write(&self, stream: Stream, text: &[u8]) {
+        let _ = match stream {
+            Stream::Stdout if !self.stdout_to_stderr => std::io::stdout().lock().write_all(text),
+            _ => std::io::stderr().lock().write_all(text),
+        };
     }
 
     fn label(&self, job: &Job) -> String {
@@ -91,10 +108,7 @@ impl Reporter for TerminalReporter {
                 text.extend_from_slice(line);
                 text.push(b'\n');
                 // One write per line under the lock, so lines of parallel tasks never interleave mid-line.
-                let _ = match stream {
-                    Stream::Stdout => std::io::stdout().lock().write_all(&text),
-                    Stream::Stderr => std::io::stderr().lock().write_all(&text),
-                };
+                self.write(stream, &text);
             }
             Layout::Grouped => {
                 let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,10 +121,7 @@ impl Reporter for TerminalReporter {
                 let mut text = Vec::with_capacity(line.len() + 1);
                 text.extend_from_slice(line);
                 text.push(b'\n');
-                let _ = match stream {
-                    Stream::Stdout => std::io::stdout().lock().write_all(&text),
-                    Stream::Stderr => std::io::stderr().lock().write_all(&text),
-                };
+                self.write(stream, &text);
             }
             Layout::Direct => {}
         }
@@ -125,7 +136,7 @@ impl Reporter for TerminalReporter {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&job.node)
                     .unwrap_or_default();
-                let mut out = std::io::stdout().lock();
+                let mut out = Vec::new();
                 let header = format!(
                     "── {} ({}, {}) ",
                     job.label,
@@ -138,9 +149,11 @@ impl Reporter for TerminalReporter {
                     "─".repeat(60usize.saturating_sub(header.chars().count()))
                 );
                 for (_, line) in lines {
-                    let _ = out.write_all(&line);
-                    let _ = out.write_all(b"\n");
+                    out.extend_from_slice(&line);
+                    out.push(b'\n');
                 }
+                // The block is one write, so blocks of tasks ending together never interleave.
+                self.write(Stream::Stdout, &out);
             }
             Layout::Prefixed | Layout::Direct | Layout::Plain => {
                 if result.status.is_failure() {

@@ -9,7 +9,10 @@ use super::output::{Layout, TerminalReporter};
 use super::{CliError, Context};
 use crate::cache::{DepInput, Key, Keyed, Session};
 use crate::config::Config;
-use crate::report::{render_summary, SummaryStyle};
+use crate::report::{
+    prune_runs, render_summary, runs_dir, RunContext, RunRecorder, RunSummary, SummaryStyle,
+    KEPT_RUNS,
+};
 use crate::run::{self, is_direct, Plan, ProcessExecutor, RunOptions, Streams};
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +44,15 @@ pub(super) struct RunArgs {
     /// An age identity file (keys.txt or SSH private key) to decrypt tasks' secrets with, tried first.
     #[arg(long = "identity", short = 'i', value_name = "FILE")]
     identity: Vec<std::path::PathBuf>,
+    /// Also write the run's summary (JSON, as in .cairn/runs/) to this file.
+    #[arg(long, value_name = "PATH")]
+    summary: Option<std::path::PathBuf>,
+    /// Print the run's summary as JSON on stdout instead of the closing lines (task output goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Write a Chrome trace of the run (Perfetto, chrome://tracing): a row per worker, a slice per task.
+    #[arg(long, value_name = "PATH")]
+    trace: Option<std::path::PathBuf>,
     /// Give a var of [vars] another value for this run (it enters the keys of the tasks that use it).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
     set: Vec<(String, String)>,
@@ -122,7 +134,12 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     }
     confirm(&plan, args.yes)?;
 
-    let (layout, stdio) = output_mode(&plan, args.output, session.is_some(), secrets.is_some());
+    let (mut layout, mut stdio) =
+        output_mode(&plan, args.output, session.is_some(), secrets.is_some());
+    // With --json, stdout is the summary's alone: tasks are captured and their lines go to stderr.
+    if args.json && layout == Layout::Direct {
+        (layout, stdio) = (Layout::Prefixed, Streams::Captured);
+    }
     let color = context.color && std::io::stdout().is_terminal();
     let width = plan
         .jobs
@@ -130,7 +147,8 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .map(|j| j.label.chars().count())
         .max()
         .unwrap_or(0);
-    let terminal: Arc<dyn run::Reporter> = Arc::new(TerminalReporter::new(layout, color, width));
+    let terminal: Arc<dyn run::Reporter> =
+        Arc::new(TerminalReporter::new(layout, color, width).with_stdout_to_stderr(args.json));
     let sinks = plugins.as_ref().and_then(run::events::EventSinks::start);
     let reporter: Arc<dyn run::Reporter> = match &sinks {
         Some(sinks) => Arc::new(run::events::EventReporter {
@@ -139,6 +157,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         }),
         None => terminal,
     };
+    let recorder = Arc::new(RunRecorder::new(reporter));
+    let reporter: Arc<dyn run::Reporter> = Arc::clone(&recorder) as Arc<dyn run::Reporter>;
+    let started_at = std::time::SystemTime::now();
     if let Some(sinks) = &sinks {
         sinks.send(&cairn_plugin_api::Event::RunStarted {
             at_ms: run::events::now_ms(),
@@ -267,11 +288,58 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         });
         sinks.finish();
     }
-    let style = SummaryStyle {
-        color: context.color,
-    };
-    eprint!("{}", render_summary(&plan, &report, style));
+    let records = recorder.take();
+    let summary = RunSummary::new(
+        &plan,
+        &report,
+        &RunContext {
+            targets: &args.targets,
+            jobs,
+            started_at,
+            records: &records,
+        },
+    );
+    record_run(&config, &summary, &args);
+    if args.json {
+        println!("{}", summary.to_json());
+    } else {
+        let style = SummaryStyle {
+            color: context.color,
+        };
+        eprint!("{}", render_summary(&plan, &report, style));
+    }
     Ok(report.exit_code())
+}
+
+/// Keeps the run's summary in .cairn/runs/ (trimmed to the newest [`KEPT_RUNS`]), and writes the copies and
+/// trace the command line asked for. A failure here is reported, never the run's failure.
+fn record_run(config: &Config, summary: &RunSummary, args: &RunArgs) {
+    let dir = runs_dir(&config.root);
+    let path = dir.join(format!("{}.json", summary.id));
+    match summary.write(&path) {
+        Ok(()) => prune_runs(&dir, KEPT_RUNS),
+        Err(error) => eprintln!(
+            "cairn: warning: cannot keep the run's summary in {}: {error}",
+            dir.display()
+        ),
+    }
+    if let Some(copy) = &args.summary {
+        if let Err(error) = summary.write(copy) {
+            eprintln!(
+                "cairn: warning: cannot write the summary to {}: {error}",
+                copy.display()
+            );
+        }
+    }
+    if let Some(trace) = &args.trace {
+        let text = crate::report::chrome_trace(summary);
+        if let Err(error) = crate::atomic::write_atomic(trace, text.as_bytes()) {
+            eprintln!(
+                "cairn: warning: cannot write the trace to {}: {error}",
+                trace.display()
+            );
+        }
+    }
 }
 
 /// How output is shown and how the tasks' streams are connected.

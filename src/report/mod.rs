@@ -1,5 +1,17 @@
-//! What a run looked like, for people: the closing summary (and, later, summaries on disk and traces).
+//! What a run looked like, for people: the closing summary, the run record on disk (`.cairn/runs/`), history
+//! across runs, Chrome traces and the HTML report.
 
+mod history;
+mod record;
+mod run_summary;
 mod summary;
+mod trace;
 
+pub use history::{percentile, task_history, TaskHistory};
+pub use record::{JobRecord, PhaseTiming, RunRecorder};
+pub use run_summary::{
+    list_runs, prune_runs, rfc3339_millis, runs_dir, status_name, CriticalPath, PhaseSummary,
+    RunContext, RunSummary, TaskSummary, Totals, KEPT_RUNS, SCHEMA,
+};
 pub use summary::{render_summary, SummaryStyle};
+pub use trace::{chrome_trace, worker_rows};

@@ -26,6 +26,7 @@ pub(super) struct JobEnd {
     pub attempts: u32,
     pub key: Option<Key>,
     pub cache: CacheUse,
+    pub cache_reason: Option<String>,
 }
 
 /// Forwards everything to the real reporter and keeps the job's output lines, to be stored with its entry.
@@ -59,6 +60,9 @@ impl Reporter for Recorder {
     fn cache_hit(&self, job: &Job, key: &Key) {
         self.inner.cache_hit(job, key);
     }
+    fn phase(&self, job: &Job, name: &str, started: Instant, ended: Instant) {
+        self.inner.phase(job, name, started, ended);
+    }
 }
 
 /// Runs `job`, using `cache` when there is one; `deps` are its dependencies' keys.
@@ -75,14 +79,18 @@ pub(super) async fn run_job(
         attempts,
         key: None,
         cache: CacheUse::Off,
+        cache_reason: None,
     };
     let Some(cache) = cache.filter(|_| job.needs_key) else {
-        let (status, tries) = attempts(job, executor, context).await;
+        let began = Instant::now();
+        let (status, tries) = attempts(Arc::clone(&job), executor, context.clone()).await;
+        context.reporter.phase(&job, "run", began, Instant::now());
         return uncached(status, tries);
     };
     // The key and, when it may hit, the restore share one trip to the blocking pool: for a cached task this
     // is all the work there is, and each trip is a hand-off between threads.
     let try_restore = job.key.cacheable && !force;
+    let lookup_began = Instant::now();
     let computed = {
         let (cache, job) = (Arc::clone(&cache), Arc::clone(&job));
         tokio::task::spawn_blocking(move || {
@@ -92,6 +100,9 @@ pub(super) async fn run_job(
         })
         .await
     };
+    context
+        .reporter
+        .phase(&job, "cache lookup", lookup_began, Instant::now());
     let (keyed, restored) = match computed {
         Ok(Ok((keyed, restored))) => (Ok(Ok(keyed)), restored),
         Ok(Err(error)) => (Ok(Err(error)), None),
@@ -122,12 +133,15 @@ pub(super) async fn run_job(
     }
     if !job.key.cacheable {
         // Its key only feeds its dependents' keys; there is no result of its own to record.
+        let began = Instant::now();
         let (status, tries) = attempts(Arc::clone(&job), executor, context.clone()).await;
+        context.reporter.phase(&job, "run", began, Instant::now());
         return JobEnd {
             status,
             attempts: tries,
             key: Some(keyed.key),
             cache: CacheUse::Off,
+            cache_reason: None,
         };
     }
 
@@ -149,6 +163,7 @@ pub(super) async fn run_job(
                     attempts: 0,
                     key: Some(keyed.key),
                     cache: CacheUse::Hit,
+                    cache_reason: None,
                 };
             }
             Ok(None) => {}
@@ -158,6 +173,7 @@ pub(super) async fn run_job(
         }
     }
 
+    let cache_reason = Some(miss_reason(&cache, &job, &keyed, force));
     // Incremental tasks get only the inputs that changed since their last success, in a file and in
     // `{{changed}}`; the file lives in a private directory that goes with the run.
     let mut list_dir = None;
@@ -192,9 +208,11 @@ pub(super) async fn run_job(
     };
     let started = Instant::now();
     let (status, tries) = attempts(run, executor, recording).await;
+    context.reporter.phase(&job, "run", started, Instant::now());
     drop(list_dir);
     if status == TaskStatus::Succeeded {
         let took = started.elapsed();
+        let save_began = Instant::now();
         let log = std::mem::take(&mut *recorder.lines.lock().unwrap_or_else(|e| e.into_inner()));
         let stored = {
             let (cache, job, keyed) = (Arc::clone(&cache), Arc::clone(&job), keyed.clone());
@@ -211,12 +229,44 @@ pub(super) async fn run_job(
                 .note(&job, "not cached: storing the result failed"),
         }
         remember(&cache, &job, &keyed, &context);
+        context
+            .reporter
+            .phase(&job, "cache store", save_began, Instant::now());
     }
     JobEnd {
         status,
         attempts: tries,
         key: Some(keyed.key),
         cache: CacheUse::Miss,
+        cache_reason,
+    }
+}
+
+/// Why a cacheable task has to run: in words for the run summary, naming at most a few changes.
+fn miss_reason(cache: &Session, job: &Job, keyed: &Keyed, force: bool) -> String {
+    if force {
+        return "forced (--force)".into();
+    }
+    let Some(last) = cache.last_success(&job.label) else {
+        return "no earlier success recorded".into();
+    };
+    if last.key == keyed.key.to_string() {
+        return "unchanged, but the cache no longer has its result".into();
+    }
+    const SHOWN: usize = 3;
+    let changes = last.fingerprint.changes(&keyed.fingerprint);
+    let mut reason: Vec<String> = changes
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect();
+    if changes.len() > SHOWN {
+        reason.push(format!("and {} more", changes.len() - SHOWN));
+    }
+    if reason.is_empty() {
+        "its key changed".into()
+    } else {
+        reason.join("; ")
     }
 }
 

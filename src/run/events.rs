@@ -218,4 +218,7 @@ impl Reporter for EventReporter {
     fn cache_hit(&self, job: &Job, key: &Key) {
         self.inner.cache_hit(job, key);
     }
+    fn phase(&self, job: &Job, name: &str, started: std::time::Instant, ended: std::time::Instant) {
+        self.inner.phase(job, name, started, ended);
+    }
 }

@@ -100,6 +100,8 @@ pub struct TaskResult {
     pub cache: CacheUse,
     /// The task's cache key, when one was computed.
     pub key: Option<Key>,
+    /// Why the cache did not have its result, for a miss: forced, never succeeded before, or what changed.
+    pub cache_reason: Option<String>,
 }
 
 /// A signal that stopped the run.
@@ -132,6 +134,8 @@ pub struct RunReport {
     pub interrupted: Option<Interruption>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// When the run started; every `started` of a result is relative to it.
+    pub started: Instant,
 }
 
 impl RunReport {
@@ -190,6 +194,10 @@ pub trait Reporter: Send + Sync + 'static {
     fn note(&self, job: &Job, message: &str);
     /// A job's result was restored from the cache; its recorded output follows through `output`.
     fn cache_hit(&self, job: &Job, key: &Key);
+    /// A phase of a job (computing its key, restoring, running, storing, a plugin call) took this long.
+    fn phase(&self, job: &Job, name: &str, started: Instant, ended: Instant) {
+        let _ = (job, name, started, ended);
+    }
 }
 
 /// Scheduling choices for one run.
@@ -238,6 +246,7 @@ pub async fn execute(
                 attempts: 0,
                 cache: CacheUse::Off,
                 key: None,
+                cache_reason: None,
             };
             count
         ],
@@ -319,6 +328,7 @@ pub async fn execute(
         first_failure: state.first_failure,
         interrupted: state.interrupted,
         elapsed: start.elapsed(),
+        started: start,
     })
 }
 
@@ -389,6 +399,7 @@ impl Progress {
                         attempts: 1,
                         key: None,
                         cache: CacheUse::Off,
+                        cache_reason: None,
                     },
                 )
             }
@@ -411,6 +422,7 @@ impl Progress {
             attempts: end.attempts,
             cache: end.cache,
             key: end.key,
+            cache_reason: end.cache_reason,
         };
         reporter.finished(&jobs[i], &self.results[i]);
         if let Some(slot) = jobs[i].rollout {

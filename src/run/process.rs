@@ -192,7 +192,15 @@ impl ProcessExecutor {
             }
         }
         if let Some(name) = &job.plugin {
-            return self.plugin_task(&job, name, context).await;
+            let began = std::time::Instant::now();
+            let status = self.plugin_task(&job, name, context).await;
+            context.reporter.phase(
+                &job,
+                &format!("plugin {name}"),
+                began,
+                std::time::Instant::now(),
+            );
+            return status;
         }
         let mut status = TaskStatus::Succeeded;
         for line in &job.commands {
@@ -204,9 +212,13 @@ impl ProcessExecutor {
             }
         }
         if let (TaskStatus::Succeeded, Some((check, retries, interval))) = (&status, &job.check) {
+            let began = std::time::Instant::now();
             status = self
                 .health_check(&job, check, *retries, *interval, context, &secret_env)
                 .await;
+            context
+                .reporter
+                .phase(&job, "health check", began, std::time::Instant::now());
         }
         if matches!(
             status,
@@ -215,9 +227,13 @@ impl ProcessExecutor {
             if let Some(rollback) = &job.rollback {
                 context.reporter.note(&job, "rolling back");
                 // The rollback has its own clock: the task's deadline may be what failed it.
+                let began = std::time::Instant::now();
                 let undone = self
                     .run_line(&job, rollback, None, context, &secret_env)
                     .await;
+                context
+                    .reporter
+                    .phase(&job, "rollback", began, std::time::Instant::now());
                 if undone != TaskStatus::Succeeded {
                     context.reporter.note(
                         &job,
@@ -240,7 +256,15 @@ impl ProcessExecutor {
         let mut command = self.command(job, line);
         secrets.apply(&mut command);
         if let Some(name) = &job.executor {
-            if let Err(message) = self.wrap(job, name, &mut command, secrets).await {
+            let began = std::time::Instant::now();
+            let wrapped = self.wrap(job, name, &mut command, secrets).await;
+            context.reporter.phase(
+                job,
+                &format!("plugin {name}"),
+                began,
+                std::time::Instant::now(),
+            );
+            if let Err(message) = wrapped {
                 context.reporter.note(job, &message);
                 return TaskStatus::Failed { code: 1 };
             }

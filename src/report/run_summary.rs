@@ -1,0 +1,412 @@
+//! The record of one run, written to `.cairn/runs/<id>.json` after every run: what each task did, whether the
+//! cache had it (and why not), when it ran and for how long, and the chain of tasks that decided the run's
+//! length. `cairn history`, `cairn report` and `--trace` read it back. The format is documented in
+//! docs/reports.md; `schema` changes when a field changes meaning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::record::JobRecord;
+use crate::graph::NodeId;
+use crate::run::{CacheUse, Interruption, Plan, RunReport, TaskStatus};
+
+/// The version of the format below.
+pub const SCHEMA: u32 = 1;
+
+/// How many run records `.cairn/runs/` keeps; older ones are removed after each run.
+pub const KEPT_RUNS: usize = 200;
+
+/// One run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunSummary {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// Sortable and unique: `YYYYMMDDTHHMMSS.mmmZ-PID`.
+    pub id: String,
+    /// The cairn version that ran it.
+    pub cairn: String,
+    /// The targets as given.
+    pub targets: Vec<String>,
+    /// When it started (RFC 3339, UTC, milliseconds).
+    pub started_at: String,
+    /// Wall time.
+    pub duration_ms: f64,
+    /// Tasks allowed at once.
+    pub jobs: usize,
+    /// cairn's exit status.
+    pub exit_code: i32,
+    /// `SIGINT` or `SIGTERM` when a signal stopped the run.
+    pub interrupted: Option<String>,
+    /// Counts.
+    pub totals: Totals,
+    /// The chain of dependencies whose durations add up to the longest path through the run.
+    pub critical_path: CriticalPath,
+    /// Every task of the plan, in plan order (each after its dependencies).
+    pub tasks: Vec<TaskSummary>,
+}
+
+/// How many tasks ended which way.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Tasks in the plan.
+    pub tasks: usize,
+    /// Succeeded, cache hits included.
+    pub succeeded: usize,
+    /// Restored from the cache.
+    pub cached: usize,
+    /// Failed or timed out.
+    pub failed: usize,
+    /// Not started because a dependency failed.
+    pub skipped: usize,
+    /// Not started because the run stopped.
+    pub not_run: usize,
+    /// Stopped by a signal.
+    pub interrupted: usize,
+}
+
+/// The longest chain of dependent tasks, by duration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CriticalPath {
+    /// Its tasks, first to last.
+    pub tasks: Vec<String>,
+    /// The sum of their durations.
+    pub duration_ms: f64,
+}
+
+/// One task of the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskSummary {
+    /// The instance, e.g. `deploy:production[NIXY]`.
+    pub label: String,
+    /// The task's name as written in tasks.toml.
+    pub task: String,
+    /// Param and matrix values.
+    pub params: BTreeMap<String, String>,
+    /// The instances it waited for.
+    pub deps: Vec<String>,
+    /// Its cache key, when one was computed.
+    pub key: Option<String>,
+    /// `succeeded`, `failed`, `timed_out`, `interrupted`, `skipped` or `not_run`.
+    pub status: String,
+    /// Its exit code, when it ran.
+    pub exit_code: Option<i32>,
+    /// For a skipped task, the failure that blocked it.
+    pub blocked_by: Option<String>,
+    /// `hit`, `miss` or `off`.
+    pub cache: String,
+    /// For a miss: forced, no earlier success, or what changed.
+    pub cache_reason: Option<String>,
+    /// When it started, in milliseconds since the run started.
+    pub started_ms: Option<f64>,
+    /// When it ended.
+    pub ended_ms: Option<f64>,
+    /// Its wall time, retries included.
+    pub duration_ms: f64,
+    /// Attempts made (0 for a cache hit or a task that never started).
+    pub attempts: u32,
+    /// Bytes it printed (for a hit: the replayed output).
+    pub output_bytes: u64,
+    /// Its phases: `cache lookup`, `run`, `cache store`, `health check`, `rollback`, `plugin NAME`.
+    pub phases: Vec<PhaseSummary>,
+}
+
+/// A phase of a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PhaseSummary {
+    /// What it was.
+    pub name: String,
+    /// When it began, in milliseconds since the run started.
+    pub started_ms: f64,
+    /// How long it took.
+    pub duration_ms: f64,
+}
+
+/// What the summary needs besides the plan and the report.
+pub struct RunContext<'a> {
+    /// The targets as given.
+    pub targets: &'a [String],
+    /// Tasks allowed at once.
+    pub jobs: usize,
+    /// The wall-clock time the run started.
+    pub started_at: SystemTime,
+    /// Per graph node, from the run's [`super::RunRecorder`].
+    pub records: &'a HashMap<NodeId, JobRecord>,
+}
+
+fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn since(start: Instant, at: Instant) -> f64 {
+    ms(at.saturating_duration_since(start))
+}
+
+/// The name a status has in summaries, audit lines and events.
+pub fn status_name(status: &TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Succeeded => "succeeded",
+        TaskStatus::Failed { .. } => "failed",
+        TaskStatus::TimedOut { .. } => "timed_out",
+        TaskStatus::Interrupted => "interrupted",
+        TaskStatus::Skipped { .. } => "skipped",
+        TaskStatus::NotRun => "not_run",
+    }
+}
+
+impl RunSummary {
+    /// Builds the summary of `report`, a run of `plan`.
+    pub fn new(plan: &Plan, report: &RunReport, context: &RunContext<'_>) -> RunSummary {
+        let empty = JobRecord::default();
+        let mut totals = Totals {
+            tasks: plan.jobs.len(),
+            ..Totals::default()
+        };
+        let mut tasks = Vec::with_capacity(plan.jobs.len());
+        for (i, (job, result)) in plan.jobs.iter().zip(&report.results).enumerate() {
+            match result.status {
+                TaskStatus::Succeeded => {
+                    totals.succeeded += 1;
+                    totals.cached += usize::from(result.cache == CacheUse::Hit);
+                }
+                TaskStatus::Failed { .. } | TaskStatus::TimedOut { .. } => totals.failed += 1,
+                TaskStatus::Interrupted => totals.interrupted += 1,
+                TaskStatus::Skipped { .. } => totals.skipped += 1,
+                TaskStatus::NotRun => totals.not_run += 1,
+            }
+            let record = context.records.get(&job.node).unwrap_or(&empty);
+            let started_ms = result.started.map(ms);
+            let ran = !matches!(
+                result.status,
+                TaskStatus::Skipped { .. } | TaskStatus::NotRun
+            );
+            tasks.push(TaskSummary {
+                label: job.label.clone(),
+                task: job.key.task.clone(),
+                params: job.key.params.clone(),
+                deps: plan.deps[i]
+                    .iter()
+                    .map(|&d| plan.jobs[d].label.clone())
+                    .collect(),
+                key: result.key.map(|k| k.to_string()),
+                status: status_name(&result.status).to_owned(),
+                exit_code: match result.status {
+                    TaskStatus::Succeeded => Some(0),
+                    TaskStatus::Failed { code } => Some(code),
+                    TaskStatus::TimedOut { .. } => Some(124),
+                    TaskStatus::Interrupted => Some(130),
+                    TaskStatus::Skipped { .. } | TaskStatus::NotRun => None,
+                },
+                blocked_by: match result.status {
+                    TaskStatus::Skipped { blocked_by } => Some(plan.jobs[blocked_by].label.clone()),
+                    _ => None,
+                },
+                cache: match result.cache {
+                    CacheUse::Hit => "hit",
+                    CacheUse::Miss => "miss",
+                    CacheUse::Off => "off",
+                }
+                .to_owned(),
+                cache_reason: result.cache_reason.clone(),
+                started_ms: started_ms.filter(|_| ran),
+                ended_ms: started_ms.filter(|_| ran).map(|s| s + ms(result.duration)),
+                duration_ms: if ran { ms(result.duration) } else { 0.0 },
+                attempts: result.attempts,
+                output_bytes: record.output_bytes,
+                phases: record
+                    .phases
+                    .iter()
+                    .map(|p| PhaseSummary {
+                        name: p.name.clone(),
+                        started_ms: since(report.started, p.started),
+                        duration_ms: ms(p.ended.saturating_duration_since(p.started)),
+                    })
+                    .collect(),
+            });
+        }
+        let critical_path = critical_path(&tasks, &plan.deps);
+        RunSummary {
+            schema: SCHEMA,
+            id: run_id(context.started_at),
+            cairn: env!("CARGO_PKG_VERSION").to_owned(),
+            targets: context.targets.to_vec(),
+            started_at: rfc3339_millis(context.started_at),
+            duration_ms: ms(report.elapsed),
+            jobs: context.jobs,
+            exit_code: report.exit_code(),
+            interrupted: report.interrupted.map(|signal| {
+                match signal {
+                    Interruption::Interrupt => "SIGINT",
+                    Interruption::Terminate => "SIGTERM",
+                }
+                .to_owned()
+            }),
+            totals,
+            critical_path,
+            tasks,
+        }
+    }
+
+    /// The summary as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("summaries serialise")
+    }
+
+    /// Reads a summary written by [`RunSummary::write`].
+    pub fn read(path: &Path) -> Result<RunSummary, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let summary: RunSummary = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("`{}` is not a run summary: {e}", path.display()))?;
+        if summary.schema != SCHEMA {
+            return Err(format!(
+                "`{}` has schema {}; this cairn reads schema {SCHEMA}",
+                path.display(),
+                summary.schema
+            ));
+        }
+        Ok(summary)
+    }
+
+    /// Writes the summary to `path`, atomically.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::atomic::write_atomic(path, self.to_json().as_bytes())
+    }
+}
+
+/// Where a project's run summaries live.
+pub fn runs_dir(root: &Path) -> PathBuf {
+    root.join(".cairn").join("runs")
+}
+
+/// The run summaries in `dir`, oldest first (ids sort by time).
+pub fn list_runs(dir: &Path) -> Vec<PathBuf> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// Removes all but the newest `keep` summaries.
+pub fn prune_runs(dir: &Path, keep: usize) {
+    let runs = list_runs(dir);
+    let excess = runs.len().saturating_sub(keep);
+    for old in &runs[..excess] {
+        let _ = std::fs::remove_file(old);
+    }
+}
+
+/// The longest path through the dependencies, weighting each task by its duration.
+fn critical_path(tasks: &[TaskSummary], deps: &[Vec<usize>]) -> CriticalPath {
+    let mut length = vec![0.0f64; tasks.len()];
+    let mut previous: Vec<Option<usize>> = vec![None; tasks.len()];
+    // Plan order puts dependencies first. Tasks that never started are not on any path.
+    for i in 0..tasks.len() {
+        if tasks[i].started_ms.is_none() {
+            length[i] = f64::NEG_INFINITY;
+            continue;
+        }
+        let best = deps[i]
+            .iter()
+            .copied()
+            .filter(|&d| length[d].is_finite())
+            .max_by(|&a, &b| length[a].total_cmp(&length[b]));
+        length[i] = tasks[i].duration_ms + best.map_or(0.0, |b| length[b]);
+        previous[i] = best;
+    }
+    let Some(end) = (0..tasks.len())
+        .filter(|&i| length[i].is_finite())
+        .max_by(|&a, &b| length[a].total_cmp(&length[b]))
+    else {
+        return CriticalPath::default();
+    };
+    let mut chain = vec![end];
+    while let Some(before) = previous[*chain.last().expect("not empty")] {
+        chain.push(before);
+    }
+    chain.reverse();
+    CriticalPath {
+        tasks: chain.iter().map(|&i| tasks[i].label.clone()).collect(),
+        duration_ms: length[end],
+    }
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ-PID`: sorts by time, unique per process.
+fn run_id(at: SystemTime) -> String {
+    let stamp = rfc3339_millis(at);
+    let compact: String = stamp.chars().filter(|c| *c != '-' && *c != ':').collect();
+    format!("{compact}-{}", std::process::id())
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339_millis(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = crate::secrets::file::rfc3339(since.as_secs());
+    format!(
+        "{}.{:03}Z",
+        seconds.trim_end_matches('Z'),
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(label: &str, duration_ms: f64) -> TaskSummary {
+        TaskSummary {
+            label: label.into(),
+            task: label.into(),
+            params: BTreeMap::new(),
+            deps: vec![],
+            key: None,
+            status: "succeeded".into(),
+            exit_code: Some(0),
+            blocked_by: None,
+            cache: "off".into(),
+            cache_reason: None,
+            started_ms: Some(0.0),
+            ended_ms: Some(duration_ms),
+            duration_ms,
+            attempts: 1,
+            output_bytes: 0,
+            phases: vec![],
+        }
+    }
+
+    #[test]
+    fn the_critical_path_follows_the_longest_chain_of_durations() {
+        // a(10) → c(1); b(30) → c; d(5) alone. Longest: b → c = 31.
+        let mut tasks = vec![
+            task("a", 10.0),
+            task("b", 30.0),
+            task("c", 1.0),
+            task("d", 5.0),
+            task("e", 0.0),
+        ];
+        // e, after c, never started: it is not on the path.
+        tasks[4].started_ms = None;
+        let deps = vec![vec![], vec![], vec![0, 1], vec![], vec![2]];
+        let path = critical_path(&tasks, &deps);
+        assert_eq!(path.tasks, ["b", "c"]);
+        assert_eq!(path.duration_ms, 31.0);
+    }
+
+    #[test]
+    fn ids_sort_by_time() {
+        let early = run_id(UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123));
+        let late = run_id(UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_001_001));
+        assert!(early < late, "{early} < {late}");
+        assert!(early.starts_with("20231114T221320.123Z-"), "{early}");
+    }
+}

@@ -1,0 +1,207 @@
+//! What a run leaves behind: its summary (.cairn/runs/, --summary, --json), history across runs, and the
+//! Chrome trace.
+
+use serde_json::Value;
+
+use crate::support::Test;
+
+const PROJECT: &str = r#"
+[tasks.fetch]
+run = "echo fetched"
+inputs = ["fetch.txt"]
+
+[tasks.compile]
+run = "echo compiling; cat src.txt"
+inputs = ["src.txt"]
+
+[tasks.check]
+deps = ["fetch", "compile"]
+run = "echo checking >&2; exit ${CHECK_EXIT:-0}"
+env_pass = ["CHECK_EXIT"]
+
+[tasks.ship]
+deps = ["check"]
+run = "echo shipped"
+"#;
+
+fn project() -> Test {
+    Test::new()
+        .tasks(PROJECT)
+        .file("fetch.txt", "f\n")
+        .file("src.txt", "one\n")
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+fn task<'a>(summary: &'a Value, label: &str) -> &'a Value {
+    summary["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|t| t["label"] == label)
+        .unwrap_or_else(|| panic!("no task {label} in {summary}"))
+}
+
+#[test]
+fn a_run_summary_records_hits_misses_a_failure_and_a_skipped_task() {
+    let test = project();
+    test.run_with(&["run", "ship"]).success();
+    test.write("src.txt", "two\n");
+    let test = test.env("CHECK_EXIT", "4");
+    let run = test
+        .run_with(&["run", "ship", "--summary", "out/summary.json"])
+        .status(4);
+    let summary = json(&test.read("out/summary.json"));
+    assert_eq!(summary["schema"], 1);
+    assert_eq!(summary["targets"], serde_json::json!(["ship"]));
+    assert_eq!(summary["exit_code"], 4);
+    assert_eq!(
+        summary["totals"],
+        serde_json::json!({"tasks": 4, "succeeded": 2, "cached": 1, "failed": 1, "skipped": 1, "not_run": 0, "interrupted": 0})
+    );
+    let fetch = task(&summary, "fetch");
+    assert_eq!(fetch["cache"], "hit");
+    assert_eq!(fetch["attempts"], 0);
+    assert_eq!(fetch["output_bytes"], 8, "the replayed `fetched` line");
+    let compile = task(&summary, "compile");
+    assert_eq!(compile["cache"], "miss");
+    assert_eq!(compile["cache_reason"], "input changed: src.txt");
+    assert_eq!(compile["key"].as_str().map(str::len), Some(64));
+    let names: Vec<&str> = compile["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["cache lookup", "run", "cache store"]);
+    let check = task(&summary, "check");
+    assert_eq!(
+        (check["status"].as_str(), check["exit_code"].as_i64()),
+        (Some("failed"), Some(4))
+    );
+    assert_eq!(check["deps"], serde_json::json!(["fetch", "compile"]));
+    assert_eq!(check["cache"], "off");
+    let ship = task(&summary, "ship");
+    assert_eq!(ship["status"], "skipped");
+    assert_eq!(ship["blocked_by"], "check");
+    assert!(ship["started_ms"].is_null());
+    // compile ran longest of the chain that ended with the failure.
+    let path = summary["critical_path"]["tasks"].as_array().expect("path");
+    assert_eq!(path.last().and_then(Value::as_str), Some("check"));
+    // The same record is kept under .cairn/runs/, one file per run.
+    let kept = std::fs::read_dir(test.path(".cairn/runs"))
+        .expect("runs")
+        .count();
+    assert_eq!(kept, 2);
+    assert!(
+        run.stderr.contains("cairn: 4 tasks:"),
+        "the human summary is still printed"
+    );
+}
+
+#[test]
+fn json_prints_the_summary_alone_on_stdout() {
+    let test = project();
+    let run = test.run_with(&["run", "ship", "--json"]).success();
+    let summary = json(&run.stdout);
+    assert_eq!(summary["totals"]["succeeded"], 4);
+    assert!(
+        run.stderr.contains("compiling"),
+        "task output went to stderr: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("cairn: 4 tasks"),
+        "no human summary with --json"
+    );
+}
+
+#[test]
+fn the_trace_has_a_slice_per_task_with_its_phases_nested() {
+    let test = project();
+    test.run_with(&["run", "ship", "--trace", "trace.json", "-j", "2"])
+        .success();
+    let trace = json(&test.read("trace.json"));
+    let events = trace["traceEvents"].as_array().expect("events");
+    let slices: Vec<&Value> = events.iter().filter(|e| e["cat"] == "task").collect();
+    let mut labels: Vec<&str> = slices
+        .iter()
+        .map(|e| e["name"].as_str().expect("name"))
+        .collect();
+    labels.sort_unstable();
+    assert_eq!(labels, ["check", "compile", "fetch", "ship"]);
+    for phase in events.iter().filter(|e| e["cat"] == "phase") {
+        let parent = slices
+            .iter()
+            .find(|s| s["name"] == phase["args"]["task"])
+            .expect("the phase's task");
+        assert_eq!(phase["tid"], parent["tid"], "same row as its task");
+        let (ts, dur) = (
+            phase["ts"].as_f64().unwrap(),
+            phase["dur"].as_f64().unwrap(),
+        );
+        let (pts, pdur) = (
+            parent["ts"].as_f64().unwrap(),
+            parent["dur"].as_f64().unwrap(),
+        );
+        assert!(
+            ts >= pts && ts + dur <= pts + pdur,
+            "{phase} inside {parent}"
+        );
+    }
+    // Two workers at most, each named.
+    let rows: std::collections::BTreeSet<i64> =
+        slices.iter().map(|s| s["tid"].as_i64().unwrap()).collect();
+    assert!(rows.len() <= 2 && rows.iter().all(|&r| r >= 1), "{rows:?}");
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "M" && e["args"]["name"] == "worker 1"));
+}
+
+#[test]
+fn history_reports_durations_hit_rates_failures_and_flaky_tasks() {
+    let test = Test::new().tasks(
+        "[tasks.build]\nrun = \"echo built\"\ninputs = [\"in.txt\"]\n\n[tasks.flaky]\nrun = \"if [ -e failed-once ]; then echo ok; else touch failed-once; exit 1; fi\"\ninputs = [\"in.txt\"]\n",
+    );
+    test.write("in.txt", "1\n");
+    test.run_with(&["run", "build", "flaky", "-k"]).status(1);
+    test.run_with(&["run", "build", "flaky"]).success();
+    test.run_with(&["run", "build", "flaky"]).success();
+    let stats = json(&test.run_with(&["history", "--json"]).success().stdout);
+    let find = |label: &str| {
+        stats
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|s| s["label"] == label)
+            .cloned()
+            .expect("task")
+    };
+    let build = find("build");
+    assert_eq!(
+        (build["runs"].as_u64(), build["executed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(build["hit_rate"].as_f64(), Some(2.0 / 3.0));
+    let flaky = find("flaky");
+    assert_eq!(flaky["failure_rate"], 0.5);
+    assert_eq!(
+        flaky["flaky_keys"].as_array().map(Vec::len),
+        Some(1),
+        "same key, both outcomes"
+    );
+    test.run_with(&["history"])
+        .success()
+        .stdout_has("flaky")
+        .stdout_has("yes: 1 key(s) both passed and failed")
+        .stderr_has("3 run(s) from");
+    test.run_with(&["history", "flaky"])
+        .success()
+        .stdout_has("failed")
+        .stdout_has("no earlier success recorded");
+    test.run_with(&["history", "flakey"])
+        .status(1)
+        .stderr_has("did you mean `flaky`?");
+}
