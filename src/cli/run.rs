@@ -262,6 +262,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     if let Err(error) = run::audit::append(&config.root, &audited) {
         eprintln!("cairn: warning: the audit log could not be written: {error}");
     }
+    // The recorder holds the event reporter, which holds the sinks: it goes first, so the sinks can finish.
+    let records = recorder.take();
+    drop(recorder);
     if let Some(sinks) = sinks {
         let count = |f: fn(&run::TaskStatus) -> bool| {
             report.results.iter().filter(|r| f(&r.status)).count()
@@ -288,7 +291,6 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         });
         sinks.finish();
     }
-    let records = recorder.take();
     let summary = RunSummary::new(
         &plan,
         &report,
