@@ -1,6 +1,7 @@
 //! The command line: argument parsing, one function per subcommand, and the only place that prints reports
 //! or picks exit codes.
 
+mod bench;
 mod cache;
 mod completions;
 mod error;
@@ -66,6 +67,8 @@ enum Command {
     /// List, check, pin (plugins.lock) or create WebAssembly plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Run targets repeatedly, cold and warm, and report their timings (and regressions against a saved result).
+    Bench(bench::BenchArgs),
     /// Statistics of the last runs per task (durations, cache hit rate, failures, flakiness), or one task's runs.
     History(history::HistoryArgs),
     /// Install or remove the git pre-commit hook that runs the cached `validate`.
@@ -149,6 +152,7 @@ pub fn main() -> ExitCode {
         Command::Plugins(command) => plugins::plugins(&context, &command),
         Command::Hooks(command) => hooks::hooks(&command),
         Command::History(args) => history::history(&context, &args),
+        Command::Bench(args) => bench::bench(&context, &args),
         Command::Query { file, key, filter } => query(&file, &key, filter.as_deref()),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));

@@ -1,12 +1,14 @@
 //! What a run looked like, for people: the closing summary, the run record on disk (`.cairn/runs/`), history
 //! across runs, Chrome traces and the HTML report.
 
+mod bench;
 mod history;
 mod record;
 mod run_summary;
 mod summary;
 mod trace;
 
+pub use bench::{compare, BenchResult, Comparison, ModeStats, BENCH_SCHEMA};
 pub use history::{percentile, task_history, TaskHistory};
 pub use record::{JobRecord, PhaseTiming, RunRecorder};
 pub use run_summary::{

@@ -205,3 +205,70 @@ fn history_reports_durations_hit_rates_failures_and_flaky_tasks() {
         .status(1)
         .stderr_has("did you mean `flaky`?");
 }
+
+#[test]
+fn bench_measures_cold_and_warm_runs_and_flags_regressions() {
+    let test = Test::new()
+        .tasks("[tasks.slow]\nrun = \"sleep 0.05; echo done\"\ninputs = [\"in.txt\"]\n")
+        .file("in.txt", "x\n");
+    let run = test
+        .run_with(&[
+            "bench",
+            "slow",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+            "--save",
+            "base.json",
+        ])
+        .success();
+    let result = json(&run.stdout);
+    assert_eq!(result["runs"], 2);
+    let cold = &result["cold"];
+    let warm = &result["warm"];
+    assert_eq!(cold["times_ms"].as_array().map(Vec::len), Some(2));
+    assert_eq!(cold["hit_rate"], 0.0, "cold runs bypass the cache");
+    assert_eq!(warm["hit_rate"], 1.0, "warm runs restore the cached task");
+    assert!(
+        cold["median_ms"].as_f64() > Some(50.0),
+        "the task sleeps 50 ms: {cold}"
+    );
+    assert!(result["cold_over_warm"].as_f64() > Some(1.0));
+    assert_eq!(json(&test.read("base.json")), result);
+
+    // An earlier result that was much faster: this one is a regression.
+    let mut faster = result.clone();
+    faster["cold"]["median_ms"] = serde_json::json!(1.0);
+    test.write("faster.json", &faster.to_string());
+    test.run_with(&[
+        "bench",
+        "slow",
+        "--runs",
+        "1",
+        "--cold",
+        "--compare",
+        "faster.json",
+    ])
+    .status(1)
+    .stderr_has("REGRESSION beyond 10%");
+    let mut slower = result.clone();
+    slower["cold"]["median_ms"] = serde_json::json!(100_000.0);
+    test.write("slower.json", &slower.to_string());
+    test.run_with(&[
+        "bench",
+        "slow",
+        "--runs",
+        "1",
+        "--cold",
+        "--compare",
+        "slower.json",
+    ])
+    .success()
+    .stdout_has("cold ")
+    .stderr_lacks("REGRESSION");
+    test.run_with(&["bench", "nope"])
+        .status(2)
+        .stderr_has("no task named `nope`");
+}
