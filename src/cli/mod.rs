@@ -10,6 +10,7 @@ mod hooks;
 mod list;
 mod output;
 mod plugins;
+mod report;
 mod run;
 mod secrets;
 
@@ -69,6 +70,8 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Run targets repeatedly, cold and warm, and report their timings (and regressions against a saved result).
     Bench(bench::BenchArgs),
+    /// Show a recorded run (the latest by default) as text, or as a self-contained HTML report.
+    Report(report::ReportArgs),
     /// Statistics of the last runs per task (durations, cache hit rate, failures, flakiness), or one task's runs.
     History(history::HistoryArgs),
     /// Install or remove the git pre-commit hook that runs the cached `validate`.
@@ -153,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Hooks(command) => hooks::hooks(&command),
         Command::History(args) => history::history(&context, &args),
         Command::Bench(args) => bench::bench(&context, &args),
+        Command::Report(args) => report::report(&context, &args),
         Command::Query { file, key, filter } => query(&file, &key, filter.as_deref()),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));

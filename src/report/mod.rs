@@ -3,6 +3,7 @@
 
 mod bench;
 mod history;
+mod html;
 mod record;
 mod run_summary;
 mod summary;
@@ -10,6 +11,7 @@ mod trace;
 
 pub use bench::{compare, BenchResult, Comparison, ModeStats, BENCH_SCHEMA};
 pub use history::{percentile, task_history, TaskHistory};
+pub use html::html_report;
 pub use record::{JobRecord, PhaseTiming, RunRecorder};
 pub use run_summary::{
     list_runs, prune_runs, rfc3339_millis, runs_dir, status_name, CriticalPath, PhaseSummary,

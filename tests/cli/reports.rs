@@ -272,3 +272,98 @@ fn bench_measures_cold_and_warm_runs_and_flags_regressions() {
         .status(2)
         .stderr_has("no task named `nope`");
 }
+
+/// Debian's chromium, which .ci/run installs; without it (outside CI) the browser test says it is skipped.
+fn chromium() -> Option<String> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|name| {
+            std::process::Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(str::to_owned);
+    assert!(
+        found.is_some() || std::env::var_os("CI").is_none(),
+        "chromium is missing: .ci/run installs it"
+    );
+    if found.is_none() {
+        eprintln!("skipped: no chromium to render the HTML report in");
+    }
+    found
+}
+
+#[test]
+fn the_html_report_renders_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let test = Test::new().tasks(
+        "[tasks.fetch]\nrun = \"echo fetched\"\ninputs = [\"in.txt\"]\n\n[tasks.slow]\nrun = \"sleep 0.2\"\n\n[tasks.\"<b>mark</b>\"]\ndeps = [\"fetch\", \"slow\"]\nrun = \"exit 5\"\n\n[tasks.after]\ndeps = [\"<b>mark</b>\"]\nrun = \"true\"\n",
+    );
+    test.write("in.txt", "x\n");
+    test.run_with(&["run", "fetch"]).success();
+    test.run_with(&["run", "after"]).status(5);
+    test.run_with(&["report", "--html", "report.html"])
+        .success()
+        .stderr_has("wrote report.html");
+    let summary = {
+        let mut files: Vec<_> = std::fs::read_dir(test.path(".cairn/runs"))
+            .expect("runs")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        json(&std::fs::read_to_string(files.last().expect("a run")).expect("summary"))
+    };
+    test.run_with(&["report"])
+        .success()
+        .stdout_has("critical path")
+        .stdout_has("<b>mark</b>  failed");
+    let profile = test.path("chromium-profile");
+    let output = std::process::Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", test.path("report.html").display()))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        dom.contains("data-rendered=\"yes\""),
+        "the script ran to the end:\n{dom}"
+    );
+    assert!(!dom.contains("<p class=\"render-error\""), "{dom}");
+    let started = summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| !t["started_ms"].is_null())
+        .count();
+    assert_eq!(started, 3, "after was skipped");
+    assert_eq!(
+        dom.matches("<rect class=\"bar ").count(),
+        started,
+        "a timeline bar per task that ran"
+    );
+    assert_eq!(
+        dom.matches("class=\"bar hit\"").count(),
+        1,
+        "fetch came from the cache"
+    );
+    assert_eq!(dom.matches("class=\"bar failed\"").count(), 1);
+    let path = summary["critical_path"]["tasks"].as_array().unwrap();
+    assert_eq!(path.len(), 2, "slow → <b>mark</b>: {path:?}");
+    assert_eq!(dom.matches("<g class=\"node critical\"").count(), 2);
+    assert_eq!(dom.matches("class=\"edge critical\"").count(), 1);
+    assert_eq!(dom.matches("<tr data-task=").count(), 4, "a row per task");
+    // A task name is text, never markup.
+    assert!(dom.contains("&lt;b&gt;mark&lt;/b&gt;"), "{dom}");
+    assert!(!dom.contains("<b>mark</b>"));
+}
