@@ -10,6 +10,7 @@ mod hooks;
 mod list;
 mod output;
 mod plugins;
+mod progress;
 mod report;
 mod run;
 mod secrets;

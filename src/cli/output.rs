@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use super::progress::StatusLine;
 
 use crate::cache::Key;
 use crate::config::format_duration;
@@ -29,7 +31,62 @@ pub struct TerminalReporter {
     width: usize,
     /// Tasks' stdout lines go to stderr (stdout is for `--json`).
     stdout_to_stderr: bool,
+    /// The live status line, on a terminal.
+    status: Option<Arc<StatusLine>>,
+    /// Collapsible groups for the CI that reads this log.
+    ci_groups: Option<CiGroups>,
     buffers: Mutex<HashMap<usize, Vec<BufferedLine>>>,
+}
+
+/// The CI whose log format folds a task's block into one collapsible line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiGroups {
+    /// `::group::` / `::endgroup::`.
+    GitHubActions,
+    /// `section_start` / `section_end`.
+    GitLab,
+}
+
+impl CiGroups {
+    /// The CI this process runs in, from the variables each one sets.
+    pub fn detect() -> Option<CiGroups> {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| v == "true");
+        if set("GITHUB_ACTIONS") {
+            Some(CiGroups::GitHubActions)
+        } else if set("GITLAB_CI") {
+            Some(CiGroups::GitLab)
+        } else {
+            None
+        }
+    }
+
+    fn open(self, node: usize, title: &str) -> String {
+        let title = title.trim_start_matches("── ");
+        match self {
+            CiGroups::GitHubActions => format!("::group::{}", title.trim()),
+            CiGroups::GitLab => format!(
+                "\x1b[0Ksection_start:{}:cairn_task_{node}[collapsed=true]\r\x1b[0K{}",
+                unix_now(),
+                title.trim()
+            ),
+        }
+    }
+
+    fn close(self, node: usize) -> String {
+        match self {
+            CiGroups::GitHubActions => "::endgroup::".into(),
+            CiGroups::GitLab => format!(
+                "\x1b[0Ksection_end:{}:cairn_task_{node}\r\x1b[0K",
+                unix_now()
+            ),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A line held back until its task ends (grouped output).
@@ -46,6 +103,8 @@ impl TerminalReporter {
             color,
             width,
             stdout_to_stderr: false,
+            status: None,
+            ci_groups: None,
             buffers: Mutex::new(HashMap::new()),
         }
     }
@@ -56,11 +115,29 @@ impl TerminalReporter {
         self
     }
 
-    /// Writes `text` where lines of `stream` go.
+    /// Draws a live status line below the output (a terminal only).
+    pub fn with_status_line(mut self, status: Option<Arc<StatusLine>>) -> TerminalReporter {
+        self.status = status;
+        self
+    }
+
+    /// Wraps each grouped task block in the CI's collapsible-section markers.
+    pub fn with_ci_groups(mut self, groups: Option<CiGroups>) -> TerminalReporter {
+        self.ci_groups = groups;
+        self
+    }
+
+    /// Writes `text` where lines of `stream` go (above the status line, when there is one).
     fn write(&self, stream: Stream, text: &[u8]) {
-        let _ = match stream {
-            Stream::Stdout if !self.stdout_to_stderr => std::io::stdout().lock().write_all(text),
-            _ => std::io::stderr().lock().write_all(text),
+        let to_stderr = stream == Stream::Stderr || self.stdout_to_stderr;
+        if let Some(status) = &self.status {
+            status.print(to_stderr, text);
+            return;
+        }
+        let _ = if to_stderr {
+            std::io::stderr().lock().write_all(text)
+        } else {
+            std::io::stdout().lock().write_all(text)
         };
     }
 
@@ -81,8 +158,7 @@ impl TerminalReporter {
     }
 
     fn note_line(&self, text: &str) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "cairn: {text}");
+        self.write(Stream::Stderr, format!("cairn: {text}\n").as_bytes());
     }
 }
 
@@ -98,7 +174,11 @@ fn describe(status: &TaskStatus) -> String {
 }
 
 impl Reporter for TerminalReporter {
-    fn started(&self, _job: &Job, _attempt: u32) {}
+    fn started(&self, job: &Job, _attempt: u32) {
+        if let Some(status) = &self.status {
+            status.started(job.node, &job.label);
+        }
+    }
 
     fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
         match self.layout {
@@ -128,6 +208,13 @@ impl Reporter for TerminalReporter {
     }
 
     fn finished(&self, job: &Job, result: &TaskResult) {
+        if let Some(status) = &self.status {
+            status.finished(
+                job.node,
+                result.cache == crate::run::CacheUse::Hit,
+                result.status.is_failure(),
+            );
+        }
         match self.layout {
             Layout::Grouped => {
                 let lines = self
@@ -143,14 +230,24 @@ impl Reporter for TerminalReporter {
                     describe(&result.status),
                     format_duration(result.duration)
                 );
-                let _ = writeln!(
-                    out,
-                    "{header}{}",
-                    "─".repeat(60usize.saturating_sub(header.chars().count()))
-                );
+                match self.ci_groups {
+                    Some(groups) => {
+                        let _ = writeln!(out, "{}", groups.open(job.node, &header));
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "{header}{}",
+                            "─".repeat(60usize.saturating_sub(header.chars().count()))
+                        );
+                    }
+                }
                 for (_, line) in lines {
                     out.extend_from_slice(&line);
                     out.push(b'\n');
+                }
+                if let Some(groups) = self.ci_groups {
+                    let _ = writeln!(out, "{}", groups.close(job.node));
                 }
                 // The block is one write, so blocks of tasks ending together never interleave.
                 self.write(Stream::Stdout, &out);

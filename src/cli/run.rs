@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use clap::ValueEnum;
 
-use super::output::{Layout, TerminalReporter};
+use super::output::{CiGroups, Layout, TerminalReporter};
+use super::progress::StatusLine;
 use super::{CliError, Context};
 use crate::cache::{DepInput, Key, Keyed, Session};
 use crate::config::Config;
@@ -44,6 +45,9 @@ pub(super) struct RunArgs {
     /// An age identity file (keys.txt or SSH private key) to decrypt tasks' secrets with, tried first.
     #[arg(long = "identity", short = 'i', value_name = "FILE")]
     identity: Vec<std::path::PathBuf>,
+    /// The live status line on a terminal (`auto`), or plain lines only (`plain`).
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
     /// Also write the run's summary (JSON, as in .cairn/runs/) to this file.
     #[arg(long, value_name = "PATH")]
     summary: Option<std::path::PathBuf>,
@@ -68,6 +72,14 @@ fn parse_assignment(text: &str) -> Result<(String, String), String> {
             "expected NAME=VALUE, e.g. `--set nix=skip`; got `{text}`"
         )),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProgressArg {
+    /// A status line at the bottom of the terminal while tasks run; plain lines elsewhere.
+    Auto,
+    /// Plain lines only.
+    Plain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -147,8 +159,17 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .map(|j| j.label.chars().count())
         .max()
         .unwrap_or(0);
-    let terminal: Arc<dyn run::Reporter> =
-        Arc::new(TerminalReporter::new(layout, color, width).with_stdout_to_stderr(args.json));
+    // The status line needs a terminal that cairn writes to; a task that owns the terminal gets it alone.
+    let status = (args.progress == ProgressArg::Auto
+        && layout != Layout::Direct
+        && std::io::stderr().is_terminal())
+    .then(|| StatusLine::start(plan.jobs.len(), context.color));
+    let terminal: Arc<dyn run::Reporter> = Arc::new(
+        TerminalReporter::new(layout, color, width)
+            .with_stdout_to_stderr(args.json)
+            .with_status_line(status.clone())
+            .with_ci_groups(CiGroups::detect().filter(|_| layout == Layout::Grouped)),
+    );
     let sinks = plugins.as_ref().and_then(run::events::EventSinks::start);
     let reporter: Arc<dyn run::Reporter> = match &sinks {
         Some(sinks) => Arc::new(run::events::EventReporter {
@@ -262,6 +283,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     if let Err(error) = run::audit::append(&config.root, &audited) {
         eprintln!("cairn: warning: the audit log could not be written: {error}");
     }
+    if let Some(status) = &status {
+        status.finish();
+    }
     // The recorder holds the event reporter, which holds the sinks: it goes first, so the sinks can finish.
     let records = recorder.take();
     drop(recorder);
@@ -364,6 +388,10 @@ fn output_mode(plan: &Plan, output: OutputArg, caching: bool, secrets: bool) -> 
         foreground: single && std::io::stdin().is_terminal() && owns_terminal(),
     };
     match output {
+        // A CI that folds sections shows each task's block collapsed, rather than interleaved lines.
+        OutputArg::Auto if !single && CiGroups::detect().is_some() => {
+            (Layout::Grouped, Streams::Captured)
+        }
         OutputArg::Auto if single_cached => (Layout::Plain, Streams::Captured),
         OutputArg::Auto if single => (Layout::Direct, inherited()),
         OutputArg::Raw => (Layout::Direct, inherited()),

@@ -367,3 +367,97 @@ fn the_html_report_renders_in_headless_chromium() {
     assert!(dom.contains("&lt;b&gt;mark&lt;/b&gt;"), "{dom}");
     assert!(!dom.contains("<b>mark</b>"));
 }
+
+const TWO_TASKS: &str = "[tasks.a]\nrun = \"echo a-start; sleep 0.3; echo a-end\"\n[tasks.b]\nrun = \"sleep 0.1; echo b-out\"\n[tasks.c]\ndeps = [\"a\", \"b\"]\nrun = \"echo c-out\"\n";
+
+/// Runs cairn with `args` in a pseudo-terminal (util-linux `script`), returning everything it wrote.
+fn in_terminal(test: &Test, args: &str) -> Option<String> {
+    let script = std::process::Command::new("script")
+        .arg("--version")
+        .output();
+    if script.is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`script` is missing: .ci/run installs bsdutils"
+        );
+        eprintln!("skipped: no `script` to give cairn a terminal");
+        return None;
+    }
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_cairn"));
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(test.path(""))
+        .env("TERM", "xterm")
+        .env_remove("CI")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITLAB_CI")
+        .output()
+        .expect("script runs");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn a_terminal_gets_a_live_status_line_below_the_output() {
+    let test = Test::new().tasks(TWO_TASKS);
+    let Some(shown) = in_terminal(&test, "run c --color never") else {
+        return;
+    };
+    assert!(
+        shown.contains("\x1b[2K"),
+        "the line is cleared and redrawn: {shown:?}"
+    );
+    assert!(shown.contains("running: a"), "{shown:?}");
+    assert!(
+        shown.contains("3/3 done · 0 cached · 0 failed · 0 remaining"),
+        "{shown:?}"
+    );
+    for line in ["a | a-start", "a | a-end", "b | b-out", "c | c-out"] {
+        assert!(
+            shown.contains(line),
+            "task output still scrolls by: {line} in {shown:?}"
+        );
+    }
+    // The summary comes after the line is gone for good.
+    let summary = shown.find("cairn: 3 tasks").expect("summary");
+    assert!(shown[summary..]
+        .lines()
+        .next()
+        .is_some_and(|l| !l.contains("done ·")));
+    let plain = in_terminal(&test, "run c --progress plain --color never").expect("script");
+    assert!(
+        !plain.contains("\x1b[2K") && !plain.contains("remaining"),
+        "{plain:?}"
+    );
+    // Off a terminal there is no status line either.
+    let piped = test.run_with(&["run", "c"]).success();
+    assert!(!piped.stderr.contains("remaining"));
+}
+
+#[test]
+fn ci_logs_get_collapsible_groups() {
+    let test = Test::new().tasks(TWO_TASKS);
+    let github = test
+        .env("GITHUB_ACTIONS", "true")
+        .run_with(&["run", "c"])
+        .success();
+    assert!(
+        github.stdout.contains("::group::c (succeeded,"),
+        "{}",
+        github.stdout
+    );
+    assert_eq!(github.stdout.matches("::group::").count(), 3);
+    assert_eq!(github.stdout.matches("::endgroup::").count(), 3);
+    assert!(github.stdout.contains("a-start\na-end\n::endgroup::"));
+    let test = Test::new().tasks(TWO_TASKS).env("GITLAB_CI", "true");
+    let gitlab = test.run_with(&["run", "c"]).success();
+    assert_eq!(
+        gitlab.stdout.matches("section_start:").count(),
+        3,
+        "{}",
+        gitlab.stdout
+    );
+    assert!(gitlab
+        .stdout
+        .contains("[collapsed=true]\r\x1b[0Kb (succeeded,"));
+    assert_eq!(gitlab.stdout.matches("section_end:").count(), 3);
+}
