@@ -148,7 +148,7 @@ fn render(state: &State, width: usize, color: bool) -> String {
             .map(|(label, since)| (label, now.saturating_duration_since(*since)))
             .collect();
         // The longest-running first: those are the ones worth watching.
-        running.sort_by(|a, b| b.1.cmp(&a.1));
+        running.sort_by_key(|r| std::cmp::Reverse(r.1));
         let list: Vec<String> = running
             .iter()
             .map(|(label, took)| format!("{label} {}", format_duration(*took)))
