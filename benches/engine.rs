@@ -121,6 +121,31 @@ fn engine(c: &mut Criterion) {
         );
     }
     group.finish();
+
+    // A hundred thousand tasks: fewer samples, the same measurements.
+    let mut large = c.benchmark_group("engine-large");
+    large.sample_size(10);
+    let tasks = 100_000usize;
+    let text = synthetic(tasks);
+    large.throughput(Throughput::Elements(tasks as u64));
+    large.bench_with_input(BenchmarkId::new("load+plan", tasks), &text, |b, text| {
+        b.iter(|| load_and_plan(text))
+    });
+    let plan = load_and_plan(&text);
+    large.bench_with_input(BenchmarkId::new("schedule", tasks), &plan, |b, plan| {
+        b.iter(|| {
+            runtime
+                .block_on(run::execute(
+                    plan,
+                    &options,
+                    Arc::new(NoOp),
+                    Arc::new(Quiet),
+                    None,
+                ))
+                .expect("runs")
+        })
+    });
+    large.finish();
 }
 
 criterion_group!(benches, engine);
