@@ -7,7 +7,7 @@
 #   W3  chain: 200 tasks, each after the previous     cairn vs make               (goal: wall ≤ make's)
 #   W4  cold hash of a 20,000-file / 1 GiB tree         cairn vs b3sum              (goal: ≥ 0.8× b3sum's speed)
 #   W5  fully cached re-run of that tree                cairn vs find (stat only)   (goal: < 100 ms)
-#   W6  fully cached run, 200 tasks × 50 input files    cairn vs Turborepo          (goal: ≥ 5× faster)
+#   W6  fully cached run, 200 tasks × 50 input files    cairn vs Turborepo, moon    (goal: ≥ 5× faster than turbo)
 #
 # The peers are installed here (apt; `just` from PyPI's rust-just wheel into a private venv), never by the
 # build. Usage: bash benches/peers.sh [--runs N] [--quick] (--quick skips W4–W6, which build a 1 GiB tree)
@@ -47,6 +47,11 @@ if [ "$quick" = false ] && [ ! -x "$cache/turbo/node_modules/.bin/turbo" ]; then
 fi
 turbo="$cache/turbo/node_modules/.bin/turbo"
 export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1 TURBO_NO_UPDATE_NOTIFIER=1
+if [ "$quick" = false ] && [ ! -x "$cache/moon/node_modules/.bin/moon" ]; then
+    mkdir -p "$cache/moon"
+    (cd "$cache/moon" && npm install --silent --no-audit --no-fund @moonrepo/cli@2 >/dev/null)
+fi
+moon="$cache/moon/node_modules/.bin/moon"
 
 cargo build --release --locked -q --bin cairn --example spawn_loop
 cairn="$CARGO_TARGET_DIR/release/cairn"
@@ -124,12 +129,17 @@ d = pathlib.Path(sys.argv[1])
                                             "workspaces": ["packages/*"]}))
 (d / "package-lock.json").write_text(json.dumps({"name": "bench", "lockfileVersion": 3, "requires": True, "packages": {}}))
 (d / "turbo.json").write_text(json.dumps({"tasks": {"build": {"inputs": ["src/**"], "outputs": ["out/**"]}}}))
+(d / ".moon").mkdir(exist_ok=True)
+(d / ".moon" / "workspace.yml").write_text("projects:\n  - 'packages/*'\nvcs:\n  client: 'git'\n  defaultBranch: 'master'\n")
+moon_task = ("tasks:\n  build:\n    script: 'mkdir -p out && cat src/* > out/all.txt'\n"
+             "    inputs: ['src/**/*']\n    outputs: ['out/**/*']\n")
 tasks = []
 for i in range(200):
     p = d / "packages" / f"p{i}"
     (p / "src").mkdir(parents=True, exist_ok=True)
     (p / "package.json").write_text(json.dumps({"name": f"p{i}", "version": "1.0.0",
         "scripts": {"build": "mkdir -p out && cat src/* > out/all.txt"}}))
+    (p / "moon.yml").write_text(moon_task)
     for f in range(50):
         (p / "src" / f"f{f}.txt").write_text(f"package {i} file {f}\n" * 20)
     tasks.append(f'[tasks."build-p{i}"]\ndir = "packages/p{i}"\nrun = "mkdir -p out && cat src/* > out/all.txt"\n'
@@ -137,10 +147,12 @@ for i in range(200):
 tasks.append("[tasks.build]\ndeps = [" + ", ".join(f'"build-p{i}"' for i in range(200)) + "]\n")
 (d / "tasks.toml").write_text("".join(tasks))
 PY
-    (cd "$work/w6" && git init -q . && git add -A && git -c user.email=bench@cairn.invalid -c user.name=bench commit -qm init)
+    (cd "$work/w6" && git init -q -b master . && git add -A && git -c user.email=bench@cairn.invalid -c user.name=bench commit -qm init)
     (cd "$work/w6" && "$turbo" run build --concurrency=2 --output-logs=none >/dev/null 2>&1 \
+        && "$moon" run :build --concurrency 2 >/dev/null 2>&1 \
         && "$cairn" run build -j2 >/dev/null 2>&1 && sleep 1.2 && "$cairn" run build -j2 >/dev/null 2>&1)
-    bench w6 "$work/w6" -n turbo "$turbo run build --concurrency=2 --output-logs=none" -n cairn "$cairn run build -j2"
+    bench w6 "$work/w6" -n turbo "$turbo run build --concurrency=2 --output-logs=none" \
+        -n moon "$moon run :build --concurrency 2 --summary none" -n cairn "$cairn run build -j2"
 fi
 
 python3 - "$work" "$quick" <<'PY'
@@ -174,4 +186,5 @@ if not quick:
     print(f"W5 cairn wall (ms)                            {wall(w5['cairn']):6.1f}   < 100")
     print(f"W5 cairn wall / find wall                     {wall(w5['cairn'])/wall(w5['find']):6.2f}   (info)")
     print(f"W6 turbo wall / cairn wall                    {wall(w6['turbo'])/wall(w6['cairn']):6.2f}   ≥ 5.00")
+    print(f"W6 moon wall / cairn wall                     {wall(w6['moon'])/wall(w6['cairn']):6.2f}   (info)")
 PY
