@@ -253,9 +253,23 @@ fn a_task_plugin_checks_its_inputs_and_reports_positions() {
         .stdout_has("checked 2 file(s): 0 error(s)");
     // Incremental: after a success, only the changed file is handed to the plugin.
     test.write("hosts/a.nix", "{ y = 2; }\n");
-    test.run_with(&["run", "lint"])
+    test.run_with(&["run", "lint", "--trace", "trace.json"])
         .success()
         .stdout_has("checked 1 file(s): 0 error(s)");
+    // The plugin call is a phase of the task, in its run record and nested in the trace.
+    let trace: serde_json::Value =
+        serde_json::from_str(&test.read("trace.json")).expect("the trace is JSON");
+    let phases: Vec<&str> = trace["traceEvents"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["cat"] == "phase")
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(
+        phases,
+        ["cache lookup", "plugin lint", "run", "cache store"]
+    );
     test.run_with(&["plugins", "list"])
         .success()
         .stdout_has("lint  line-lint 0.1.0  protocol 1  [task]  grants: nothing");
