@@ -12,7 +12,7 @@ use crate::cache::{DepInput, Key, Keyed, Session};
 use crate::config::Config;
 use crate::report::{
     prune_runs, render_summary, runs_dir, RunContext, RunRecorder, RunSummary, SummaryStyle,
-    KEPT_RUNS,
+    KEPT_RUNS, KEPT_RUNS_BYTES,
 };
 use crate::run::{self, is_direct, Plan, ProcessExecutor, RunOptions, Streams};
 
@@ -337,13 +337,14 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     Ok(report.exit_code())
 }
 
-/// Keeps the run's summary in .cairn/runs/ (trimmed to the newest [`KEPT_RUNS`]), and writes the copies and
-/// trace the command line asked for. A failure here is reported, never the run's failure.
+/// Keeps the run's summary in .cairn/runs/ (trimmed to the newest [`KEPT_RUNS`] within [`KEPT_RUNS_BYTES`]),
+/// and writes the copies and trace the command line asked for. A failure here is reported, never the run's
+/// failure.
 fn record_run(config: &Config, summary: &RunSummary, args: &RunArgs) {
     let dir = runs_dir(&config.root);
     let path = dir.join(format!("{}.json", summary.id));
-    match summary.write(&path) {
-        Ok(()) => prune_runs(&dir, KEPT_RUNS),
+    match summary.write_compact(&path) {
+        Ok(()) => prune_runs(&dir, KEPT_RUNS, KEPT_RUNS_BYTES),
         Err(error) => eprintln!(
             "cairn: warning: cannot keep the run's summary in {}: {error}",
             dir.display()

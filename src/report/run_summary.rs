@@ -19,6 +19,10 @@ pub const SCHEMA: u32 = 1;
 /// How many run records `.cairn/runs/` keeps; older ones are removed after each run.
 pub const KEPT_RUNS: usize = 200;
 
+/// How many bytes of run records `.cairn/runs/` keeps (a run of 10,000 tasks records a few MB); the newest
+/// record is kept whatever its size.
+pub const KEPT_RUNS_BYTES: u64 = 64 << 20;
+
 /// One run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunSummary {
@@ -254,6 +258,11 @@ impl RunSummary {
         serde_json::to_string_pretty(self).expect("summaries serialise")
     }
 
+    /// The summary as compact JSON, for the records kept in `.cairn/runs/`.
+    pub fn to_compact_json(&self) -> String {
+        serde_json::to_string(self).expect("summaries serialise")
+    }
+
     /// Reads a summary written by [`RunSummary::write`].
     pub fn read(path: &Path) -> Result<RunSummary, String> {
         let bytes =
@@ -276,6 +285,11 @@ impl RunSummary {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         crate::atomic::write_replace(path, self.to_json().as_bytes())
     }
+
+    /// Like [`RunSummary::write`], compact: the form kept in `.cairn/runs/`.
+    pub fn write_compact(&self, path: &Path) -> std::io::Result<()> {
+        crate::atomic::write_replace(path, self.to_compact_json().as_bytes())
+    }
 }
 
 /// Where a project's run summaries live.
@@ -296,12 +310,19 @@ pub fn list_runs(dir: &Path) -> Vec<PathBuf> {
     runs
 }
 
-/// Removes all but the newest `keep` summaries.
-pub fn prune_runs(dir: &Path, keep: usize) {
+/// Removes the oldest summaries beyond the newest `keep`, and beyond `max_bytes` in all (the newest one stays).
+pub fn prune_runs(dir: &Path, keep: usize, max_bytes: u64) {
     let runs = list_runs(dir);
-    let excess = runs.len().saturating_sub(keep);
-    for old in &runs[..excess] {
-        let _ = std::fs::remove_file(old);
+    let mut total = 0u64;
+    let mut kept = 0usize;
+    for path in runs.iter().rev() {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        total += size;
+        if kept == 0 || (kept < keep && total <= max_bytes) {
+            kept += 1;
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -399,6 +420,29 @@ mod tests {
         let path = critical_path(&tasks, &deps);
         assert_eq!(path.tasks, ["b", "c"]);
         assert_eq!(path.duration_ms, 31.0);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_within_count_and_size() {
+        let dir = tempfile::tempdir().expect("dir");
+        for (i, size) in [10usize, 10, 10, 50, 10].iter().enumerate() {
+            std::fs::write(dir.path().join(format!("run{i}.json")), vec![b'x'; *size])
+                .expect("write");
+        }
+        prune_runs(dir.path(), 3, 1000);
+        let names = |d: &Path| -> Vec<String> {
+            list_runs(d)
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(dir.path()), ["run2.json", "run3.json", "run4.json"]);
+        // 60 bytes allowed: run4 (10) and run3 (50) fit, run2 does not.
+        prune_runs(dir.path(), 10, 60);
+        assert_eq!(names(dir.path()), ["run3.json", "run4.json"]);
+        // The newest always stays.
+        prune_runs(dir.path(), 10, 1);
+        assert_eq!(names(dir.path()), ["run4.json"]);
     }
 
     #[test]
