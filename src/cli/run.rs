@@ -344,7 +344,7 @@ fn record_run(config: &Config, summary: &RunSummary, args: &RunArgs) {
     let dir = runs_dir(&config.root);
     let path = dir.join(format!("{}.json", summary.id));
     match summary.write_compact(&path) {
-        Ok(()) => prune_runs(&dir, KEPT_RUNS, KEPT_RUNS_BYTES),
+        Ok(bytes) => prune_runs(&dir, KEPT_RUNS, KEPT_RUNS_BYTES, bytes),
         Err(error) => eprintln!(
             "cairn: warning: cannot keep the run's summary in {}: {error}",
             dir.display()

@@ -286,9 +286,11 @@ impl RunSummary {
         crate::atomic::write_replace(path, self.to_json().as_bytes())
     }
 
-    /// Like [`RunSummary::write`], compact: the form kept in `.cairn/runs/`.
-    pub fn write_compact(&self, path: &Path) -> std::io::Result<()> {
-        crate::atomic::write_replace(path, self.to_compact_json().as_bytes())
+    /// Like [`RunSummary::write`], compact: the form kept in `.cairn/runs/`. Returns the bytes written.
+    pub fn write_compact(&self, path: &Path) -> std::io::Result<u64> {
+        let text = self.to_compact_json();
+        crate::atomic::write_replace(path, text.as_bytes())?;
+        Ok(text.len() as u64)
     }
 }
 
@@ -311,8 +313,17 @@ pub fn list_runs(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Removes the oldest summaries beyond the newest `keep`, and beyond `max_bytes` in all (the newest one stays).
-pub fn prune_runs(dir: &Path, keep: usize, max_bytes: u64) {
+/// `newest_bytes` is the size of the record just written: while records are small enough that `keep` of them
+/// fit in `max_bytes`, counting is enough and nothing is stat'ed (this runs after every run, however short).
+pub fn prune_runs(dir: &Path, keep: usize, max_bytes: u64, newest_bytes: u64) {
     let runs = list_runs(dir);
+    if newest_bytes.saturating_mul(keep as u64) <= max_bytes {
+        let excess = runs.len().saturating_sub(keep);
+        for old in &runs[..excess] {
+            let _ = std::fs::remove_file(old);
+        }
+        return;
+    }
     let mut total = 0u64;
     let mut kept = 0usize;
     for path in runs.iter().rev() {
@@ -429,7 +440,7 @@ mod tests {
             std::fs::write(dir.path().join(format!("run{i}.json")), vec![b'x'; *size])
                 .expect("write");
         }
-        prune_runs(dir.path(), 3, 1000);
+        prune_runs(dir.path(), 3, 1000, 10);
         let names = |d: &Path| -> Vec<String> {
             list_runs(d)
                 .iter()
@@ -438,10 +449,10 @@ mod tests {
         };
         assert_eq!(names(dir.path()), ["run2.json", "run3.json", "run4.json"]);
         // 60 bytes allowed: run4 (10) and run3 (50) fit, run2 does not.
-        prune_runs(dir.path(), 10, 60);
+        prune_runs(dir.path(), 10, 60, 10);
         assert_eq!(names(dir.path()), ["run3.json", "run4.json"]);
         // The newest always stays.
-        prune_runs(dir.path(), 10, 1);
+        prune_runs(dir.path(), 10, 1, 10);
         assert_eq!(names(dir.path()), ["run4.json"]);
     }
 
