@@ -873,13 +873,7 @@ impl Walker<'_> {
         let mut out = Vec::new();
         for (key, value) in table.iter() {
             let name: &str = key.get_ref();
-            if !template::is_identifier(name) || RESERVED_NAMES.contains(&name) {
-                self.invalid(
-                    "matrix",
-                    format!("`{name}` cannot be a matrix variable's name"),
-                    &key.span(),
-                    Some("use letters, digits, `_` and `-`, starting with a letter; `args` and `changed` are reserved".into()),
-                );
+            if !self.template_name(key, "matrix", "a matrix variable's name") {
                 continue;
             }
             if params.iter().any(|p| p.name == name) {
@@ -1371,6 +1365,21 @@ impl Walker<'_> {
         })
     }
 
+    /// Whether a key can name something templates refer to (a param, a matrix variable); reports it if not.
+    fn template_name(&mut self, key: &Key<'_>, table: &str, what: &str) -> bool {
+        let name: &str = key.get_ref();
+        let valid = template::is_identifier(name) && !RESERVED_NAMES.contains(&name);
+        if !valid {
+            self.invalid(
+                table,
+                format!("`{name}` cannot be {what}"),
+                &key.span(),
+                Some("use letters, digits, `_` and `-`, starting with a letter; `args` and `changed` are reserved".into()),
+            );
+        }
+        valid
+    }
+
     fn params(&mut self, context: &str, value: &Value<'_>) -> Vec<ParamDef> {
         let Some(table) = self.table("params", value) else {
             return Vec::new();
@@ -1378,13 +1387,7 @@ impl Walker<'_> {
         let mut params = Vec::new();
         for (key, value) in table.iter() {
             let name: &str = key.get_ref();
-            if !template::is_identifier(name) || RESERVED_NAMES.contains(&name) {
-                self.invalid(
-                    "params",
-                    format!("`{name}` cannot be a param name"),
-                    &key.span(),
-                    Some("use letters, digits, `_` and `-`, starting with a letter; `args` and `changed` are reserved".into()),
-                );
+            if !self.template_name(key, "params", "a param name") {
                 continue;
             }
             let param_context = format!("param `{name}` of {context}");

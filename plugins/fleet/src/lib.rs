@@ -77,20 +77,6 @@ fn describe() -> Describe {
     describe
 }
 
-/// 1-based line and byte column of `offset` in `text`.
-fn position(text: &str, offset: usize) -> (u32, u32) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let column = offset
-        - before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1)
-        + 1;
-    (line as u32, column as u32)
-}
-
 struct Report<'f> {
     files: &'f [InputFile],
     diagnostics: Vec<Diagnostic>,
@@ -102,7 +88,7 @@ impl Report<'_> {
             .files
             .iter()
             .find(|f| f.path == path)
-            .map_or((1, 1), |f| position(&f.contents, offset));
+            .map_or((1, 1), |f| cairn_pdk::line_column(&f.contents, offset));
         self.diagnostics.push(Diagnostic {
             path: path.to_owned(),
             line,

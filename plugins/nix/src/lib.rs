@@ -27,16 +27,7 @@ fn describe() -> Describe {
 
 /// 1-based line and byte column of `offset` in `text`.
 pub fn position(text: &str, offset: usize) -> (u32, u32) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let column = offset
-        - before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |p| p + 1)
-        + 1;
-    (line as u32, column as u32)
+    cairn_pdk::line_column(text, offset)
 }
 
 fn syntax_message(error: &ParseError) -> (Option<usize>, String) {

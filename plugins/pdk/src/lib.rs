@@ -158,6 +158,20 @@ mod host {
 }
 
 /// Logging through cairn, which redacts secrets before showing it.
+/// 1-based line and byte column of a byte offset, as cairn's diagnostics (and Nix) count them.
+pub fn line_column(text: &str, offset: usize) -> (u32, u32) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
+    (line as u32, column as u32)
+}
+
 pub mod log {
     use crate::api::{LogLevel, LogRecord};
 
