@@ -164,6 +164,13 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         && layout != Layout::Direct
         && std::io::stderr().is_terminal())
     .then(|| StatusLine::start(plan.jobs.len(), context.color));
+    // Plugins' log lines go above the status line too, not through it.
+    if let (Some(status), Some(plugins)) = (&status, &plugins) {
+        let status = Arc::clone(status);
+        plugins.sink().set_printer(Some(Arc::new(move |line: &str| {
+            status.print(true, format!("{line}\n").as_bytes())
+        })));
+    }
     let terminal: Arc<dyn run::Reporter> = Arc::new(
         TerminalReporter::new(layout, color, width)
             .with_stdout_to_stderr(args.json)
@@ -285,6 +292,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     }
     if let Some(status) = &status {
         status.finish();
+        if let Some(plugins) = &plugins {
+            plugins.sink().set_printer(None);
+        }
     }
     // The recorder holds the event reporter, which holds the sinks: it goes first, so the sinks can finish.
     let records = recorder.take();

@@ -105,14 +105,16 @@ impl EventSinks {
 }
 
 fn deliver(plugins: &Plugins, name: &str, receiver: &Receiver<Event>, dropped: &AtomicUsize) {
+    let sink = plugins.sink();
     let plugin = match plugins.get(name, Capability::Events) {
         Ok(plugin) => Some(plugin),
         Err(error) => {
-            eprintln!("cairn: warning: event sink `{name}` is not used: {error}");
+            sink.print_line(&format!(
+                "cairn: warning: event sink `{name}` is not used: {error}"
+            ));
             None
         }
     };
-    let sink = plugins.sink();
     let mut batch = Vec::new();
     let mut oldest: Option<Instant> = None;
     let mut warned = false;
@@ -143,7 +145,9 @@ fn deliver(plugins: &Plugins, name: &str, receiver: &Receiver<Event>, dropped: &
                     ) {
                         dropped.fetch_add(count, Ordering::Relaxed);
                         if !warned {
-                            eprintln!("cairn: warning: event sink `{name}`: {error}");
+                            sink.print_line(&format!(
+                                "cairn: warning: event sink `{name}`: {error}"
+                            ));
                             warned = true;
                         }
                     }

@@ -109,9 +109,29 @@ pub struct RunSink {
     /// Log lines kept back while secrets are being fetched: a provider may log a value before cairn knows
     /// it is one.
     held: Mutex<Option<Vec<(String, LogLevel, String)>>>,
+    /// Where lines go instead of straight to stderr: above the terminal's status line, during a run.
+    printer: RwLock<Option<LinePrinter>>,
 }
 
+/// Writes one line of cairn's own (without its newline) where the user sees it.
+pub type LinePrinter = Arc<dyn Fn(&str) + Send + Sync>;
+
 impl RunSink {
+    /// Sends plugin lines through `printer` from now on (`None`: straight to stderr again).
+    pub fn set_printer(&self, printer: Option<LinePrinter>) {
+        if let Ok(mut slot) = self.printer.write() {
+            *slot = printer;
+        }
+    }
+
+    /// Shows one line of cairn's about plugins: through the printer when there is one, else on stderr.
+    pub fn print_line(&self, line: &str) {
+        match self.printer.read().ok().and_then(|p| p.clone()) {
+            Some(printer) => printer(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// A sink that redacts with `redactor` from now on, and shows what was held back, redacted with it.
     pub fn set_redactor(&self, redactor: Arc<Redactor>) {
         if let Ok(mut slot) = self.redactor.write() {
@@ -151,7 +171,7 @@ impl RunSink {
             LogLevel::Warn => "warning",
             LogLevel::Error => "error",
         };
-        eprintln!("cairn: plugin `{plugin}` {tag}: {message}");
+        self.print_line(&format!("cairn: plugin `{plugin}` {tag}: {message}"));
     }
 }
 
@@ -206,6 +226,7 @@ impl Plugins {
                 verbose: std::env::var_os("CAIRN_PLUGIN_DEBUG").is_some(),
                 held: Mutex::new(None),
                 granted: RwLock::new(Vec::new()),
+                printer: RwLock::new(None),
             }),
             slots: Mutex::new(HashMap::new()),
             cache_dir,

@@ -568,3 +568,53 @@ fn a_plugin_built_by_a_task_loads_only_while_it_is_that_tasks_output() {
     // Rebuilt by its task: trusted again without a new pin.
     test.run_with(&["run", "lint", "--force"]).success();
 }
+
+#[test]
+fn plugin_log_lines_go_above_the_status_line_on_a_terminal() {
+    let Some(module) = example("event-log") else {
+        return;
+    };
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`script` is missing: .ci/run installs bsdutils"
+        );
+        return;
+    }
+    let test = project(
+        &[("log", &module)],
+        // b runs long enough for the events of a to be delivered (and logged) while the status line shows.
+        "[tasks.a]\nrun = \"sleep 0.1\"\n[tasks.b]\nrun = \"sleep 1\"\n",
+    );
+    test.edit(
+        "tasks.toml",
+        "[plugins.log]\n",
+        "[plugins.log]\nevents = true\n",
+    );
+    let command = format!("{} run a b --color never", env!("CARGO_BIN_EXE_cairn"));
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(test.path(""))
+        .env("TERM", "xterm")
+        .env_remove("CI")
+        .output()
+        .expect("script runs");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    // Each plugin line starts on a cleared line, never after the status line's text.
+    let lines: Vec<&str> = shown
+        .split('\n')
+        .filter(|l| l.contains("plugin `log` info:"))
+        .collect();
+    assert!(lines.len() >= 3, "{shown:?}");
+    for line in lines {
+        let before = &line[..line.find("cairn: plugin").expect("the line")];
+        assert!(
+            before.is_empty() || before.ends_with("\x1b[2K"),
+            "a plugin line was appended to the status line: {line:?}"
+        );
+    }
+}
