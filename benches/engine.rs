@@ -68,6 +68,23 @@ fn load_and_plan(text: &str) -> Plan {
     Plan::new(&graph, &selection, &[])
 }
 
+/// Runs every job of `plan` through the scheduler with the no-op executor.
+fn schedule(
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+    options: &RunOptions,
+) -> run::RunReport {
+    runtime
+        .block_on(run::execute(
+            plan,
+            options,
+            Arc::new(NoOp),
+            Arc::new(Quiet),
+            None,
+        ))
+        .expect("runs")
+}
+
 fn engine(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,35 +106,12 @@ fn engine(c: &mut Criterion) {
         });
         let plan = load_and_plan(&text);
         group.bench_with_input(BenchmarkId::new("schedule", tasks), &plan, |b, plan| {
-            b.iter(|| {
-                runtime
-                    .block_on(run::execute(
-                        plan,
-                        &options,
-                        Arc::new(NoOp),
-                        Arc::new(Quiet),
-                        None,
-                    ))
-                    .expect("runs")
-            })
+            b.iter(|| schedule(&runtime, plan, &options))
         });
         group.bench_with_input(
             BenchmarkId::new("load+plan+schedule", tasks),
             &text,
-            |b, text| {
-                b.iter(|| {
-                    let plan = load_and_plan(text);
-                    runtime
-                        .block_on(run::execute(
-                            &plan,
-                            &options,
-                            Arc::new(NoOp),
-                            Arc::new(Quiet),
-                            None,
-                        ))
-                        .expect("runs")
-                })
-            },
+            |b, text| b.iter(|| schedule(&runtime, &load_and_plan(text), &options)),
         );
     }
     group.finish();
@@ -133,17 +127,7 @@ fn engine(c: &mut Criterion) {
     });
     let plan = load_and_plan(&text);
     large.bench_with_input(BenchmarkId::new("schedule", tasks), &plan, |b, plan| {
-        b.iter(|| {
-            runtime
-                .block_on(run::execute(
-                    plan,
-                    &options,
-                    Arc::new(NoOp),
-                    Arc::new(Quiet),
-                    None,
-                ))
-                .expect("runs")
-        })
+        b.iter(|| schedule(&runtime, plan, &options))
     });
     large.finish();
 }

@@ -17,6 +17,23 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
+    replace_through_temp(path, true, fill)
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename, without waiting for the disk: a reader sees the
+/// old file or the whole new one, never a half-written one, but a power cut may lose the write. For records
+/// whose loss costs nothing (a run's summary), where two fsyncs would cost more than the run itself.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_through_temp(path, false, |file| file.write_all(bytes))
+}
+
+/// Fills a temp file beside `path` and renames it over `path`; with `durable`, fsyncs the file before the
+/// rename and the directory after it.
+fn replace_through_temp(
+    path: &Path,
+    durable: bool,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     // A bare file name lives in the current directory, whose name is `.` rather than the empty parent.
     let dir = match path.parent() {
         Some(dir) if dir.as_os_str().is_empty() => Path::new("."),
@@ -33,33 +50,15 @@ pub fn write_atomic_with(
     let result = (|| {
         let mut file = File::create(&temp)?;
         fill(&mut file)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&temp, path)?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-/// Writes `bytes` to `path` through a temp file and a rename, without waiting for the disk: a reader sees the
-/// old file or the whole new one, never a half-written one, but a power cut may lose the write. For records
-/// whose loss costs nothing (a run's summary), where two fsyncs would cost more than the run itself.
-pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if dir.as_os_str().is_empty() => Path::new("."),
-        Some(dir) => dir,
-        None => return Err(io::Error::other("a file to write needs a directory")),
-    };
-    fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let temp = dir.join(format!(
-        ".{name}.tmp.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = fs::write(&temp, bytes).and_then(|()| fs::rename(&temp, path));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
