@@ -39,6 +39,7 @@ fn spec(inputs: &[&str]) -> KeySpec {
         env: BTreeMap::new(),
         deps_strategy: DepsStrategy::Key,
         cacheable: true,
+        remote: false,
         incremental: false,
     }
 }

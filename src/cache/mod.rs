@@ -6,6 +6,7 @@
 mod files;
 mod fingerprint;
 mod hasher;
+pub mod remote;
 mod store;
 mod walk;
 
@@ -140,6 +141,8 @@ pub struct KeySpec {
     pub deps_strategy: DepsStrategy,
     /// Whether results may be stored and reused.
     pub cacheable: bool,
+    /// Whether results may be fetched from and published to the remote cache.
+    pub remote: bool,
     /// Whether the task gets only its changed inputs.
     pub incremental: bool,
 }
@@ -188,6 +191,15 @@ pub struct IncrementalState {
     pub files: BTreeMap<String, FileDigest>,
 }
 
+/// A restored result.
+#[derive(Debug)]
+pub struct Restored {
+    /// The task's recorded output, to replay.
+    pub log: LogLines,
+    /// The trusted writer it came from, when it came from the remote cache.
+    pub from_remote: Option<String>,
+}
+
 /// The cache as one run uses it.
 #[derive(Debug)]
 pub struct Session {
@@ -195,6 +207,7 @@ pub struct Session {
     store: Store,
     hasher: FileHasher,
     platform: String,
+    remote: Option<remote::Remote>,
 }
 
 impl Session {
@@ -207,7 +220,18 @@ impl Session {
             store,
             hasher,
             platform: platform(),
+            remote: None,
         })
+    }
+
+    /// Shares results through `remote` from now on.
+    pub fn attach_remote(&mut self, remote: remote::Remote) {
+        self.remote = Some(remote);
+    }
+
+    /// The remote cache, when the run uses one.
+    pub fn remote(&self) -> Option<&remote::Remote> {
+        self.remote.as_ref()
     }
 
     /// The store.
@@ -265,12 +289,39 @@ impl Session {
         matches!(self.store.load_entry(key), Ok(Some(_)))
     }
 
-    /// Restores the entry for `key`, if there is one: outputs verified and written, and the recorded output
-    /// returned for replay. A damaged entry is removed and reported as an error, which callers treat as a miss.
-    pub fn restore(&self, key: &Key, spec: &KeySpec) -> Result<Option<LogLines>, CacheError> {
+    /// Restores the entry for `key`, if the local store or (for a task that may use it) the remote cache
+    /// has one: outputs verified and written, and the recorded output returned for replay. A damaged entry is
+    /// removed and reported as an error, which callers treat as a miss; remote entries that were refused are
+    /// described in `refused`.
+    pub fn restore(
+        &self,
+        key: &Key,
+        spec: &KeySpec,
+        refused: &mut Vec<String>,
+    ) -> Result<Option<Restored>, CacheError> {
+        let mut from_remote = None;
         let entry = match self.store.load_entry(key) {
             Ok(Some(entry)) => entry,
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                let Some(remote) = self.remote.as_ref().filter(|_| spec.remote) else {
+                    return Ok(None);
+                };
+                let allowed = |path: &str| spec.outputs.matches_path(path);
+                let lookup = remote.fetch(key, &self.store, &allowed);
+                refused.extend(lookup.refused);
+                let Some(writer) = lookup.writer else {
+                    return Ok(None);
+                };
+                from_remote = Some(writer);
+                match self.store.load_entry(key) {
+                    Ok(Some(entry)) => entry,
+                    Ok(None) => return Ok(None),
+                    Err(error) => {
+                        self.store.remove_entry(key);
+                        return Err(error);
+                    }
+                }
+            }
             Err(error) => {
                 self.store.remove_entry(key);
                 return Err(error);
@@ -294,7 +345,7 @@ impl Session {
         match result {
             Ok(log) => {
                 self.store.touch(key);
-                Ok(Some(log))
+                Ok(Some(Restored { log, from_remote }))
             }
             Err(error) => {
                 if error.is_damage() {
@@ -353,7 +404,11 @@ impl Session {
             log,
             fingerprint,
         };
-        self.store.save_entry(&keyed.key, &entry)
+        self.store.save_entry(&keyed.key, &entry)?;
+        if let Some(remote) = self.remote.as_ref().filter(|_| spec.remote) {
+            remote.publish(&entry);
+        }
+        Ok(())
     }
 
     /// Whether `keyed` is already recorded as the last success of `task` (then nothing needs writing: on a

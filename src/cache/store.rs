@@ -212,6 +212,12 @@ impl Store {
         Ok(hash)
     }
 
+    /// Whether the store holds the blob (unverified: reading it verifies it).
+    pub fn has_blob(&self, hash: &str) -> bool {
+        parse_hex(hash).is_some()
+            && (self.blob_path(hash, false).exists() || self.blob_path(hash, true).exists())
+    }
+
     /// A blob's content, verified against its hash.
     pub fn get_blob(&self, hash: &str) -> Result<Vec<u8>, CacheError> {
         let corrupt = |reason: &str| CacheError::CorruptBlob {

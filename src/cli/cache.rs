@@ -35,6 +35,15 @@ pub(super) enum CacheCommand {
         #[arg(long, value_parser = parse_duration_arg)]
         max_age: Option<std::time::Duration>,
     },
+    /// Make an ed25519 key for publishing to the remote cache; prints the public key to trust.
+    Keygen {
+        /// Where to write the private key (default: ~/.config/cairn/remote-cache.key).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// Replace an existing key file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn parse_size_arg(text: &str) -> Result<u64, String> {
@@ -133,6 +142,9 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
 }
 
 pub(super) fn cache(context: &Context, command: &CacheCommand) -> Result<i32, CliError> {
+    if let CacheCommand::Keygen { output, force } = command {
+        return keygen(output.as_deref(), *force);
+    }
     let (config, _) = context.load()?;
     let dir = cache::dir_for(&config.root);
     match command {
@@ -159,6 +171,7 @@ pub(super) fn cache(context: &Context, command: &CacheCommand) -> Result<i32, Cl
                 format_size(removed.bytes)
             );
         }
+        CacheCommand::Keygen { .. } => unreachable!("handled before the configuration is read"),
         CacheCommand::Gc { max_size, max_age } => {
             let store = Store::open(&dir, LockMode::Exclusive).map_err(CliError::Cache)?;
             let report = store
@@ -175,5 +188,59 @@ pub(super) fn cache(context: &Context, command: &CacheCommand) -> Result<i32, Cl
             );
         }
     }
+    Ok(0)
+}
+
+/// Writes a new signing key (owner-only, atomically) and prints what to put in tasks.toml.
+fn keygen(output: Option<&std::path::Path>, force: bool) -> Result<i32, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = match output {
+        Some(path) => path.to_owned(),
+        None => {
+            let config_home = std::env::var_os("XDG_CONFIG_HOME")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config"))
+                })
+                .ok_or_else(|| CliError::RemoteCache {
+                    message: "neither XDG_CONFIG_HOME nor HOME is set".into(),
+                    help: Some("name the file: `cairn cache keygen --output FILE`".into()),
+                })?;
+            config_home.join("cairn").join("remote-cache.key")
+        }
+    };
+    if path.exists() && !force {
+        return Err(CliError::RemoteCache {
+            message: format!("{} already exists", path.display()),
+            help: Some("pass `--force` to replace it (readers trusting the old key will stop accepting new entries)".into()),
+        });
+    }
+    let key = cache::remote::SigningKey::generate().map_err(|message| CliError::RemoteCache {
+        message,
+        help: None,
+    })?;
+    let public = key.public_text();
+    let text = zeroize::Zeroizing::new(format!(
+        "# cairn remote cache signing key: keep it secret. Public key: {public}\n{}\n",
+        key.to_text().as_str()
+    ));
+    crate::atomic::write_atomic_with(&path, |file| {
+        // Owner-only before the key is written, so it is never readable by others, even for a moment.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        std::io::Write::write_all(file, text.as_bytes())
+    })
+    .map_err(|source| CliError::Io {
+        what: format!("cannot write {}", path.display()),
+        source,
+    })?;
+    println!("wrote the private key to {}", path.display());
+    println!("public key: {public}");
+    println!();
+    println!("Readers trust it in tasks.toml:");
+    println!();
+    println!("    [remote_cache]");
+    println!("    trusted_writers = [{{ name = \"ci\", key = \"{public}\" }}]");
+    println!();
+    println!("A writer publishes with it: CAIRN_REMOTE_SIGNING_KEY_FILE={} cairn run --remote read-write TARGET", path.display());
     Ok(0)
 }

@@ -49,6 +49,16 @@ pub enum CliError {
         help: Option<String>,
     },
 
+    /// The remote cache is configured in a way a run cannot use.
+    #[error("{message}")]
+    #[diagnostic(code(cairn::remote_cache))]
+    RemoteCache {
+        /// What is wrong.
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+
     /// `cairn query` found nothing at the key.
     #[error("{message}")]
     #[diagnostic(code(cairn::query))]

@@ -11,6 +11,7 @@ mod list;
 mod output;
 mod plugins;
 mod progress;
+mod remote;
 mod report;
 mod run;
 mod secrets;

@@ -8,8 +8,9 @@ use clap::ValueEnum;
 use super::output::{CiGroups, Layout, TerminalReporter};
 use super::progress::StatusLine;
 use super::{CliError, Context};
+use crate::cache::remote::Remote;
 use crate::cache::{DepInput, Key, Keyed, Session};
-use crate::config::Config;
+use crate::config::{Config, RemoteMode};
 use crate::report::{
     prune_runs, render_summary, runs_dir, RunContext, RunRecorder, RunSummary, SummaryStyle,
     KEPT_RUNS, KEPT_RUNS_BYTES,
@@ -60,6 +61,9 @@ pub(super) struct RunArgs {
     /// Give a var of [vars] another value for this run (it enters the keys of the tasks that use it).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
     set: Vec<(String, String)>,
+    /// Use the remote cache this way for this run (default: `[remote_cache] mode`, or CAIRN_REMOTE_CACHE_MODE).
+    #[arg(long, value_enum, value_name = "MODE")]
+    remote: Option<RemoteArg>,
     /// Arguments for the targets (never for their dependencies).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -73,6 +77,29 @@ fn parse_assignment(text: &str) -> Result<(String, String), String> {
         )),
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RemoteArg {
+    /// Neither fetch from nor publish to the remote cache.
+    Off,
+    /// Fetch results signed by a trusted writer; publish nothing.
+    Read,
+    /// Fetch, and sign and publish this machine's results.
+    ReadWrite,
+}
+
+impl From<RemoteArg> for RemoteMode {
+    fn from(arg: RemoteArg) -> RemoteMode {
+        match arg {
+            RemoteArg::Off => RemoteMode::Off,
+            RemoteArg::Read => RemoteMode::Read,
+            RemoteArg::ReadWrite => RemoteMode::ReadWrite,
+        }
+    }
+}
+
+/// How long a run waits at its end for uploads to the remote cache still under way.
+const UPLOAD_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ProgressArg {
@@ -132,11 +159,31 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             );
         }
     }
+    // Warnings about the remote cache go above the status line once there is one.
+    let warnings_above: Arc<std::sync::RwLock<Option<Arc<StatusLine>>>> = Arc::default();
+    let warn: Arc<dyn Fn(&str) + Send + Sync> = {
+        let above = Arc::clone(&warnings_above);
+        Arc::new(move |message: &str| {
+            let line = format!("cairn: warning: {message}\n");
+            match above.read().ok().and_then(|slot| slot.clone()) {
+                Some(status) => status.print(true, line.as_bytes()),
+                None => eprint!("{line}"),
+            }
+        })
+    };
     // A plan with nothing to cache does not touch the cache at all.
     let session = if args.no_cache || !plan.uses_cache() {
         None
     } else {
-        Some(Arc::new(open_cache(&config)?))
+        let mut session = open_cache(&config)?;
+        if !args.dry_run {
+            let flag = args.remote.map(RemoteMode::from);
+            if let Some(options) = super::remote::resolve(&config, flag, &args.identity, warn)? {
+                let dir = crate::cache::dir_for(&config.root);
+                session.attach_remote(Remote::new(options, &dir));
+            }
+        }
+        Some(Arc::new(session))
     };
 
     if args.dry_run {
@@ -164,6 +211,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         && layout != Layout::Direct
         && std::io::stderr().is_terminal())
     .then(|| StatusLine::start(plan.jobs.len(), context.color));
+    if let (Some(status), Ok(mut slot)) = (&status, warnings_above.write()) {
+        *slot = Some(Arc::clone(status));
+    }
     // Plugins' log lines go above the status line too, not through it.
     if let (Some(status), Some(plugins)) = (&status, &plugins) {
         let status = Arc::clone(status);
@@ -228,6 +278,33 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             what: "cannot listen for Ctrl-C and SIGTERM".into(),
             source,
         })?;
+    if let Some(remote) = session.as_deref().and_then(Session::remote) {
+        let done = remote.finish(UPLOAD_DRAIN_LIMIT);
+        let say = |line: String| match warnings_above.read().ok().and_then(|slot| slot.clone()) {
+            Some(status) => status.print(true, format!("{line}\n").as_bytes()),
+            None => eprintln!("{line}"),
+        };
+        if done.published > 0 {
+            say(format!(
+                "cairn: remote cache: published {} result{} ({} sent) to {}",
+                done.published,
+                if done.published == 1 { "" } else { "s" },
+                crate::config::format_size(done.bytes_sent),
+                remote.shown_url()
+            ));
+        }
+        if done.abandoned > 0 {
+            say(format!(
+                "cairn: warning: remote cache: {} result{} not published",
+                done.abandoned,
+                if done.abandoned == 1 {
+                    " was"
+                } else {
+                    "s were"
+                }
+            ));
+        }
+    }
     if let Some(session) = session {
         if let Err(error) = session.finish() {
             eprintln!("cairn: {error}");

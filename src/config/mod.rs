@@ -53,6 +53,97 @@ pub struct Config {
     pub plugins: Vec<PluginDef>,
     /// `[tasks.*]`, in file order.
     pub tasks: Vec<TaskDef>,
+    /// `[remote_cache]`, if the file has one.
+    pub remote_cache: Option<RemoteCacheDef>,
+}
+
+/// How long one request to the remote cache may take unless `[remote_cache] timeout` says otherwise.
+pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[remote_cache]`: a server speaking the Bazel HTTP cache protocol, and whose results are trusted.
+#[derive(Debug, Clone)]
+pub struct RemoteCacheDef {
+    /// The base URL (`…/ac/<hash>` and `…/cas/<hash>` go below it); `CAIRN_REMOTE_CACHE` may give it instead.
+    pub url: Option<Spanned<String>>,
+    /// Read only (the default), or read and publish.
+    pub mode: RemoteMode,
+    /// Where the bearer token comes from, if the server wants one.
+    pub token: Option<Credential>,
+    /// Where a writer's ed25519 signing key comes from.
+    pub signing_key: Option<Credential>,
+    /// The keys whose signed entries this repository accepts.
+    pub trusted_writers: Vec<TrustedWriter>,
+    /// How long one request may take.
+    pub timeout: Duration,
+    /// The table's header, for diagnostics.
+    pub span: Span,
+}
+
+/// What a machine may do with the remote cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteMode {
+    /// Not used.
+    Off,
+    /// Results are fetched; nothing is published.
+    Read,
+    /// Results are fetched, and this machine's results are signed and published.
+    ReadWrite,
+}
+
+impl RemoteMode {
+    /// Parses `off`, `read` or `read-write`.
+    pub fn parse(text: &str) -> Option<RemoteMode> {
+        match text {
+            "off" => Some(RemoteMode::Off),
+            "read" => Some(RemoteMode::Read),
+            "read-write" => Some(RemoteMode::ReadWrite),
+            _ => None,
+        }
+    }
+}
+
+/// Where a credential is read from when a run needs it; never the credential itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An environment variable holding it.
+    Env(String),
+    /// A file holding it (relative to the repository root unless absolute; `~/` is the home directory).
+    File(String),
+    /// A key of a cairn secrets file (relative to the repository root).
+    Secret {
+        /// The secrets file.
+        from: String,
+        /// The key in it, dotted for nested maps.
+        key: String,
+    },
+}
+
+/// A public key in `trusted_writers`.
+#[derive(Debug, Clone)]
+pub struct TrustedWriter {
+    /// The name shown in messages (given, or the key's first characters).
+    pub name: String,
+    /// The ed25519 public key.
+    pub key: [u8; 32],
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// The text form of a writer's public key: `ed25519:` and the key in base64.
+pub const PUBLIC_KEY_PREFIX: &str = "ed25519:";
+
+/// Parses `ed25519:<base64 of 32 bytes>`.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    let Some(encoded) = text.trim().strip_prefix(PUBLIC_KEY_PREFIX) else {
+        return Err(format!("a writer's key starts with `{PUBLIC_KEY_PREFIX}`"));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("the key is not valid base64: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("an ed25519 public key has 32 bytes, this one {}", b.len()))
 }
 
 /// `[settings]`.
@@ -145,6 +236,8 @@ pub struct TaskDef {
     pub matrix: Vec<MatrixDef>,
     /// How many instances of the matrix run at once, and whether one failing stops the rest.
     pub rollout: Option<Rollout>,
+    /// `remote = false` keeps the task's results on this machine; unset, tasks with secrets stay local.
+    pub remote: Option<bool>,
 }
 
 /// A variable a task fans out over (`matrix.NAME`), usable as `{{NAME}}` like a param.

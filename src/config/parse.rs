@@ -13,16 +13,25 @@ use super::source::{span_within_string, to_source_span, SourceFile, Span};
 use super::suggest::did_you_mean;
 use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
-    parse_duration, CheckDef, Config, ConfigError, DepDef, DepsStrategy, MatrixDef, MatrixValues,
-    NamePart, ParamDef, PluginDef, PluginLimits, PluginSetting, PluginValue, Rollout, Settings,
-    Spanned, TaskDef, TaskName, TaskSecrets, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
-    DEFAULT_KILL_GRACE, DEFAULT_SHELL,
+    parse_duration, parse_public_key, CheckDef, Config, ConfigError, Credential, DepDef,
+    DepsStrategy, MatrixDef, MatrixValues, NamePart, ParamDef, PluginDef, PluginLimits,
+    PluginSetting, PluginValue, RemoteCacheDef, RemoteMode, Rollout, Settings, Spanned, TaskDef,
+    TaskName, TaskSecrets, TrustedWriter, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
+    DEFAULT_KILL_GRACE, DEFAULT_REMOTE_TIMEOUT, DEFAULT_SHELL, PUBLIC_KEY_PREFIX,
 };
 
 type Value<'i> = TomlSpanned<DeValue<'i>>;
 type Key<'i> = TomlSpanned<std::borrow::Cow<'i, str>>;
 
-const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks"];
+const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks", "remote_cache"];
+const REMOTE_KEYS: &[&str] = &[
+    "url",
+    "mode",
+    "token",
+    "signing_key",
+    "trusted_writers",
+    "timeout",
+];
 const PLUGIN_KEYS: &[&str] = &[
     "source", "sha256", "config", "allow", "limits", "events", "secrets", "built_by",
 ];
@@ -64,6 +73,7 @@ const TASK_KEYS: &[&str] = &[
     "matrix",
     "serial",
     "max_parallel",
+    "remote",
 ];
 const QUERY_KEYS: &[&str] = &["from", "key", "where"];
 /// Combinations of param values checked against a matrix's data file at load time; more are checked when used.
@@ -110,6 +120,9 @@ pub(super) fn parse(
     let plugins = walker.plugins(document.get("plugins"));
     walker.plugin_names = plugins.iter().map(|p| p.name.clone()).collect();
     let tasks = walker.tasks(document.get("tasks"), &vars);
+    let remote_cache = document
+        .get_key_value("remote_cache")
+        .and_then(|(key, value)| walker.remote_cache(key, value));
     if !walker.errors.is_empty() {
         return Err(ConfigError::collect(&name, walker.errors));
     }
@@ -121,6 +134,7 @@ pub(super) fn parse(
         vars,
         plugins,
         tasks,
+        remote_cache,
     })
 }
 
@@ -664,6 +678,7 @@ impl Walker<'_> {
             .and_then(|v| self.integer("retries", v, 0, MAX_RETRIES))
             .unwrap_or(0) as u32;
         let cache = table.get("cache").and_then(|v| self.boolean("cache", v));
+        let remote = table.get("remote").and_then(|v| self.boolean("remote", v));
         let shell = table.get("shell").and_then(|v| self.shell("shell", v));
         let mut confirm_when = Vec::new();
         let confirm = match table.get("confirm") {
@@ -807,7 +822,180 @@ impl Walker<'_> {
             rollback,
             matrix,
             rollout,
+            remote,
         })
+    }
+
+    /// `[remote_cache]`.
+    fn remote_cache(&mut self, key: &Key<'_>, value: &Value<'_>) -> Option<RemoteCacheDef> {
+        let table = self.table("remote_cache", value)?;
+        self.check_keys(table, REMOTE_KEYS, "[remote_cache]");
+        let url = table.get("url").and_then(|v| self.string("url", v));
+        if let Some(url) = &url {
+            let scheme_ok = url.value.starts_with("http://") || url.value.starts_with("https://");
+            if !scheme_ok {
+                self.invalid(
+                    "url",
+                    "the remote cache is reached over HTTP",
+                    &url.span,
+                    Some("write it as `https://cache.example.com/cairn` (or `http://` on a trusted network)".into()),
+                );
+            }
+        }
+        let mut mode = RemoteMode::Read;
+        if let Some(v) = table.get("mode") {
+            if let Some(text) = self.string("mode", v) {
+                match RemoteMode::parse(&text.value) {
+                    Some(parsed) => mode = parsed,
+                    None => self.invalid(
+                        "mode",
+                        format!("`{}` is not a mode", text.value),
+                        &text.span,
+                        Some("use `\"read\"` (the default), `\"read-write\"` or `\"off\"`".into()),
+                    ),
+                }
+            }
+        }
+        let token = table.get("token").and_then(|v| self.credential("token", v));
+        let signing_key = table
+            .get("signing_key")
+            .and_then(|v| self.credential("signing_key", v));
+        let mut trusted_writers = Vec::new();
+        if let Some(v) = table.get("trusted_writers") {
+            match v.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        if let Some(writer) = self.trusted_writer(item) {
+                            trusted_writers.push(writer);
+                        }
+                    }
+                }
+                _ => self.wrong_type("trusted_writers", "an array of keys", v),
+            }
+        }
+        let timeout = table
+            .get("timeout")
+            .and_then(|v| self.duration("timeout", v))
+            .unwrap_or(DEFAULT_REMOTE_TIMEOUT);
+        Some(RemoteCacheDef {
+            url,
+            mode,
+            token,
+            signing_key,
+            trusted_writers,
+            timeout,
+            span: key.span(),
+        })
+    }
+
+    /// `{ env = "VAR" }`, `{ file = "path" }` or `{ secret = "key", from = "secrets/file" }`.
+    fn credential(&mut self, key: &str, value: &Value<'_>) -> Option<Credential> {
+        let example = format!(
+            "for example `{key} = {{ env = \"CAIRN_REMOTE_{}\" }}`, `{{ file = \"~/.config/cairn/{key}\" }}` or `{{ secret = \"remote-cache.{key}\", from = \"secrets/ci.yaml\" }}`",
+            key.to_ascii_uppercase()
+        );
+        let DeValue::Table(spec) = value.get_ref() else {
+            self.invalid(
+                key,
+                "a credential is named by where it is kept, never written here",
+                &value.span(),
+                Some(example),
+            );
+            return None;
+        };
+        self.check_keys(
+            spec,
+            &["env", "file", "secret", "from"],
+            &format!("`{key}`"),
+        );
+        let text = |walker: &mut Self, name: &str| {
+            spec.get(name)
+                .and_then(|v| walker.string(&format!("{key}.{name}"), v))
+                .map(|s| s.value)
+        };
+        match (
+            text(self, "env"),
+            text(self, "file"),
+            text(self, "secret"),
+            text(self, "from"),
+        ) {
+            (Some(var), None, None, None) => Some(Credential::Env(var)),
+            (None, Some(path), None, None) => Some(Credential::File(path)),
+            (None, None, Some(secret), Some(from)) => {
+                Some(Credential::Secret { from, key: secret })
+            }
+            (None, None, Some(_), None) => {
+                self.invalid(
+                    key,
+                    "`secret` needs `from`, the secrets file that holds it",
+                    &value.span(),
+                    Some(example),
+                );
+                None
+            }
+            _ => {
+                self.invalid(
+                    key,
+                    "name one place: `env`, `file`, or `secret` with `from`",
+                    &value.span(),
+                    Some(example),
+                );
+                None
+            }
+        }
+    }
+
+    /// `"ed25519:<base64>"` or `{ name = "ci", key = "ed25519:<base64>" }`.
+    fn trusted_writer(&mut self, value: &Value<'_>) -> Option<TrustedWriter> {
+        let (name, text) = match value.get_ref() {
+            DeValue::String(_) => (None, self.string("trusted_writers", value)?),
+            DeValue::Table(spec) => {
+                self.check_keys(spec, &["name", "key"], "a trusted writer");
+                let name = spec
+                    .get("name")
+                    .and_then(|v| self.string("trusted_writers.name", v));
+                let Some(key) = spec
+                    .get("key")
+                    .and_then(|v| self.string("trusted_writers.key", v))
+                else {
+                    self.invalid(
+                        "trusted_writers",
+                        "a trusted writer needs its `key`",
+                        &value.span(),
+                        Some("`{ name = \"ci\", key = \"ed25519:…\" }`; `cairn cache keygen` prints a key".into()),
+                    );
+                    return None;
+                };
+                (name.map(|n| n.value), key)
+            }
+            _ => {
+                self.wrong_type(
+                    "trusted_writers",
+                    "a key string or a { name, key } table",
+                    value,
+                );
+                return None;
+            }
+        };
+        match parse_public_key(&text.value) {
+            Ok(key) => Some(TrustedWriter {
+                name: name.unwrap_or_else(|| {
+                    let encoded = text.value.trim();
+                    encoded[..encoded.len().min(PUBLIC_KEY_PREFIX.len() + 8)].to_owned()
+                }),
+                key,
+                span: text.span,
+            }),
+            Err(reason) => {
+                self.invalid(
+                    "trusted_writers",
+                    reason,
+                    &text.span,
+                    Some("a writer's public key looks like `ed25519:` and 44 base64 characters; `cairn cache keygen` prints one".into()),
+                );
+                None
+            }
+        }
     }
 
     /// `serial = true` or `max_parallel = N`, which only a task with a matrix can have.

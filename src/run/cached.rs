@@ -95,8 +95,9 @@ pub(super) async fn run_job(
         let (cache, job) = (Arc::clone(&cache), Arc::clone(&job));
         tokio::task::spawn_blocking(move || {
             let keyed = cache.key(&job.key, &deps)?;
-            let restored = try_restore.then(|| cache.restore(&keyed.key, &job.key));
-            Ok::<_, crate::cache::CacheError>((keyed, restored))
+            let mut refused = Vec::new();
+            let restored = try_restore.then(|| cache.restore(&keyed.key, &job.key, &mut refused));
+            Ok::<_, crate::cache::CacheError>((keyed, restored, refused))
         })
         .await
     };
@@ -104,7 +105,12 @@ pub(super) async fn run_job(
         .reporter
         .phase(&job, "cache lookup", lookup_began, Instant::now());
     let (keyed, restored) = match computed {
-        Ok(Ok((keyed, restored))) => (Ok(Ok(keyed)), restored),
+        Ok(Ok((keyed, restored, refused))) => {
+            for reason in refused {
+                context.reporter.note(&job, &reason);
+            }
+            (Ok(Ok(keyed)), restored)
+        }
         Ok(Err(error)) => (Ok(Err(error)), None),
         Err(error) => (Err(error), None),
     };
@@ -147,9 +153,15 @@ pub(super) async fn run_job(
 
     if let Some(restored) = restored {
         match restored {
-            Ok(Some(log)) => {
+            Ok(Some(restored)) => {
+                if let Some(writer) = &restored.from_remote {
+                    context.reporter.note(
+                        &job,
+                        &format!("fetched from the remote cache (signed by {writer})"),
+                    );
+                }
                 context.reporter.cache_hit(&job, &keyed.key);
-                for (is_stderr, line) in log {
+                for (is_stderr, line) in restored.log {
                     let stream = if is_stderr {
                         Stream::Stderr
                     } else {
@@ -163,7 +175,9 @@ pub(super) async fn run_job(
                     attempts: 0,
                     key: Some(keyed.key),
                     cache: CacheUse::Hit,
-                    cache_reason: None,
+                    cache_reason: restored
+                        .from_remote
+                        .map(|writer| format!("remote cache, signed by {writer}")),
                 };
             }
             Ok(None) => {}

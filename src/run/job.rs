@@ -355,6 +355,9 @@ fn job(
         env: key_env,
         deps_strategy: def.deps_strategy,
         cacheable: def.cacheable(),
+        // Secrets reach a task's outputs more easily than its logs (which are redacted): such a task's results
+        // stay on this machine unless it says otherwise.
+        remote: def.remote.unwrap_or(def.secrets.is_none()),
         incremental: def.incremental,
     };
     Job {
@@ -524,6 +527,7 @@ fn empty_job(label: &str) -> Job {
             env: BTreeMap::new(),
             deps_strategy: crate::config::DepsStrategy::Key,
             cacheable: false,
+            remote: false,
             incremental: false,
         },
         secrets: None,

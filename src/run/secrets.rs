@@ -386,3 +386,28 @@ fn from_plugin(
     })?;
     Ok(Zeroizing::new(value.value))
 }
+
+/// One value of a secrets file (`key` dotted for nested maps), for cairn's own use (the remote cache's
+/// token); the file is relative to the repository root unless absolute.
+pub fn read_one(
+    config: &Config,
+    file: &str,
+    key: &str,
+    identities: &[PathBuf],
+) -> Result<Zeroizing<String>, SecretsError> {
+    let path = config.root.join(file);
+    let keyring = Keyring::discover(identities);
+    let policy = Policy::discover(&config.root).ok();
+    let decrypted = files::decrypt(&path, &keyring, policy.as_ref())?;
+    match lookup(&decrypted.plain, key) {
+        Some(Node::Scalar(scalar)) => Ok(Zeroizing::new(scalar.text.clone())),
+        _ => Err(SecretsError::NoKey {
+            path,
+            key: key.to_owned(),
+            help: Some(format!(
+                "the file has: {}",
+                leaf_paths(&decrypted.plain).join(", ")
+            )),
+        }),
+    }
+}

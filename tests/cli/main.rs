@@ -10,6 +10,7 @@ mod matrix;
 mod monitoring;
 mod nix;
 mod plugins;
+mod remote;
 mod reports;
 mod secrets;
 mod support;

@@ -1,0 +1,194 @@
+//! The Bazel HTTP cache protocol, as much of it as cairn needs: `GET`, `HEAD` and `PUT` of `/ac/<sha256>`
+//! and `/cas/<sha256>` below a base URL, each bounded in time.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use zeroize::Zeroizing;
+
+/// The two namespaces of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// Entries (signed manifests).
+    Ac,
+    /// Blobs, by the SHA-256 of their bytes.
+    Cas,
+}
+
+impl Space {
+    fn path(self) -> &'static str {
+        match self {
+            Space::Ac => "ac",
+            Space::Cas => "cas",
+        }
+    }
+}
+
+/// Why the server could not be used; the run goes on with the local cache only.
+#[derive(Debug, Clone)]
+pub struct Unavailable(pub String);
+
+/// A client for one server.
+pub struct Client {
+    base: String,
+    shown: String,
+    authorization: Option<Zeroizing<String>>,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.shown)
+    }
+}
+
+impl Client {
+    /// A client for the server at `url`; credentials in the URL (`https://user:pass@host/`) become Basic
+    /// authentication, `token` a Bearer token. Each request gives up after `timeout`.
+    pub fn new(url: &str, token: Option<Zeroizing<String>>, timeout: Duration) -> Client {
+        let (base, basic) = split_credentials(url.trim_end_matches('/'));
+        let authorization = match (token, basic) {
+            (Some(token), _) => Some(Zeroizing::new(format!("Bearer {}", token.trim()))),
+            (None, Some(userinfo)) => Some(Zeroizing::new(format!(
+                "Basic {}",
+                BASE64.encode(userinfo.as_bytes())
+            ))),
+            (None, None) => None,
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+            .timeout_global(Some(timeout))
+            .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Client {
+            shown: base.clone(),
+            base,
+            authorization,
+            agent,
+        }
+    }
+
+    /// The URL as messages show it: without credentials.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn url(&self, space: Space, hash: &str) -> String {
+        format!("{}/{}/{hash}", self.base, space.path())
+    }
+
+    fn failed(&self, what: &str, error: &ureq::Error) -> Unavailable {
+        let reason = match error {
+            ureq::Error::Timeout(_) => "it did not answer in time".to_owned(),
+            ureq::Error::Io(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        Unavailable(format!("{what} {}: {reason}", self.shown))
+    }
+
+    fn refused(&self, what: &str, status: u16) -> Unavailable {
+        let hint = match status {
+            401 | 403 => " (check the token or the URL's credentials)",
+            405 | 501 => " (does the server accept PUT? nginx needs `dav_methods PUT`)",
+            413 => " (the server's upload limit is too low: nginx's `client_max_body_size`)",
+            _ => "",
+        };
+        Unavailable(format!(
+            "{what} {} was refused with HTTP {status}{hint}",
+            self.shown
+        ))
+    }
+
+    /// The object's bytes, `None` when the server does not have it; more than `limit` bytes is an error.
+    pub fn get(
+        &self,
+        space: Space,
+        hash: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, Unavailable> {
+        let mut request = self.agent.get(self.url(space, hash));
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth.as_str());
+        }
+        let mut response = request
+            .call()
+            .map_err(|e| self.failed("reading from", &e))?;
+        match response.status().as_u16() {
+            200 => response
+                .body_mut()
+                .with_config()
+                .limit(limit)
+                .read_to_vec()
+                .map(Some)
+                .map_err(|e| self.failed("reading from", &e)),
+            404 => Ok(None),
+            status => Err(self.refused("reading from", status)),
+        }
+    }
+
+    /// Whether the server has the object.
+    pub fn has(&self, space: Space, hash: &str) -> Result<bool, Unavailable> {
+        let mut request = self.agent.head(self.url(space, hash));
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth.as_str());
+        }
+        let response = request.call().map_err(|e| self.failed("asking", &e))?;
+        match response.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => Err(self.refused("asking", status)),
+        }
+    }
+
+    /// Stores the object.
+    pub fn put(&self, space: Space, hash: &str, body: &[u8]) -> Result<(), Unavailable> {
+        let mut request = self
+            .agent
+            .put(self.url(space, hash))
+            .header("Content-Type", "application/octet-stream");
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth.as_str());
+        }
+        let response = request
+            .send(body)
+            .map_err(|e| self.failed("writing to", &e))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(self.refused("writing to", status)),
+        }
+    }
+}
+
+/// Splits `scheme://user:pass@host/path` into the URL without credentials and the credentials.
+fn split_credentials(url: &str) -> (String, Option<Zeroizing<String>>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => (
+            format!("{scheme}://{host}{}", &rest[authority_end..]),
+            Some(Zeroizing::new(userinfo.to_owned())),
+        ),
+        None => (url.to_owned(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_taken_out_of_what_is_shown() {
+        let (url, userinfo) = split_credentials("https://ci:s3cret@cache.example.com/cairn");
+        assert_eq!(url, "https://cache.example.com/cairn");
+        assert_eq!(userinfo.as_deref().map(String::as_str), Some("ci:s3cret"));
+        let (url, userinfo) = split_credentials("http://127.0.0.1:8080/a@b");
+        assert_eq!(url, "http://127.0.0.1:8080/a@b");
+        assert!(userinfo.is_none());
+    }
+}

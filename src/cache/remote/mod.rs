@@ -1,0 +1,672 @@
+//! The remote cache: results shared between machines through a server speaking the Bazel HTTP cache protocol
+//! (bazel-remote, BuildBuddy, nginx with WebDAV `PUT`), trusted only when a listed writer signed them.
+//!
+//! On the server:
+//! ```text
+//! cas/<sha256>   a blob: an output's or a log's bytes, zstd-compressed when that is smaller
+//! ac/<sha256>    a signed envelope around a manifest, at a slot derived from the cairn key and the writer
+//! ```
+//! A reader looks in the slot of each trusted writer, verifies the signature and that the manifest is for the
+//! key it computed, checks every path before anything is fetched, and verifies each blob twice: the SHA-256
+//! the server addresses it by, and the BLAKE3 the local store keeps it under. What passes is written to the
+//! local store as an ordinary entry and restored from there, through the same checks as any local hit.
+//!
+//! Nothing here fails a run. The first request that fails or times out turns the remote off for the rest of
+//! the run with one warning; an entry that does not verify is reported against its task and treated as a miss.
+
+mod http;
+pub mod trust;
+
+use std::io::Read;
+use std::path::{Component, Path};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+pub use http::Unavailable;
+pub use trust::{public_text, SigningKey};
+
+use super::fingerprint::{hex, Key};
+use super::store::{Entry, LockMode, OutputRecord, Store};
+use crate::config::TrustedWriter;
+use http::{Client, Space};
+
+/// An envelope larger than this is not an entry of ours.
+const MAX_ENVELOPE: u64 = 16 << 20;
+/// Blobs smaller than this are sent as they are: compressing them saves nothing worth a round of zstd.
+const COMPRESS_FROM: usize = 512;
+/// Uploads run on this many threads, beside the run.
+const UPLOAD_THREADS: usize = 2;
+
+/// How a run reaches the remote cache, resolved from `[remote_cache]`, the environment and the command line.
+pub struct RemoteOptions {
+    /// The base URL.
+    pub url: String,
+    /// A bearer token.
+    pub token: Option<Zeroizing<String>>,
+    /// How long one request may take.
+    pub timeout: Duration,
+    /// Whose entries are accepted.
+    pub trusted: Vec<TrustedWriter>,
+    /// This machine's key, when it publishes.
+    pub signing_key: Option<SigningKey>,
+    /// Where the one warning about an unusable remote goes.
+    pub warn: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// What the remote cache did in one run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RemoteReport {
+    /// Entries restored from it.
+    pub fetched: u64,
+    /// Entries published.
+    pub published: u64,
+    /// Bytes sent (blobs the server already had are not sent again).
+    pub bytes_sent: u64,
+    /// Entries not published because the remote failed or the time to finish ran out.
+    pub abandoned: u64,
+}
+
+/// What looking a key up found.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    /// The trusted writer whose entry is now in the local store, on a hit.
+    pub writer: Option<String>,
+    /// Entries that were found and refused, and why, for the task's output.
+    pub refused: Vec<String>,
+}
+
+/// One manifest file of the remote: what a writer stored under a key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    key: String,
+    task: String,
+    created: u64,
+    duration_ms: u64,
+    outputs: Vec<RemoteOutput>,
+    log: Option<RemoteBlob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RemoteOutput {
+    path: String,
+    blob: Option<RemoteBlob>,
+    target: Option<String>,
+    mode: u32,
+}
+
+/// A blob as the remote holds it: addressed by the SHA-256 of the bytes sent, known locally by the BLAKE3 of
+/// the content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RemoteBlob {
+    sha256: String,
+    blake3: String,
+    size: u64,
+    stored_size: u64,
+    zstd: bool,
+}
+
+struct Health {
+    down: AtomicBool,
+    warned: AtomicBool,
+    warn: Arc<dyn Fn(&str) + Send + Sync>,
+    fetched: AtomicU64,
+    published: AtomicU64,
+    bytes_sent: AtomicU64,
+    abandoned: AtomicU64,
+}
+
+impl Health {
+    fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Turns the remote off for the rest of the run, warning the first time.
+    fn fail(&self, error: &Unavailable) {
+        self.down.store(true, Ordering::Relaxed);
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            (self.warn)(&format!(
+                "the remote cache is not usable: {}; going on with the local cache only",
+                error.0
+            ));
+        }
+    }
+}
+
+/// The remote cache as one run uses it.
+pub struct Remote {
+    client: Arc<Client>,
+    trusted: Vec<TrustedWriter>,
+    signer: Option<Arc<SigningKey>>,
+    health: Arc<Health>,
+    uploads: Mutex<Option<Uploads>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remote({})", self.client.shown())
+    }
+}
+
+struct Uploads {
+    sender: mpsc::Sender<Entry>,
+    workers: Vec<JoinHandle<()>>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Remote {
+    /// A remote for the store in `store_dir`; publishing starts its upload threads, which open the store
+    /// again (shared) to read what they send.
+    pub fn new(options: RemoteOptions, store_dir: &Path) -> Remote {
+        let client = Arc::new(Client::new(&options.url, options.token, options.timeout));
+        let health = Arc::new(Health {
+            down: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+            warn: options.warn,
+            fetched: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+        });
+        let mut trusted = options.trusted;
+        let signer = options.signing_key.map(Arc::new);
+        // A writer reads back what it wrote itself, whether or not the repository lists its key.
+        if let Some(signer) = &signer {
+            if !trusted.iter().any(|t| t.key == signer.public()) {
+                trusted.push(TrustedWriter {
+                    name: "this machine".into(),
+                    key: signer.public(),
+                    span: 0..0,
+                });
+            }
+        }
+        let uploads = signer.as_ref().and_then(|signer| {
+            let store = match Store::open(store_dir, LockMode::Shared) {
+                Ok(store) => Arc::new(store),
+                Err(error) => {
+                    (health.warn)(&format!(
+                        "results will not be published to the remote cache: {error}"
+                    ));
+                    return None;
+                }
+            };
+            Some(Uploads::start(
+                Arc::clone(&client),
+                Arc::clone(signer),
+                Arc::clone(&health),
+                store,
+            ))
+        });
+        Remote {
+            client,
+            trusted,
+            signer,
+            health,
+            uploads: Mutex::new(uploads),
+        }
+    }
+
+    /// The server's URL as messages show it.
+    pub fn shown_url(&self) -> &str {
+        self.client.shown()
+    }
+
+    /// Whether this machine publishes.
+    pub fn publishes(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// Looks `key` up in each trusted writer's slot; on a verified hit, the entry and its blobs are written
+    /// to `store`, and `allowed` (the task's declared outputs) was checked for every path first.
+    pub fn fetch(&self, key: &Key, store: &Store, allowed: &dyn Fn(&str) -> bool) -> Lookup {
+        let mut lookup = Lookup::default();
+        let key_text = key.to_string();
+        for writer in &self.trusted {
+            if self.health.is_down() {
+                break;
+            }
+            let slot = trust::slot(&key_text, &writer.key);
+            let envelope = match self.client.get(Space::Ac, &slot, MAX_ENVELOPE) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(error) => {
+                    self.health.fail(&error);
+                    break;
+                }
+            };
+            let accepted = trust::open(&envelope, writer)
+                .map_err(|rejection| rejection.to_string())
+                .and_then(|(manifest, name)| {
+                    let manifest: Manifest = serde_json::from_slice(&manifest)
+                        .map_err(|e| format!("its manifest cannot be read: {e}"))?;
+                    if manifest.key != key_text {
+                        // A genuine entry copied to another key's slot: signed, but not for this key.
+                        return Err("it is signed for another key".to_owned());
+                    }
+                    check_paths(&manifest, allowed)?;
+                    Ok((manifest, name))
+                });
+            let (manifest, name) = match accepted {
+                Ok(found) => found,
+                Err(reason) => {
+                    lookup.refused.push(format!(
+                        "ignored the remote cache's entry from {}: {reason}",
+                        writer.name
+                    ));
+                    continue;
+                }
+            };
+            match self.import(key, &manifest, store) {
+                Ok(()) => {
+                    self.health.fetched.fetch_add(1, Ordering::Relaxed);
+                    lookup.writer = Some(name);
+                    return lookup;
+                }
+                Err(Fault::Unavailable(error)) => {
+                    self.health.fail(&error);
+                    break;
+                }
+                Err(Fault::Bad(reason)) => lookup.refused.push(format!(
+                    "ignored the remote cache's entry from {}: {reason}",
+                    writer.name
+                )),
+            }
+        }
+        lookup
+    }
+
+    /// Downloads and verifies the blobs the local store lacks, then writes the entry.
+    fn import(&self, key: &Key, manifest: &Manifest, store: &Store) -> Result<(), Fault> {
+        let blobs = manifest
+            .outputs
+            .iter()
+            .filter_map(|o| o.blob.as_ref())
+            .chain(manifest.log.as_ref());
+        for blob in blobs {
+            if store.has_blob(&blob.blake3) {
+                continue;
+            }
+            let fetched = self
+                .client
+                .get(Space::Cas, &blob.sha256, blob.stored_size)
+                .map_err(Fault::Unavailable)?
+                .ok_or_else(|| {
+                    Fault::Bad(format!(
+                        "the server no longer has blob {}",
+                        short(&blob.sha256)
+                    ))
+                })?;
+            let content = verify_blob(blob, &fetched).map_err(Fault::Bad)?;
+            store
+                .put_blob(&content, false)
+                .map_err(|e| Fault::Bad(format!("cannot store a fetched blob: {e}")))?;
+        }
+        let entry = Entry {
+            key: manifest.key.clone(),
+            task: manifest.task.clone(),
+            created: manifest.created,
+            duration_ms: manifest.duration_ms,
+            outputs: manifest
+                .outputs
+                .iter()
+                .map(|o| OutputRecord {
+                    path: o.path.clone(),
+                    blob: o.blob.as_ref().map(|b| b.blake3.clone()),
+                    target: o.target.clone(),
+                    size: o.blob.as_ref().map_or(0, |b| b.size),
+                    mode: o.mode,
+                })
+                .collect(),
+            log: manifest.log.as_ref().map(|b| b.blake3.clone()),
+            fingerprint: None,
+        };
+        store
+            .save_entry(key, &entry)
+            .map_err(|e| Fault::Bad(format!("cannot store the entry: {e}")))
+    }
+
+    /// Queues `entry` (already in the local store) for publishing, if this machine publishes.
+    pub fn publish(&self, entry: &Entry) {
+        if self.health.is_down() {
+            return;
+        }
+        let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(uploads) = uploads.as_ref() {
+            if uploads.sender.send(entry.clone()).is_err() {
+                self.health.abandoned.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits for queued uploads, for at most `limit`; what is still queued then is abandoned.
+    pub fn finish(&self, limit: Duration) -> RemoteReport {
+        let uploads = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(uploads) = uploads {
+            *uploads.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + limit);
+            drop(uploads.sender);
+            for worker in uploads.workers {
+                let _ = worker.join();
+            }
+        }
+        RemoteReport {
+            fetched: self.health.fetched.load(Ordering::Relaxed),
+            published: self.health.published.load(Ordering::Relaxed),
+            bytes_sent: self.health.bytes_sent.load(Ordering::Relaxed),
+            abandoned: self.health.abandoned.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // Uploads never outlive the run: a remote dropped without `finish` gives them no time at all.
+        self.finish(Duration::ZERO);
+    }
+}
+
+enum Fault {
+    Unavailable(Unavailable),
+    Bad(String),
+}
+
+impl Uploads {
+    fn start(
+        client: Arc<Client>,
+        signer: Arc<SigningKey>,
+        health: Arc<Health>,
+        store: Arc<Store>,
+    ) -> Uploads {
+        let (sender, receiver) = mpsc::channel::<Entry>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let deadline: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+        let workers = (0..UPLOAD_THREADS)
+            .map(|_| {
+                let (client, signer, health, store, receiver, deadline) = (
+                    Arc::clone(&client),
+                    Arc::clone(&signer),
+                    Arc::clone(&health),
+                    Arc::clone(&store),
+                    Arc::clone(&receiver),
+                    Arc::clone(&deadline),
+                );
+                std::thread::spawn(move || loop {
+                    let next = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(entry) = next else {
+                        return;
+                    };
+                    let late = deadline
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_some_and(|at| Instant::now() >= at);
+                    if late || health.is_down() {
+                        health.abandoned.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    match upload(&client, &signer, &store, &entry) {
+                        Ok(sent) => {
+                            health.published.fetch_add(1, Ordering::Relaxed);
+                            health.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+                        }
+                        Err(Fault::Unavailable(error)) => {
+                            health.abandoned.fetch_add(1, Ordering::Relaxed);
+                            health.fail(&error);
+                        }
+                        Err(Fault::Bad(reason)) => {
+                            health.abandoned.fetch_add(1, Ordering::Relaxed);
+                            (health.warn)(&format!(
+                                "`{}` was not published to the remote cache: {reason}",
+                                entry.task
+                            ));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Uploads {
+            sender,
+            workers,
+            deadline,
+        }
+    }
+}
+
+/// Sends an entry's blobs the server lacks, then its signed manifest (last, so no manifest names a blob
+/// the server does not have); returns the bytes sent.
+fn upload(
+    client: &Client,
+    signer: &SigningKey,
+    store: &Store,
+    entry: &Entry,
+) -> Result<u64, Fault> {
+    let mut sent = 0;
+    let mut send_blob = |hash: &str| -> Result<RemoteBlob, Fault> {
+        let content = store
+            .get_blob(hash)
+            .map_err(|e| Fault::Bad(e.to_string()))?;
+        let (stored, zstd) = pack(&content);
+        let blob = RemoteBlob {
+            sha256: hex(&Sha256::digest(&stored)),
+            blake3: hash.to_owned(),
+            size: content.len() as u64,
+            stored_size: stored.len() as u64,
+            zstd,
+        };
+        if !client
+            .has(Space::Cas, &blob.sha256)
+            .map_err(Fault::Unavailable)?
+        {
+            client
+                .put(Space::Cas, &blob.sha256, &stored)
+                .map_err(Fault::Unavailable)?;
+            sent += stored.len() as u64;
+        }
+        Ok(blob)
+    };
+    let mut outputs = Vec::with_capacity(entry.outputs.len());
+    for output in &entry.outputs {
+        let blob = match &output.blob {
+            Some(hash) => Some(send_blob(hash)?),
+            None => None,
+        };
+        outputs.push(RemoteOutput {
+            path: output.path.clone(),
+            blob,
+            target: output.target.clone(),
+            mode: output.mode,
+        });
+    }
+    let log = match &entry.log {
+        Some(hash) => Some(send_blob(hash)?),
+        None => None,
+    };
+    let manifest = Manifest {
+        key: entry.key.clone(),
+        task: entry.task.clone(),
+        created: entry.created,
+        duration_ms: entry.duration_ms,
+        outputs,
+        log,
+    };
+    let bytes = serde_json::to_vec(&manifest).expect("a manifest always serialises");
+    let envelope =
+        serde_json::to_vec(&trust::seal(signer, &bytes)).expect("an envelope always serialises");
+    let slot = trust::slot(&entry.key, &signer.public());
+    client
+        .put(Space::Ac, &slot, &envelope)
+        .map_err(Fault::Unavailable)?;
+    Ok(sent + envelope.len() as u64)
+}
+
+/// The bytes to send for `content`: zstd-compressed when that is smaller.
+fn pack(content: &[u8]) -> (Vec<u8>, bool) {
+    if content.len() >= COMPRESS_FROM {
+        if let Ok(packed) = zstd::encode_all(content, 3) {
+            if packed.len() < content.len() {
+                return (packed, true);
+            }
+        }
+    }
+    (content.to_vec(), false)
+}
+
+/// Checks fetched bytes against the SHA-256 they were asked for, unpacks them (never past the size the
+/// manifest gives) and checks the content against its BLAKE3.
+fn verify_blob(blob: &RemoteBlob, fetched: &[u8]) -> Result<Vec<u8>, String> {
+    let tampered = || {
+        format!(
+            "blob {} does not match its hash (altered on the server or in transit)",
+            short(&blob.sha256)
+        )
+    };
+    if hex(&Sha256::digest(fetched)) != blob.sha256 {
+        return Err(tampered());
+    }
+    let content = if blob.zstd {
+        let mut out = Vec::new();
+        zstd::Decoder::new(fetched)
+            .map_err(|_| tampered())?
+            .take(blob.size + 1)
+            .read_to_end(&mut out)
+            .map_err(|_| tampered())?;
+        out
+    } else {
+        fetched.to_vec()
+    };
+    if content.len() as u64 != blob.size || hex(blake3::hash(&content).as_bytes()) != blob.blake3 {
+        return Err(tampered());
+    }
+    Ok(content)
+}
+
+/// Refuses a manifest any of whose paths is not a plain relative path among the task's declared outputs,
+/// or whose links point out of the repository, before anything is downloaded.
+fn check_paths(manifest: &Manifest, allowed: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    for output in &manifest.outputs {
+        let path = Path::new(&output.path);
+        if output.path.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(format!(
+                "it would write `{}`, outside the repository",
+                output.path
+            ));
+        }
+        if !allowed(&output.path) {
+            return Err(format!(
+                "it would write `{}`, which is not one of the task's outputs",
+                output.path
+            ));
+        }
+        match (&output.blob, &output.target) {
+            (Some(_), None) => {}
+            (None, Some(target)) => {
+                let parent = Path::new(&output.path).parent().unwrap_or(Path::new(""));
+                if Path::new(target).is_absolute() || !stays_inside(&parent.join(target)) {
+                    return Err(format!(
+                        "its link `{}` points out of the repository",
+                        output.path
+                    ));
+                }
+            }
+            _ => return Err(format!("`{}` has neither content nor link", output.path)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a relative path, with its `..` taken literally, never climbs above where it starts.
+fn stays_inside(path: &Path) -> bool {
+    let mut depth = 0usize;
+    for component in path.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(up) => depth = up,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(path: &str, target: Option<&str>) -> Manifest {
+        let blob = RemoteBlob {
+            sha256: "00".repeat(32),
+            blake3: "00".repeat(32),
+            size: 0,
+            stored_size: 0,
+            zstd: false,
+        };
+        Manifest {
+            key: "k".into(),
+            task: "t".into(),
+            created: 0,
+            duration_ms: 0,
+            outputs: vec![RemoteOutput {
+                path: path.into(),
+                blob: target.is_none().then_some(blob),
+                target: target.map(Into::into),
+                mode: 0o644,
+            }],
+            log: None,
+        }
+    }
+
+    #[test]
+    fn paths_that_leave_the_repository_are_refused_before_download() {
+        let any = |_: &str| true;
+        for bad in ["../x", "/etc/passwd", "a/../../x", "", "./a"] {
+            assert!(check_paths(&manifest(bad, None), &any).is_err(), "{bad}");
+        }
+        assert!(check_paths(&manifest("out/a", None), &any).is_ok());
+        assert!(check_paths(&manifest("out/link", Some("../../etc")), &any).is_err());
+        assert!(check_paths(&manifest("out/link", Some("/etc/passwd")), &any).is_err());
+        assert!(check_paths(&manifest("out/link", Some("a")), &any).is_ok());
+        let only_out = |p: &str| p.starts_with("out/");
+        assert!(check_paths(&manifest("src/main.rs", None), &only_out).is_err());
+    }
+
+    #[test]
+    fn a_blob_is_checked_against_both_hashes_and_its_size() {
+        let content = b"hello ".repeat(200);
+        let (stored, zstd) = pack(&content);
+        assert!(zstd, "repetitive content is sent compressed");
+        let blob = RemoteBlob {
+            sha256: hex(&Sha256::digest(&stored)),
+            blake3: hex(blake3::hash(&content).as_bytes()),
+            size: content.len() as u64,
+            stored_size: stored.len() as u64,
+            zstd,
+        };
+        assert_eq!(verify_blob(&blob, &stored).unwrap(), content);
+        let mut altered = stored.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(verify_blob(&blob, &altered).is_err());
+        // A server that serves other bytes under the right SHA-256 is caught by the BLAKE3.
+        let other = RemoteBlob {
+            blake3: hex(blake3::hash(b"other").as_bytes()),
+            ..blob.clone()
+        };
+        assert!(verify_blob(&other, &stored).is_err());
+    }
+}

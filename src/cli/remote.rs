@@ -1,0 +1,158 @@
+//! Which remote cache a run uses and how: `[remote_cache]`, then the environment, then `--remote`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::CliError;
+use crate::cache::remote::{RemoteOptions, SigningKey};
+use crate::config::{Config, Credential, RemoteMode, DEFAULT_REMOTE_TIMEOUT};
+
+/// The server's URL, overriding `[remote_cache] url`; `off` turns the remote cache off.
+pub const URL_VAR: &str = "CAIRN_REMOTE_CACHE";
+/// `read`, `read-write` or `off`, overriding `[remote_cache] mode`.
+pub const MODE_VAR: &str = "CAIRN_REMOTE_CACHE_MODE";
+/// The bearer token, when `[remote_cache]` names no `token`.
+pub const TOKEN_VAR: &str = "CAIRN_REMOTE_CACHE_TOKEN";
+/// The signing key itself, when `[remote_cache]` names no `signing_key`.
+pub const KEY_VAR: &str = "CAIRN_REMOTE_SIGNING_KEY";
+/// A file holding the signing key, when `[remote_cache]` names no `signing_key`.
+pub const KEY_FILE_VAR: &str = "CAIRN_REMOTE_SIGNING_KEY_FILE";
+
+/// The remote cache options for a run, or `None` when it uses none.
+pub(super) fn resolve(
+    config: &Config,
+    flag: Option<RemoteMode>,
+    identities: &[PathBuf],
+    warn: Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<Option<RemoteOptions>, CliError> {
+    let def = config.remote_cache.as_ref();
+    let env_url = std::env::var(URL_VAR).ok().filter(|u| !u.trim().is_empty());
+    if env_url.as_deref() == Some("off") {
+        return Ok(None);
+    }
+    let url = match env_url.or_else(|| def.and_then(|d| d.url.as_ref()).map(|u| u.value.clone())) {
+        Some(url) => url,
+        None if flag.is_some_and(|m| m != RemoteMode::Off) => {
+            return Err(problem(
+                "`--remote` needs a remote cache, and none is configured",
+                format!("set `url` in [remote_cache] of tasks.toml, or {URL_VAR}=https://…"),
+            ))
+        }
+        None => return Ok(None),
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(problem(
+            format!("{URL_VAR} is not an HTTP URL"),
+            "write it as `https://cache.example.com/cairn`, or `off`".into(),
+        ));
+    }
+    let env_mode = match std::env::var(MODE_VAR) {
+        Ok(text) if !text.trim().is_empty() => {
+            Some(RemoteMode::parse(text.trim()).ok_or_else(|| {
+                problem(
+                    format!("{MODE_VAR}=`{text}` is not a mode"),
+                    "use `read`, `read-write` or `off`".into(),
+                )
+            })?)
+        }
+        _ => None,
+    };
+    let mode = flag
+        .or(env_mode)
+        .unwrap_or(def.map_or(RemoteMode::Read, |d| d.mode));
+    if mode == RemoteMode::Off {
+        return Ok(None);
+    }
+    let token = match def.and_then(|d| d.token.as_ref()) {
+        Some(source) => read_credential(config, "token", source, identities)?,
+        None => std::env::var(TOKEN_VAR).ok().map(Zeroizing::new),
+    };
+    let mut signing_key = None;
+    if mode == RemoteMode::ReadWrite {
+        let text = match def.and_then(|d| d.signing_key.as_ref()) {
+            Some(source) => read_credential(config, "signing_key", source, identities)?,
+            None => match (std::env::var(KEY_VAR), std::env::var_os(KEY_FILE_VAR)) {
+                (Ok(text), _) => Some(Zeroizing::new(text)),
+                (_, Some(path)) => Some(read_file(Path::new(&path), KEY_FILE_VAR)?),
+                _ => None,
+            },
+        };
+        match text {
+            Some(text) => {
+                let key = SigningKey::parse(&text).map_err(|why| {
+                    problem(
+                        format!("the remote cache's signing key cannot be used: {why}"),
+                        "`cairn cache keygen` makes a key file".into(),
+                    )
+                })?;
+                signing_key = Some(key);
+            }
+            // A pull request from a fork has no access to the key: it still reads.
+            None => warn(&format!(
+                "not publishing to the remote cache: no signing key (set `signing_key` in [remote_cache], or {KEY_FILE_VAR}); reading only"
+            )),
+        }
+    }
+    let trusted = def.map(|d| d.trusted_writers.clone()).unwrap_or_default();
+    if trusted.is_empty() && signing_key.is_none() {
+        warn("the remote cache trusts no writer (`trusted_writers` in [remote_cache] is empty): nothing will be read from it");
+    }
+    Ok(Some(RemoteOptions {
+        url,
+        token,
+        timeout: def.map_or(DEFAULT_REMOTE_TIMEOUT, |d| d.timeout),
+        trusted,
+        signing_key,
+        warn,
+    }))
+}
+
+/// Reads a credential; `None` when it names an environment variable that is not set.
+fn read_credential(
+    config: &Config,
+    what: &str,
+    source: &Credential,
+    identities: &[PathBuf],
+) -> Result<Option<Zeroizing<String>>, CliError> {
+    match source {
+        Credential::Env(var) => Ok(std::env::var(var).ok().map(Zeroizing::new)),
+        Credential::File(path) => {
+            let path = match path.strip_prefix("~/") {
+                Some(rest) => std::env::var_os("HOME").map_or_else(
+                    || PathBuf::from(path),
+                    |home| PathBuf::from(home).join(rest),
+                ),
+                None => config.root.join(path),
+            };
+            read_file(&path, &format!("[remote_cache] {what}")).map(Some)
+        }
+        Credential::Secret { from, key } => {
+            crate::run::secrets::read_one(config, from, key, identities)
+                .map(Some)
+                .map_err(CliError::Secrets)
+        }
+    }
+}
+
+fn read_file(path: &Path, named_by: &str) -> Result<Zeroizing<String>, CliError> {
+    std::fs::read_to_string(path)
+        .map(|text| Zeroizing::new(text.trim().to_owned()))
+        .map_err(|error| {
+            problem(
+                format!(
+                    "cannot read {} (named by {named_by}): {error}",
+                    path.display()
+                ),
+                "check the path; `cairn cache keygen --output PATH` writes a signing key".into(),
+            )
+        })
+}
+
+fn problem(message: impl Into<String>, help: String) -> CliError {
+    CliError::RemoteCache {
+        message: message.into(),
+        help: Some(help),
+    }
+}

@@ -1,0 +1,550 @@
+//! The remote cache against a real nginx (Debian's package) serving WebDAV `PUT` on loopback: one machine
+//! publishes, another restores; entries not signed by a trusted writer, tampered blobs and paths out of the
+//! repository are refused; a server that dies or never answers does not fail a run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{silent_server, Test};
+
+/// An nginx in one process (`master_process off`, so stopping it stops the server), serving `/cairn/`.
+struct Nginx {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    binary: PathBuf,
+}
+
+impl Nginx {
+    fn start() -> Option<Nginx> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+        let Some(binary) = binary else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nginx is not installed; .ci/run installs it"
+            );
+            eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["root/cairn/ac", "root/cairn/cas", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        // nginx's workers may run as another user when the tests run as root.
+        make_writable(&dir.path().join("root"));
+        make_writable(&dir.path().join("tmp"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nginx = Nginx {
+            child: None,
+            dir,
+            port,
+            binary,
+        };
+        nginx.launch();
+        Some(nginx)
+    }
+
+    fn launch(&mut self) {
+        let d = self.dir.path().display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port};\n    location /cairn/ {{\n      root {d}/root;\n      dav_methods PUT;\n      create_full_put_path on;\n      dav_access user:rw group:rw all:r;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
+            port = self.port
+        );
+        let conf_path = self.dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let child = Command::new(&self.binary)
+            .arg("-e")
+            .arg(self.dir.path().join("error.log"))
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/cairn", self.port)
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("nginx.pid")
+    }
+
+    fn ac_dir(&self) -> PathBuf {
+        self.dir.path().join("root/cairn/ac")
+    }
+
+    fn files(&self, space: &str) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(self.dir.path().join("root/cairn").join(space))
+                .map(|entries| entries.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    for entry in std::fs::read_dir(path).expect("read dir").flatten() {
+        if entry.path().is_dir() {
+            make_writable(&entry.path());
+        }
+    }
+}
+
+/// A signing key made by `cairn cache keygen`, and its public key.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let run = Test::new()
+        .run_with(&["cache", "keygen", "--output", path.to_str().unwrap()])
+        .success();
+    let public = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .expect("keygen prints the public key")
+        .to_owned();
+    (path, public)
+}
+
+/// The project both machines hold: a build whose outputs differ on every run (so a restore is told apart
+/// from a rebuild), with an executable, a compressible file, a link and a line of output.
+fn project(url: &str, trusted: &str, cache_dir: &Path, extra: &str) -> Test {
+    Test::new()
+        .tasks(&format!(
+            r#"[remote_cache]
+url = "{url}"
+trusted_writers = [{{ name = "ci", key = "{trusted}" }}]
+timeout = "2s"
+
+[tasks.build]
+inputs = ["src/**"]
+outputs = ["out/**"]
+run = [
+  "mkdir -p out",
+  "head -c 3000 /dev/urandom > out/bin && chmod 755 out/bin",
+  "for i in $(seq 1 2000); do echo \"line $i $RANDOM\"; done > out/report.txt",
+  "ln -sf bin out/current",
+  "echo \"built $(od -An -N4 -tx4 /dev/urandom | tr -d ' ')\"",
+]
+{extra}"#
+        ))
+        .file("src/main.c", "int main(void) { return 0; }\n")
+        .env("CAIRN_CACHE_DIR", cache_dir.to_str().unwrap())
+}
+
+/// Output files as restored: path, bytes, permission bits.
+type Outputs = Vec<(String, Vec<u8>, u32)>;
+
+fn outputs(test: &Test) -> Outputs {
+    use std::os::unix::fs::PermissionsExt;
+    ["out/bin", "out/report.txt"]
+        .into_iter()
+        .map(|p| {
+            let path = test.path(p);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            (p.to_owned(), std::fs::read(&path).unwrap(), mode)
+        })
+        .collect()
+}
+
+fn built_line(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.contains("built "))
+        .unwrap_or_else(|| panic!("no `built` line in:\n{stdout}"))
+        .to_owned()
+}
+
+/// Machine A publishes `build`; returns A's project, its outputs and its printed line.
+fn publish(nginx: &Nginx, keys: &Path, caches: &Path) -> (Test, Outputs, String, String) {
+    let (key, public) = keygen(keys, "ci.key");
+    let a = project(&nginx.url(), &public, &caches.join("a"), "")
+        .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    let run = a
+        .run_with(&["run", "build", "--remote", "read-write"])
+        .success()
+        .stderr_has("remote cache: published 1 result");
+    let line = built_line(&run.stdout);
+    let published = outputs(&a);
+    (a, published, line, public)
+}
+
+#[test]
+fn a_result_published_by_one_machine_is_restored_byte_for_byte_on_another() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (_a, published, line, public) = publish(&nginx, work.path(), work.path());
+    assert_eq!(nginx.files("ac").len(), 1, "one signed entry");
+    assert!(
+        nginx.files("cas").len() >= 3,
+        "the outputs and the log are blobs"
+    );
+
+    // Machine B: the same repository, its own empty cache, reading only (the default).
+    let b = project(&nginx.url(), &public, &work.path().join("b"), "");
+    let run = b
+        .run_with(&["run", "build"])
+        .success()
+        .stderr_has("`build`: fetched from the remote cache (signed by ci)")
+        .cached(1);
+    assert_eq!(built_line(&run.stdout), line, "A's output is replayed");
+    assert_eq!(outputs(&b), published, "byte-identical outputs, same modes");
+    assert_eq!(
+        std::fs::read_link(b.path("out/current")).unwrap(),
+        PathBuf::from("bin")
+    );
+    assert!(
+        !run.stderr.contains("published"),
+        "a reader publishes nothing:\n{}",
+        run.stderr
+    );
+
+    // The entry is now local: no server needed.
+    let mut nginx = nginx;
+    nginx.stop();
+    std::fs::remove_dir_all(b.path("out")).unwrap();
+    b.run_with(&["run", "build"])
+        .success()
+        .cached(1)
+        .stderr_lacks("fetched from the remote cache")
+        .stderr_lacks("warning");
+    assert_eq!(outputs(&b), published);
+}
+
+#[test]
+fn entries_not_signed_by_a_trusted_writer_are_ignored_with_a_warning() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (_a, published, _, public) = publish(&nginx, work.path(), work.path());
+    let slot = nginx.files("ac").pop().expect("A's entry");
+    let genuine = std::fs::read(&slot).unwrap();
+
+    // An intruder with write access to the server publishes the same key under its own key.
+    let (intruder_key, _) = keygen(work.path(), "intruder.key");
+    let intruder = project(&nginx.url(), &public, &work.path().join("intruder"), "").env(
+        "CAIRN_REMOTE_SIGNING_KEY_FILE",
+        intruder_key.to_str().unwrap(),
+    );
+    intruder
+        .run_with(&["run", "build", "--remote", "read-write", "--force"])
+        .success()
+        .stderr_has("published 1 result");
+    let intruders_entry = nginx
+        .files("ac")
+        .into_iter()
+        .find(|p| *p != slot)
+        .expect("the intruder's entry has its own slot");
+    let forged = std::fs::read(&intruders_entry).unwrap();
+
+    let reader = |name: &str| project(&nginx.url(), &public, &work.path().join(name), "");
+
+    // Its entry, copied into the trusted writer's slot: signed, but by a key not trusted.
+    std::fs::write(&slot, &forged).unwrap();
+    let b = reader("b1");
+    b.run_with(&["run", "build"])
+        .success()
+        .stderr_has("ignored the remote cache's entry from ci: it is signed by ed25519:")
+        .stderr_has("which is not in trusted_writers")
+        .stderr_lacks("fetched from the remote cache")
+        .cached(0);
+    assert_ne!(outputs(&b), published, "the task ran instead");
+
+    // The same, claiming to be the trusted writer: the signature does not verify.
+    let mut envelope: serde_json::Value = serde_json::from_slice(&forged).unwrap();
+    envelope["writer"] = serde_json::Value::String(public.clone());
+    std::fs::write(&slot, serde_json::to_vec(&envelope).unwrap()).unwrap();
+    reader("b2")
+        .run_with(&["run", "build"])
+        .success()
+        .stderr_has("its signature by ci does not verify")
+        .cached(0);
+
+    // No signature at all: the manifest alone.
+    let manifest = envelope["manifest"].as_str().unwrap().to_owned();
+    std::fs::write(&slot, format!("{{\"manifest\": \"{manifest}\"}}")).unwrap();
+    reader("b3")
+        .run_with(&["run", "build"])
+        .success()
+        .stderr_has("it is not a signed cairn entry")
+        .cached(0);
+
+    // The genuine entry back in place is accepted again.
+    std::fs::write(&slot, genuine).unwrap();
+    let b4 = reader("b4");
+    b4.run_with(&["run", "build"]).success().cached(1);
+    assert_eq!(outputs(&b4), published);
+}
+
+#[test]
+fn a_tampered_blob_is_detected_and_the_task_runs_instead() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (_a, published, _, public) = publish(&nginx, work.path(), work.path());
+    // Flip a byte in the executable's blob (the only one of exactly 3000 bytes: random data stays raw).
+    let blob = nginx
+        .files("cas")
+        .into_iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() == 3000)
+        .expect("the executable's blob");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[100] ^= 0x5a;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let b = project(&nginx.url(), &public, &work.path().join("b"), "");
+    b.run_with(&["run", "build"])
+        .success()
+        .stderr_has("ignored the remote cache's entry from ci: blob")
+        .stderr_has("does not match its hash")
+        .cached(0);
+    let restored = outputs(&b);
+    assert_ne!(
+        restored[0].1, published[0].1,
+        "the altered bytes were not written"
+    );
+    assert_ne!(restored[0].1, bytes, "the altered bytes were not written");
+}
+
+#[test]
+fn an_entry_that_would_write_outside_the_repository_is_refused() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (_a, _, _, public) = publish(&nginx, work.path(), work.path());
+    let slot = nginx.files("ac").pop().expect("A's entry");
+    // The trusted writer itself (a compromised or buggy CI) signs a manifest with a path out of the repository.
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&slot).unwrap()).unwrap();
+    let manifest = base64_decode(envelope["manifest"].as_str().unwrap());
+    let mut manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    manifest["outputs"][0]["path"] = serde_json::Value::String("out/../../escaped".into());
+    let key = cairn::cache::remote::SigningKey::parse(
+        &std::fs::read_to_string(work.path().join("ci.key")).unwrap(),
+    )
+    .unwrap();
+    let resealed = cairn::cache::remote::trust::seal(&key, &serde_json::to_vec(&manifest).unwrap());
+    std::fs::write(&slot, serde_json::to_vec(&resealed).unwrap()).unwrap();
+
+    let b = project(&nginx.url(), &public, &work.path().join("b"), "");
+    b.run_with(&["run", "build"])
+        .success()
+        .stderr_has("it would write `out/../../escaped`, outside the repository")
+        .cached(0);
+    assert!(!b.dir.path().parent().unwrap().join("escaped").exists());
+}
+
+#[test]
+fn the_remote_going_down_mid_run_does_not_fail_the_run() {
+    let Some(mut nginx) = Nginx::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "ci.key");
+    // `stop` waits until `first`'s entry is on the server, then kills the server; `second` comes after.
+    let extra = format!(
+        r#"
+[tasks.first]
+inputs = ["src/**"]
+outputs = ["first.txt"]
+run = "echo one > first.txt"
+
+[tasks.stop]
+deps = ["first"]
+run = "until ls {ac}/* >/dev/null 2>&1; do sleep 0.05; done; kill $(cat {pid})"
+
+[tasks.second]
+deps = ["stop"]
+inputs = ["src/**"]
+outputs = ["second.txt"]
+run = "echo two > second.txt"
+
+[tasks.third]
+deps = ["second"]
+inputs = ["src/**"]
+outputs = ["third.txt"]
+run = "echo three > third.txt"
+"#,
+        ac = nginx.ac_dir().display(),
+        pid = nginx.pid_file().display()
+    );
+    let a = project(&nginx.url(), &public, &work.path().join("a"), &extra)
+        .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    let run = a
+        .run_with(&["run", "third", "--remote", "read-write", "-j", "1"])
+        .success()
+        .stderr_has("the remote cache is not usable")
+        .stderr_has("going on with the local cache only");
+    assert_eq!(
+        run.stderr.matches("the remote cache is not usable").count(),
+        1,
+        "one warning, not one per task:\n{}",
+        run.stderr
+    );
+    assert_eq!(a.read("third.txt"), "three\n");
+
+    // Machine B, with the server back: `first` comes from it, then the server dies again under the run.
+    nginx.launch();
+    let b = project(&nginx.url(), &public, &work.path().join("b"), &extra);
+    let run = b
+        .run_with(&["run", "third", "-j", "1"])
+        .success()
+        .stderr_has("`first`: fetched from the remote cache")
+        .stderr_has("going on with the local cache only");
+    assert_eq!(
+        run.stderr.matches("not usable").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(b.read("third.txt"), "three\n");
+}
+
+#[test]
+fn a_remote_that_never_answers_costs_one_timeout_and_one_warning() {
+    let port = silent_server();
+    let work = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(work.path(), "ci.key");
+    let extra = r#"
+[tasks.more]
+deps = ["build"]
+inputs = ["src/**"]
+outputs = ["more.txt"]
+run = "echo more > more.txt"
+"#;
+    let test = project(
+        &format!("http://127.0.0.1:{port}/cairn"),
+        &public,
+        &work.path().join("a"),
+        extra,
+    )
+    .edit_timeout("1s");
+    let run = test.run_with(&["run", "more"]).success();
+    assert_eq!(
+        run.stderr.matches("did not answer in time").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn tasks_opted_out_and_tasks_with_secrets_are_not_published() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "ci.key");
+    let extra = r#"
+[tasks.private]
+inputs = ["src/**"]
+outputs = ["private.txt"]
+remote = false
+run = "echo local only > private.txt"
+
+[tasks.all]
+deps = ["build", "private"]
+"#;
+    let a = project(&nginx.url(), &public, &work.path().join("a"), extra)
+        .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    a.run_with(&["run", "all", "--remote", "read-write"])
+        .success()
+        .stderr_has("published 1 result");
+    assert_eq!(
+        nginx.files("ac").len(),
+        1,
+        "only `build` went to the server"
+    );
+}
+
+#[test]
+fn publishing_without_a_signing_key_reads_only_and_says_so() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(work.path(), "ci.key");
+    let a = project(&nginx.url(), &public, &work.path().join("a"), "");
+    a.run_with(&["run", "build", "--remote", "read-write"])
+        .success()
+        .stderr_has("not publishing to the remote cache: no signing key")
+        .stderr_lacks("published");
+    assert!(nginx.files("ac").is_empty());
+
+    // A key that is set but unusable is a configuration error, not a silent downgrade.
+    let bad = work.path().join("bad.key");
+    std::fs::write(&bad, "ed25519-secret:AAAA\n").unwrap();
+    let with_bad = project(&nginx.url(), &public, &work.path().join("c"), "")
+        .env("CAIRN_REMOTE_SIGNING_KEY_FILE", bad.to_str().unwrap());
+    with_bad
+        .run_with(&["run", "build", "--remote", "read-write"])
+        .status(2)
+        .stderr_has("the remote cache's signing key cannot be used")
+        .stderr_has("cairn cache keygen");
+}
+
+#[test]
+fn remote_cache_settings_are_checked_with_their_position() {
+    let test = Test::new().tasks(
+        "[remote_cache]\nurl = \"ftp://cache\"\nmode = \"write\"\ntrusted_writers = [\"ed25519:AAAA\", { name = \"ci\" }]\ntoken = \"hunter2\"\n\n[tasks.a]\nrun = \"true\"\n",
+    );
+    test.run_with(&["check"])
+        .status(1)
+        .stderr_has("tasks.toml:2:7")
+        .stderr_has("the remote cache is reached over HTTP")
+        .stderr_has("tasks.toml:3:8")
+        .stderr_has("`write` is not a mode")
+        .stderr_has("tasks.toml:4:20")
+        .stderr_has("an ed25519 public key has 32 bytes")
+        .stderr_has("a trusted writer needs its `key`")
+        .stderr_has("tasks.toml:5:9")
+        .stderr_has("a credential is named by where it is kept");
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+trait EditTimeout {
+    fn edit_timeout(self, to: &str) -> Self;
+}
+
+impl EditTimeout for Test {
+    fn edit_timeout(self, to: &str) -> Self {
+        self.edit(
+            "tasks.toml",
+            "timeout = \"2s\"",
+            &format!("timeout = \"{to}\""),
+        );
+        self
+    }
+}
