@@ -11,6 +11,8 @@ use crate::support::{silent_server, Test};
 /// An nginx in one process (`master_process off`, so stopping it stops the server), serving `/cairn/`.
 struct Nginx {
     child: Option<Child>,
+    /// The bearer token every request must carry, if any.
+    token: Option<String>,
     dir: tempfile::TempDir,
     port: u16,
     binary: PathBuf,
@@ -18,6 +20,10 @@ struct Nginx {
 
 impl Nginx {
     fn start() -> Option<Nginx> {
+        Nginx::start_with(None)
+    }
+
+    fn start_with(token: Option<&str>) -> Option<Nginx> {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
             .into_iter()
             .map(PathBuf::from)
@@ -44,6 +50,7 @@ impl Nginx {
             .port();
         let mut nginx = Nginx {
             child: None,
+            token: token.map(str::to_owned),
             dir,
             port,
             binary,
@@ -54,8 +61,14 @@ impl Nginx {
 
     fn launch(&mut self) {
         let d = self.dir.path().display();
+        let auth = match &self.token {
+            Some(token) => {
+                format!("      if ($http_authorization != \"Bearer {token}\") {{ return 401; }}\n")
+            }
+            None => String::new(),
+        };
         let conf = format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port};\n    location /cairn/ {{\n      root {d}/root;\n      dav_methods PUT;\n      create_full_put_path on;\n      dav_access user:rw group:rw all:r;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port};\n    location /cairn/ {{\n{auth}      root {d}/root;\n      dav_methods PUT;\n      create_full_put_path on;\n      dav_access user:rw group:rw all:r;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
             port = self.port
         );
         let conf_path = self.dir.path().join("nginx.conf");
@@ -525,6 +538,74 @@ fn remote_cache_settings_are_checked_with_their_position() {
         .stderr_has("a trusted writer needs its `key`")
         .stderr_has("tasks.toml:5:9")
         .stderr_has("a credential is named by where it is kept");
+}
+
+#[test]
+fn a_token_from_a_cairn_secret_opens_the_server_and_tasks_with_secrets_stay_local() {
+    let token = "tok-5f2a9c1e7d3b";
+    let Some(nginx) = Nginx::start_with(Some(token)) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "ci.key");
+    let extra = r#"
+[tasks.deploy-config]
+inputs = ["src/**"]
+outputs = ["deploy.conf"]
+secrets.from = "secrets/ci.yaml"
+secrets.env = { DEPLOY_KEY = "deploy_key" }
+run = "echo \"key=$DEPLOY_KEY\" > deploy.conf"
+
+[tasks.all]
+deps = ["build", "deploy-config"]
+"#;
+    let a = project(&nginx.url(), &public, &work.path().join("a"), extra)
+        .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    a.edit(
+        "tasks.toml",
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\ntoken = { secret = \"remote_token\", from = \"secrets/ci.yaml\" }",
+    );
+    a.run_with(&["secrets", "init", "--name", "alex"]).success();
+    a.run_with_stdin(
+        &["secrets", "set", "secrets/ci.yaml", "remote_token"],
+        token,
+    )
+    .success();
+    a.run_with_stdin(
+        &["secrets", "set", "secrets/ci.yaml", "deploy_key"],
+        "deploy-key-8c41f0",
+    )
+    .success();
+    a.run_with(&["run", "all", "--remote", "read-write"])
+        .success()
+        .stderr_has("remote cache: published 1 result")
+        .stderr_lacks("warning");
+    assert_eq!(
+        nginx.files("ac").len(),
+        1,
+        "only `build`: `deploy-config` has secrets"
+    );
+    for blob in nginx.files("cas") {
+        let bytes = std::fs::read(&blob).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("deploy-key-8c41f0"),
+            "the secret reached the server"
+        );
+    }
+
+    // Without the token the server refuses: one warning, naming the likely cause, and the run goes on.
+    let b = project(&nginx.url(), &public, &work.path().join("b"), "");
+    let run = b.run_with(&["run", "build"]).success().cached(0);
+    assert_eq!(run.stderr.matches("HTTP 401").count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("check the token"), "{}", run.stderr);
+    // With it (from the environment), the result is there.
+    let c = project(&nginx.url(), &public, &work.path().join("c"), "")
+        .env("CAIRN_REMOTE_CACHE_TOKEN", token);
+    c.run_with(&["run", "build"])
+        .success()
+        .cached(1)
+        .stderr_lacks(token);
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

@@ -92,6 +92,9 @@ impl Client {
 
     fn refused(&self, what: &str, status: u16) -> Unavailable {
         let hint = match status {
+            400 if what.starts_with("writing") => {
+                " (bazel-remote needs `--disable_http_ac_validation`: cairn's entries are signed manifests, not Bazel ActionResults)"
+            }
             401 | 403 => " (check the token or the URL's credentials)",
             405 | 501 => " (does the server accept PUT? nginx needs `dav_methods PUT`)",
             413 => " (the server's upload limit is too low: nginx's `client_max_body_size`)",
