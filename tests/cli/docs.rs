@@ -37,6 +37,22 @@ fn readme_tasks_toml_example_is_valid() {
 }
 
 #[test]
+fn caching_guide_remote_cache_example_is_valid() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/caching.md"))
+        .expect("caching.md");
+    let start = guide
+        .find("```toml\n[remote_cache]")
+        .expect("a [remote_cache] example");
+    let block = &guide[start + "```toml\n".len()..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    Test::new()
+        .tasks(&format!("{block}\n[tasks.build]\nrun = \"true\"\n"))
+        .args(&["check"])
+        .run()
+        .success();
+}
+
+#[test]
 fn readme_example_deploys_and_validates_incrementally() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
