@@ -12,8 +12,8 @@ use crate::cache::remote::Remote;
 use crate::cache::{DepInput, Key, Keyed, Session};
 use crate::config::{Config, RemoteMode};
 use crate::report::{
-    prune_runs, render_summary, runs_dir, RunContext, RunRecorder, RunSummary, SummaryStyle,
-    KEPT_RUNS, KEPT_RUNS_BYTES,
+    prune_runs, render_summary, runs_dir, RemoteTotals, RunContext, RunRecorder, RunSummary,
+    SummaryStyle, KEPT_RUNS, KEPT_RUNS_BYTES,
 };
 use crate::run::{self, is_direct, Plan, ProcessExecutor, RunOptions, Streams};
 
@@ -278,8 +278,24 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             what: "cannot listen for Ctrl-C and SIGTERM".into(),
             source,
         })?;
+    let mut remote_totals = None;
     if let Some(remote) = session.as_deref().and_then(Session::remote) {
-        let done = remote.finish(UPLOAD_DRAIN_LIMIT);
+        // After Ctrl-C, uploads under way finish (each bounded by the timeout) but queued ones are dropped.
+        let drain = if report.interrupted.is_some() {
+            std::time::Duration::ZERO
+        } else {
+            UPLOAD_DRAIN_LIMIT
+        };
+        let done = remote.finish(drain);
+        remote_totals = Some(RemoteTotals {
+            url: remote.shown_url().to_owned(),
+            publishing: remote.publishes(),
+            fetched: done.fetched,
+            published: done.published,
+            bytes_sent: done.bytes_sent,
+            abandoned: done.abandoned,
+            unavailable: done.unavailable,
+        });
         let say = |line: String| match warnings_above.read().ok().and_then(|slot| slot.clone()) {
             Some(status) => status.print(true, format!("{line}\n").as_bytes()),
             None => eprintln!("{line}"),
@@ -410,6 +426,7 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             jobs,
             started_at,
             records: &records,
+            remote_cache: remote_totals,
         },
     );
     record_run(&config, &summary, &args);

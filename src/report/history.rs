@@ -123,6 +123,7 @@ mod tests {
             totals: Totals::default(),
             critical_path: CriticalPath::default(),
             tasks,
+            remote_cache: None,
         }
     }
 

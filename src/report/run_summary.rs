@@ -50,6 +50,28 @@ pub struct RunSummary {
     pub critical_path: CriticalPath,
     /// Every task of the plan, in plan order (each after its dependencies).
     pub tasks: Vec<TaskSummary>,
+    /// What the remote cache did, when the run used one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_cache: Option<RemoteTotals>,
+}
+
+/// The remote cache's part in a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoteTotals {
+    /// The server, without credentials.
+    pub url: String,
+    /// Whether this machine published.
+    pub publishing: bool,
+    /// Entries restored from it.
+    pub fetched: u64,
+    /// Entries published.
+    pub published: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Entries not published (the server failed, or time ran out).
+    pub abandoned: u64,
+    /// Whether the server failed and the run went on without it.
+    pub unavailable: bool,
 }
 
 /// How many tasks ended which way.
@@ -138,6 +160,8 @@ pub struct RunContext<'a> {
     pub started_at: SystemTime,
     /// Per graph node, from the run's [`super::RunRecorder`].
     pub records: &'a HashMap<NodeId, JobRecord>,
+    /// The remote cache's part, when the run used one.
+    pub remote_cache: Option<RemoteTotals>,
 }
 
 fn ms(duration: std::time::Duration) -> f64 {
@@ -250,6 +274,7 @@ impl RunSummary {
             totals,
             critical_path,
             tasks,
+            remote_cache: context.remote_cache.clone(),
         }
     }
 

@@ -430,7 +430,7 @@ run = "echo three > third.txt"
     nginx.launch();
     let b = project(&nginx.url(), &public, &work.path().join("b"), &extra);
     let run = b
-        .run_with(&["run", "third", "-j", "1"])
+        .run_with(&["run", "third", "-j", "1", "--summary", "summary.json"])
         .success()
         .stderr_has("`first`: fetched from the remote cache")
         .stderr_has("going on with the local cache only");
@@ -441,6 +441,10 @@ run = "echo three > third.txt"
         run.stderr
     );
     assert_eq!(b.read("third.txt"), "three\n");
+    let summary: serde_json::Value = serde_json::from_str(&b.read("summary.json")).unwrap();
+    assert_eq!(summary["remote_cache"]["fetched"], 1);
+    assert_eq!(summary["remote_cache"]["unavailable"], true);
+    assert_eq!(summary["remote_cache"]["publishing"], false);
 }
 
 #[test]
@@ -556,8 +560,15 @@ secrets.from = "secrets/ci.yaml"
 secrets.env = { DEPLOY_KEY = "deploy_key" }
 run = "echo \"key=$DEPLOY_KEY\" > deploy.conf"
 
+[tasks.announce]
+inputs = ["src/**"]
+secrets.from = "secrets/ci.yaml"
+secrets.env = { DEPLOY_KEY = "deploy_key" }
+remote = true
+run = "echo \"deploying with $DEPLOY_KEY\""
+
 [tasks.all]
-deps = ["build", "deploy-config"]
+deps = ["build", "deploy-config", "announce"]
 "#;
     let a = project(&nginx.url(), &public, &work.path().join("a"), extra)
         .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
@@ -579,20 +590,28 @@ deps = ["build", "deploy-config"]
     .success();
     a.run_with(&["run", "all", "--remote", "read-write"])
         .success()
-        .stderr_has("remote cache: published 1 result")
+        .stderr_has("remote cache: published 2 results")
         .stderr_lacks("warning");
     assert_eq!(
         nginx.files("ac").len(),
-        1,
-        "only `build`: `deploy-config` has secrets"
+        2,
+        "`build` and `announce` (which opts in); `deploy-config` has secrets and stays local"
     );
-    for blob in nginx.files("cas") {
-        let bytes = std::fs::read(&blob).unwrap();
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains("deploy-key-8c41f0"),
-            "the secret reached the server"
-        );
-    }
+    let blobs: Vec<String> = nginx
+        .files("cas")
+        .iter()
+        .map(|blob| String::from_utf8_lossy(&std::fs::read(blob).unwrap()).into_owned())
+        .collect();
+    assert!(
+        blobs.iter().all(|b| !b.contains("deploy-key-8c41f0")),
+        "the secret reached the server"
+    );
+    assert!(
+        blobs
+            .iter()
+            .any(|b| b.contains("deploying with [secret:DEPLOY_KEY]")),
+        "the published log is the redacted one"
+    );
 
     // Without the token the server refuses: one warning, naming the likely cause, and the run goes on.
     let b = project(&nginx.url(), &public, &work.path().join("b"), "");

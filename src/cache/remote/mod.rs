@@ -71,6 +71,8 @@ pub struct RemoteReport {
     pub bytes_sent: u64,
     /// Entries not published because the remote failed or the time to finish ran out.
     pub abandoned: u64,
+    /// Whether the server failed and was turned off for the rest of the run.
+    pub unavailable: bool,
 }
 
 /// What looking a key up found.
@@ -364,6 +366,7 @@ impl Remote {
             published: self.health.published.load(Ordering::Relaxed),
             bytes_sent: self.health.bytes_sent.load(Ordering::Relaxed),
             abandoned: self.health.abandoned.load(Ordering::Relaxed),
+            unavailable: self.health.is_down(),
         }
     }
 }
