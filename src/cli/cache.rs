@@ -35,6 +35,15 @@ pub(super) enum CacheCommand {
         #[arg(long, value_parser = parse_duration_arg)]
         max_age: Option<std::time::Duration>,
     },
+    /// Show the remote cache this machine would use, and check that it answers (and accepts uploads).
+    Remote {
+        /// Check it as this mode (default: as `cairn run` would use it).
+        #[arg(long, value_enum, value_name = "MODE")]
+        remote: Option<super::run::RemoteArg>,
+        /// An age identity file, for a token kept in cairn's secrets.
+        #[arg(long = "identity", short = 'i', value_name = "FILE")]
+        identity: Vec<std::path::PathBuf>,
+    },
     /// Make an ed25519 key for publishing to the remote cache; prints the public key to trust.
     Keygen {
         /// Where to write the private key (default: ~/.config/cairn/remote-cache.key).
@@ -172,6 +181,9 @@ pub(super) fn cache(context: &Context, command: &CacheCommand) -> Result<i32, Cl
             );
         }
         CacheCommand::Keygen { .. } => unreachable!("handled before the configuration is read"),
+        CacheCommand::Remote { remote, identity } => {
+            return remote_status(&config, remote.map(Into::into), identity);
+        }
         CacheCommand::Gc { max_size, max_age } => {
             let store = Store::open(&dir, LockMode::Exclusive).map_err(CliError::Cache)?;
             let report = store
@@ -243,4 +255,64 @@ fn keygen(output: Option<&std::path::Path>, force: bool) -> Result<i32, CliError
     println!();
     println!("A writer publishes with it: CAIRN_REMOTE_SIGNING_KEY_FILE={} cairn run --remote read-write TARGET", path.display());
     Ok(0)
+}
+
+/// `cairn cache remote`: the resolved settings, then a lookup and (for a writer) an upload; exit 1 when the
+/// server cannot be used.
+fn remote_status(
+    config: &crate::config::Config,
+    mode: Option<crate::config::RemoteMode>,
+    identity: &[std::path::PathBuf],
+) -> Result<i32, CliError> {
+    let warn: std::sync::Arc<dyn Fn(&str) + Send + Sync> =
+        std::sync::Arc::new(|message: &str| eprintln!("cairn: warning: {message}"));
+    let Some(options) = super::remote::resolve(config, mode, identity, warn)? else {
+        println!(
+            "no remote cache: set `url` in [remote_cache] of tasks.toml, or CAIRN_REMOTE_CACHE"
+        );
+        return Ok(0);
+    };
+    let timeout = options.timeout;
+    let dir = cache::dir_for(&config.root);
+    let remote = cache::remote::Remote::new(options, &dir);
+    println!("remote cache:    {}", remote.shown_url());
+    println!(
+        "mode:            {}",
+        if remote.publishes() {
+            "read-write"
+        } else {
+            "read"
+        }
+    );
+    println!("timeout:         {} per request", format_duration(timeout));
+    let writers = remote.trusted_names();
+    println!(
+        "trusted writers: {}",
+        if writers.is_empty() {
+            "none (nothing will be read)".to_owned()
+        } else {
+            writers.join(", ")
+        }
+    );
+    if let Some(key) = remote.public_key() {
+        println!("signing as:      {key}");
+    }
+    let probe = remote.probe();
+    let mut usable = true;
+    match &probe.read {
+        Ok(took) => println!("lookup:          ok ({} ms)", took.as_millis()),
+        Err(error) => {
+            usable = false;
+            println!("lookup:          failed: {}", error.0);
+        }
+    }
+    match &probe.write {
+        Some(Ok(took)) => println!("upload:          ok ({} ms, read back)", took.as_millis()),
+        Some(Err(error)) => {
+            usable = false;
+            println!("upload:          failed: {}", error.0);
+        }
+        None => {}
+    }
+    Ok(if usable { 0 } else { 1 })
 }

@@ -79,7 +79,7 @@ fn parse_assignment(text: &str) -> Result<(String, String), String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum RemoteArg {
+pub(super) enum RemoteArg {
     /// Neither fetch from nor publish to the remote cache.
     Off,
     /// Fetch results signed by a trusted writer; publish nothing.

@@ -648,3 +648,30 @@ impl EditTimeout for Test {
         self
     }
 }
+
+#[test]
+fn cache_remote_shows_the_settings_and_checks_lookups_and_uploads() {
+    let Some(mut nginx) = Nginx::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "ci.key");
+    let test = project(&nginx.url(), &public, &work.path().join("a"), "")
+        .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    test.run_with(&["cache", "remote"])
+        .success()
+        .stdout_has(&format!("remote cache:    {}", nginx.url()))
+        .stdout_has("mode:            read\n")
+        .stdout_has("trusted writers: ci")
+        .stdout_has("lookup:          ok")
+        .stdout_lacks("upload:");
+    test.run_with(&["cache", "remote", "--remote", "read-write"])
+        .success()
+        .stdout_has(&format!("signing as:      {public}"))
+        .stdout_has("upload:          ok");
+    nginx.stop();
+    test.run_with(&["cache", "remote"])
+        .status(1)
+        .stdout_has("lookup:          failed: asking")
+        .stdout_has("Connection refused");
+}

@@ -75,6 +75,15 @@ pub struct RemoteReport {
     pub unavailable: bool,
 }
 
+/// What [`Remote::probe`] found: how long each check took, or why it failed.
+#[derive(Debug)]
+pub struct Probe {
+    /// A lookup.
+    pub read: Result<Duration, Unavailable>,
+    /// An upload read back, when this machine publishes and the lookup worked.
+    pub write: Option<Result<Duration, Unavailable>>,
+}
+
 /// What looking a key up found.
 #[derive(Debug, Default)]
 pub struct Lookup {
@@ -331,6 +340,41 @@ impl Remote {
         store
             .save_entry(key, &entry)
             .map_err(|e| Fault::Bad(format!("cannot store the entry: {e}")))
+    }
+
+    /// The trusted writers' names, this machine's included when it publishes.
+    pub fn trusted_names(&self) -> Vec<String> {
+        self.trusted.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// This machine's public key, when it publishes.
+    pub fn public_key(&self) -> Option<String> {
+        self.signer.as_ref().map(|s| s.public_text())
+    }
+
+    /// Checks that the server answers a lookup and, when this machine publishes, accepts an upload (a small
+    /// fixed blob: content-addressed, so sending it again changes nothing).
+    pub fn probe(&self) -> Probe {
+        const PROBE: &[u8] = b"cairn remote cache probe\n";
+        let hash = hex(&Sha256::digest(PROBE));
+        let began = Instant::now();
+        let read = self.client.has(Space::Cas, &hash).map(|_| began.elapsed());
+        let write = match (&read, self.publishes()) {
+            (Ok(_), true) => {
+                let began = Instant::now();
+                Some(self.client.put(Space::Cas, &hash, PROBE).and_then(
+                    |()| match self.client.get(Space::Cas, &hash, 1024)? {
+                        Some(bytes) if bytes == PROBE => Ok(began.elapsed()),
+                        _ => Err(Unavailable(format!(
+                            "{} accepted an upload but does not serve it back",
+                            self.client.shown()
+                        ))),
+                    },
+                ))
+            }
+            _ => None,
+        };
+        Probe { read, write }
     }
 
     /// Queues `entry` (already in the local store) for publishing, if this machine publishes.
