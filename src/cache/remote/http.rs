@@ -29,12 +29,17 @@ impl Space {
 #[derive(Debug, Clone)]
 pub struct Unavailable(pub String);
 
+/// The slowest transfer rate a request is allowed before it counts as failed: large blobs get time in
+/// proportion to their size, so a slow link is not mistaken for a dead server, and a dead one is still found.
+const MIN_BYTES_PER_SECOND: u64 = 256 * 1024;
+
 /// A client for one server.
 pub struct Client {
     base: String,
     shown: String,
     authorization: Option<Zeroizing<String>>,
     agent: ureq::Agent,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -56,11 +61,18 @@ impl Client {
             ))),
             (None, None) => None,
         };
+        // A server that stops answering for `timeout` at any point has failed; the whole request is bounded
+        // per call (see `bounded`).
+        let connect = timeout.min(Duration::from_secs(5));
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
-            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
-            .timeout_global(Some(timeout))
+            .timeout_resolve(Some(connect))
+            .timeout_connect(Some(connect))
+            .timeout_send_request(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_per_read(Some(timeout))
+            .timeout_per_write(Some(timeout))
             .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -69,7 +81,13 @@ impl Client {
             base,
             authorization,
             agent,
+            timeout,
         }
+    }
+
+    /// The most a request moving `bytes` may take.
+    fn budget(&self, bytes: u64) -> Duration {
+        self.timeout + Duration::from_secs(bytes / MIN_BYTES_PER_SECOND)
     }
 
     /// The URL as messages show it: without credentials.
@@ -113,7 +131,12 @@ impl Client {
         hash: &str,
         limit: u64,
     ) -> Result<Option<Vec<u8>>, Unavailable> {
-        let mut request = self.agent.get(self.url(space, hash));
+        let mut request = self
+            .agent
+            .get(self.url(space, hash))
+            .config()
+            .timeout_global(Some(self.budget(limit)))
+            .build();
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth.as_str());
         }
@@ -135,7 +158,12 @@ impl Client {
 
     /// Whether the server has the object.
     pub fn has(&self, space: Space, hash: &str) -> Result<bool, Unavailable> {
-        let mut request = self.agent.head(self.url(space, hash));
+        let mut request = self
+            .agent
+            .head(self.url(space, hash))
+            .config()
+            .timeout_global(Some(self.budget(0)))
+            .build();
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth.as_str());
         }
@@ -152,6 +180,9 @@ impl Client {
         let mut request = self
             .agent
             .put(self.url(space, hash))
+            .config()
+            .timeout_global(Some(self.budget(body.len() as u64)))
+            .build()
             .header("Content-Type", "application/octet-stream");
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth.as_str());
