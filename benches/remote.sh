@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# What the remote cache costs and saves, measured by hyperfine in one run against a real nginx on loopback.
+#
+#   R1  200 tasks restored from the remote cache into an empty local cache   vs  running them   (goal: faster)
+#   R2  the same 200 tasks as local hits                                      vs  R1             (the network's share)
+#   R3  publishing: a writer's cold run                                      vs  the same run without a remote
+#
+# Each task sleeps 50 ms and writes a 64 KiB output: a stand-in for a short compile step.
+# Usage: bash benches/remote.sh [--runs N] [--tasks N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=10
+tasks=200
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs="$2"; shift 2 ;;
+        --tasks) tasks="$2"; shift 2 ;;
+        *) echo "usage: bash benches/remote.sh [--runs N] [--tasks N]" >&2; exit 2 ;;
+    esac
+done
+command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine; }
+[ -x /usr/sbin/nginx ] || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx; }
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release -q
+cairn="$CARGO_TARGET_DIR/release/cairn"
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$work/nginx/root/cairn/ac" "$work/nginx/root/cairn/cas" "$work/nginx/tmp"
+chmod -R 0777 "$work/nginx/root" "$work/nginx/tmp"
+cat >"$work/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/tmp;
+  server {
+    listen 127.0.0.1:$port;
+    location /cairn/ { root $work/nginx/root; dav_methods PUT; create_full_put_path on; client_max_body_size 0; }
+  }
+}
+EOF
+/usr/sbin/nginx -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+nginx_pid=$!
+trap 'kill $nginx_pid 2>/dev/null; rm -rf "$work"' EXIT
+until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.05; done
+
+"$cairn" cache keygen --output "$work/ci.key" >"$work/keygen.txt"
+public=$(sed -n 's/^public key: //p' "$work/keygen.txt")
+project="$work/project"
+mkdir -p "$project/src"
+echo 'int main(void) { return 0; }' >"$project/src/main.c"
+{
+    printf '[remote_cache]\nurl = "http://127.0.0.1:%s/cairn"\ntrusted_writers = ["%s"]\n\n' "$port" "$public"
+    for i in $(seq 1 "$tasks"); do
+        printf '[tasks.t%s]\ninputs = ["src/**"]\noutputs = ["out/t%s.bin"]\nrun = "sleep 0.05; mkdir -p out; head -c 65536 /dev/urandom > out/t%s.bin"\n\n' "$i" "$i" "$i"
+    done
+    printf '[tasks.all]\ndeps = [%s]\n' "$(seq 1 "$tasks" | sed 's/.*/"t&"/' | paste -sd,)"
+} >"$project/tasks.toml"
+
+cd "$project"
+# The writer publishes once; every reader run below starts from an empty local cache.
+CAIRN_CACHE_DIR="$work/writer" CAIRN_REMOTE_SIGNING_KEY_FILE="$work/ci.key" \
+    "$cairn" run all --remote read-write --progress plain >/dev/null 2>&1
+
+hyperfine --runs "$runs" --style basic --export-markdown "$work/r1.md" \
+    --prepare "rm -rf $work/reader out" \
+    -n "R1 remote fetch" "CAIRN_CACHE_DIR=$work/reader $cairn run all --progress plain" \
+    --prepare "rm -rf $work/none out" \
+    -n "R1 run (no cache)" "CAIRN_CACHE_DIR=$work/none $cairn run all --no-cache --progress plain"
+CAIRN_CACHE_DIR="$work/reader" "$cairn" run all >/dev/null 2>&1
+hyperfine --runs "$runs" --style basic --export-markdown "$work/r2.md" \
+    --prepare "rm -rf out" \
+    -n "R2 local hits" "CAIRN_CACHE_DIR=$work/reader $cairn run all --progress plain"
+hyperfine --runs "$runs" --style basic --export-markdown "$work/r3.md" \
+    --prepare "rm -rf $work/w out" \
+    -n "R3 publishing" "CAIRN_CACHE_DIR=$work/w CAIRN_REMOTE_SIGNING_KEY_FILE=$work/ci.key $cairn run all --force --remote read-write --progress plain" \
+    --prepare "rm -rf $work/w out" \
+    -n "R3 local only" "CAIRN_CACHE_DIR=$work/w CAIRN_REMOTE_CACHE=off $cairn run all --force --progress plain"
+cat "$work/r1.md" "$work/r2.md" "$work/r3.md"
