@@ -100,21 +100,32 @@ pub(super) fn list(context: &Context, args: &ListArgs) -> Result<i32, CliError> 
 }
 
 /// Prints completion candidates; prints nothing (and never fails) where there is no valid tasks.toml.
-pub(super) fn complete(context: &Context, what: &str) {
-    if what != "targets" {
-        return;
-    }
-    let Ok((config, graph)) = context.load() else {
-        return;
+pub(super) fn complete(context: &Context, what: &str, line: Option<&str>) {
+    let found = match (what, line) {
+        ("targets", _) => targets(context),
+        ("line", Some(line)) => {
+            use clap::CommandFactory;
+            super::completions::candidates(line, &super::Cli::command(), || targets(context))
+        }
+        _ => return,
     };
-    for node in graph.nodes() {
-        println!("{}", node.label);
+    for candidate in found {
+        println!("{candidate}");
     }
+}
+
+/// Every task instance, and each pattern task's base name when all its params have defaults.
+fn targets(context: &Context) -> Vec<String> {
+    let Ok((config, graph)) = context.load() else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = graph.nodes().iter().map(|n| n.label.clone()).collect();
     for task in &config.tasks {
         if let Some(base) = task.name.base() {
             if task.params.iter().all(|p| p.default.is_some()) {
-                println!("{base}");
+                found.push(base.to_owned());
             }
         }
     }
+    found
 }

@@ -98,8 +98,10 @@ enum Command {
     /// Print completion candidates (used by the completion scripts).
     #[command(name = "__complete", hide = true)]
     Complete {
-        /// What to complete: `targets`.
+        /// What to complete: `targets`, or `line` (the words of LINE, the command line up to the cursor).
         what: String,
+        /// The command line up to the cursor, for `line`.
+        line: Option<String>,
     },
 }
 
@@ -164,8 +166,8 @@ pub fn main() -> ExitCode {
             print!("{}", completions::script(shell));
             Ok(0)
         }
-        Command::Complete { what } => {
-            list::complete(&context, &what);
+        Command::Complete { what, line } => {
+            list::complete(&context, &what, line.as_deref());
             Ok(0)
         }
     };
