@@ -597,8 +597,23 @@ fn verify_blob(blob: &RemoteBlob, fetched: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Refuses a manifest any of whose paths is not a plain relative path among the task's declared outputs,
-/// or whose links point out of the repository, before anything is downloaded.
+/// whose links point out of the repository, or whose blobs are not named by digests, before anything is
+/// downloaded.
 fn check_paths(manifest: &Manifest, allowed: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    let is_digest = |text: &str| {
+        text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let blobs = manifest
+        .outputs
+        .iter()
+        .filter_map(|o| o.blob.as_ref())
+        .chain(manifest.log.as_ref());
+    for blob in blobs {
+        // The SHA-256 becomes part of a URL: nothing but a digest may get there.
+        if !is_digest(&blob.sha256) || !is_digest(&blob.blake3) {
+            return Err("it names a blob by something other than a digest".into());
+        }
+    }
     for output in &manifest.outputs {
         let path = Path::new(&output.path);
         if output.path.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
@@ -690,6 +705,11 @@ mod tests {
         assert!(check_paths(&manifest("out/link", Some("a")), &any).is_ok());
         let only_out = |p: &str| p.starts_with("out/");
         assert!(check_paths(&manifest("src/main.rs", None), &only_out).is_err());
+        let mut traversal = manifest("out/a", None);
+        if let Some(blob) = traversal.outputs[0].blob.as_mut() {
+            blob.sha256 = "../../ac/x".into();
+        }
+        assert!(check_paths(&traversal, &any).is_err());
     }
 
     #[test]
