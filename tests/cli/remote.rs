@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{silent_server, Test};
+use crate::support::{free_port, silent_server, Test};
 
 /// An nginx in one process (`master_process off`, so stopping it stops the server), serving `/cairn/`.
 struct Nginx {
@@ -43,11 +43,7 @@ impl Nginx {
         // nginx's workers may run as another user when the tests run as root.
         make_writable(&dir.path().join("root"));
         make_writable(&dir.path().join("tmp"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut nginx = Nginx {
             child: None,
             token: token.map(str::to_owned),

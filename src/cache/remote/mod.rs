@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 pub use http::Unavailable;
 pub use trust::{public_text, SigningKey};
 
-use super::fingerprint::{hex, Key};
+use super::fingerprint::{hex, parse_hex, Key};
 use super::store::{Entry, LockMode, OutputRecord, Store};
 use crate::config::TrustedWriter;
 use http::{Client, Space};
@@ -600,9 +600,7 @@ fn verify_blob(blob: &RemoteBlob, fetched: &[u8]) -> Result<Vec<u8>, String> {
 /// whose links point out of the repository, or whose blobs are not named by digests, before anything is
 /// downloaded.
 fn check_paths(manifest: &Manifest, allowed: &dyn Fn(&str) -> bool) -> Result<(), String> {
-    let is_digest = |text: &str| {
-        text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
+    let is_digest = |text: &str| parse_hex(text).is_some_and(|bytes| hex(&bytes) == text);
     let blobs = manifest
         .outputs
         .iter()
@@ -632,7 +630,9 @@ fn check_paths(manifest: &Manifest, allowed: &dyn Fn(&str) -> bool) -> Result<()
             (Some(_), None) => {}
             (None, Some(target)) => {
                 let parent = Path::new(&output.path).parent().unwrap_or(Path::new(""));
-                if Path::new(target).is_absolute() || !stays_inside(&parent.join(target)) {
+                if Path::new(target).is_absolute()
+                    || !crate::paths::stays_inside(&parent.join(target))
+                {
                     return Err(format!(
                         "its link `{}` points out of the repository",
                         output.path
@@ -643,23 +643,6 @@ fn check_paths(manifest: &Manifest, allowed: &dyn Fn(&str) -> bool) -> Result<()
         }
     }
     Ok(())
-}
-
-/// Whether a relative path, with its `..` taken literally, never climbs above where it starts.
-fn stays_inside(path: &Path) -> bool {
-    let mut depth = 0usize;
-    for component in path.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => match depth.checked_sub(1) {
-                Some(up) => depth = up,
-                None => return false,
-            },
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
 }
 
 fn short(hash: &str) -> &str {
