@@ -7,7 +7,8 @@ use zeroize::Zeroizing;
 
 use super::CliError;
 use crate::cache::remote::{RemoteOptions, SigningKey};
-use crate::config::{Config, Credential, RemoteMode, DEFAULT_REMOTE_TIMEOUT};
+use crate::config::source::to_source_span;
+use crate::config::{Config, ConfigError, Credential, RemoteMode, Spanned, DEFAULT_REMOTE_TIMEOUT};
 
 /// The server's URL, overriding `[remote_cache] url`; `off` turns the remote cache off.
 pub const URL_VAR: &str = "CAIRN_REMOTE_CACHE";
@@ -71,21 +72,34 @@ pub(super) fn resolve(
     };
     let mut signing_key = None;
     if mode == RemoteMode::ReadWrite {
-        let text = match def.and_then(|d| d.signing_key.as_ref()) {
-            Some(source) => read_credential(config, "signing_key", source, identities)?,
+        let found = match def.and_then(|d| d.signing_key.as_ref()) {
+            Some(source) => read_credential(config, "signing_key", source, identities)?
+                .map(|text| (text, Some(source))),
             None => match (std::env::var(KEY_VAR), std::env::var_os(KEY_FILE_VAR)) {
-                (Ok(text), _) => Some(Zeroizing::new(text)),
-                (_, Some(path)) => Some(read_file(Path::new(&path), KEY_FILE_VAR)?),
+                (Ok(text), _) => Some((Zeroizing::new(text), None)),
+                (_, Some(path)) => Some((
+                    read_file(Path::new(&path)).map_err(|why| {
+                        problem(
+                            format!("{KEY_FILE_VAR}: {why}"),
+                            "`cairn cache keygen --output PATH` writes a signing key".into(),
+                        )
+                    })?,
+                    None,
+                )),
                 _ => None,
             },
         };
-        match text {
-            Some(text) => {
+        match found {
+            Some((text, source)) => {
                 let key = SigningKey::parse(&text).map_err(|why| {
-                    problem(
-                        format!("the remote cache's signing key cannot be used: {why}"),
-                        "`cairn cache keygen` makes a key file".into(),
-                    )
+                    let why = format!("the signing key cannot be used: {why}");
+                    match source {
+                        Some(source) => in_tasks_toml(config, "signing_key", source, why),
+                        None => problem(
+                            format!("{why} (from {KEY_VAR} or {KEY_FILE_VAR})"),
+                            "`cairn cache keygen` makes a key file".into(),
+                        ),
+                    }
                 })?;
                 signing_key = Some(key);
             }
@@ -109,24 +123,27 @@ pub(super) fn resolve(
     }))
 }
 
-/// Reads a credential; `None` when it names an environment variable that is not set.
+/// Reads a credential named in tasks.toml; `None` when it names an environment variable that is not set.
+/// A file or secret that cannot be read is an error pointing at where tasks.toml names it.
 fn read_credential(
     config: &Config,
     what: &str,
-    source: &Credential,
+    source: &Spanned<Credential>,
     identities: &[PathBuf],
 ) -> Result<Option<Zeroizing<String>>, CliError> {
-    match source {
+    match &source.value {
         Credential::Env(var) => Ok(std::env::var(var).ok().map(Zeroizing::new)),
         Credential::File(path) => {
-            let path = match path.strip_prefix("~/") {
+            let full = match path.strip_prefix("~/") {
                 Some(rest) => std::env::var_os("HOME").map_or_else(
                     || PathBuf::from(path),
                     |home| PathBuf::from(home).join(rest),
                 ),
                 None => config.root.join(path),
             };
-            read_file(&path, &format!("[remote_cache] {what}")).map(Some)
+            read_file(&full)
+                .map(Some)
+                .map_err(|why| in_tasks_toml(config, what, source, why))
         }
         Credential::Secret { from, key } => {
             crate::run::secrets::read_one(config, from, key, identities)
@@ -136,18 +153,29 @@ fn read_credential(
     }
 }
 
-fn read_file(path: &Path, named_by: &str) -> Result<Zeroizing<String>, CliError> {
+fn read_file(path: &Path) -> Result<Zeroizing<String>, String> {
     std::fs::read_to_string(path)
         .map(|text| Zeroizing::new(text.trim().to_owned()))
-        .map_err(|error| {
-            problem(
-                format!(
-                    "cannot read {} (named by {named_by}): {error}",
-                    path.display()
-                ),
-                "check the path; `cairn cache keygen --output PATH` writes a signing key".into(),
-            )
-        })
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))
+}
+
+/// An error about a credential, shown at the place tasks.toml names it.
+fn in_tasks_toml(
+    config: &Config,
+    what: &str,
+    source: &Spanned<Credential>,
+    why: String,
+) -> CliError {
+    CliError::Config(ConfigError::InvalidValue {
+        key: format!("remote_cache.{what}"),
+        reason: why,
+        src: config.source.clone(),
+        span: to_source_span(&source.span),
+        help: Some(match what {
+            "signing_key" => "`cairn cache keygen --output PATH` writes a signing key".into(),
+            _ => "check the path, or name the credential another way: `{ env = \"VAR\" }`".into(),
+        }),
+    })
 }
 
 fn problem(message: impl Into<String>, help: String) -> CliError {

@@ -68,9 +68,9 @@ pub struct RemoteCacheDef {
     /// Read only (the default), or read and publish.
     pub mode: RemoteMode,
     /// Where the bearer token comes from, if the server wants one.
-    pub token: Option<Credential>,
+    pub token: Option<Spanned<Credential>>,
     /// Where a writer's ed25519 signing key comes from.
-    pub signing_key: Option<Credential>,
+    pub signing_key: Option<Spanned<Credential>>,
     /// The keys whose signed entries this repository accepts.
     pub trusted_writers: Vec<TrustedWriter>,
     /// How long one request may take.

@@ -856,10 +856,16 @@ impl Walker<'_> {
                 }
             }
         }
-        let token = table.get("token").and_then(|v| self.credential("token", v));
+        let spanned = |value: &Value<'_>, credential: Credential| Spanned {
+            value: credential,
+            span: value.span(),
+        };
+        let token = table
+            .get("token")
+            .and_then(|v| Some(spanned(v, self.credential("token", v)?)));
         let signing_key = table
             .get("signing_key")
-            .and_then(|v| self.credential("signing_key", v));
+            .and_then(|v| Some(spanned(v, self.credential("signing_key", v)?)));
         let mut trusted_writers = Vec::new();
         if let Some(v) = table.get("trusted_writers") {
             match v.get_ref() {

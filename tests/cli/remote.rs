@@ -518,8 +518,30 @@ fn publishing_without_a_signing_key_reads_only_and_says_so() {
     with_bad
         .run_with(&["run", "build", "--remote", "read-write"])
         .status(2)
-        .stderr_has("the remote cache's signing key cannot be used")
+        .stderr_has("the signing key cannot be used: an ed25519 key has 32 bytes")
+        .stderr_has("CAIRN_REMOTE_SIGNING_KEY_FILE")
         .stderr_has("cairn cache keygen");
+    // Named in tasks.toml, the error points there.
+    let named = project(&nginx.url(), &public, &work.path().join("d"), "");
+    named.edit(
+        "tasks.toml",
+        "timeout = \"2s\"",
+        &format!(
+            "timeout = \"2s\"\nsigning_key = {{ file = \"{}\" }}",
+            bad.display()
+        ),
+    );
+    named
+        .run_with(&["run", "build", "--remote", "read-write"])
+        .status(2)
+        .stderr_has("tasks.toml:5:15")
+        .stderr_has("invalid `remote_cache.signing_key`: the signing key cannot be used");
+    named.edit("tasks.toml", "bad.key", "missing.key");
+    named
+        .run_with(&["run", "build", "--remote", "read-write"])
+        .status(2)
+        .stderr_has("tasks.toml:5:15")
+        .stderr_has("missing.key: No such file");
 }
 
 #[test]
