@@ -352,25 +352,55 @@ fn an_entry_that_would_write_outside_the_repository_is_refused() {
     let work = tempfile::tempdir().unwrap();
     let (_a, _, _, public) = publish(&nginx, work.path(), work.path());
     let slot = nginx.files("ac").pop().expect("A's entry");
-    // The trusted writer itself (a compromised or buggy CI) signs a manifest with a path out of the repository.
-    let envelope: serde_json::Value =
+    let genuine: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&slot).unwrap()).unwrap();
-    let manifest = base64_decode(envelope["manifest"].as_str().unwrap());
-    let mut manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    manifest["outputs"][0]["path"] = serde_json::Value::String("out/../../escaped".into());
+    let genuine = base64_decode(genuine["manifest"].as_str().unwrap());
     let key = cairn::cache::remote::SigningKey::parse(
         &std::fs::read_to_string(work.path().join("ci.key")).unwrap(),
     )
     .unwrap();
-    let resealed = cairn::cache::remote::trust::seal(&key, &serde_json::to_vec(&manifest).unwrap());
-    std::fs::write(&slot, serde_json::to_vec(&resealed).unwrap()).unwrap();
+    // The trusted writer itself (a compromised or buggy CI) signs manifests that lead out of the repository.
+    let reseal = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut manifest: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+        edit(&mut manifest);
+        let sealed =
+            cairn::cache::remote::trust::seal(&key, &serde_json::to_vec(&manifest).unwrap());
+        std::fs::write(&slot, serde_json::to_vec(&sealed).unwrap()).unwrap();
+    };
+    let output = |manifest: &mut serde_json::Value, path: &str| -> usize {
+        manifest["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|o| o["path"] == path)
+            .unwrap_or_else(|| panic!("{path} in the manifest"))
+    };
 
+    reseal(&|m| {
+        let i = output(m, "out/bin");
+        m["outputs"][i]["path"] = "out/../../escaped".into();
+    });
     let b = project(&nginx.url(), &public, &work.path().join("b"), "");
     b.run_with(&["run", "build"])
         .success()
         .stderr_has("it would write `out/../../escaped`, outside the repository")
         .cached(0);
     assert!(!b.dir.path().parent().unwrap().join("escaped").exists());
+
+    reseal(&|m| {
+        let i = output(m, "out/current");
+        m["outputs"][i]["target"] = "../../../etc/passwd".into();
+    });
+    let c = project(&nginx.url(), &public, &work.path().join("c"), "");
+    c.run_with(&["run", "build"])
+        .success()
+        .stderr_has("its link `out/current` points out of the repository")
+        .cached(0);
+    assert_eq!(
+        std::fs::read_link(c.path("out/current")).unwrap(),
+        PathBuf::from("bin"),
+        "the task's own link, not the manifest's"
+    );
 }
 
 #[test]
