@@ -276,6 +276,32 @@ mod tests {
         assert!(SigningKey::parse(&key.public_text()).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the manifest, it opens as sealed, and changing any one bit of it or of its signature
+        /// makes it refused.
+        #[test]
+        fn any_changed_bit_of_a_sealed_entry_is_refused(
+            manifest in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..512),
+            at in proptest::prelude::any::<usize>(),
+            bit in 0u8..8,
+            in_signature in proptest::prelude::any::<bool>(),
+        ) {
+            let key = SigningKey::generate().unwrap();
+            let writer = trusted(&key, "ci");
+            let mut envelope = seal(&key, &manifest);
+            let opened = open(&serde_json::to_vec(&envelope).unwrap(), &writer).unwrap();
+            proptest::prop_assert_eq!(&opened.0, &manifest);
+            let field = if in_signature { &mut envelope.signature } else { &mut envelope.manifest };
+            let mut bytes = BASE64.decode(&*field).unwrap();
+            let index = at % bytes.len();
+            bytes[index] ^= 1 << bit;
+            *field = BASE64.encode(&bytes);
+            proptest::prop_assert!(open(&serde_json::to_vec(&envelope).unwrap(), &writer).is_err());
+        }
+    }
+
     #[test]
     fn each_writer_has_its_own_slot_per_key() {
         let (a, b) = ([1u8; 32], [2u8; 32]);
