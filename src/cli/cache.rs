@@ -102,12 +102,46 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
     }
     let short = |key: &str| key[..12.min(key.len())].to_owned();
     let now = keyed.key.to_string();
+    // Where the local cache lacks the result, whether the remote one has it (asked, not fetched).
+    let remote_line = || -> Option<String> {
+        if !job.key.remote || session.contains(&keyed.key) {
+            return None;
+        }
+        let warn: std::sync::Arc<dyn Fn(&str) + Send + Sync> =
+            std::sync::Arc::new(|message: &str| eprintln!("cairn: warning: {message}"));
+        let options = super::remote::resolve(
+            &config,
+            Some(crate::config::RemoteMode::Read),
+            &args.identity,
+            warn,
+        )
+        .ok()??;
+        let remote = cache::remote::Remote::new(options, &cache::dir_for(&config.root));
+        Some(match remote.holder_of(&keyed.key) {
+            Ok(Some(writer)) => format!(
+                "the remote cache ({}) has a result for this key, signed by {writer}: it will be fetched if it verifies",
+                remote.shown_url()
+            ),
+            Ok(None) => format!(
+                "the remote cache ({}) has no result for this key: it will run",
+                remote.shown_url()
+            ),
+            Err(error) => format!("the remote cache could not be asked ({}): it will run", error.0),
+        })
+    };
     let Some(last) = session.last_success(&job.label) else {
-        println!(
-            "`{}` has no recorded success: it will run (key {})",
-            job.label,
-            short(&now)
-        );
+        match remote_line() {
+            Some(line) => println!(
+                "`{}` has no recorded success here (key {}); {line}",
+                job.label,
+                short(&now)
+            ),
+            None => println!(
+                "`{}` has no recorded success: it will run (key {})",
+                job.label,
+                short(&now)
+            ),
+        }
         return Ok(0);
     };
     let age = SystemTime::now()
@@ -120,11 +154,14 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
         let verdict = match (job.key.cacheable, stored) {
             (false, _) => {
                 "but the task is not cached (`cache = false`, or no `inputs`), so it runs"
+                    .to_owned()
             }
-            (true, true) => "and the cache has its result: it will be restored",
-            (true, false) => {
-                "but the cache no longer has its result (cleaned or trimmed): it will run"
-            }
+            (true, true) => "and the cache has its result: it will be restored".to_owned(),
+            (true, false) => match remote_line() {
+                Some(line) => format!("but the local cache no longer has its result; {line}"),
+                None => "but the cache no longer has its result (cleaned or trimmed): it will run"
+                    .to_owned(),
+            },
         };
         println!(
             "`{}`: nothing changed since its last success {ago} ago (key {}), {verdict}",
@@ -146,6 +183,9 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
     }
     if changes.len() > SHOWN {
         println!("  … and {} more", changes.len() - SHOWN);
+    }
+    if let Some(line) = remote_line() {
+        println!("{line}");
     }
     Ok(0)
 }

@@ -224,6 +224,13 @@ fn a_result_published_by_one_machine_is_restored_byte_for_byte_on_another() {
 
     // Machine B: the same repository, its own empty cache, reading only (the default).
     let b = project(&nginx.url(), &public, &work.path().join("b"), "");
+    b.run_with(&["why", "build"])
+        .success()
+        .stdout_has("`build` has no recorded success here")
+        .stdout_has(&format!(
+            "the remote cache ({}) has a result for this key, signed by ci: it will be fetched",
+            nginx.url()
+        ));
     let run = b
         .run_with(&["run", "build"])
         .success()
@@ -706,6 +713,9 @@ fn cache_remote_shows_the_settings_and_checks_lookups_and_uploads() {
     let (key, public) = keygen(work.path(), "ci.key");
     let test = project(&nginx.url(), &public, &work.path().join("a"), "")
         .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    test.run_with(&["why", "build"])
+        .success()
+        .stdout_has("has no result for this key: it will run");
     test.run_with(&["cache", "remote"])
         .success()
         .stdout_has(&format!("remote cache:    {}", nginx.url()))

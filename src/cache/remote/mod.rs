@@ -342,6 +342,21 @@ impl Remote {
             .map_err(|e| Fault::Bad(format!("cannot store the entry: {e}")))
     }
 
+    /// The first trusted writer whose slot holds an entry for `key` (existence only: nothing is verified or
+    /// fetched), for `cairn why`.
+    pub fn holder_of(&self, key: &Key) -> Result<Option<String>, Unavailable> {
+        let key_text = key.to_string();
+        for writer in &self.trusted {
+            if self
+                .client
+                .has(Space::Ac, &trust::slot(&key_text, &writer.key))?
+            {
+                return Ok(Some(writer.name.clone()));
+            }
+        }
+        Ok(None)
+    }
+
     /// The trusted writers' names, this machine's included when it publishes.
     pub fn trusted_names(&self) -> Vec<String> {
         self.trusted.iter().map(|t| t.name.clone()).collect()
