@@ -176,19 +176,28 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         None
     } else {
         let mut session = open_cache(&config)?;
-        if !args.dry_run {
-            let flag = args.remote.map(RemoteMode::from);
-            if let Some(options) = super::remote::resolve(&config, flag, &args.identity, warn)? {
-                let dir = crate::cache::dir_for(&config.root);
-                session.attach_remote(Remote::new(options, &dir));
+        let flag = args.remote.map(RemoteMode::from);
+        if let Some(mut options) = super::remote::resolve(&config, flag, &args.identity, warn)? {
+            if args.dry_run {
+                // A dry run only asks the remote cache what it holds.
+                options.signing_key = None;
             }
+            let dir = crate::cache::dir_for(&config.root);
+            session.attach_remote(Remote::new(options, &dir));
         }
         Some(Arc::new(session))
     };
 
     if args.dry_run {
         let predictions = session.as_deref().map(|s| predict(&plan, s));
-        print!("{}", describe_plan(&plan, jobs, predictions.as_deref()));
+        let holders = session
+            .as_deref()
+            .zip(predictions.as_deref())
+            .and_then(|(session, predictions)| remote_holders(&plan, session, predictions));
+        print!(
+            "{}",
+            describe_plan(&plan, jobs, predictions.as_deref(), holders.as_deref())
+        );
         return Ok(0);
     }
     confirm(&plan, args.yes)?;
@@ -549,6 +558,39 @@ pub(super) fn predict(plan: &Plan, session: &Session) -> Vec<Result<(Keyed, bool
     out
 }
 
+/// For each predicted miss of a task that may use the remote cache, the trusted writer whose slot holds an
+/// entry for its key (asked, not fetched); `None` without a remote cache. A server that fails is asked no more.
+fn remote_holders(
+    plan: &Plan,
+    session: &Session,
+    predictions: &[Result<(Keyed, bool), String>],
+) -> Option<Vec<Option<String>>> {
+    let remote = session.remote()?;
+    let mut reachable = true;
+    let holders = plan
+        .jobs
+        .iter()
+        .zip(predictions)
+        .map(|(job, predicted)| match predicted {
+            Ok((keyed, false)) if reachable && job.key.cacheable && job.key.remote => {
+                match remote.holder_of(&keyed.key) {
+                    Ok(holder) => holder,
+                    Err(error) => {
+                        reachable = false;
+                        eprintln!(
+                            "cairn: warning: the remote cache could not be asked: {}",
+                            error.0
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    Some(holders)
+}
+
 /// Whether cairn is in the terminal's foreground process group (not started with `&`), so it may hand the
 /// terminal to a task.
 fn owns_terminal() -> bool {
@@ -606,6 +648,7 @@ fn describe_plan(
     plan: &Plan,
     jobs: usize,
     predictions: Option<&[Result<(Keyed, bool), String>]>,
+    remote_holders: Option<&[Option<String>]>,
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -686,7 +729,13 @@ fn describe_plan(
             let verdict = match &predictions[i] {
                 Ok(_) if !job.key.cacheable => "not cached".to_owned(),
                 Ok((keyed, true)) => format!("hit ({})", &keyed.key.to_string()[..12]),
-                Ok((keyed, false)) => format!("miss ({})", &keyed.key.to_string()[..12]),
+                Ok((keyed, false)) => match remote_holders.and_then(|h| h[i].as_deref()) {
+                    Some(writer) => format!(
+                        "miss here ({}); the remote cache holds it, signed by {writer}",
+                        &keyed.key.to_string()[..12]
+                    ),
+                    None => format!("miss ({})", &keyed.key.to_string()[..12]),
+                },
                 Err(error) => format!("unknown: {error}"),
             };
             let _ = writeln!(out, "       cache {verdict}");

@@ -224,6 +224,10 @@ fn a_result_published_by_one_machine_is_restored_byte_for_byte_on_another() {
 
     // Machine B: the same repository, its own empty cache, reading only (the default).
     let b = project(&nginx.url(), &public, &work.path().join("b"), "");
+    b.run_with(&["run", "build", "--dry-run"])
+        .success()
+        .stdout_has("cache miss here (")
+        .stdout_has("the remote cache holds it, signed by ci");
     b.run_with(&["why", "build"])
         .success()
         .stdout_has("`build` has no recorded success here")
