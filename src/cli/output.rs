@@ -209,11 +209,7 @@ impl Reporter for TerminalReporter {
 
     fn finished(&self, job: &Job, result: &TaskResult) {
         if let Some(status) = &self.status {
-            status.finished(
-                job.node,
-                result.cache == crate::run::CacheUse::Hit,
-                result.status.is_failure(),
-            );
+            status.finished(job.node, result.cache.is_hit(), result.status.is_failure());
         }
         match self.layout {
             Layout::Grouped => {

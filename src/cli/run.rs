@@ -339,7 +339,7 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         if report
             .results
             .iter()
-            .any(|r| r.cache == run::CacheUse::Miss)
+            .any(|r| matches!(r.cache, run::CacheUse::Miss | run::CacheUse::RemoteHit))
         {
             let dir = crate::cache::dir_for(&config.root);
             if let Err(error) = crate::cache::auto_gc(

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::JobRecord;
 use crate::graph::NodeId;
-use crate::run::{CacheUse, Interruption, Plan, RunReport, TaskStatus};
+use crate::run::{Interruption, Plan, RunReport, TaskStatus};
 
 /// The version of the format below.
 pub const SCHEMA: u32 = 1;
@@ -197,7 +197,7 @@ impl RunSummary {
             match result.status {
                 TaskStatus::Succeeded => {
                     totals.succeeded += 1;
-                    totals.cached += usize::from(result.cache == CacheUse::Hit);
+                    totals.cached += usize::from(result.cache.is_hit());
                 }
                 TaskStatus::Failed { .. } | TaskStatus::TimedOut { .. } => totals.failed += 1,
                 TaskStatus::Interrupted => totals.interrupted += 1,
@@ -231,12 +231,7 @@ impl RunSummary {
                     TaskStatus::Skipped { blocked_by } => Some(plan.jobs[blocked_by].label.clone()),
                     _ => None,
                 },
-                cache: match result.cache {
-                    CacheUse::Hit => "hit",
-                    CacheUse::Miss => "miss",
-                    CacheUse::Off => "off",
-                }
-                .to_owned(),
+                cache: result.cache.name().to_owned(),
                 cache_reason: result.cache_reason.clone(),
                 started_ms: started_ms.filter(|_| ran),
                 ended_ms: started_ms.filter(|_| ran).map(|s| s + ms(result.duration)),

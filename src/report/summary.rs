@@ -21,6 +21,7 @@ pub fn render_summary(plan: &Plan, report: &RunReport, style: SummaryStyle) -> S
     };
     let mut succeeded = 0;
     let mut cached = 0;
+    let mut remote = 0;
     let mut failed = 0;
     let mut interrupted = 0;
     let mut not_run = 0;
@@ -28,7 +29,8 @@ pub fn render_summary(plan: &Plan, report: &RunReport, style: SummaryStyle) -> S
         match result.status {
             TaskStatus::Succeeded => {
                 succeeded += 1;
-                cached += usize::from(result.cache == CacheUse::Hit);
+                cached += usize::from(result.cache.is_hit());
+                remote += usize::from(result.cache == CacheUse::RemoteHit);
             }
             TaskStatus::Failed { .. } | TaskStatus::TimedOut { .. } => failed += 1,
             TaskStatus::Interrupted => interrupted += 1,
@@ -36,7 +38,9 @@ pub fn render_summary(plan: &Plan, report: &RunReport, style: SummaryStyle) -> S
         }
     }
     let total = report.results.len();
-    let mut parts = vec![if cached > 0 {
+    let mut parts = vec![if remote > 0 {
+        format!("{succeeded} succeeded ({cached} from cache, {remote} of them remote)")
+    } else if cached > 0 {
         format!("{succeeded} succeeded ({cached} from cache)")
     } else {
         format!("{succeeded} succeeded")

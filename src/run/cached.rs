@@ -13,10 +13,28 @@ use super::{attempts, Executor, Job, JobContext, Reporter, Stream, TaskResult, T
 pub enum CacheUse {
     /// Not consulted: caching off for the task or the run.
     Off,
-    /// Restored from the cache; the task did not run.
+    /// Restored from the local cache; the task did not run.
     Hit,
+    /// Fetched from the remote cache into the local one, and restored; the task did not run.
+    RemoteHit,
     /// Looked up and not found (or `--force`); the task ran.
     Miss,
+}
+
+impl CacheUse {
+    /// Whether the result came from a cache, local or remote.
+    pub fn is_hit(self) -> bool {
+        matches!(self, CacheUse::Hit | CacheUse::RemoteHit)
+    }
+
+    /// The name summaries and events give it: `hit`, `miss` or `off` (where a hit came from is in the reason).
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheUse::Hit | CacheUse::RemoteHit => "hit",
+            CacheUse::Miss => "miss",
+            CacheUse::Off => "off",
+        }
+    }
 }
 
 /// How a job ended, as the scheduler records it.
@@ -174,7 +192,11 @@ pub(super) async fn run_job(
                     status: TaskStatus::Succeeded,
                     attempts: 0,
                     key: Some(keyed.key),
-                    cache: CacheUse::Hit,
+                    cache: if restored.from_remote.is_some() {
+                        CacheUse::RemoteHit
+                    } else {
+                        CacheUse::Hit
+                    },
                     cache_reason: restored
                         .from_remote
                         .map(|writer| format!("remote cache, signed by {writer}")),

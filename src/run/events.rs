@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cairn_plugin_api::{exports, Capability, Event, EventBatch};
 
 use super::plugins::Plugins;
-use super::{CacheUse, Job, Key, Reporter, Stream, TaskResult, TaskStatus};
+use super::{Job, Key, Reporter, Stream, TaskResult, TaskStatus};
 
 /// Events waiting for a sink beyond this are dropped.
 const QUEUE: usize = 4096;
@@ -200,12 +200,7 @@ impl Reporter for EventReporter {
             status: status.into(),
             exit_code,
             duration_ms: result.duration.as_millis() as u64,
-            cache: match result.cache {
-                CacheUse::Hit => "hit",
-                CacheUse::Miss => "miss",
-                CacheUse::Off => "off",
-            }
-            .into(),
+            cache: result.cache.name().into(),
             params: job.key.params.clone(),
         });
         self.inner.finished(job, result);

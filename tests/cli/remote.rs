@@ -239,7 +239,8 @@ fn a_result_published_by_one_machine_is_restored_byte_for_byte_on_another() {
         .run_with(&["run", "build"])
         .success()
         .stderr_has("`build`: fetched from the remote cache (signed by ci)")
-        .cached(1);
+        .cached(1)
+        .fetched(1);
     assert_eq!(built_line(&run.stdout), line, "A's output is replayed");
     assert_eq!(outputs(&b), published, "byte-identical outputs, same modes");
     assert_eq!(

@@ -183,22 +183,34 @@ impl Run {
         self
     }
 
-    /// Whether the run's summary counts this many results restored from the cache.
+    /// Whether the run's summary counts this many results restored from the cache (local or remote).
     pub fn cached(self, count: usize) -> Run {
-        let expected = format!("({count} from cache)");
+        let expected = format!("({count} from cache");
         if count == 0 {
             assert!(
-                !self.stderr.contains("from cache)"),
+                !self.stderr.contains(" from cache"),
                 "expected no cache hit:\n{}",
                 self.stderr
             );
         } else {
             assert!(
-                self.stderr.contains(&expected),
-                "expected {expected}:\n{}",
+                self.stderr.contains(&format!("{expected})"))
+                    || self.stderr.contains(&format!("{expected}, ")),
+                "expected {expected}):\n{}",
                 self.stderr
             );
         }
+        self
+    }
+
+    /// Whether the run's summary counts this many of its cache hits as fetched from the remote cache.
+    pub fn fetched(self, count: usize) -> Run {
+        let expected = format!("{count} of them remote)");
+        assert!(
+            self.stderr.contains(&expected),
+            "expected {expected}:\n{}",
+            self.stderr
+        );
         self
     }
 
