@@ -20,6 +20,8 @@ pub const TOKEN_VAR: &str = "CAIRN_REMOTE_CACHE_TOKEN";
 pub const KEY_VAR: &str = "CAIRN_REMOTE_SIGNING_KEY";
 /// A file holding the signing key, when `[remote_cache]` names no `signing_key`.
 pub const KEY_FILE_VAR: &str = "CAIRN_REMOTE_SIGNING_KEY_FILE";
+/// A PEM bundle of certificate authorities to trust, overriding `[remote_cache] ca_file`.
+pub const CA_FILE_VAR: &str = "CAIRN_REMOTE_CACHE_CA_FILE";
 
 /// The remote cache options for a run, or `None` when it uses none.
 pub(super) fn resolve(
@@ -109,6 +111,30 @@ pub(super) fn resolve(
             )),
         }
     }
+    let roots = match (
+        std::env::var_os(CA_FILE_VAR),
+        def.and_then(|d| d.ca_file.as_ref()),
+    ) {
+        (Some(path), _) => Some(read_roots(Path::new(&path)).map_err(|why| {
+            problem(
+                format!("{CA_FILE_VAR}: {why}"),
+                "name a PEM file of the certificate authorities that signed the server's certificate".into(),
+            )
+        })?),
+        (None, Some(path)) => Some(read_roots(&expand(config, &path.value)).map_err(|why| {
+            CliError::Config(ConfigError::InvalidValue {
+                key: "remote_cache.ca_file".into(),
+                reason: why,
+                src: config.source.clone(),
+                span: to_source_span(&path.span),
+                help: Some(
+                    "name a PEM file of the certificate authorities that signed the server's certificate"
+                        .into(),
+                ),
+            })
+        })?),
+        (None, None) => None,
+    };
     let trusted = def.map(|d| d.trusted_writers.clone()).unwrap_or_default();
     if trusted.is_empty() && signing_key.is_none() {
         warn("the remote cache trusts no writer (`trusted_writers` in [remote_cache] is empty): nothing will be read from it");
@@ -117,6 +143,7 @@ pub(super) fn resolve(
         url,
         token,
         timeout: def.map_or(DEFAULT_REMOTE_TIMEOUT, |d| d.timeout),
+        roots,
         trusted,
         signing_key,
         warn,
@@ -133,24 +160,32 @@ fn read_credential(
 ) -> Result<Option<Zeroizing<String>>, CliError> {
     match &source.value {
         Credential::Env(var) => Ok(std::env::var(var).ok().map(Zeroizing::new)),
-        Credential::File(path) => {
-            let full = match path.strip_prefix("~/") {
-                Some(rest) => std::env::var_os("HOME").map_or_else(
-                    || PathBuf::from(path),
-                    |home| PathBuf::from(home).join(rest),
-                ),
-                None => config.root.join(path),
-            };
-            read_file(&full)
-                .map(Some)
-                .map_err(|why| in_tasks_toml(config, what, source, why))
-        }
+        Credential::File(path) => read_file(&expand(config, path))
+            .map(Some)
+            .map_err(|why| in_tasks_toml(config, what, source, why)),
         Credential::Secret { from, key } => {
             crate::run::secrets::read_one(config, from, key, identities)
                 .map(Some)
                 .map_err(CliError::Secrets)
         }
     }
+}
+
+/// A path named in tasks.toml: `~/…` below the home directory, else relative to the repository root.
+fn expand(config: &Config, path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME").map_or_else(
+            || PathBuf::from(path),
+            |home| PathBuf::from(home).join(rest),
+        ),
+        None => config.root.join(path),
+    }
+}
+
+fn read_roots(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem =
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    crate::cache::remote::parse_roots(&pem).map_err(|why| format!("{}: {why}", path.display()))
 }
 
 fn read_file(path: &Path) -> Result<Zeroizing<String>, String> {

@@ -75,6 +75,8 @@ pub struct RemoteCacheDef {
     pub trusted_writers: Vec<TrustedWriter>,
     /// How long one request may take.
     pub timeout: Duration,
+    /// A PEM file of the certificate authorities to trust for `https://` instead of the built-in roots.
+    pub ca_file: Option<Spanned<String>>,
     /// The table's header, for diagnostics.
     pub span: Span,
 }

@@ -31,6 +31,7 @@ const REMOTE_KEYS: &[&str] = &[
     "signing_key",
     "trusted_writers",
     "timeout",
+    "ca_file",
 ];
 const PLUGIN_KEYS: &[&str] = &[
     "source", "sha256", "config", "allow", "limits", "events", "secrets", "built_by",
@@ -883,6 +884,7 @@ impl Walker<'_> {
             .get("timeout")
             .and_then(|v| self.duration("timeout", v))
             .unwrap_or(DEFAULT_REMOTE_TIMEOUT);
+        let ca_file = table.get("ca_file").and_then(|v| self.string("ca_file", v));
         Some(RemoteCacheDef {
             url,
             mode,
@@ -890,6 +892,7 @@ impl Walker<'_> {
             signing_key,
             trusted_writers,
             timeout,
+            ca_file,
             span: key.span(),
         })
     }

@@ -13,6 +13,8 @@ struct Nginx {
     child: Option<Child>,
     /// The bearer token every request must carry, if any.
     token: Option<String>,
+    /// The server's certificate and key, when it speaks TLS.
+    tls: Option<(PathBuf, PathBuf)>,
     dir: tempfile::TempDir,
     port: u16,
     binary: PathBuf,
@@ -20,10 +22,11 @@ struct Nginx {
 
 impl Nginx {
     fn start() -> Option<Nginx> {
-        Nginx::start_with(None)
+        Nginx::start_with(None, false)
     }
 
-    fn start_with(token: Option<&str>) -> Option<Nginx> {
+    /// With TLS, the certificate is issued for 127.0.0.1 by a test CA whose certificate is `ca.pem`.
+    fn start_with(token: Option<&str>, tls: bool) -> Option<Nginx> {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
             .into_iter()
             .map(PathBuf::from)
@@ -44,9 +47,11 @@ impl Nginx {
         make_writable(&dir.path().join("root"));
         make_writable(&dir.path().join("tmp"));
         let port = free_port();
+        let tls = tls.then(|| issue_certificates(dir.path()));
         let mut nginx = Nginx {
             child: None,
             token: token.map(str::to_owned),
+            tls,
             dir,
             port,
             binary,
@@ -63,8 +68,16 @@ impl Nginx {
             }
             None => String::new(),
         };
+        let ssl = match &self.tls {
+            Some((certificate, key)) => format!(
+                " ssl;\n    ssl_certificate {};\n    ssl_certificate_key {}",
+                certificate.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let conf = format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port};\n    location /cairn/ {{\n{auth}      root {d}/root;\n      dav_methods PUT;\n      create_full_put_path on;\n      dav_access user:rw group:rw all:r;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 127.0.0.1:{port}{ssl};\n    location /cairn/ {{\n{auth}      root {d}/root;\n      dav_methods PUT;\n      create_full_put_path on;\n      dav_access user:rw group:rw all:r;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
             port = self.port
         );
         let conf_path = self.dir.path().join("nginx.conf");
@@ -89,7 +102,12 @@ impl Nginx {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/cairn", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/cairn", self.port)
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -121,6 +139,82 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A test CA and a server certificate it issued for 127.0.0.1, made with the openssl command; returns the
+/// server's certificate and key.
+fn issue_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (.ci/run installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let p256 = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(p256);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cairn test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&ca);
+    let mut request = vec!["req"];
+    request.extend(p256);
+    request.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&request);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (dir.join("server.pem"), dir.join("server.key"))
 }
 
 fn make_writable(path: &Path) {
@@ -607,7 +701,7 @@ fn remote_cache_settings_are_checked_with_their_position() {
 #[test]
 fn a_token_from_a_cairn_secret_opens_the_server_and_tasks_with_secrets_stay_local() {
     let token = "tok-5f2a9c1e7d3b";
-    let Some(nginx) = Nginx::start_with(Some(token)) else {
+    let Some(nginx) = Nginx::start_with(Some(token), false) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -737,4 +831,54 @@ fn cache_remote_shows_the_settings_and_checks_lookups_and_uploads() {
         .status(1)
         .stdout_has("lookup:          failed: asking")
         .stdout_has("Connection refused");
+}
+
+#[test]
+fn https_with_the_servers_certificate_authority_named_in_ca_file() {
+    let Some(nginx) = Nginx::start_with(None, true) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "ci.key");
+    let ca_line = format!("timeout = \"2s\"\nca_file = \"{}\"", nginx.ca().display());
+    let a = project(&nginx.url(), &public, &work.path().join("a"), "")
+        .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    a.edit("tasks.toml", "timeout = \"2s\"", &ca_line);
+    a.run_with(&["run", "build", "--remote", "read-write"])
+        .success()
+        .stderr_has("published 1 result (")
+        .stderr_lacks("warning");
+
+    // Without the CA the built-in roots do not know the server: one warning, and the run goes on.
+    let b = project(&nginx.url(), &public, &work.path().join("b"), "");
+    let run = b.run_with(&["run", "build"]).success().cached(0);
+    assert_eq!(
+        run.stderr.matches("not usable").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("certificate") && run.stderr.contains("`ca_file` in [remote_cache]"),
+        "the warning names the cause and the fix:\n{}",
+        run.stderr
+    );
+
+    // With it from the environment, the result is fetched over TLS.
+    let c = project(&nginx.url(), &public, &work.path().join("c"), "")
+        .env("CAIRN_REMOTE_CACHE_CA_FILE", nginx.ca().to_str().unwrap());
+    c.run_with(&["run", "build"]).success().fetched(1);
+
+    // A file that holds no certificate is an error at its place in tasks.toml.
+    let d = project(&nginx.url(), &public, &work.path().join("d"), "");
+    d.write("not-a-ca.pem", "hello\n");
+    d.edit(
+        "tasks.toml",
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\nca_file = \"not-a-ca.pem\"",
+    );
+    d.run_with(&["run", "build"])
+        .status(2)
+        .stderr_has("tasks.toml:5:11")
+        .stderr_has("holds no PEM certificate");
 }

@@ -51,7 +51,12 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for the server at `url`; credentials in the URL (`https://user:pass@host/`) become Basic
     /// authentication, `token` a Bearer token. Each request gives up after `timeout`.
-    pub fn new(url: &str, token: Option<Zeroizing<String>>, timeout: Duration) -> Client {
+    pub fn new(
+        url: &str,
+        token: Option<Zeroizing<String>>,
+        timeout: Duration,
+        roots: Option<&[Vec<u8>]>,
+    ) -> Client {
         let (base, basic) = split_credentials(url.trim_end_matches('/'));
         let authorization = match (token, basic) {
             (Some(token), _) => Some(Zeroizing::new(format!("Bearer {}", token.trim()))),
@@ -64,7 +69,20 @@ impl Client {
         // A server that stops answering for `timeout` at any point has failed; the whole request is bounded
         // per call (see `bounded`).
         let connect = timeout.min(Duration::from_secs(5));
+        let tls = match roots {
+            Some(roots) => {
+                let certificates: Vec<ureq::tls::Certificate<'static>> = roots
+                    .iter()
+                    .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+                    .collect();
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certificates))
+                    .build()
+            }
+            None => ureq::tls::TlsConfig::default(),
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_resolve(Some(connect))
@@ -105,7 +123,12 @@ impl Client {
             ureq::Error::Io(e) => e.to_string(),
             other => other.to_string(),
         };
-        Unavailable(format!("{what} {}: {reason}", self.shown))
+        let hint = if reason.contains("certificate") {
+            " (a server whose certificate your own authority issued needs it named: `ca_file` in [remote_cache], or CAIRN_REMOTE_CACHE_CA_FILE)"
+        } else {
+            ""
+        };
+        Unavailable(format!("{what} {}: {reason}{hint}", self.shown))
     }
 
     fn refused(&self, what: &str, status: u16) -> Unavailable {
@@ -195,6 +218,22 @@ impl Client {
             status => Err(self.refused("writing to", status)),
         }
     }
+}
+
+/// The certificates of a PEM bundle, in DER; an error when it holds none or cannot be read.
+pub fn parse_roots(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut roots = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        // A bundle may carry other sections (keys); only certificates are roots.
+        let item = item.map_err(|e| format!("it is not valid PEM: {e}"))?;
+        if let ureq::tls::PemItem::Certificate(certificate) = item {
+            roots.push(certificate.der().to_vec());
+        }
+    }
+    if roots.is_empty() {
+        return Err("it holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)".into());
+    }
+    Ok(roots)
 }
 
 /// Splits `scheme://user:pass@host/path` into the URL without credentials and the credentials.

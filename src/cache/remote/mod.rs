@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-pub use http::Unavailable;
+pub use http::{parse_roots, Unavailable};
 pub use trust::{public_text, SigningKey};
 
 use super::fingerprint::{hex, parse_hex, Key};
@@ -52,6 +52,8 @@ pub struct RemoteOptions {
     pub token: Option<Zeroizing<String>>,
     /// How long one request may take.
     pub timeout: Duration,
+    /// The certificate authorities (DER) trusted for `https://` instead of the built-in roots.
+    pub roots: Option<Vec<Vec<u8>>>,
     /// Whose entries are accepted.
     pub trusted: Vec<TrustedWriter>,
     /// This machine's key, when it publishes.
@@ -175,7 +177,12 @@ impl Remote {
     /// A remote for the store in `store_dir`; publishing starts its upload threads, which open the store
     /// again (shared) to read what they send.
     pub fn new(options: RemoteOptions, store_dir: &Path) -> Remote {
-        let client = Arc::new(Client::new(&options.url, options.token, options.timeout));
+        let client = Arc::new(Client::new(
+            &options.url,
+            options.token,
+            options.timeout,
+            options.roots.as_deref(),
+        ));
         let health = Arc::new(Health {
             down: AtomicBool::new(false),
             warned: AtomicBool::new(false),
