@@ -882,3 +882,59 @@ fn https_with_the_servers_certificate_authority_named_in_ca_file() {
         .stderr_has("tasks.toml:5:11")
         .stderr_has("holds no PEM certificate");
 }
+
+#[test]
+fn the_mode_comes_from_the_flag_then_the_environment_then_tasks_toml() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "ci.key");
+    // tasks.toml says read-write and names no URL; the environment gives the URL.
+    let a = project(
+        "http://unused.invalid/cairn",
+        &public,
+        &work.path().join("a"),
+        "",
+    )
+    .env("CAIRN_REMOTE_CACHE", &nginx.url())
+    .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    a.edit(
+        "tasks.toml",
+        "url = \"http://unused.invalid/cairn\"\n",
+        "mode = \"read-write\"\n",
+    );
+    a.run_with(&["run", "build", "--remote", "off"])
+        .success()
+        .stderr_lacks("published");
+    assert!(
+        nginx.files("ac").is_empty(),
+        "--remote off wins over tasks.toml"
+    );
+    let a = a.env("CAIRN_REMOTE_CACHE_MODE", "read");
+    a.run_with(&["run", "build", "--force"])
+        .success()
+        .stderr_lacks("published");
+    assert!(
+        nginx.files("ac").is_empty(),
+        "the environment wins over tasks.toml"
+    );
+    a.run_with(&["run", "build", "--force", "--remote", "read-write"])
+        .success()
+        .stderr_has("published 1 result");
+    let a = a.env("CAIRN_REMOTE_CACHE_MODE", "");
+    std::fs::remove_dir_all(work.path().join("a")).unwrap();
+    a.run_with(&["run", "build"]).success().fetched(1);
+
+    // CAIRN_REMOTE_CACHE=off turns it off whatever tasks.toml says.
+    let b =
+        project(&nginx.url(), &public, &work.path().join("b"), "").env("CAIRN_REMOTE_CACHE", "off");
+    b.run_with(&["run", "build"]).success().cached(0);
+    b.run_with(&["cache", "remote"])
+        .success()
+        .stdout_has("no remote cache");
+    let c = project(&nginx.url(), &public, &work.path().join("c"), "")
+        .env("CAIRN_REMOTE_CACHE_MODE", "sometimes");
+    c.run_with(&["run", "build"])
+        .status(2)
+        .stderr_has("CAIRN_REMOTE_CACHE_MODE=`sometimes` is not a mode")
+        .stderr_has("use `read`, `read-write` or `off`");
+}
