@@ -4,6 +4,7 @@
 #   R1  200 tasks restored from the remote cache into an empty local cache   vs  running them   (goal: faster)
 #   R2  the same 200 tasks as local hits                                      vs  R1             (the network's share)
 #   R3  publishing: a writer's cold run                                      vs  the same run without a remote
+#   R4  one task with 500 small output files restored from the remote cache  vs  running it
 #
 # Each task sleeps 50 ms and writes a 64 KiB output: a stand-in for a short compile step.
 # Usage: bash benches/remote.sh [--runs N] [--tasks N]
@@ -59,13 +60,14 @@ echo 'int main(void) { return 0; }' >"$project/src/main.c"
     for i in $(seq 1 "$tasks"); do
         printf '[tasks.t%s]\ninputs = ["src/**"]\noutputs = ["out/t%s.bin"]\nrun = "sleep 0.05; mkdir -p out; head -c 65536 /dev/urandom > out/t%s.bin"\n\n' "$i" "$i" "$i"
     done
-    printf '[tasks.all]\ndeps = [%s]\n' "$(seq 1 "$tasks" | sed 's/.*/"t&"/' | paste -sd,)"
+    printf '[tasks.all]\ndeps = [%s]\n\n' "$(seq 1 "$tasks" | sed 's/.*/"t&"/' | paste -sd,)"
+    printf '[tasks.many]\ninputs = ["src/**"]\noutputs = ["many/**"]\nrun = "sleep 0.5; mkdir -p many; for i in $(seq 1 500); do head -c 4096 /dev/urandom > many/f$i; done"\n'
 } >"$project/tasks.toml"
 
 cd "$project"
 # The writer publishes once; every reader run below starts from an empty local cache.
 CAIRN_CACHE_DIR="$work/writer" CAIRN_REMOTE_SIGNING_KEY_FILE="$work/ci.key" \
-    "$cairn" run all --remote read-write --progress plain >/dev/null 2>&1
+    "$cairn" run all many --remote read-write --progress plain >/dev/null 2>&1
 
 hyperfine --runs "$runs" --style basic --export-markdown "$work/r1.md" \
     --prepare "rm -rf $work/reader out" \
@@ -81,4 +83,9 @@ hyperfine --runs "$runs" --style basic --export-markdown "$work/r3.md" \
     -n "R3 publishing" "CAIRN_CACHE_DIR=$work/w CAIRN_REMOTE_SIGNING_KEY_FILE=$work/ci.key $cairn run all --force --remote read-write --progress plain" \
     --prepare "rm -rf $work/w out" \
     -n "R3 local only" "CAIRN_CACHE_DIR=$work/w CAIRN_REMOTE_CACHE=off $cairn run all --force --progress plain"
-cat "$work/r1.md" "$work/r2.md" "$work/r3.md"
+hyperfine --runs "$runs" --style basic --export-markdown "$work/r4.md" \
+    --prepare "rm -rf $work/reader many" \
+    -n "R4 remote fetch, 500 files" "CAIRN_CACHE_DIR=$work/reader $cairn run many --progress plain" \
+    --prepare "rm -rf $work/none many" \
+    -n "R4 run (no cache)" "CAIRN_CACHE_DIR=$work/none $cairn run many --no-cache --progress plain"
+cat "$work/r1.md" "$work/r2.md" "$work/r3.md" "$work/r4.md"

@@ -41,6 +41,8 @@ use http::{Client, Space};
 const MAX_ENVELOPE: u64 = 16 << 20;
 /// Blobs smaller than this are sent as they are: compressing them saves nothing worth a round of zstd.
 const COMPRESS_FROM: usize = 512;
+/// An entry's blobs are downloaded, or checked and sent, on up to this many threads.
+const BLOB_THREADS: usize = 8;
 /// Uploads run on this many threads, beside the run.
 const UPLOAD_THREADS: usize = 2;
 
@@ -301,30 +303,15 @@ impl Remote {
 
     /// Downloads and verifies the blobs the local store lacks, then writes the entry.
     fn import(&self, key: &Key, manifest: &Manifest, store: &Store) -> Result<(), Fault> {
-        let blobs = manifest
+        let missing: Vec<&RemoteBlob> = manifest
             .outputs
             .iter()
             .filter_map(|o| o.blob.as_ref())
-            .chain(manifest.log.as_ref());
-        for blob in blobs {
-            if store.has_blob(&blob.blake3) {
-                continue;
-            }
-            let fetched = self
-                .client
-                .get(Space::Cas, &blob.sha256, blob.stored_size)
-                .map_err(Fault::Unavailable)?
-                .ok_or_else(|| {
-                    Fault::Bad(format!(
-                        "the server no longer has blob {}",
-                        short(&blob.sha256)
-                    ))
-                })?;
-            let content = verify_blob(blob, &fetched).map_err(Fault::Bad)?;
-            store
-                .put_blob(&content, false)
-                .map_err(|e| Fault::Bad(format!("cannot store a fetched blob: {e}")))?;
-        }
+            .chain(manifest.log.as_ref())
+            .filter(|blob| !store.has_blob(&blob.blake3))
+            .collect();
+        // Several at once: each blob costs a round trip and a durable write, and an entry can have thousands.
+        in_parallel(&missing, |blob| self.fetch_blob(blob, store))?;
         let entry = Entry {
             key: manifest.key.clone(),
             task: manifest.task.clone(),
@@ -362,6 +349,25 @@ impl Remote {
             }
         }
         Ok(None)
+    }
+
+    /// Downloads one blob, verifies it and writes it to the local store.
+    fn fetch_blob(&self, blob: &RemoteBlob, store: &Store) -> Result<(), Fault> {
+        let fetched = self
+            .client
+            .get(Space::Cas, &blob.sha256, blob.stored_size)
+            .map_err(Fault::Unavailable)?
+            .ok_or_else(|| {
+                Fault::Bad(format!(
+                    "the server no longer has blob {}",
+                    short(&blob.sha256)
+                ))
+            })?;
+        let content = verify_blob(blob, &fetched).map_err(Fault::Bad)?;
+        store
+            .put_blob(&content, false)
+            .map_err(|e| Fault::Bad(format!("cannot store a fetched blob: {e}")))?;
+        Ok(())
     }
 
     /// The trusted writers' names, this machine's included when it publishes.
@@ -518,15 +524,15 @@ fn upload(
     store: &Store,
     entry: &Entry,
 ) -> Result<u64, Fault> {
-    let mut sent = 0;
-    let mut send_blob = |hash: &str| -> Result<RemoteBlob, Fault> {
+    let sent = AtomicU64::new(0);
+    let send_blob = |hash: &&String| -> Result<RemoteBlob, Fault> {
         let content = store
             .get_blob(hash)
             .map_err(|e| Fault::Bad(e.to_string()))?;
         let (stored, zstd) = pack(&content);
         let blob = RemoteBlob {
             sha256: hex(&Sha256::digest(&stored)),
-            blake3: hash.to_owned(),
+            blake3: (*hash).clone(),
             size: content.len() as u64,
             stored_size: stored.len() as u64,
             zstd,
@@ -538,27 +544,34 @@ fn upload(
             client
                 .put(Space::Cas, &blob.sha256, &stored)
                 .map_err(Fault::Unavailable)?;
-            sent += stored.len() as u64;
+            sent.fetch_add(stored.len() as u64, Ordering::Relaxed);
         }
         Ok(blob)
     };
-    let mut outputs = Vec::with_capacity(entry.outputs.len());
-    for output in &entry.outputs {
-        let blob = match &output.blob {
-            Some(hash) => Some(send_blob(hash)?),
-            None => None,
-        };
-        outputs.push(RemoteOutput {
+    let hashes: Vec<&String> = entry
+        .outputs
+        .iter()
+        .filter_map(|o| o.blob.as_ref())
+        .chain(entry.log.as_ref())
+        .collect();
+    let sent_blobs = in_parallel(&hashes, send_blob)?;
+    let by_hash: std::collections::HashMap<&str, &RemoteBlob> = sent_blobs
+        .iter()
+        .map(|blob| (blob.blake3.as_str(), blob))
+        .collect();
+    let remote_blob = |hash: &String| by_hash.get(hash.as_str()).map(|b| (*b).clone());
+    let outputs = entry
+        .outputs
+        .iter()
+        .map(|output| RemoteOutput {
             path: output.path.clone(),
-            blob,
+            blob: output.blob.as_ref().and_then(remote_blob),
             target: output.target.clone(),
             mode: output.mode,
-        });
-    }
-    let log = match &entry.log {
-        Some(hash) => Some(send_blob(hash)?),
-        None => None,
-    };
+        })
+        .collect();
+    let log = entry.log.as_ref().and_then(remote_blob);
+    let sent = sent.into_inner();
     let manifest = Manifest {
         key: entry.key.clone(),
         task: entry.task.clone(),
@@ -575,6 +588,51 @@ fn upload(
         .put(Space::Ac, &slot, &envelope)
         .map_err(Fault::Unavailable)?;
     Ok(sent + envelope.len() as u64)
+}
+
+/// Applies `work` to every item on up to [`BLOB_THREADS`] threads, in order of the results; the first failure
+/// stops the rest from starting and is returned.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Result<R, Fault> + Sync,
+) -> Result<Vec<R>, Fault> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let failed: Mutex<Option<Fault>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..items.len().min(BLOB_THREADS) {
+            scope.spawn(|| loop {
+                if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    return;
+                }
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(index) else {
+                    return;
+                };
+                match work(item) {
+                    Ok(result) => {
+                        results.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(result);
+                    }
+                    Err(fault) => {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(fault);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(fault) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(fault);
+    }
+    Ok(results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 /// The bytes to send for `content`: zstd-compressed when that is smaller.
@@ -715,6 +773,31 @@ mod tests {
             blob.sha256 = "../../ac/x".into();
         }
         assert!(check_paths(&traversal, &any).is_err());
+    }
+
+    #[test]
+    fn parallel_work_keeps_the_order_and_stops_at_a_failure() {
+        let items: Vec<u32> = (0..100).collect();
+        let doubled = in_parallel(&items, |n| Ok(n * 2)).ok().unwrap();
+        assert_eq!(doubled, items.iter().map(|n| n * 2).collect::<Vec<_>>());
+        let started = AtomicU64::new(0);
+        let result = in_parallel(&items, |n| {
+            started.fetch_add(1, Ordering::Relaxed);
+            if *n == 3 {
+                Err(Fault::Bad("three".into()))
+            } else {
+                Ok(*n)
+            }
+        });
+        assert!(matches!(result, Err(Fault::Bad(reason)) if reason == "three"));
+        assert!(
+            started.load(Ordering::Relaxed) < 100,
+            "the rest did not start"
+        );
+        assert!(in_parallel(&Vec::<u32>::new(), |n| Ok(*n))
+            .ok()
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
