@@ -208,6 +208,8 @@ pub struct Session {
     hasher: FileHasher,
     platform: String,
     remote: Option<remote::Remote>,
+    /// The writers whose entries, fetched earlier from the remote cache, may still be used.
+    trusted_writers: Vec<[u8; 32]>,
 }
 
 impl Session {
@@ -221,7 +223,19 @@ impl Session {
             hasher,
             platform: platform(),
             remote: None,
+            trusted_writers: Vec::new(),
         })
+    }
+
+    /// The writers whose entries fetched earlier from the remote cache may still be used (`trusted_writers`
+    /// and this machine's own signing key); entries signed by anyone else are dropped when met.
+    pub fn set_trusted_writers(&mut self, keys: Vec<[u8; 32]>) {
+        self.trusted_writers = keys;
+    }
+
+    /// Trusts one more writer (this machine's own key, when it publishes).
+    pub fn add_trusted_writer(&mut self, key: [u8; 32]) {
+        self.trusted_writers.push(key);
     }
 
     /// Shares results through `remote` from now on.
@@ -286,7 +300,7 @@ impl Session {
 
     /// Whether an entry exists for `key` (for `--dry-run`); damage is found only when restoring.
     pub fn contains(&self, key: &Key) -> bool {
-        matches!(self.store.load_entry(key), Ok(Some(_)))
+        matches!(self.store.load_entry(key), Ok(Some(entry)) if self.still_trusted(&entry))
     }
 
     /// Restores the entry for `key`, if the local store or (for a task that may use it) the remote cache
@@ -301,6 +315,15 @@ impl Session {
     ) -> Result<Option<Restored>, CacheError> {
         let mut from_remote = None;
         let entry = match self.store.load_entry(key) {
+            Ok(Some(entry)) if !self.still_trusted(&entry) => {
+                // Revoked since it was fetched: as if it had never been fetched.
+                self.store.remove_entry(key);
+                refused.push(format!(
+                    "dropped the result fetched earlier from the remote cache: it is signed by {}, which is no longer in trusted_writers",
+                    entry.signed_by.as_deref().unwrap_or_default()
+                ));
+                return self.restore(key, spec, refused);
+            }
             Ok(Some(entry)) => entry,
             Ok(None) => {
                 let Some(remote) = self.remote.as_ref().filter(|_| spec.remote) else {
@@ -357,6 +380,15 @@ impl Session {
         }
     }
 
+    /// Whether an entry may be used: computed here, or signed by a writer still trusted.
+    fn still_trusted(&self, entry: &Entry) -> bool {
+        match &entry.signed_by {
+            None => true,
+            Some(writer) => crate::config::parse_public_key(writer)
+                .is_ok_and(|key| self.trusted_writers.contains(&key)),
+        }
+    }
+
     /// Whether the file an output record describes is already on disk as recorded: same size, mode and
     /// content (the content through the stat index, so an untouched file is not read).
     fn is_current(&self, output: &OutputRecord) -> bool {
@@ -403,6 +435,7 @@ impl Session {
             outputs: records,
             log,
             fingerprint,
+            signed_by: None,
         };
         self.store.save_entry(&keyed.key, &entry)?;
         if let Some(remote) = self.remote.as_ref().filter(|_| spec.remote) {

@@ -64,6 +64,10 @@ pub struct Entry {
     /// The blob of the fingerprint the key was computed from (JSON), kept apart so that a hit, which only
     /// needs the outputs, does not read it.
     pub fingerprint: Option<String>,
+    /// For an entry fetched from the remote cache, the public key (`ed25519:…`) that signed it: such an entry
+    /// is used only while that key is still trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 impl Entry {

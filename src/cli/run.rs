@@ -182,6 +182,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
                 // A dry run only asks the remote cache what it holds.
                 options.signing_key = None;
             }
+            if let Some(own) = &options.signing_key {
+                session.add_trusted_writer(own.public());
+            }
             let dir = crate::cache::dir_for(&config.root);
             session.attach_remote(Remote::new(options, &dir));
         }
@@ -525,9 +528,19 @@ fn output_mode(plan: &Plan, output: OutputArg, caching: bool, secrets: bool) -> 
     }
 }
 
-/// Opens the repository's cache (`CAIRN_CACHE_DIR` overrides where it lives).
+/// Opens the repository's cache (`CAIRN_CACHE_DIR` overrides where it lives), trusting what was fetched from
+/// the remote cache only while its writer is in `trusted_writers`.
 pub(super) fn open_cache(config: &Config) -> Result<Session, CliError> {
-    Session::open(&config.root, &crate::cache::dir_for(&config.root)).map_err(CliError::Cache)
+    let mut session = Session::open(&config.root, &crate::cache::dir_for(&config.root))
+        .map_err(CliError::Cache)?;
+    session.set_trusted_writers(
+        config
+            .remote_cache
+            .iter()
+            .flat_map(|d| d.trusted_writers.iter().map(|w| w.key))
+            .collect(),
+    );
+    Ok(session)
 }
 
 /// Each job's key as it would be now, and whether the cache has it, computed in plan order as a run would

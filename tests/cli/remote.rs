@@ -938,3 +938,34 @@ fn the_mode_comes_from_the_flag_then_the_environment_then_tasks_toml() {
         .stderr_has("CAIRN_REMOTE_CACHE_MODE=`sometimes` is not a mode")
         .stderr_has("use `read`, `read-write` or `off`");
 }
+
+#[test]
+fn removing_a_writer_from_trusted_writers_revokes_what_was_fetched_from_it() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (_a, published, _, public) = publish(&nginx, work.path(), work.path());
+    let b = project(&nginx.url(), &public, &work.path().join("b"), "");
+    b.run_with(&["run", "build"]).success().fetched(1);
+    std::fs::remove_dir_all(b.path("out")).unwrap();
+    // Still trusted: a local hit, with or without the server.
+    b.run_with(&["run", "build", "--remote", "off"])
+        .success()
+        .cached(1);
+    assert_eq!(outputs(&b), published);
+
+    // The key is replaced in tasks.toml: what it signed is no longer used, even from the local cache.
+    let (_, other) = keygen(work.path(), "other.key");
+    b.edit("tasks.toml", &public, &other);
+    std::fs::remove_dir_all(b.path("out")).unwrap();
+    b.run_with(&["run", "build", "--remote", "off"])
+        .success()
+        .stderr_has("dropped the result fetched earlier from the remote cache")
+        .stderr_has("no longer in trusted_writers")
+        .cached(0);
+    assert_ne!(outputs(&b), published, "the task ran");
+    // Its own result is a plain local entry from now on.
+    b.run_with(&["run", "build", "--remote", "off"])
+        .success()
+        .cached(1)
+        .stderr_lacks("dropped");
+}

@@ -282,7 +282,7 @@ impl Remote {
                     continue;
                 }
             };
-            match self.import(key, &manifest, store) {
+            match self.import(key, &manifest, writer, store) {
                 Ok(()) => {
                     self.health.fetched.fetch_add(1, Ordering::Relaxed);
                     lookup.writer = Some(name);
@@ -302,7 +302,13 @@ impl Remote {
     }
 
     /// Downloads and verifies the blobs the local store lacks, then writes the entry.
-    fn import(&self, key: &Key, manifest: &Manifest, store: &Store) -> Result<(), Fault> {
+    fn import(
+        &self,
+        key: &Key,
+        manifest: &Manifest,
+        writer: &TrustedWriter,
+        store: &Store,
+    ) -> Result<(), Fault> {
         let missing: Vec<&RemoteBlob> = manifest
             .outputs
             .iter()
@@ -330,6 +336,7 @@ impl Remote {
                 .collect(),
             log: manifest.log.as_ref().map(|b| b.blake3.clone()),
             fingerprint: None,
+            signed_by: Some(public_text(&writer.key)),
         };
         store
             .save_entry(key, &entry)
