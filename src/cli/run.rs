@@ -159,17 +159,11 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             );
         }
     }
-    // Warnings about the remote cache go above the status line once there is one.
-    let warnings_above: Arc<std::sync::RwLock<Option<Arc<StatusLine>>>> = Arc::default();
+    // Lines about the remote cache go above the status line once there is one.
+    let above = Above::default();
     let warn: Arc<dyn Fn(&str) + Send + Sync> = {
-        let above = Arc::clone(&warnings_above);
-        Arc::new(move |message: &str| {
-            let line = format!("cairn: warning: {message}\n");
-            match above.read().ok().and_then(|slot| slot.clone()) {
-                Some(status) => status.print(true, line.as_bytes()),
-                None => eprint!("{line}"),
-            }
-        })
+        let above = above.clone();
+        Arc::new(move |message: &str| above.say(&format!("cairn: warning: {message}")))
     };
     // A plan with nothing to cache does not touch the cache at all.
     let session = if args.no_cache || !plan.uses_cache() {
@@ -223,8 +217,8 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         && layout != Layout::Direct
         && std::io::stderr().is_terminal())
     .then(|| StatusLine::start(plan.jobs.len(), context.color));
-    if let (Some(status), Ok(mut slot)) = (&status, warnings_above.write()) {
-        *slot = Some(Arc::clone(status));
+    if let Some(status) = &status {
+        above.set(Arc::clone(status));
     }
     // Plugins' log lines go above the status line too, not through it.
     if let (Some(status), Some(plugins)) = (&status, &plugins) {
@@ -290,49 +284,10 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             what: "cannot listen for Ctrl-C and SIGTERM".into(),
             source,
         })?;
-    let mut remote_totals = None;
-    if let Some(remote) = session.as_deref().and_then(Session::remote) {
-        // After Ctrl-C, uploads under way finish (each bounded by the timeout) but queued ones are dropped.
-        let drain = if report.interrupted.is_some() {
-            std::time::Duration::ZERO
-        } else {
-            UPLOAD_DRAIN_LIMIT
-        };
-        let done = remote.finish(drain);
-        remote_totals = Some(RemoteTotals {
-            url: remote.shown_url().to_owned(),
-            publishing: remote.publishes(),
-            fetched: done.fetched,
-            published: done.published,
-            bytes_sent: done.bytes_sent,
-            abandoned: done.abandoned,
-            unavailable: done.unavailable,
-        });
-        let say = |line: String| match warnings_above.read().ok().and_then(|slot| slot.clone()) {
-            Some(status) => status.print(true, format!("{line}\n").as_bytes()),
-            None => eprintln!("{line}"),
-        };
-        if done.published > 0 {
-            say(format!(
-                "cairn: remote cache: published {} result{} ({} sent) to {}",
-                done.published,
-                if done.published == 1 { "" } else { "s" },
-                crate::config::format_size(done.bytes_sent),
-                remote.shown_url()
-            ));
-        }
-        if done.abandoned > 0 {
-            say(format!(
-                "cairn: warning: remote cache: {} result{} not published",
-                done.abandoned,
-                if done.abandoned == 1 {
-                    " was"
-                } else {
-                    "s were"
-                }
-            ));
-        }
-    }
+    let remote_totals = session
+        .as_deref()
+        .and_then(Session::remote)
+        .map(|remote| finish_remote(remote, report.interrupted.is_some(), &above));
     if let Some(session) = session {
         if let Err(error) = session.finish() {
             eprintln!("cairn: {error}");
@@ -525,6 +480,66 @@ fn output_mode(plan: &Plan, output: OutputArg, caching: bool, secrets: bool) -> 
         OutputArg::Raw => (Layout::Direct, inherited()),
         OutputArg::Grouped => (Layout::Grouped, Streams::Captured),
         OutputArg::Auto | OutputArg::Prefixed => (Layout::Prefixed, Streams::Captured),
+    }
+}
+
+/// Prints lines above the status line while there is one, else to stderr.
+#[derive(Clone, Default)]
+struct Above(Arc<std::sync::RwLock<Option<Arc<StatusLine>>>>);
+
+impl Above {
+    fn set(&self, status: Arc<StatusLine>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(status);
+        }
+    }
+
+    fn say(&self, line: &str) {
+        match self.0.read().ok().and_then(|slot| slot.clone()) {
+            Some(status) => status.print(true, format!("{line}\n").as_bytes()),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+/// Waits for the remote cache's uploads (none after Ctrl-C but those already sending), says what was
+/// published, and returns the run record's part.
+fn finish_remote(remote: &Remote, interrupted: bool, above: &Above) -> RemoteTotals {
+    let drain = if interrupted {
+        std::time::Duration::ZERO
+    } else {
+        UPLOAD_DRAIN_LIMIT
+    };
+    let done = remote.finish(drain);
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    if done.published > 0 {
+        above.say(&format!(
+            "cairn: remote cache: published {} result{} ({} sent) to {}",
+            done.published,
+            plural(done.published),
+            crate::config::format_size(done.bytes_sent),
+            remote.shown_url()
+        ));
+    }
+    if done.abandoned > 0 {
+        above.say(&format!(
+            "cairn: warning: remote cache: {} result{} not published",
+            done.abandoned,
+            if done.abandoned == 1 {
+                " was"
+            } else {
+                "s were"
+            }
+        ));
+    }
+    RemoteTotals {
+        url: remote.shown_url().to_owned(),
+        publishing: remote.publishes(),
+        fetched: done.fetched,
+        published: done.published,
+        bytes_sent: done.bytes_sent,
+        abandoned: done.abandoned,
+        unavailable: done.unavailable,
     }
 }
 
