@@ -285,9 +285,15 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             source,
         })?;
     let remote_totals = session
-        .as_deref()
-        .and_then(Session::remote)
-        .map(|remote| finish_remote(remote, report.interrupted.is_some(), &above));
+        .as_ref()
+        .filter(|s| s.remote().is_some())
+        .map(|session| {
+            runtime.block_on(drain_remote(
+                Arc::clone(session),
+                report.interrupted.is_some(),
+                above.clone(),
+            ))
+        });
     if let Some(session) = session {
         if let Err(error) = session.finish() {
             eprintln!("cairn: {error}");
@@ -502,6 +508,42 @@ impl Above {
     }
 }
 
+/// Waits for the remote cache's uploads on a blocking thread, and stops waiting at Ctrl-C or SIGTERM (the
+/// uploads under way end with cairn; their server keeps no partial object).
+async fn drain_remote(session: Arc<Session>, interrupted: bool, above: Above) -> RemoteTotals {
+    let mut waiting = {
+        let session = Arc::clone(&session);
+        tokio::task::spawn_blocking(move || {
+            let remote = session.remote().expect("only called with a remote cache");
+            finish_remote(remote, interrupted, &above)
+        })
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    let finished = tokio::select! {
+        finished = &mut waiting => finished,
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(remote) = session.remote() {
+                remote.cut_short();
+            }
+            waiting.await
+        }
+        () = terminate => {
+            if let Some(remote) = session.remote() {
+                remote.cut_short();
+            }
+            waiting.await
+        }
+    };
+    finished.unwrap_or_default()
+}
+
 /// Waits for the remote cache's uploads (none after Ctrl-C but those already sending), says what was
 /// published, and returns the run record's part.
 fn finish_remote(remote: &Remote, interrupted: bool, above: &Above) -> RemoteTotals {
@@ -523,12 +565,17 @@ fn finish_remote(remote: &Remote, interrupted: bool, above: &Above) -> RemoteTot
     }
     if done.abandoned > 0 {
         above.say(&format!(
-            "cairn: warning: remote cache: {} result{} not published",
+            "cairn: warning: remote cache: {} result{} not published{}",
             done.abandoned,
             if done.abandoned == 1 {
                 " was"
             } else {
                 "s were"
+            },
+            if done.cut_short {
+                " (waiting for uploads was cut short)"
+            } else {
+                ""
             }
         ));
     }

@@ -969,3 +969,87 @@ fn removing_a_writer_from_trusted_writers_revokes_what_was_fetched_from_it() {
         .cached(1)
         .stderr_lacks("dropped");
 }
+
+/// A loopback server that answers every lookup with 404 and never answers anything else, so uploads hang.
+fn server_that_hangs_on_uploads() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line.starts_with("GET ") {
+                        // Skip the headers, then answer.
+                        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                            line.clear();
+                        }
+                        let mut out = &stream;
+                        let _ =
+                            out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    } else if line.starts_with("HEAD ") || line.starts_with("PUT ") {
+                        // The connection stays open and silent until the test process ends.
+                        std::thread::sleep(Duration::from_secs(600));
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn ctrl_c_while_uploads_hang_stops_waiting_and_keeps_the_local_result() {
+    use std::io::{BufRead, BufReader};
+    let port = server_that_hangs_on_uploads();
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(work.path(), "ci.key");
+    let test = project(
+        &format!("http://127.0.0.1:{port}/cairn"),
+        &public,
+        &work.path().join("a"),
+        "",
+    )
+    .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    test.edit("tasks.toml", "timeout = \"2s\"", "timeout = \"10m\"");
+    let mut child = test
+        .command_with(&["run", "build", "--remote", "read-write"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn starts");
+    // The task's own line comes once it has run and been stored; its upload is hanging by then.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("built ") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).expect("read") > 0,
+            "cairn ended early"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: a signal to the child we started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let output = child.wait_with_output().expect("cairn ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the run itself succeeded:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("1 result was not published (waiting for uploads was cut short)"),
+        "{stderr}"
+    );
+    // The result is safe in the local cache.
+    test.run_with(&["run", "build", "--remote", "off"])
+        .success()
+        .cached(1);
+}

@@ -77,6 +77,8 @@ pub struct RemoteReport {
     pub abandoned: u64,
     /// Whether the server failed and was turned off for the rest of the run.
     pub unavailable: bool,
+    /// Whether waiting for uploads was cut short ([`Remote::cut_short`]).
+    pub cut_short: bool,
 }
 
 /// What [`Remote::probe`] found: how long each check took, or why it failed.
@@ -135,6 +137,10 @@ struct Health {
     published: AtomicU64,
     bytes_sent: AtomicU64,
     abandoned: AtomicU64,
+    /// Entries queued or being sent.
+    pending: AtomicU64,
+    /// Set to stop waiting for uploads.
+    cut: AtomicBool,
 }
 
 impl Health {
@@ -145,7 +151,8 @@ impl Health {
     /// Turns the remote off for the rest of the run, warning the first time.
     fn fail(&self, error: &Unavailable) {
         self.down.store(true, Ordering::Relaxed);
-        if !self.warned.swap(true, Ordering::Relaxed) {
+        // After Ctrl-C the run's closing lines are out already: a late failure is not worth a word.
+        if !self.warned.swap(true, Ordering::Relaxed) && !self.cut.load(Ordering::Relaxed) {
             (self.warn)(&format!(
                 "the remote cache is not usable: {}; going on with the local cache only",
                 error.0
@@ -193,6 +200,8 @@ impl Remote {
             published: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
         });
         let mut trusted = options.trusted;
         let signer = options.signing_key.map(Arc::new);
@@ -419,34 +428,57 @@ impl Remote {
         }
         let uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(uploads) = uploads.as_ref() {
+            self.health.pending.fetch_add(1, Ordering::Relaxed);
             if uploads.sender.send(entry.clone()).is_err() {
+                self.health.pending.fetch_sub(1, Ordering::Relaxed);
                 self.health.abandoned.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// Waits for queued uploads, for at most `limit`; what is still queued then is abandoned.
+    /// Waits for queued uploads, for at most `limit`; what is still queued then is abandoned. Returns early,
+    /// leaving uploads under way to end with the process, once [`Remote::cut_short`] is called.
     pub fn finish(&self, limit: Duration) -> RemoteReport {
         let uploads = self
             .uploads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        let mut cut_short = false;
         if let Some(uploads) = uploads {
             *uploads.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(Instant::now() + limit);
             drop(uploads.sender);
-            for worker in uploads.workers {
+            // A request under way cannot be cancelled; waiting for it can.
+            'workers: for worker in uploads.workers {
+                while !worker.is_finished() {
+                    if self.health.cut.load(Ordering::Relaxed) {
+                        cut_short = true;
+                        break 'workers;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 let _ = worker.join();
             }
         }
+        let pending = if cut_short {
+            self.health.pending.load(Ordering::Relaxed)
+        } else {
+            0
+        };
         RemoteReport {
             fetched: self.health.fetched.load(Ordering::Relaxed),
             published: self.health.published.load(Ordering::Relaxed),
             bytes_sent: self.health.bytes_sent.load(Ordering::Relaxed),
-            abandoned: self.health.abandoned.load(Ordering::Relaxed),
+            abandoned: self.health.abandoned.load(Ordering::Relaxed) + pending,
             unavailable: self.health.is_down(),
+            cut_short,
         }
+    }
+
+    /// Stops [`Remote::finish`] from waiting any longer (Ctrl-C while uploads are under way).
+    pub fn cut_short(&self) {
+        self.health.cut.store(true, Ordering::Relaxed);
     }
 }
 
@@ -491,7 +523,8 @@ impl Uploads {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .is_some_and(|at| Instant::now() >= at);
-                    if late || health.is_down() {
+                    if late || health.is_down() || health.cut.load(Ordering::Relaxed) {
+                        health.pending.fetch_sub(1, Ordering::Relaxed);
                         health.abandoned.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
@@ -506,12 +539,15 @@ impl Uploads {
                         }
                         Err(Fault::Bad(reason)) => {
                             health.abandoned.fetch_add(1, Ordering::Relaxed);
-                            (health.warn)(&format!(
-                                "`{}` was not published to the remote cache: {reason}",
-                                entry.task
-                            ));
+                            if !health.cut.load(Ordering::Relaxed) {
+                                (health.warn)(&format!(
+                                    "`{}` was not published to the remote cache: {reason}",
+                                    entry.task
+                                ));
+                            }
                         }
                     }
+                    health.pending.fetch_sub(1, Ordering::Relaxed);
                 })
             })
             .collect();
