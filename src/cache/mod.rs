@@ -191,6 +191,15 @@ pub struct IncrementalState {
     pub files: BTreeMap<String, FileDigest>,
 }
 
+/// What a restore has to tell besides its result.
+#[derive(Debug, Default)]
+pub struct RestoreNotes {
+    /// Entries refused or dropped, and why, for the task's output.
+    pub refused: Vec<String>,
+    /// When the remote cache was asked, and when it had answered (for the run's phases and trace).
+    pub remote: Option<(std::time::Instant, std::time::Instant)>,
+}
+
 /// A restored result.
 #[derive(Debug)]
 pub struct Restored {
@@ -305,24 +314,24 @@ impl Session {
 
     /// Restores the entry for `key`, if the local store or (for a task that may use it) the remote cache
     /// has one: outputs verified and written, and the recorded output returned for replay. A damaged entry is
-    /// removed and reported as an error, which callers treat as a miss; remote entries that were refused are
-    /// described in `refused`.
+    /// removed and reported as an error, which callers treat as a miss; remote entries that were refused, and
+    /// the time the remote took, go into `notes`.
     pub fn restore(
         &self,
         key: &Key,
         spec: &KeySpec,
-        refused: &mut Vec<String>,
+        notes: &mut RestoreNotes,
     ) -> Result<Option<Restored>, CacheError> {
         let mut from_remote = None;
         let entry = match self.store.load_entry(key) {
             Ok(Some(entry)) if !self.still_trusted(&entry) => {
                 // Revoked since it was fetched: as if it had never been fetched.
                 self.store.remove_entry(key);
-                refused.push(format!(
+                notes.refused.push(format!(
                     "dropped the result fetched earlier from the remote cache: it is signed by {}, which is no longer in trusted_writers",
                     entry.signed_by.as_deref().unwrap_or_default()
                 ));
-                return self.restore(key, spec, refused);
+                return self.restore(key, spec, notes);
             }
             Ok(Some(entry)) => entry,
             Ok(None) => {
@@ -330,8 +339,10 @@ impl Session {
                     return Ok(None);
                 };
                 let allowed = |path: &str| spec.outputs.matches_path(path);
+                let asked = std::time::Instant::now();
                 let lookup = remote.fetch(key, &self.store, &allowed);
-                refused.extend(lookup.refused);
+                notes.remote = Some((asked, std::time::Instant::now()));
+                notes.refused.extend(lookup.refused);
                 let Some(writer) = lookup.writer else {
                     return Ok(None);
                 };

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::cache::{DepInput, Key, Keyed, Session};
+use crate::cache::{DepInput, Key, Keyed, RestoreNotes, Session};
 
 use super::{attempts, Executor, Job, JobContext, Reporter, Stream, TaskResult, TaskStatus};
 
@@ -113,9 +113,9 @@ pub(super) async fn run_job(
         let (cache, job) = (Arc::clone(&cache), Arc::clone(&job));
         tokio::task::spawn_blocking(move || {
             let keyed = cache.key(&job.key, &deps)?;
-            let mut refused = Vec::new();
-            let restored = try_restore.then(|| cache.restore(&keyed.key, &job.key, &mut refused));
-            Ok::<_, crate::cache::CacheError>((keyed, restored, refused))
+            let mut notes = RestoreNotes::default();
+            let restored = try_restore.then(|| cache.restore(&keyed.key, &job.key, &mut notes));
+            Ok::<_, crate::cache::CacheError>((keyed, restored, notes))
         })
         .await
     };
@@ -123,8 +123,13 @@ pub(super) async fn run_job(
         .reporter
         .phase(&job, "cache lookup", lookup_began, Instant::now());
     let (keyed, restored) = match computed {
-        Ok(Ok((keyed, restored, refused))) => {
-            for reason in refused {
+        Ok(Ok((keyed, restored, notes))) => {
+            if let Some((asked, answered)) = notes.remote {
+                context
+                    .reporter
+                    .phase(&job, "remote cache", asked, answered);
+            }
+            for reason in notes.refused {
                 context.reporter.note(&job, &reason);
             }
             (Ok(Ok(keyed)), restored)

@@ -330,12 +330,33 @@ fn a_result_published_by_one_machine_is_restored_byte_for_byte_on_another() {
             nginx.url()
         ));
     let run = b
-        .run_with(&["run", "build"])
+        .run_with(&[
+            "run",
+            "build",
+            "--summary",
+            "summary.json",
+            "--trace",
+            "trace.json",
+        ])
         .success()
         .stderr_has("`build`: fetched from the remote cache (signed by ci)")
         .cached(1)
         .fetched(1);
     assert_eq!(built_line(&run.stdout), line, "A's output is replayed");
+    // The time spent on the remote is its own phase, in the run record and in the trace.
+    let summary: serde_json::Value = serde_json::from_str(&b.read("summary.json")).unwrap();
+    let phases: Vec<&str> = summary["tasks"][0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(phases.contains(&"remote cache"), "{phases:?}");
+    assert_eq!(
+        summary["tasks"][0]["cache_reason"],
+        "remote cache, signed by ci"
+    );
+    assert!(b.read("trace.json").contains("\"remote cache\""));
     assert_eq!(outputs(&b), published, "byte-identical outputs, same modes");
     assert_eq!(
         std::fs::read_link(b.path("out/current")).unwrap(),
