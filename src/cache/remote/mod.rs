@@ -9,7 +9,8 @@
 //! A reader looks in the slot of each trusted writer, verifies the signature and that the manifest is for the
 //! key it computed, checks every path before anything is fetched, and verifies each blob twice: the SHA-256
 //! the server addresses it by, and the BLAKE3 the local store keeps it under. What passes is written to the
-//! local store as an ordinary entry and restored from there, through the same checks as any local hit.
+//! local store as an entry that remembers its signer (so revoking the key revokes it there too) and restored
+//! from there, through the same checks as any local hit.
 //!
 //! Nothing here fails a run. The first request that fails or times out turns the remote off for the rest of
 //! the run with one warning; an entry that does not verify is reported against its task and treated as a miss.
@@ -52,7 +53,7 @@ pub struct RemoteOptions {
     pub url: String,
     /// A bearer token.
     pub token: Option<Zeroizing<String>>,
-    /// How long one request may take.
+    /// How long a request may stay silent (the whole request gets more in proportion to its bytes).
     pub timeout: Duration,
     /// The certificate authorities (DER) trusted for `https://` instead of the built-in roots.
     pub roots: Option<Vec<Vec<u8>>>,
