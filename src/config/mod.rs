@@ -73,7 +73,7 @@ pub struct RemoteCacheDef {
     pub signing_key: Option<Spanned<Credential>>,
     /// The keys whose signed entries this repository accepts.
     pub trusted_writers: Vec<TrustedWriter>,
-    /// How long one request may take.
+    /// How long a request may stay silent before the remote counts as failed.
     pub timeout: Duration,
     /// A PEM file of the certificate authorities to trust for `https://` instead of the built-in roots.
     pub ca_file: Option<Spanned<String>>,
