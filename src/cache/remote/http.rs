@@ -50,7 +50,8 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client for the server at `url`; credentials in the URL (`https://user:pass@host/`) become Basic
-    /// authentication, `token` a Bearer token. A request that stays silent for `timeout` fails; `roots` replace the built-in certificate authorities.
+    /// authentication, `token` a Bearer token. A request that stays silent for `timeout` fails; `roots`
+    /// replace the built-in certificate authorities.
     pub fn new(
         url: &str,
         token: Option<Zeroizing<String>>,
