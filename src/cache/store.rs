@@ -4,7 +4,7 @@
 //! ```text
 //! blobs/ab/<hash>        file content as stored (raw)
 //! blobs/ab/<hash>.zst    file content, zstd-compressed (logs, and blobs over 64 KiB)
-//! entries/ab/<key>.json  a manifest: the outputs, the log, the fingerprint's blob (and the signer, if fetched); mtime = last use
+//! entries/ab/<key>.json  a manifest: outputs, log, the fingerprint's blob, the signer if fetched; mtime = last use
 //! tasks/<id>.json        the last successful fingerprint of each task instance, for `cairn why`
 //! tasks/<id>.key         its key alone, so a hit can tell cheaply that nothing needs recording
 //! incremental/<id>.json  per-file digests at the last success of each incremental task
