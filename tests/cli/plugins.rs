@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::support::Test;
+use crate::support::{in_terminal, Test};
 
 fn dist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/dist")
@@ -574,17 +574,6 @@ fn plugin_log_lines_go_above_the_status_line_on_a_terminal() {
     let Some(module) = example("event-log") else {
         return;
     };
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`script` is missing: .ci/run installs bsdutils"
-        );
-        return;
-    }
     let test = project(
         &[("log", &module)],
         // b runs long enough for the events of a to be delivered (and logged) while the status line shows.
@@ -595,15 +584,9 @@ fn plugin_log_lines_go_above_the_status_line_on_a_terminal() {
         "[plugins.log]\n",
         "[plugins.log]\nevents = true\n",
     );
-    let command = format!("{} run a b --color never", env!("CARGO_BIN_EXE_cairn"));
-    let output = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .current_dir(test.path(""))
-        .env("TERM", "xterm")
-        .env_remove("CI")
-        .output()
-        .expect("script runs");
-    let shown = String::from_utf8_lossy(&output.stdout);
+    let Some(shown) = in_terminal(&test, "run a b --color never") else {
+        return;
+    };
     // Each plugin line starts on a cleared line, never after the status line's text.
     let lines: Vec<&str> = shown
         .split('\n')

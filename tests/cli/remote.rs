@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, silent_server, Test};
+use crate::support::{free_port, in_terminal, silent_server, Test};
 
 /// An nginx in one process (`master_process off`, so stopping it stops the server), serving `/cairn/`.
 struct Nginx {
@@ -1073,4 +1073,34 @@ fn ctrl_c_while_uploads_hang_stops_waiting_and_keeps_the_local_result() {
     test.run_with(&["run", "build", "--remote", "off"])
         .success()
         .cached(1);
+}
+
+#[test]
+fn the_remote_caches_warning_goes_above_the_status_line_on_a_terminal() {
+    let work = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(work.path(), "ci.key");
+    // Nothing listens on the port: the first lookup fails while the status line shows.
+    let extra = "\n[tasks.slow]\nrun = \"sleep 1\"\n\n[tasks.both]\ndeps = [\"build\", \"slow\"]\n";
+    let test = project(
+        &format!("http://127.0.0.1:{}/cairn", free_port()),
+        &public,
+        &work.path().join("a"),
+        extra,
+    );
+    let Some(shown) = in_terminal(&test, "run both --color never") else {
+        return;
+    };
+    let line = shown
+        .split('\n')
+        .find(|l| l.contains("the remote cache is not usable"))
+        .unwrap_or_else(|| panic!("the warning is shown: {shown:?}"));
+    let before = &line[..line.find("cairn: warning").expect("the line")];
+    assert!(
+        before.is_empty() || before.ends_with("\x1b[2K"),
+        "the warning was appended to the status line: {line:?}"
+    );
+    assert!(
+        shown.contains("remaining"),
+        "a status line was shown: {shown:?}"
+    );
 }

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::Test;
+use crate::support::{in_terminal, Test};
 
 const PROJECT: &str = r#"
 [tasks.fetch]
@@ -369,32 +369,6 @@ fn the_html_report_renders_in_headless_chromium() {
 }
 
 const TWO_TASKS: &str = "[tasks.a]\nrun = \"echo a-start; sleep 0.3; echo a-end\"\n[tasks.b]\nrun = \"sleep 0.1; echo b-out\"\n[tasks.c]\ndeps = [\"a\", \"b\"]\nrun = \"echo c-out\"\n";
-
-/// Runs cairn with `args` in a pseudo-terminal (util-linux `script`), returning everything it wrote.
-fn in_terminal(test: &Test, args: &str) -> Option<String> {
-    let script = std::process::Command::new("script")
-        .arg("--version")
-        .output();
-    if script.is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`script` is missing: .ci/run installs bsdutils"
-        );
-        eprintln!("skipped: no `script` to give cairn a terminal");
-        return None;
-    }
-    let command = format!("{} {args}", env!("CARGO_BIN_EXE_cairn"));
-    let output = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .current_dir(test.path(""))
-        .env("TERM", "xterm")
-        .env_remove("CI")
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("GITLAB_CI")
-        .output()
-        .expect("script runs");
-    Some(String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 #[test]
 fn a_terminal_gets_a_live_status_line_below_the_output() {

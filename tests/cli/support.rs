@@ -294,3 +294,29 @@ impl Test {
         self.write(path, &text.replacen(from, to, 1));
     }
 }
+
+/// Runs cairn with `args` in a pseudo-terminal (util-linux `script`), returning everything it wrote.
+pub fn in_terminal(test: &Test, args: &str) -> Option<String> {
+    let script = std::process::Command::new("script")
+        .arg("--version")
+        .output();
+    if script.is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`script` is missing: .ci/run installs bsdutils"
+        );
+        eprintln!("skipped: no `script` to give cairn a terminal");
+        return None;
+    }
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_cairn"));
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(test.path(""))
+        .env("TERM", "xterm")
+        .env_remove("CI")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITLAB_CI")
+        .output()
+        .expect("script runs");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
