@@ -313,6 +313,7 @@ fn remote_status(
         return Ok(0);
     };
     let timeout = options.timeout;
+    let authorities = options.roots.as_ref().map(Vec::len);
     let dir = cache::dir_for(&config.root);
     let remote = cache::remote::Remote::new(options, &dir);
     println!("remote cache:    {}", remote.shown_url());
@@ -325,6 +326,12 @@ fn remote_status(
         }
     );
     println!("timeout:         {} per request", format_duration(timeout));
+    if let Some(count) = authorities {
+        println!(
+            "https:           trusting only the {count} certificate authorit{} of ca_file",
+            if count == 1 { "y" } else { "ies" }
+        );
+    }
     let writers = remote.trusted_names();
     println!(
         "trusted writers: {}",

@@ -889,6 +889,10 @@ fn https_with_the_servers_certificate_authority_named_in_ca_file() {
     let c = project(&nginx.url(), &public, &work.path().join("c"), "")
         .env("CAIRN_REMOTE_CACHE_CA_FILE", nginx.ca().to_str().unwrap());
     c.run_with(&["run", "build"]).success().fetched(1);
+    c.run_with(&["cache", "remote"])
+        .success()
+        .stdout_has("https:           trusting only the 1 certificate authority of ca_file")
+        .stdout_has("lookup:          ok");
 
     // A file that holds no certificate is an error at its place in tasks.toml.
     let d = project(&nginx.url(), &public, &work.path().join("d"), "");
