@@ -39,7 +39,7 @@ fn spec(inputs: &[&str]) -> KeySpec {
         env: BTreeMap::new(),
         deps_strategy: DepsStrategy::Key,
         cacheable: true,
-        remote: false,
+        remote: cairn::config::RemoteMode::Off,
         incremental: false,
     }
 }

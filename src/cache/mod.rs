@@ -141,8 +141,8 @@ pub struct KeySpec {
     pub deps_strategy: DepsStrategy,
     /// Whether results may be stored and reused.
     pub cacheable: bool,
-    /// Whether results may be fetched from and published to the remote cache.
-    pub remote: bool,
+    /// The most the task's results may do with the remote cache (the run's mode limits it further).
+    pub remote: crate::config::RemoteMode,
     /// Whether the task gets only its changed inputs.
     pub incremental: bool,
 }
@@ -335,7 +335,8 @@ impl Session {
             }
             Ok(Some(entry)) => entry,
             Ok(None) => {
-                let Some(remote) = self.remote.as_ref().filter(|_| spec.remote) else {
+                let reads = spec.remote != crate::config::RemoteMode::Off;
+                let Some(remote) = self.remote.as_ref().filter(|_| reads) else {
                     return Ok(None);
                 };
                 let allowed = |path: &str| spec.outputs.matches_path(path);
@@ -449,7 +450,8 @@ impl Session {
             signed_by: None,
         };
         self.store.save_entry(&keyed.key, &entry)?;
-        if let Some(remote) = self.remote.as_ref().filter(|_| spec.remote) {
+        let writes = spec.remote == crate::config::RemoteMode::ReadWrite;
+        if let Some(remote) = self.remote.as_ref().filter(|_| writes) {
             remote.publish(&entry);
         }
         Ok(())

@@ -104,7 +104,7 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
     let now = keyed.key.to_string();
     // Where the local cache lacks the result, whether the remote one has it (asked, not fetched).
     let remote_line = || -> Option<String> {
-        if !job.key.remote || session.contains(&keyed.key) {
+        if job.key.remote == crate::config::RemoteMode::Off || session.contains(&keyed.key) {
             return None;
         }
         let warn: std::sync::Arc<dyn Fn(&str) + Send + Sync> =

@@ -647,7 +647,9 @@ fn remote_holders(
         .iter()
         .zip(predictions)
         .map(|(job, predicted)| match predicted {
-            Ok((keyed, false)) if reachable && job.key.cacheable && job.key.remote => {
+            Ok((keyed, false))
+                if reachable && job.key.cacheable && job.key.remote != RemoteMode::Off =>
+            {
                 match remote.holder_of(&keyed.key) {
                     Ok(holder) => holder,
                     Err(error) => {

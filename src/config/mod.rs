@@ -238,8 +238,9 @@ pub struct TaskDef {
     pub matrix: Vec<MatrixDef>,
     /// How many instances of the matrix run at once, and whether one failing stops the rest.
     pub rollout: Option<Rollout>,
-    /// `remote = false` keeps the task's results on this machine; unset, tasks with secrets stay local.
-    pub remote: Option<bool>,
+    /// How far the task's results may use the remote cache (`remote = false | true | "off" | "read" |
+    /// "read-write"`); unset, tasks with secrets stay local.
+    pub remote: Option<RemoteMode>,
 }
 
 /// A variable a task fans out over (`matrix.NAME`), usable as `{{NAME}}` like a param.

@@ -679,7 +679,7 @@ impl Walker<'_> {
             .and_then(|v| self.integer("retries", v, 0, MAX_RETRIES))
             .unwrap_or(0) as u32;
         let cache = table.get("cache").and_then(|v| self.boolean("cache", v));
-        let remote = table.get("remote").and_then(|v| self.boolean("remote", v));
+        let remote = table.get("remote").and_then(|v| self.task_remote(v));
         let shell = table.get("shell").and_then(|v| self.shell("shell", v));
         let mut confirm_when = Vec::new();
         let confirm = match table.get("confirm") {
@@ -825,6 +825,34 @@ impl Walker<'_> {
             rollout,
             remote,
         })
+    }
+
+    /// A task's `remote`: a boolean, or the most it may do with the remote cache.
+    fn task_remote(&mut self, value: &Value<'_>) -> Option<RemoteMode> {
+        match value.get_ref() {
+            DeValue::Boolean(true) => Some(RemoteMode::ReadWrite),
+            DeValue::Boolean(false) => Some(RemoteMode::Off),
+            DeValue::String(text) => {
+                let mode = RemoteMode::parse(text);
+                if mode.is_none() {
+                    self.invalid(
+                        "remote",
+                        format!("`{text}` is not a way to use the remote cache"),
+                        &value.span(),
+                        Some("use `false` (or `\"off\"`), `\"read\"` (fetch, never publish), or `\"read-write\"` (or `true`)".into()),
+                    );
+                }
+                mode
+            }
+            _ => {
+                self.wrong_type(
+                    "remote",
+                    "a boolean or \"off\", \"read\", \"read-write\"",
+                    value,
+                );
+                None
+            }
+        }
     }
 
     /// `[remote_cache]`.

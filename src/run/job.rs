@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cache::{hex, GlobList, KeySpec};
 use crate::config::template::shell_quote;
-use crate::config::{Config, DEFAULT_SHELL};
+use crate::config::{Config, RemoteMode, DEFAULT_SHELL};
 use crate::graph::{NodeId, Role, Selection, TaskGraph};
 
 /// Variables every task receives from cairn's environment, without them entering its cache key: what a
@@ -357,7 +357,11 @@ fn job(
         cacheable: def.cacheable(),
         // Secrets reach a task's outputs more easily than its logs (which are redacted): such a task's results
         // stay on this machine unless it says otherwise.
-        remote: def.remote.unwrap_or(def.secrets.is_none()),
+        remote: def.remote.unwrap_or(if def.secrets.is_none() {
+            RemoteMode::ReadWrite
+        } else {
+            RemoteMode::Off
+        }),
         incremental: def.incremental,
     };
     Job {
@@ -527,7 +531,7 @@ fn empty_job(label: &str) -> Job {
             env: BTreeMap::new(),
             deps_strategy: crate::config::DepsStrategy::Key,
             cacheable: false,
-            remote: false,
+            remote: RemoteMode::Off,
             incremental: false,
         },
         secrets: None,

@@ -629,7 +629,7 @@ run = "echo more > more.txt"
 }
 
 #[test]
-fn tasks_opted_out_and_tasks_with_secrets_are_not_published() {
+fn a_task_limits_what_it_does_with_the_remote_cache() {
     let Some(nginx) = Nginx::start() else { return };
     let work = tempfile::tempdir().unwrap();
     let (key, public) = keygen(work.path(), "ci.key");
@@ -640,19 +640,57 @@ outputs = ["private.txt"]
 remote = false
 run = "echo local only > private.txt"
 
+[tasks.fetch-only]
+inputs = ["src/**"]
+outputs = ["fetched.txt"]
+remote = "read"
+run = "echo $RANDOM > fetched.txt"
+
 [tasks.all]
-deps = ["build", "private"]
+deps = ["build", "private", "fetch-only"]
 "#;
-    let a = project(&nginx.url(), &public, &work.path().join("a"), extra)
-        .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap());
+    let writer = |name: &str, extra: &str| {
+        project(&nginx.url(), &public, &work.path().join(name), extra)
+            .env("CAIRN_REMOTE_SIGNING_KEY_FILE", key.to_str().unwrap())
+    };
+    let a = writer("a", extra);
     a.run_with(&["run", "all", "--remote", "read-write"])
         .success()
         .stderr_has("published 1 result");
     assert_eq!(
         nginx.files("ac").len(),
         1,
-        "only `build` went to the server"
+        "only `build` went to the server: `private` is local, `fetch-only` never publishes"
     );
+
+    // Published from a copy where the task may publish, `fetch-only` is fetched where it may only read.
+    let b = writer(
+        "b",
+        &extra
+            .replace("remote = \"read\"", "remote = true")
+            .replace("remote = false", "remote = true"),
+    );
+    b.run_with(&["run", "fetch-only", "private", "--remote", "read-write"])
+        .success()
+        .stderr_has("published 2 results");
+    let c = writer("c", extra);
+    c.run_with(&["run", "fetch-only", "--remote", "read-write"])
+        .success()
+        .fetched(1);
+    assert_eq!(c.read("fetched.txt"), b.read("fetched.txt"));
+    // `private` is on the server now, and still never looked up where it says `remote = false`.
+    c.run_with(&["run", "private", "--dry-run"])
+        .success()
+        .stdout_has("cache miss (")
+        .stdout_lacks("remote cache holds");
+
+    // Anything else is an error at its place.
+    let bad =
+        Test::new().tasks("[tasks.a]\ninputs = [\"x\"]\nremote = \"publish\"\nrun = \"true\"\n");
+    bad.run_with(&["check"])
+        .status(1)
+        .stderr_has("tasks.toml:3:10")
+        .stderr_has("`publish` is not a way to use the remote cache");
 }
 
 #[test]
