@@ -17,21 +17,63 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
-    replace_through_temp(path, true, fill)
+    replace_through_temp(path, true, None, fill)
+}
+
+/// Like [`write_atomic`], for a file only its owner may read (mode `0600` from the moment it exists): cache
+/// blobs and records, which may hold what a task produced from secrets.
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_through_temp(path, true, Some(0o600), |file| file.write_all(bytes))
+}
+
+/// Like [`write_atomic_private`], with the content written by `fill`.
+pub fn write_atomic_private_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    replace_through_temp(path, true, Some(0o600), fill)
+}
+
+/// Creates `dir` (and its parents) if missing, leaves it readable by its owner alone (`0700`), and tightens
+/// an existing one that is ours but open to others. Another user's directory is left as it is (the caller
+/// chose to share it).
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            // SAFETY: geteuid has no preconditions.
+            let ours = meta.uid() == unsafe { libc::geteuid() };
+            if meta.is_dir() && ours && meta.mode() & 0o077 != 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)?;
+            }
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(error) if error.kind() != io::ErrorKind::AlreadyExists => Err(error),
+                _ => Ok(()),
+            }
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Writes `bytes` to `path` through a temp file and a rename, without waiting for the disk: a reader sees the
 /// old file or the whole new one, never a half-written one, but a power cut may lose the write. For records
 /// whose loss costs nothing (a run's summary), where two fsyncs would cost more than the run itself.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace_through_temp(path, false, |file| file.write_all(bytes))
+    replace_through_temp(path, false, None, |file| file.write_all(bytes))
 }
 
 /// Fills a temp file beside `path` and renames it over `path`; with `durable`, fsyncs the file before the
-/// rename and the directory after it.
+/// rename and the directory after it; with `mode`, the temp file is created with those permissions.
 fn replace_through_temp(
     path: &Path,
     durable: bool,
+    mode: Option<u32>,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
     // A bare file name lives in the current directory, whose name is `.` rather than the empty parent.
@@ -48,7 +90,13 @@ fn replace_through_temp(
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut file = File::create(&temp)?;
+        let mut options = File::options();
+        options.write(true).create_new(true);
+        if let Some(mode) = mode {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        let mut file = options.open(&temp)?;
         fill(&mut file)?;
         if durable {
             file.sync_all()?;

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::fingerprint::FileDigest;
 use super::CacheError;
-use crate::atomic::write_atomic;
+use crate::atomic::write_atomic_private as write_atomic;
 
 const MAGIC: &[u8; 10] = b"CAIRNIDX1\n";
 

@@ -3,6 +3,7 @@
 //!
 //! Exactly what goes into a key is documented in docs/caching.md and defined by [`Fingerprint`].
 
+mod beneath;
 mod files;
 mod fingerprint;
 mod hasher;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use crate::atomic::write_atomic;
+use crate::atomic::write_atomic_private;
 pub use files::{GlobList, Matches};
 pub use fingerprint::{hex, platform, Change, FileDigest, Fingerprint, Key, FORMAT_VERSION};
 pub use hasher::{hash_file, FileHasher};
@@ -413,7 +415,7 @@ impl Session {
         };
         meta.is_file()
             && meta.len() == output.size
-            && meta.permissions().mode() & 0o7777 == output.mode
+            && meta.permissions().mode() & 0o7777 == output.mode & 0o777
             && self
                 .hasher
                 .digest_with(&output.path, Some(&meta))
@@ -481,10 +483,10 @@ impl Session {
             }
         };
         let bytes = serde_json::to_vec(&record).expect("records serialise");
-        write_atomic(&path, &bytes).map_err(store_error(path.clone()))?;
+        write_atomic_private(&path, &bytes).map_err(store_error(path.clone()))?;
         // The key goes last: a crash in between leaves a mismatch, and the record is simply written again.
         let marker = path.with_extension("key");
-        write_atomic(&marker, keyed.key.to_string().as_bytes()).map_err(store_error(marker))
+        write_atomic_private(&marker, keyed.key.to_string().as_bytes()).map_err(store_error(marker))
     }
 
     /// The last success of `task`, if one was recorded.
@@ -519,7 +521,7 @@ impl Session {
             files: keyed.fingerprint.inputs.clone(),
         };
         let path = self.store.task_file("incremental", task);
-        write_atomic(
+        write_atomic_private(
             &path,
             &serde_json::to_vec(&state).expect("state serialises"),
         )
@@ -562,7 +564,7 @@ pub fn auto_gc(
         return Ok(None);
     };
     let report = store.gc(max_size, max_age)?;
-    write_atomic(&marker, b"").map_err(|source| CacheError::Store {
+    write_atomic_private(&marker, b"").map_err(|source| CacheError::Store {
         what: "cannot record the time of the last gc".into(),
         path: marker,
         source,

@@ -24,9 +24,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::beneath::{link_resolves_inside, Beneath, BeneathError};
 use super::fingerprint::{hex, parse_hex, Key};
 use super::CacheError;
-use crate::atomic::{is_temp_name, write_atomic, write_atomic_with};
+use crate::atomic::{
+    is_temp_name, private_dir, write_atomic_private as write_atomic,
+    write_atomic_private_with as write_atomic_with,
+};
 
 /// Blobs larger than this are stored compressed (and restored by copy, which a compressed blob needs anyway).
 const COMPRESS_OVER: usize = 64 * 1024;
@@ -138,7 +142,14 @@ impl Store {
 
     /// Opens the store with `mode`; `None` when `TryExclusive` finds it in use.
     pub fn open_locked(dir: &Path, mode: LockMode) -> Result<Option<Store>, CacheError> {
-        fs::create_dir_all(dir).map_err(io_error("cannot create the cache directory", dir))?;
+        // What tasks produced can hold secrets: the store is its owner's alone.
+        if let Some(state) = dir
+            .parent()
+            .filter(|p| p.file_name().is_some_and(|n| n == ".cairn"))
+        {
+            private_dir(state).map_err(io_error("cannot create the state directory", state))?;
+        }
+        private_dir(dir).map_err(io_error("cannot create the cache directory", dir))?;
         let lock_path = dir.join("lock");
         let lock = File::options()
             .create(true)
@@ -315,7 +326,7 @@ impl Store {
             let full = root.join(path);
             let meta =
                 fs::symlink_metadata(&full).map_err(io_error("cannot read an output", &full))?;
-            let mode = meta.permissions().mode() & 0o7777;
+            let mode = meta.permissions().mode() & 0o777;
             if meta.file_type().is_symlink() {
                 let target =
                     fs::read_link(&full).map_err(io_error("cannot read an output link", &full))?;
@@ -353,8 +364,15 @@ impl Store {
             path: path.to_owned(),
             reason: reason.to_owned(),
         };
-        // Resolved only when something must be written: a hit whose outputs are in place writes nothing.
-        let canonical_root = std::cell::OnceCell::new();
+        // Every link the entry holds, so that a target is judged by where it leads once they are all in place,
+        // whatever their order in the manifest.
+        let links: HashMap<PathBuf, PathBuf> = entry
+            .outputs
+            .iter()
+            .filter_map(|o| Some((PathBuf::from(&o.path), PathBuf::from(o.target.as_ref()?))))
+            .collect();
+        // Everything the manifest itself says is checked before anything is written, so a refused entry leaves
+        // no trace in the tree.
         for output in &entry.outputs {
             let relative = Path::new(&output.path);
             if !relative
@@ -372,36 +390,45 @@ impl Store {
                     "not one of the task's declared outputs",
                 ));
             }
+            if let Some(through) = relative
+                .ancestors()
+                .skip(1)
+                .find(|a| links.contains_key(*a))
+            {
+                return Err(unsafe_path(
+                    &output.path,
+                    &format!(
+                        "`{}` on its way is a link of the same entry, and restores never write through one",
+                        through.display()
+                    ),
+                ));
+            }
+            if let Some(target) = &output.target {
+                if !link_resolves_inside(root, relative, Path::new(target), &links) {
+                    return Err(unsafe_path(
+                        &output.path,
+                        "the link points out of the repository",
+                    ));
+                }
+            }
+        }
+        // Opened only when something must be written: a hit whose outputs are in place writes nothing.
+        let mut beneath: Option<Beneath> = None;
+        for output in &entry.outputs {
+            let relative = Path::new(&output.path);
             // A file already holding exactly this content and mode needs no write (and no fsync).
             if current(output) {
                 continue;
             }
-            let canonical_root = match canonical_root.get() {
-                Some(resolved) => resolved,
-                None => {
-                    let resolved = root
-                        .canonicalize()
-                        .map_err(io_error("cannot resolve the repository root", root))?;
-                    canonical_root.get_or_init(|| resolved)
-                }
+            let writer = match &mut beneath {
+                Some(writer) => writer,
+                None => beneath.insert(
+                    Beneath::open(root)
+                        .map_err(io_error("cannot open the repository root", root))?,
+                ),
             };
             let destination = root.join(relative);
-            let parent = destination
-                .parent()
-                .expect("a joined relative path has a parent");
-            fs::create_dir_all(parent)
-                .map_err(io_error("cannot create an output directory", parent))?;
-            // A symlinked directory on the way would carry the write somewhere else.
-            let real_parent = parent
-                .canonicalize()
-                .map_err(io_error("cannot resolve an output directory", parent))?;
-            if !real_parent.starts_with(canonical_root) {
-                return Err(unsafe_path(
-                    &output.path,
-                    "a directory on its way is a link out of the repository",
-                ));
-            }
-            match (&output.blob, &output.target) {
+            let written = match (&output.blob, &output.target) {
                 (Some(blob), _) => {
                     let bytes = self.get_blob(blob)?;
                     if bytes.len() as u64 != output.size {
@@ -410,39 +437,35 @@ impl Store {
                             reason: "its size differs from the manifest's".into(),
                         });
                     }
-                    write_atomic_with(&destination, |file| {
-                        file.write_all(&bytes)?;
-                        file.set_permissions(fs::Permissions::from_mode(output.mode & 0o7777))
-                    })
-                    .map_err(io_error("cannot restore an output", &destination))?;
+                    writer.write_file(relative, &bytes, output.mode)
                 }
-                (None, Some(target)) => {
-                    let target_path = Path::new(target);
-                    let resolved =
-                        crate::paths::normalize_lexically(&real_parent.join(target_path));
-                    if target_path.is_absolute() || !resolved.starts_with(canonical_root) {
-                        return Err(unsafe_path(
-                            &output.path,
-                            "the link points out of the repository",
-                        ));
-                    }
-                    let temp = parent.join(format!(
-                        ".{}.tmp.{}",
-                        output.path.replace('/', "_"),
-                        std::process::id()
-                    ));
-                    let _ = fs::remove_file(&temp);
-                    std::os::unix::fs::symlink(target_path, &temp)
-                        .and_then(|()| fs::rename(&temp, &destination))
-                        .map_err(io_error("cannot restore an output link", &destination))?;
-                }
+                (None, Some(target)) => writer.write_link(relative, Path::new(target)),
                 (None, None) => {
                     return Err(unsafe_path(
                         &output.path,
                         "the manifest has neither content nor link",
                     ))
                 }
-            }
+            };
+            written.map_err(|error| match error {
+                BeneathError::LinkOnTheWay(on_the_way) => unsafe_path(
+                    &output.path,
+                    &format!(
+                        "`{}` on its way is a symbolic link, and restores never write through one",
+                        on_the_way.display()
+                    ),
+                ),
+                BeneathError::NotADirectory(on_the_way) => unsafe_path(
+                    &output.path,
+                    &format!("`{}` on its way is not a directory", on_the_way.display()),
+                ),
+                BeneathError::NotPlain => {
+                    unsafe_path(&output.path, "only plain relative paths can be restored")
+                }
+                BeneathError::Io(source) => {
+                    io_error("cannot restore an output", &destination)(source)
+                }
+            })?;
         }
         Ok(())
     }
@@ -657,5 +680,143 @@ mod tests {
             crate::paths::normalize_lexically(Path::new("/r/a/../b/./c")),
             PathBuf::from("/r/b/c")
         );
+    }
+
+    /// Everything below `dir` as (path, what it is), not following links: a link is its target, a file its
+    /// content and mode.
+    fn snapshot(dir: &Path, skip: &Path) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(here) = stack.pop() {
+            let Ok(read) = fs::read_dir(&here) else {
+                continue;
+            };
+            for item in read.flatten() {
+                let path = item.path();
+                if path.starts_with(skip) {
+                    continue;
+                }
+                let meta = fs::symlink_metadata(&path).expect("stat");
+                let what = if meta.file_type().is_symlink() {
+                    format!("link {:?}", fs::read_link(&path).expect("readlink"))
+                } else if meta.is_dir() {
+                    stack.push(path.clone());
+                    format!("dir {:o}", meta.mode() & 0o7777)
+                } else {
+                    format!(
+                        "file {:o} {:?}",
+                        meta.mode() & 0o7777,
+                        fs::read(&path).expect("read")
+                    )
+                };
+                out.push((path, what));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    const NAMES: &[&str] = &["a", "b", "l", "up", "pre"];
+    const TARGETS: &[&str] = &[
+        "..",
+        "../..",
+        "../src",
+        "../../outside",
+        "up/../../outside",
+        "a",
+        "l/..",
+        "l/../..",
+        "/tmp",
+        "../.git/hooks",
+        "b/../../..",
+        "pre/x",
+        "up/up/up",
+    ];
+
+    fn output_strategy() -> impl proptest::strategy::Strategy<Value = OutputRecord> {
+        use proptest::prelude::*;
+        (
+            proptest::collection::vec(0..NAMES.len(), 1..4),
+            proptest::option::of(0..TARGETS.len()),
+            prop_oneof![
+                Just(0o644u32),
+                Just(0o4755),
+                Just(0o2755),
+                Just(0o1777),
+                Just(0o600)
+            ],
+        )
+            .prop_map(|(names, target, mode)| {
+                let path = std::iter::once("out")
+                    .chain(names.iter().map(|&i| NAMES[i]))
+                    .collect::<Vec<_>>()
+                    .join("/");
+                OutputRecord {
+                    path,
+                    blob: target
+                        .is_none()
+                        .then(|| hex(blake3::hash(b"payload").as_bytes())),
+                    target: target.map(|i| TARGETS[i].to_owned()),
+                    size: if target.is_none() { 7 } else { 0 },
+                    mode,
+                }
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever an entry holds (links through links, links planted before files below them, modes with
+        /// set-id bits) and whatever links the tree already has, a restore writes only below the task's
+        /// outputs, every link it makes resolves inside the repository, and no set-id bit is restored.
+        #[test]
+        fn no_entry_writes_outside_the_outputs(outputs in proptest::collection::vec(output_strategy(), 1..8)) {
+            let base = tempfile::tempdir().expect("temp dir");
+            let repo = base.path().join("repo");
+            let store = Store::open(&base.path().join("store"), LockMode::Shared).expect("store");
+            store.put_blob(b"payload", false).expect("blob");
+            fs::create_dir_all(repo.join("src")).expect("mkdir");
+            fs::create_dir_all(repo.join(".git/hooks")).expect("mkdir");
+            fs::create_dir_all(repo.join("out")).expect("mkdir");
+            fs::create_dir_all(base.path().join("outside")).expect("mkdir");
+            fs::write(repo.join("src/main.rs"), "fn main() {}").expect("write");
+            fs::write(base.path().join("outside/canary"), "canary").expect("write");
+            // A link the user already has among the outputs, pointing away.
+            std::os::unix::fs::symlink("../../outside", repo.join("out/pre")).expect("link");
+            let before = snapshot(base.path(), &repo.join("out"));
+            let entry = Entry {
+                key: String::new(),
+                task: "t".into(),
+                created: 0,
+                duration_ms: 0,
+                outputs,
+                log: None,
+                fingerprint: None,
+                signed_by: None,
+            };
+            let _ = store.restore_outputs(&repo, &entry, &|p| p.starts_with("out/"), &|_| false);
+            let after = snapshot(base.path(), &repo.join("out"));
+            let changed: Vec<_> = after
+                .iter()
+                .filter(|(p, _)| !p.starts_with(base.path().join("store")))
+                .filter(|item| !before.contains(item))
+                .collect();
+            proptest::prop_assert!(changed.is_empty(), "written outside the outputs: {changed:?}");
+            let real_repo = repo.canonicalize().expect("repo");
+            for (path, what) in snapshot(&repo.join("out"), Path::new("/nonexistent")) {
+                if path == repo.join("out/pre") {
+                    continue;
+                }
+                if what.starts_with("link") {
+                    if let Ok(resolved) = path.canonicalize() {
+                        proptest::prop_assert!(resolved.starts_with(&real_repo), "{path:?} leads to {resolved:?}");
+                    }
+                }
+                if what.starts_with("file") {
+                    let mode = fs::symlink_metadata(&path).expect("stat").mode();
+                    proptest::prop_assert_eq!(mode & 0o7000, 0);
+                }
+            }
+        }
     }
 }

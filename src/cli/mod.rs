@@ -209,6 +209,9 @@ impl Context {
             }
         };
         let mut config = Config::load(&absolute(&path))?;
+        // `.cairn/` holds run records, cached outputs and secrets' working files: its owner's alone. Best
+        // effort: a read-only checkout can still be listed and checked.
+        let _ = crate::atomic::private_dir(&config.root.join(".cairn"));
         for (name, value) in overrides {
             match config.vars.iter_mut().find(|v| v.name == *name) {
                 Some(var) => var.value.clone_from(value),

@@ -94,7 +94,9 @@ struct Lock(#[allow(dead_code)] File);
 
 fn lock(policy: &Policy) -> Result<Lock, SecretsError> {
     let dir = state_dir(policy);
-    fs::create_dir_all(&dir).map_err(|e| SecretsError::io("create", &dir, e))?;
+    for private in [dir.parent().unwrap_or(&dir), &dir] {
+        crate::atomic::private_dir(private).map_err(|e| SecretsError::io("create", private, e))?;
+    }
     let path = dir.join("rotate.lock");
     let file = OpenOptions::new()
         .create(true)
