@@ -33,6 +33,62 @@ pub const ALWAYS_PASSED: &[&str] = &[
     "SSH_AUTH_SOCK",
 ];
 
+/// Variables holding cairn's own credentials (or naming where they are). A task gets one only when it names
+/// it exactly in `env_pass` or `env_hash`: `env_pass = ["*"]` or a pattern such as `SOPS_*` never hands them
+/// out. Those holding a value are also redacted from everything the run prints and stores.
+pub const CREDENTIAL_VARS: &[&str] = &[
+    "SOPS_AGE_KEY",
+    "SOPS_AGE_KEY_FILE",
+    "SOPS_AGE_KEY_CMD",
+    "SOPS_AGE_SSH_PRIVATE_KEY_FILE",
+    "CAIRN_REMOTE_CACHE_TOKEN",
+    "CAIRN_REMOTE_SIGNING_KEY",
+    "CAIRN_REMOTE_SIGNING_KEY_FILE",
+];
+
+/// Credential variables whose value is itself the credential (not a path to it): these are redacted.
+const CREDENTIAL_VALUES: &[&str] = &[
+    "SOPS_AGE_KEY",
+    "CAIRN_REMOTE_CACHE_TOKEN",
+    "CAIRN_REMOTE_SIGNING_KEY",
+];
+
+/// The names of every variable holding one of cairn's credentials for this configuration: the fixed ones
+/// and those `[remote_cache]` names with `{ env = "…" }`.
+pub fn credential_vars(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = CREDENTIAL_VARS.iter().map(|n| (*n).to_owned()).collect();
+    names.extend(named_credential_envs(config));
+    names
+}
+
+fn named_credential_envs(config: &Config) -> Vec<String> {
+    let Some(remote) = &config.remote_cache else {
+        return Vec::new();
+    };
+    [&remote.token, &remote.signing_key]
+        .into_iter()
+        .flatten()
+        .filter_map(|c| match &c.value {
+            crate::config::Credential::Env(var) => Some(var.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `(name, value)` of every credential variable set in cairn's environment whose value is a credential, for
+/// the redactor.
+pub fn credential_values(config: &Config) -> Vec<(String, zeroize::Zeroizing<String>)> {
+    CREDENTIAL_VALUES
+        .iter()
+        .map(|n| (*n).to_owned())
+        .chain(named_credential_envs(config))
+        .filter_map(|name| {
+            let value = std::env::var(&name).ok()?;
+            Some((name, zeroize::Zeroizing::new(value)))
+        })
+        .collect()
+}
+
 /// One task instance, ready to run: commands interpolated, environment and directory resolved.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -171,12 +227,14 @@ struct Caller {
     /// This cairn's executable, which tasks get as `CAIRN` to call cairn back (like make's `$(MAKE)`).
     exe: Option<String>,
     all: Vec<(String, String)>,
+    /// Credential variables, handed out only to a task that names them exactly.
+    credentials: Vec<String>,
     base: Arc<[(String, String)]>,
     none: Arc<[(String, String)]>,
 }
 
 impl Caller {
-    fn read() -> Caller {
+    fn read(config: &Config) -> Caller {
         let all: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
@@ -193,6 +251,7 @@ impl Caller {
         Caller {
             exe,
             all,
+            credentials: credential_vars(config),
             base: Arc::from(base),
             none: Arc::from(Vec::new()),
         }
@@ -224,7 +283,7 @@ impl Plan {
         for &id in &selection.targets {
             targeted[id] = true;
         }
-        let caller = Caller::read();
+        let caller = Caller::read(config);
         let mut jobs: Vec<Job> = selection
             .order
             .iter()
@@ -269,6 +328,9 @@ fn job(
         return group_job(config, graph, id, is_target);
     }
     let vars = graph.vars();
+    // Free-form param values come from whoever runs cairn (CI passing `deploy:$BRANCH`): in shell commands
+    // they are quoted where they stand, so no value is ever run as code.
+    let free_form = |i: usize| def.params.get(i).is_some_and(|p| p.values.is_none());
     let quoted_args = args
         .iter()
         .map(|a| shell_quote(a))
@@ -277,7 +339,7 @@ fn job(
     let (mut commands, changed_slots): (Vec<String>, Vec<Vec<usize>>) = def
         .run
         .iter()
-        .map(|t| t.render_with_slots(vars, &node.params, &quoted_args))
+        .map(|t| t.render_with_slots(vars, &node.params, &quoted_args, &free_form))
         .unzip();
     if !quoted_args.is_empty() && !def.run.iter().any(|t| t.uses_args()) {
         if let Some(last) = commands.last_mut() {
@@ -291,14 +353,18 @@ fn job(
     let mut key_env = BTreeMap::new();
     // Most tasks declare nothing to take from the caller: they only share the plan's base environment.
     if !def.env_hash.is_empty() || !def.env_pass.is_empty() {
+        let named = |name: &str| def.env_pass.iter().chain(&def.env_hash).any(|p| p == name);
         for (name, value) in &caller.all {
+            if caller.credentials.contains(name) && !named(name) {
+                continue;
+            }
             let hashed = def.env_hash.iter().any(|p| env_matches(name, p));
             if hashed {
                 key_env.insert(name.clone(), digest(name, value));
             }
             let passed = hashed || def.env_pass.iter().any(|p| env_matches(name, p));
             let in_base = ALWAYS_PASSED.iter().any(|p| env_matches(name, p));
-            if passed && !pass_all && !in_base {
+            if passed && (pass_all || !in_base) {
                 env.push((name.clone(), value.clone()));
             }
         }
@@ -377,7 +443,8 @@ fn job(
             caller.base.clone()
         },
         env,
-        clear_env: !pass_all,
+        // Even `env_pass = ["*"]` gets a built environment, never cairn's own: credentials stay behind.
+        clear_env: true,
         dir,
         timeout: def.timeout,
         retries: def.retries,
@@ -437,14 +504,17 @@ fn job(
         }),
         audit: def.audit,
         protected: def.protected && node.role == Role::Plain,
-        check: def
-            .check
-            .as_ref()
-            .map(|c| (c.run.render(vars, &node.params, ""), c.retries, c.interval)),
+        check: def.check.as_ref().map(|c| {
+            let command = c
+                .run
+                .render_with_slots(vars, &node.params, "", &free_form)
+                .0;
+            (command, c.retries, c.interval)
+        }),
         rollback: def
             .rollback
             .as_ref()
-            .map(|r| r.render(vars, &node.params, "")),
+            .map(|r| r.render_with_slots(vars, &node.params, "", &free_form).0),
         rollout: match (node.role, def.rollout) {
             (Role::Instance { group, position }, Some(rollout)) => Some(RolloutSlot {
                 group,

@@ -71,8 +71,18 @@ pub fn prepare(
     identities: &[PathBuf],
     plugins: Option<&Plugins>,
 ) -> Result<Option<RunSecrets>, SecretsError> {
+    // cairn's own credentials are withheld from tasks, and redacted in case a task finds them all the same.
+    let credentials = super::job::credential_values(config);
     if !plan.jobs.iter().any(|j| j.secrets.is_some()) {
-        return Ok(None);
+        if credentials.is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(RunSecrets {
+            redactor: Arc::new(
+                Redactor::new(credentials.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))).0,
+            ),
+            ..RunSecrets::default()
+        }));
     }
     for job in &plan.jobs {
         if let Some(request) = &job.secrets {
@@ -87,7 +97,7 @@ pub fn prepare(
     let mut opened: HashMap<PathBuf, Decrypted> = HashMap::new();
     let digest_key = digest_key(&config.root)?;
     let mut run = RunSecrets::default();
-    let mut all: Vec<(String, Zeroizing<String>)> = Vec::new();
+    let mut all: Vec<(String, Zeroizing<String>)> = credentials;
     for job in &mut plan.jobs {
         let Some(request) = job.secrets.clone() else {
             continue;
