@@ -463,10 +463,52 @@ pub struct ParamDef {
     pub values: Option<Vec<String>>,
     /// The value used when a target or dependency gives none.
     pub default: Option<String>,
+    /// `pattern`: a regular expression a free-form value must match entirely, instead of the safe characters.
+    pub pattern: Option<regex::Regex>,
     /// `description`.
     pub description: Option<String>,
     /// Where it is declared.
     pub span: Span,
+}
+
+/// Punctuation a free-form param value may hold besides ASCII letters and digits when its param declares no
+/// `pattern`: none of it means anything to a shell.
+pub const SAFE_VALUE_PUNCTUATION: &str = "._:/@%+=,-";
+
+impl ParamDef {
+    /// Whether `value` may be given to this param by a target or a dependency.
+    pub fn accepts(&self, value: &str) -> bool {
+        match (&self.values, &self.pattern) {
+            (Some(values), _) => values.iter().any(|v| v == value),
+            (None, Some(pattern)) => pattern.is_match(value),
+            (None, None) => is_safe_free_value(value),
+        }
+    }
+
+    /// What a value must look like, for an error about one that does not.
+    pub fn expectation(&self) -> String {
+        match (&self.values, &self.pattern) {
+            (Some(values), _) => format!(
+                "allowed: {}",
+                values.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+            ),
+            (None, Some(pattern)) => format!("the value must match `{}`", pattern.as_str()),
+            (None, None) => format!(
+                "a value may hold ASCII letters, digits and `{SAFE_VALUE_PUNCTUATION}`, not start with `-` and have no `..` part; give the param a `pattern` to accept others (the value is then quoted wherever a command uses it)"
+            ),
+        }
+    }
+}
+
+/// Whether a free-form value is plain data in any shell command and any path: non-empty, made of ASCII letters,
+/// digits and [`SAFE_VALUE_PUNCTUATION`], not an option (`-…`) and without a `..` component.
+pub fn is_safe_free_value(value: &str) -> bool {
+    !value.is_empty()
+        && !value.starts_with('-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || SAFE_VALUE_PUNCTUATION.contains(c))
+        && !value.split('/').any(|part| part == "..")
 }
 
 /// One entry of `deps`.

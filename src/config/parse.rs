@@ -81,7 +81,7 @@ const QUERY_KEYS: &[&str] = &["from", "key", "where"];
 const MAX_CHECKED_QUERIES: usize = 256;
 const CHECK_KEYS: &[&str] = &["run", "retries", "interval"];
 const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
-const PARAM_KEYS: &[&str] = &["values", "default", "description"];
+const PARAM_KEYS: &[&str] = &["values", "default", "pattern", "description"];
 const MAX_RETRIES: i64 = 100;
 
 pub(super) fn parse(
@@ -477,6 +477,7 @@ impl Walker<'_> {
             name: m.name.clone(),
             values: None,
             default: None,
+            pattern: None,
             description: None,
             span: m.span.clone(),
         }));
@@ -1712,15 +1713,50 @@ impl Walker<'_> {
                 .get("description")
                 .and_then(|v| self.string("description", v))
                 .map(|d| d.value);
+            let pattern = spec
+                .get("pattern")
+                .and_then(|v| self.param_pattern(v, values.is_some()));
             params.push(ParamDef {
                 name: name.to_owned(),
                 values: values.map(|l| l.into_iter().map(|v| v.value).collect()),
                 default: default.map(|d| d.value),
+                pattern,
                 description,
                 span: key.span(),
             });
         }
         params
+    }
+
+    /// A param's `pattern`, anchored so that it must match the whole value.
+    fn param_pattern(&mut self, value: &Value<'_>, has_values: bool) -> Option<regex::Regex> {
+        let text = self.string("pattern", value)?;
+        if has_values {
+            self.invalid(
+                "pattern",
+                "a param with `values` takes only those: `pattern` would never apply",
+                &text.span,
+                Some(
+                    "remove `pattern`, or remove `values` to accept any value that matches it"
+                        .into(),
+                ),
+            );
+            return None;
+        }
+        match regex::Regex::new(&format!("^(?:{})$", text.value)) {
+            Ok(regex) => Some(regex),
+            Err(error) => {
+                let reason = error.to_string();
+                let last = reason.lines().last().unwrap_or("invalid").trim().to_owned();
+                self.invalid(
+                    "pattern",
+                    format!("`{}` is not a valid regular expression: {last}", text.value),
+                    &text.span,
+                    Some("the syntax is Rust's `regex` crate's, e.g. \"[a-z][a-z0-9-]*\"".into()),
+                );
+                None
+            }
+        }
     }
 
     /// Splits the task's name at `{param}` and orders the params as the name uses them.

@@ -158,29 +158,99 @@ impl Template {
 
     /// Renders the template with the given var values, param values and quoted args.
     pub fn render(&self, vars: &[String], params: &[String], args: &str) -> String {
-        self.render_with_slots(vars, params, args).0
+        self.render_with_slots(vars, params, args, &|_| false).0
     }
 
     /// Renders like [`Template::render`], and returns where `{{changed}}` stood in the result, so the list of
-    /// changed files can be put there when the task runs, without parsing the text again.
+    /// changed files can be put there when the task runs, without parsing the text again. Each param that
+    /// `quoted` selects is quoted for the place it stands in a POSIX shell command (outside quotes, inside
+    /// `'…'` or inside `"…"`), so that the shell reads its value as data, never as code.
     pub fn render_with_slots(
         &self,
         vars: &[String],
         params: &[String],
         args: &str,
+        quoted: &dyn Fn(usize) -> bool,
     ) -> (String, Vec<usize>) {
         let mut out = String::new();
         let mut slots = Vec::new();
+        let mut context = QuoteContext::default();
+        let push = |out: &mut String, context: &mut QuoteContext, text: &str| {
+            context.feed(text);
+            out.push_str(text);
+        };
         for part in &self.parts {
             match part {
-                Part::Literal(text) => out.push_str(text),
-                Part::Var(i) => out.push_str(&vars[*i]),
-                Part::Param(i) => out.push_str(&params[*i]),
-                Part::Args => out.push_str(args),
+                Part::Literal(text) => push(&mut out, &mut context, text),
+                Part::Var(i) => push(&mut out, &mut context, &vars[*i]),
+                Part::Param(i) if quoted(*i) => out.push_str(&context.quote(&params[*i])),
+                Part::Param(i) => push(&mut out, &mut context, &params[*i]),
+                Part::Args => push(&mut out, &mut context, args),
                 Part::Changed => slots.push(out.len()),
             }
         }
         (out, slots)
+    }
+}
+
+/// Where a POSIX shell's reader stands in a command: outside quotes, inside single or inside double quotes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum QuoteContext {
+    #[default]
+    Plain,
+    Single,
+    Double,
+    /// After a backslash outside quotes, or inside double quotes (`in_double`).
+    Escaped {
+        in_double: bool,
+    },
+}
+
+impl QuoteContext {
+    fn feed(&mut self, text: &str) {
+        for c in text.chars() {
+            *self = match (*self, c) {
+                (QuoteContext::Escaped { in_double: true }, _) => QuoteContext::Double,
+                (QuoteContext::Escaped { in_double: false }, _) => QuoteContext::Plain,
+                (QuoteContext::Plain, '\\') => QuoteContext::Escaped { in_double: false },
+                (QuoteContext::Plain, '\'') => QuoteContext::Single,
+                (QuoteContext::Plain, '"') => QuoteContext::Double,
+                (QuoteContext::Single, '\'') => QuoteContext::Plain,
+                (QuoteContext::Double, '\\') => QuoteContext::Escaped { in_double: true },
+                (QuoteContext::Double, '"') => QuoteContext::Plain,
+                (state, _) => state,
+            };
+        }
+    }
+
+    /// `value` written so that, at this place, the shell reads exactly its characters.
+    fn quote(&self, value: &str) -> String {
+        match self {
+            QuoteContext::Plain => shell_quote(value),
+            QuoteContext::Single => value.replace('\'', r"'\''"),
+            QuoteContext::Double => {
+                let mut out = String::with_capacity(value.len());
+                for c in value.chars() {
+                    if matches!(c, '\\' | '$' | '`' | '"') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out
+            }
+            // Whatever follows a backslash is taken literally once; quote the rest as outside quotes.
+            QuoteContext::Escaped { in_double: false } => match value.chars().next() {
+                Some(first) => format!("{first}{}", shell_quote(&value[first.len_utf8()..])),
+                None => String::new(),
+            },
+            QuoteContext::Escaped { in_double: true } => match value.chars().next() {
+                Some(first) => format!(
+                    "{first}{}",
+                    QuoteContext::Double.quote(&value[first.len_utf8()..])
+                ),
+                None => String::new(),
+            },
+        }
     }
 }
 
@@ -252,6 +322,36 @@ mod tests {
             t.render(&["v".into()], &["prod".into()], "--x"),
             "deploy prod v --x"
         );
+    }
+
+    #[test]
+    fn quoted_params_are_data_wherever_they_stand() {
+        let parts = |literals: [&str; 2]| {
+            Template::new(vec![
+                Part::Literal(literals[0].into()),
+                Part::Param(0),
+                Part::Literal(literals[1].into()),
+            ])
+        };
+        let value = ["a'b\"c$(id) `x` \\".to_owned()];
+        let render = |t: &Template| t.render_with_slots(&[], &value, "", &|_| true).0;
+        assert_eq!(
+            render(&parts(["echo ", ""])),
+            r#"echo 'a'\''b"c$(id) `x` \'"#
+        );
+        assert_eq!(
+            render(&parts(["echo '", "'"])),
+            r#"echo 'a'\''b"c$(id) `x` \'"#
+        );
+        assert_eq!(
+            render(&parts(["echo \"", "\""])),
+            r#"echo "a'b\"c\$(id) \`x\` \\""#
+        );
+        // Unselected params are copied as they are.
+        let raw = parts(["echo ", ""])
+            .render_with_slots(&[], &value, "", &|_| false)
+            .0;
+        assert_eq!(raw, format!("echo {}", value[0]));
     }
 
     #[test]

@@ -485,7 +485,7 @@ impl TaskGraph {
                     task,
                     dep: dep.to_owned(),
                     param: def.name.clone(),
-                    help: values_help(&value, def.values.as_deref().unwrap_or_default()),
+                    help: param_help(&value, def),
                     value,
                     src,
                     span,
@@ -520,10 +520,7 @@ impl TaskGraph {
                 GraphError::TargetParamValue {
                     task: def.name.text.clone(),
                     param: def.params[param].name.clone(),
-                    help: values_help(
-                        &value,
-                        def.params[param].values.as_deref().unwrap_or_default(),
-                    ),
+                    help: param_help(&value, &def.params[param]),
                     value,
                 }
             }
@@ -558,7 +555,10 @@ fn example_instance(config: &Config, task: usize) -> String {
     def.name.instance(&values)
 }
 
-fn values_help(value: &str, allowed: &[String]) -> Option<String> {
+fn param_help(value: &str, param: &crate::config::ParamDef) -> Option<String> {
+    let Some(allowed) = &param.values else {
+        return Some(param.expectation());
+    };
     let list = allowed
         .iter()
         .map(|v| format!("`{v}`"))
