@@ -460,24 +460,6 @@ fn killing_cairn_at_any_moment_leaves_a_usable_cache() {
     t.run_with(&["run", "all", "-j2"]).success().cached(6);
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(read) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for item in read.flatten() {
-            if item.path().is_dir() {
-                stack.push(item.path());
-            } else {
-                out.push(item.path());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn an_edited_output_is_restored_on_a_hit_and_an_intact_one_is_left_alone() {
     let t = project();

@@ -6,6 +6,7 @@ mod deploy;
 mod docs;
 mod engine;
 mod fleet;
+mod hardening;
 mod matrix;
 mod monitoring;
 mod nix;

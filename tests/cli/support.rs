@@ -53,6 +53,12 @@ impl Test {
         self
     }
 
+    /// Takes a variable back out of cairn's environment.
+    pub fn unset_env(mut self, name: &str) -> Test {
+        self.envs.retain(|(n, _)| n != name);
+        self
+    }
+
     /// Writes a file of the project between runs.
     pub fn write(&self, path: &str, text: &str) {
         let full = self.dir.path().join(path);
@@ -319,4 +325,23 @@ pub fn in_terminal(test: &Test, args: &str) -> Option<String> {
         .output()
         .expect("script runs");
     Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Every file below `dir` (not the directories), following no link.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in read.flatten() {
+            if item.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(item.path());
+            } else {
+                out.push(item.path());
+            }
+        }
+    }
+    out
 }

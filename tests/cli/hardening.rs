@@ -1,0 +1,277 @@
+//! Attacks on cairn, each reproduced through the binary and shown to fail: a cache entry that would write outside
+//! its outputs, credentials handed to tasks, param values run as shell, cached outputs readable by other users.
+//! docs/security.md names the promise each test holds.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const BUILD: &str = r#"
+[tasks.build]
+run = "mkdir -p out && echo made > out/a.txt"
+inputs = ["in.txt"]
+outputs = ["out/**"]
+"#;
+
+fn built() -> Test {
+    let t = Test::new()
+        .tasks(BUILD)
+        .file("in.txt", "x\n")
+        .file("src/main.rs", "fn main() {}\n");
+    t.run_with(&["run", "build"]).success().cached(0);
+    t
+}
+
+/// Rewrites every stored entry's outputs, as a compromised cache writer would: `outputs` gets the blob and size
+/// of the entry's one real output.
+fn forge(t: &Test, outputs: impl Fn(&str, u64) -> Vec<Value>) {
+    for path in walk(&t.path(".cairn/cache/entries")) {
+        let mut entry: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("manifest")).expect("json");
+        let real = &entry["outputs"][0];
+        let (blob, size) = (
+            real["blob"].as_str().expect("blob").to_owned(),
+            real["size"].as_u64().expect("size"),
+        );
+        entry["outputs"] = Value::Array(outputs(&blob, size));
+        std::fs::write(&path, serde_json::to_vec(&entry).expect("json")).expect("write");
+    }
+    std::fs::remove_dir_all(t.path("out")).expect("remove outputs");
+}
+
+fn file(path: &str, blob: &str, size: u64, mode: u32) -> Value {
+    json!({ "path": path, "blob": blob, "target": null, "size": size, "mode": mode })
+}
+
+fn link(path: &str, target: &str) -> Value {
+    json!({ "path": path, "blob": null, "target": target, "size": 0, "mode": 0o777 })
+}
+
+#[test]
+fn a_forged_entry_cannot_write_through_a_link_it_plants() {
+    let t = built();
+    forge(&t, |blob, size| {
+        vec![
+            link("out/l", "../src"),
+            file("out/l/main.rs", blob, size, 0o644),
+        ]
+    });
+    t.run_with(&["run", "build"])
+        .success()
+        .cached(0)
+        .stderr_has("refusing to restore `out/l/main.rs`")
+        .stderr_has("on its way is a link");
+    assert_eq!(t.read("src/main.rs"), "fn main() {}\n");
+    // Refused before anything was written: the planted link is not left behind.
+    assert!(std::fs::symlink_metadata(t.path("out/l")).is_err());
+}
+
+#[test]
+fn a_forged_entry_cannot_plant_a_git_hook() {
+    let t = built();
+    std::fs::create_dir_all(t.path(".git/hooks")).expect("mkdir");
+    forge(&t, |blob, size| {
+        vec![
+            link("out/h", "../.git/hooks"),
+            file("out/h/pre-commit", blob, size, 0o755),
+        ]
+    });
+    t.run_with(&["run", "build"])
+        .success()
+        .cached(0)
+        .stderr_has("refusing to restore `out/h/pre-commit`");
+    assert!(!t.path(".git/hooks/pre-commit").exists());
+}
+
+#[test]
+fn a_link_whose_target_climbs_through_another_link_is_refused() {
+    let t = built();
+    // Read lexically, `out/up/../../X` is `X` inside the repository; through `up -> ..` it is outside.
+    forge(&t, |_, _| {
+        vec![link("out/up", ".."), link("out/esc", "up/../../X")]
+    });
+    t.run_with(&["run", "build"])
+        .success()
+        .cached(0)
+        .stderr_has("refusing to restore `out/esc`: the link points out of the repository");
+    assert!(std::fs::symlink_metadata(t.path("out/esc")).is_err());
+}
+
+#[test]
+fn a_link_the_tree_already_has_is_never_written_through() {
+    let t = built();
+    let outside = tempfile::tempdir().expect("temp dir");
+    forge(&t, |blob, size| {
+        vec![file("out/sub/a.txt", blob, size, 0o644)]
+    });
+    std::fs::create_dir(t.path("out")).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path(), t.path("out/sub")).expect("link");
+    t.run_with(&["run", "build"])
+        .success()
+        .cached(0)
+        .stderr_has("refusing to restore `out/sub/a.txt`: `out/sub` on its way is a symbolic link");
+    assert!(!outside.path().join("a.txt").exists());
+}
+
+#[test]
+fn set_id_bits_are_never_restored() {
+    let t = built();
+    forge(&t, |blob, size| vec![file("out/a.txt", blob, size, 0o6755)]);
+    t.run_with(&["run", "build"]).success().cached(1);
+    let mode = std::fs::metadata(t.path("out/a.txt"))
+        .expect("restored")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755);
+}
+
+const AGE_KEY: &str = "AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGP";
+const TOKEN: &str = "remote-cache-token-0123456789";
+
+#[test]
+fn credentials_are_withheld_from_tasks_that_pass_everything() {
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks.all]
+run = "echo age=[$SOPS_AGE_KEY] sign=[$CAIRN_REMOTE_SIGNING_KEY] token=[$CAIRN_REMOTE_CACHE_TOKEN] mine=[$MY_SETTING]"
+env_pass = ["*"]
+[tasks.prefixed]
+run = "echo age=[$SOPS_AGE_KEY]"
+env_pass = ["SOPS_*"]
+"#,
+        )
+        .env("SOPS_AGE_KEY", AGE_KEY)
+        .env("CAIRN_REMOTE_SIGNING_KEY", "signing-key-material-abcdef")
+        .env("CAIRN_REMOTE_CACHE_TOKEN", TOKEN)
+        .env("MY_SETTING", "visible");
+    t.run_with(&["run", "all", "prefixed"])
+        .success()
+        .stdout_has("age=[] sign=[] token=[] mine=[visible]")
+        .stdout_has("prefixed | age=[]");
+}
+
+#[test]
+fn a_credential_named_exactly_reaches_the_task_but_never_its_output_or_cache() {
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks.named]
+run = "echo token=[$CAIRN_REMOTE_CACHE_TOKEN]; echo err=[$CAIRN_REMOTE_CACHE_TOKEN] >&2; test -n \"$CAIRN_REMOTE_CACHE_TOKEN\""
+env_pass = ["CAIRN_REMOTE_CACHE_TOKEN"]
+inputs = ["in.txt"]
+"#,
+        )
+        .file("in.txt", "x\n")
+        .env("CAIRN_REMOTE_CACHE_TOKEN", TOKEN);
+    let run = t
+        .run_with(&["run", "named"])
+        .success()
+        .stdout_has("token=[[secret:CAIRN_REMOTE_CACHE_TOKEN]]")
+        .stderr_has("err=[[secret:CAIRN_REMOTE_CACHE_TOKEN]]");
+    assert!(!run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN));
+    // Replayed without the token in the environment, nothing could redact it now: the stored log never had it.
+    t.unset_env("CAIRN_REMOTE_CACHE_TOKEN")
+        .run_with(&["run", "named"])
+        .success()
+        .cached(1)
+        .stdout_has("token=[[secret:CAIRN_REMOTE_CACHE_TOKEN]]")
+        .stdout_lacks(TOKEN);
+}
+
+const GREET: &str = r#"
+[tasks."greet:{who}"]
+params.who = {}
+run = "echo hello {{who}}"
+check = { run = "echo checked {{who}}" }
+
+[tasks."say:{what}"]
+params.what = { pattern = ".+" }
+run = ["echo plain {{what}}", "echo \"double {{what}}\"", "echo 'single {{what}}'"]
+"#;
+
+#[test]
+fn a_free_form_value_outside_the_safe_characters_is_refused() {
+    let t = Test::new().tasks(GREET);
+    t.run_with(&["run", "greet:world; echo INJECTED-$(id -un)"])
+        .status(2)
+        .stderr_has("is not a value of param `who`")
+        .stderr_has("give the param a `pattern`")
+        .stdout_lacks("INJECTED");
+    t.run_with(&["run", "greet:--upload-pack=touch"]).status(2);
+    t.run_with(&["run", "greet:../../etc"]).status(2);
+    t.run_with(&["run", "greet:feature/login-2@v1.2"])
+        .success()
+        .stdout_has("hello feature/login-2@v1.2")
+        .stdout_has("checked feature/login-2@v1.2");
+}
+
+#[test]
+fn a_value_its_pattern_accepts_is_data_wherever_the_command_places_it() {
+    let value = r#"x; echo INJECTED-$(id -un) `id` "dq" 'sq' \"#;
+    let t = Test::new().tasks(GREET);
+    let run = t
+        .run_with(&["run", &format!("say:{value}")])
+        .success()
+        .stdout_has(&format!("plain {value}"))
+        .stdout_has(&format!("double {value}"))
+        .stdout_has(&format!("single {value}"));
+    assert!(
+        !run.stdout.lines().any(|l| l.contains("| INJECTED-")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_param_pattern_that_is_not_a_regular_expression_is_reported_at_its_place() {
+    Test::new()
+        .tasks("[tasks.\"t:{x}\"]\nparams.x = { pattern = \"[a-z\" }\nrun = \"true\"\n")
+        .args(&["check"])
+        .run()
+        .status(1)
+        .stderr_has("tasks.toml:2:")
+        .stderr_has("is not a valid regular expression");
+}
+
+#[test]
+fn cached_outputs_and_the_state_directory_are_their_owners_alone() {
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks.build]
+run = "mkdir -p out && (umask 077; echo secret-derived > out/key)"
+inputs = ["in.txt"]
+outputs = ["out/**"]
+"#,
+        )
+        .file("in.txt", "x\n");
+    // A `.cairn` made open by an older cairn is tightened too.
+    std::fs::create_dir_all(t.path(".cairn")).expect("mkdir");
+    std::fs::set_permissions(t.path(".cairn"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    t.run_with(&["run", "build"]).success();
+    let mode = |path: &std::path::Path| {
+        std::fs::symlink_metadata(path)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&t.path(".cairn")), 0o700);
+    assert_eq!(mode(&t.path(".cairn/cache")), 0o700);
+    let stored = walk(&t.path(".cairn/cache"));
+    assert!(stored
+        .iter()
+        .any(|p| p.starts_with(t.path(".cairn/cache/blobs"))));
+    for path in stored.iter().filter(|p| !p.ends_with("lock")) {
+        assert_eq!(
+            mode(path) & 0o077,
+            0,
+            "{} is open to others",
+            path.display()
+        );
+    }
+}
