@@ -151,7 +151,12 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         plugins.sink().set_redactor(Arc::clone(&secrets.redactor));
     }
     if let Some(secrets) = &secrets {
-        run::secrets::remove_stale_dirs();
+        for left in run::secrets::remove_stale_dirs() {
+            eprintln!(
+                "cairn: warning: cannot remove `{}`, a plaintext copy left by a cairn that was killed: remove it by hand",
+                left.display()
+            );
+        }
         for name in &secrets.warnings {
             eprintln!(
                 "cairn: warning: `{name}` is shorter than {} bytes, too short to redact from output; it is passed to the task but will show in logs (make it longer, or treat it as configuration, not a secret)",

@@ -98,6 +98,13 @@ struct ScopeArgs {
 const SECRETS_DIR: &str = "secrets";
 
 pub(super) fn secrets(args: SecretsArgs) -> Result<i32, CliError> {
+    // Plaintext that a killed `secrets edit` or run left behind goes first, whatever this command is.
+    for left in crate::secrets::files::sweep_stale_private_dirs() {
+        eprintln!(
+            "cairn: warning: cannot remove `{}`, a plaintext copy left by a cairn that was killed: remove it by hand",
+            left.display()
+        );
+    }
     let keyring = || Keyring::discover(&args.identity);
     let result = match args.command {
         SecretsCommand::Init { name } => init(name),
@@ -366,7 +373,8 @@ impl Scratch {
         let suffix = u64::from_le_bytes(
             crate::secrets::cipher::random::<8>().map_err(|e| SecretsError::format(original, e))?,
         );
-        let dir = base.join(format!("cairn-edit-{suffix:016x}"));
+        // The pid lets a later command tell that a copy was left by a cairn that was killed.
+        let dir = base.join(format!("cairn-edit-{}-{suffix:016x}", std::process::id()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)

@@ -300,38 +300,8 @@ impl Drop for SecretFiles {
 }
 
 /// Removes secret directories left by cairn processes that were killed before they could clean up.
-pub fn remove_stale_dirs() {
-    for base in [
-        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
-        Some(PathBuf::from("/dev/shm")),
-        Some(std::env::temp_dir()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let Ok(entries) = std::fs::read_dir(&base) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix("cairn-secrets-") else {
-                continue;
-            };
-            let Some(pid) = rest
-                .split('-')
-                .next()
-                .and_then(|p| p.parse::<libc::pid_t>().ok())
-            else {
-                continue;
-            };
-            // SAFETY: signal 0 only checks whether the process exists.
-            let alive = unsafe { libc::kill(pid, 0) } == 0
-                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-            if !alive {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
+pub fn remove_stale_dirs() -> Vec<PathBuf> {
+    files::sweep_stale_private_dirs()
 }
 
 /// `(plugin, reference)` when `key` names a declared plugin: `vault:app/production#db_password`.

@@ -205,6 +205,47 @@ pub fn private_base() -> PathBuf {
     .unwrap_or_else(std::env::temp_dir)
 }
 
+/// Prefixes of the private directories cairn makes for plaintext (`<prefix><pid>-<random>`): a task's secret
+/// files, and the copy `cairn secrets edit` gives the editor.
+pub const PRIVATE_DIR_PREFIXES: &[&str] = &["cairn-secrets-", "cairn-edit-"];
+
+/// Wipes the private plaintext directories left by cairn processes that were killed before they could clean
+/// up (their pid is no longer alive); returns those it could not remove.
+pub fn sweep_stale_private_dirs() -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    let bases = [
+        std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        Some(PathBuf::from("/dev/shm")),
+        Some(std::env::temp_dir()),
+    ];
+    for base in bases.into_iter().flatten() {
+        let Ok(entries) = fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = PRIVATE_DIR_PREFIXES.iter().find_map(|p| name.strip_prefix(p)) else {
+                continue;
+            };
+            let Some(pid) = rest
+                .split('-')
+                .next()
+                .and_then(|p| p.parse::<libc::pid_t>().ok())
+                .filter(|&p| p > 0)
+            else {
+                continue;
+            };
+            if !crate::atomic::process_alive(pid) {
+                wipe_dir(&entry.path());
+                if entry.path().exists() {
+                    left.push(entry.path());
+                }
+            }
+        }
+    }
+    left
+}
+
 /// Overwrites every file in `dir` with zeros (editors leave backups and swap files too), then removes it.
 pub fn wipe_dir(dir: &Path) {
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {

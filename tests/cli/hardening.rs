@@ -275,3 +275,35 @@ outputs = ["out/**"]
         );
     }
 }
+
+#[test]
+fn a_plaintext_copy_left_by_a_killed_edit_is_wiped_by_the_next_secrets_command() {
+    let test = Test::new().file(
+        ".sops.yaml",
+        "creation_rules:\n  - path_regex: ^secrets/\n    age: age1qwrzj4h9tsgtl525zf9x0g9lkl39pcyyyfeutdku57pkrjytxdssreuu26\n",
+    );
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sops/keys/alex.txt");
+    test.write("secrets/app.yaml", "token: edit-me-please-0123\n");
+    let runtime = test.path("runtime");
+    std::fs::create_dir_all(&runtime).expect("mkdir");
+    // The editor records the copy, then cairn is killed outright: nothing of cairn's runs after SIGKILL.
+    test.write(
+        "editor.sh",
+        "#!/bin/sh\necho \"$1\" > \"$EDIT_LOG\"\nd=$(basename \"$(dirname \"$1\")\")\npid=${d#cairn-edit-}\nkill -KILL ${pid%%-*}\n",
+    );
+    std::fs::set_permissions(test.path("editor.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let (editor, log) = (test.path("editor.sh"), test.path("edit.log"));
+    let test = test
+        .env("SOPS_AGE_KEY_FILE", key.to_str().expect("utf-8"))
+        .env("EDITOR", editor.to_str().expect("utf-8"))
+        .env("EDIT_LOG", log.to_str().expect("utf-8"))
+        .env("XDG_RUNTIME_DIR", runtime.to_str().expect("utf-8"));
+    test.run_with(&["secrets", "encrypt", "secrets/app.yaml"]).success();
+    let killed = test.run_with(&["secrets", "edit", "secrets/app.yaml"]);
+    assert_eq!(killed.status, -1, "cairn was killed by a signal");
+    let copy = std::path::PathBuf::from(test.read("edit.log").trim());
+    assert!(copy.exists(), "the kill left the plaintext copy (the attack)");
+    test.run_with(&["secrets", "ls"]).success();
+    assert!(!copy.parent().expect("dir").exists(), "the next command wiped it");
+}
