@@ -36,9 +36,18 @@ struct Builder<'a> {
     char_to_byte: Vec<usize>,
     comments: std::collections::VecDeque<Comment>,
     anchors_by_id: HashMap<usize, Node>,
+    /// How many values each anchored node stands for, aliases inside it expanded.
+    anchor_sizes: HashMap<usize, usize>,
     anchor_names: HashMap<usize, String>,
+    /// Values built so far, aliases expanded: bounded by [`MAX_VALUES`].
+    values: usize,
     parsed: Parsed,
 }
+
+/// The most values a file may expand to. Aliases copy what they name, so a few lines of nested aliases (a
+/// "billion laughs") would otherwise build an exponentially large tree; real secrets files and `.sops.yaml`
+/// hold hundreds.
+pub const MAX_VALUES: usize = 100_000;
 
 /// Parses `text`, which must hold one document whose root is a mapping (or nothing).
 pub fn parse(text: &str) -> Result<Parsed, FormatError> {
@@ -78,7 +87,9 @@ pub fn parse(text: &str) -> Result<Parsed, FormatError> {
         char_to_byte,
         comments: comments.into(),
         anchors_by_id: HashMap::new(),
+        anchor_sizes: HashMap::new(),
         anchor_names: HashMap::new(),
+        values: 0,
         parsed: Parsed::default(),
     };
     builder.document()?;
@@ -156,8 +167,10 @@ impl<'a> Builder<'a> {
                     }
                 }
                 Event::MappingStart(anchor, _) => {
+                    let before = self.values;
+                    self.count(1, &span)?;
                     let items = self.mapping(span.start.line(), "")?;
-                    self.remember_anchor(anchor, Node::Map(items.clone()));
+                    self.remember_anchor(anchor, Node::Map(items.clone()), self.values - before);
                     self.parsed.document = items;
                 }
                 Event::Scalar(ref value, ScalarStyle::Plain, _, None) if value.is_empty() => {}
@@ -190,10 +203,23 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn remember_anchor(&mut self, id: usize, node: Node) {
+    /// Counts `count` more values, failing once the file expands past [`MAX_VALUES`].
+    fn count(&mut self, count: usize, span: &YamlSpan) -> Result<(), FormatError> {
+        self.values = self.values.saturating_add(count);
+        if self.values > MAX_VALUES {
+            return Err(Self::shape_error(
+                span,
+                &format!("the file expands to more than {MAX_VALUES} values through its aliases (`*name`); write the values out, or split the file"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn remember_anchor(&mut self, id: usize, node: Node, size: usize) {
         if id == 0 {
             return;
         }
+        self.anchor_sizes.insert(id, size);
         self.anchors_by_id.insert(id, node.clone());
         if let Some(name) = self.anchor_names.get(&id) {
             self.parsed.anchors.push((name.clone(), node));
@@ -233,7 +259,11 @@ impl<'a> Builder<'a> {
             let key = match event {
                 Event::Scalar(value, _, _, _) => value.into_owned(),
                 Event::Alias(id) => match self.anchors_by_id.get(&id) {
-                    Some(Node::Scalar(s)) => s.text.clone(),
+                    Some(Node::Scalar(s)) => {
+                        let text = s.text.clone();
+                        self.count(1, &span)?;
+                        text
+                    }
                     _ => return Err(Self::shape_error(&span, "only text keys are supported")),
                 },
                 _ => return Err(Self::shape_error(&span, "only text keys are supported")),
@@ -290,8 +320,10 @@ impl<'a> Builder<'a> {
         span: YamlSpan,
         path: &str,
     ) -> Result<Node, FormatError> {
+        let before = self.values;
         match event {
             Event::Scalar(value, style, anchor, tag) => {
+                self.count(1, &span)?;
                 let start = self.byte(&span);
                 let end = self.char_to_byte[span.end.index().min(self.char_to_byte.len() - 1)];
                 self.parsed.spans.insert(path.to_string(), start..end);
@@ -301,32 +333,38 @@ impl<'a> Builder<'a> {
                 if anchor != 0 {
                     self.note_anchor_name(anchor, start);
                 }
-                self.remember_anchor(anchor, node.clone());
+                self.remember_anchor(anchor, node.clone(), 1);
                 Ok(node)
             }
             Event::MappingStart(anchor, _) => {
+                self.count(1, &span)?;
                 let start = self.byte(&span);
                 if anchor != 0 {
                     self.note_anchor_name(anchor, start);
                 }
                 let node = Node::Map(self.mapping(span.start.line(), path)?);
-                self.remember_anchor(anchor, node.clone());
+                self.remember_anchor(anchor, node.clone(), self.values - before);
                 Ok(node)
             }
             Event::SequenceStart(anchor, _) => {
+                self.count(1, &span)?;
                 let start = self.byte(&span);
                 if anchor != 0 {
                     self.note_anchor_name(anchor, start);
                 }
                 let node = Node::List(self.sequence(path)?);
-                self.remember_anchor(anchor, node.clone());
+                self.remember_anchor(anchor, node.clone(), self.values - before);
                 Ok(node)
             }
-            Event::Alias(id) => self
-                .anchors_by_id
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| Self::shape_error(&span, "an alias to an unknown anchor")),
+            Event::Alias(id) => {
+                let size = self.anchor_sizes.get(&id).copied().unwrap_or(1);
+                // Counted before the copy is made: the copy is what would exhaust memory.
+                self.count(size, &span)?;
+                self.anchors_by_id
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| Self::shape_error(&span, "an alias to an unknown anchor"))
+            }
             _ => Err(Self::shape_error(&span, "unexpected YAML structure")),
         }
     }

@@ -307,3 +307,44 @@ fn a_plaintext_copy_left_by_a_killed_edit_is_wiped_by_the_next_secrets_command()
     test.run_with(&["secrets", "ls"]).success();
     assert!(!copy.parent().expect("dir").exists(), "the next command wiped it");
 }
+
+/// Nine levels of nine aliases: 9^9 (387 million) values from a dozen lines.
+fn alias_bomb(prefix: &str) -> String {
+    let mut text = format!("{prefix}a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let names: Vec<char> = ('a'..='i').collect();
+    for pair in names.windows(2) {
+        let (from, to) = (pair[0], pair[1]);
+        let refs = vec![format!("*{from}"); 9].join(",");
+        text.push_str(&format!("{prefix}{to}: &{to} [{refs}]\n"));
+    }
+    text
+}
+
+#[test]
+fn a_yaml_alias_bomb_in_a_secrets_file_fails_fast_with_its_place() {
+    let test = Test::new()
+        .file(
+            ".sops.yaml",
+            "creation_rules:\n  - path_regex: ^secrets/\n    age: age1qwrzj4h9tsgtl525zf9x0g9lkl39pcyyyfeutdku57pkrjytxdssreuu26\n",
+        )
+        .file("secrets/bomb.yaml", &alias_bomb(""));
+    test.run_with(&["secrets", "encrypt", "secrets/bomb.yaml"])
+        .status(1)
+        .stderr_has("secrets/bomb.yaml")
+        .stderr_has("more than 100000 values through its aliases");
+}
+
+#[test]
+fn a_yaml_alias_bomb_in_the_policy_fails_fast_with_its_place() {
+    let policy = format!(
+        "{}creation_rules:\n  - path_regex: ^secrets/\n    age: age1qwrzj4h9tsgtl525zf9x0g9lkl39pcyyyfeutdku57pkrjytxdssreuu26\n",
+        alias_bomb("x")
+    );
+    Test::new()
+        .file(".sops.yaml", &policy)
+        .file("secrets/app.yaml", "token: abcdefgh\n")
+        .run_with(&["secrets", "encrypt", "secrets/app.yaml"])
+        .status(1)
+        .stderr_has(".sops.yaml")
+        .stderr_has("more than 100000 values through its aliases");
+}
