@@ -86,7 +86,7 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
         .position(|j| j.node == target)
         .expect("the target is in its own plan");
     let job = &plan.jobs[index];
-    let keyed = match predict(&plan, &session).swap_remove(index) {
+    let keyed = match predict(&plan, &session, true).swap_remove(index) {
         Ok((keyed, _)) => keyed,
         Err(error) => {
             println!("`{}`: cannot compute its key: {error}", job.label);

@@ -145,8 +145,13 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     // Plugins load when a task first needs one; declaring them costs nothing.
     let plugins = (!config.plugins.is_empty())
         .then(|| Arc::new(run::plugins::Plugins::new(Arc::clone(&config))));
-    let secrets = run::secrets::prepare(&mut plan, &config, &args.identity, plugins.as_deref())?
-        .map(Arc::new);
+    // A dry run shows the plan to anyone, a newcomer without keys included: it names each secret and where it
+    // comes from, and decrypts nothing.
+    let secrets = if args.dry_run {
+        None
+    } else {
+        run::secrets::prepare(&mut plan, &config, &args.identity, plugins.as_deref())?.map(Arc::new)
+    };
     if let (Some(plugins), Some(secrets)) = (&plugins, &secrets) {
         plugins.sink().set_redactor(Arc::clone(&secrets.redactor));
     }
@@ -191,14 +196,14 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     };
 
     if args.dry_run {
-        let predictions = session.as_deref().map(|s| predict(&plan, s));
+        let predictions = session.as_deref().map(|s| predict(&plan, s, false));
         let holders = session
             .as_deref()
             .zip(predictions.as_deref())
             .and_then(|(session, predictions)| remote_holders(&plan, session, predictions));
         print!(
             "{}",
-            describe_plan(&plan, jobs, predictions.as_deref(), holders.as_deref())
+            describe_plan(&config, &plan, jobs, predictions.as_deref(), holders.as_deref())
         );
         return Ok(0);
     }
@@ -612,20 +617,36 @@ pub(super) fn open_cache(config: &Config) -> Result<Session, CliError> {
 
 /// Each job's key as it would be now, and whether the cache has it, computed in plan order as a run would
 /// (assuming each dependency ends with the key predicted for it).
-pub(super) fn predict(plan: &Plan, session: &Session) -> Vec<Result<(Keyed, bool), String>> {
+pub(super) fn predict(
+    plan: &Plan,
+    session: &Session,
+    secrets_prepared: bool,
+) -> Vec<Result<(Keyed, bool), String>> {
     let mut keys: Vec<Option<Key>> = vec![None; plan.jobs.len()];
     let mut out = Vec::with_capacity(plan.jobs.len());
     for (i, job) in plan.jobs.iter().enumerate() {
-        let deps: Vec<DepInput> = plan.deps[i]
-            .iter()
-            .filter_map(|&d| {
-                Some(DepInput {
+        if job.secrets.is_some() && !secrets_prepared {
+            out.push(Err(
+                "its key holds digests of its secrets, which a dry run does not decrypt".into(),
+            ));
+            continue;
+        }
+        let mut deps: Vec<DepInput> = Vec::with_capacity(plan.deps[i].len());
+        let mut unknown = None;
+        for &d in &plan.deps[i] {
+            match keys[d] {
+                Some(key) => deps.push(DepInput {
                     label: plan.jobs[d].label.clone(),
-                    key: keys[d]?,
+                    key,
                     outputs: plan.jobs[d].key.outputs.clone(),
-                })
-            })
-            .collect();
+                }),
+                None => unknown = Some(&plan.jobs[d].label),
+            }
+        }
+        if let Some(dep) = unknown {
+            out.push(Err(format!("it depends on `{dep}`, whose key is unknown")));
+            continue;
+        }
         match session.key(&job.key, &deps) {
             Ok(keyed) => {
                 keys[i] = Some(keyed.key);
@@ -727,6 +748,7 @@ fn confirm(plan: &Plan, yes: bool) -> Result<(), CliError> {
 }
 
 fn describe_plan(
+    config: &Config,
     plan: &Plan,
     jobs: usize,
     predictions: Option<&[Result<(Keyed, bool), String>]>,
@@ -798,6 +820,17 @@ fn describe_plan(
         if let Some(question) = &job.confirm {
             let _ = writeln!(out, "       asks  {question}");
         }
+        if let Some(request) = &job.secrets {
+            for (variable, key, how) in request
+                .env
+                .iter()
+                .map(|(v, k)| (v, k, ""))
+                .chain(request.files.iter().map(|(v, k)| (v, k, " (as a file)")))
+            {
+                let source = run::secrets::source_of(config, request, key);
+                let _ = writeln!(out, "       secret ${variable}{how} from {source}");
+            }
+        }
         for (line, slots) in job.commands.iter().zip(&job.changed_slots) {
             let how = if is_direct(job, line) { "" } else { " (shell)" };
             // An incremental task's changed files are only known when it runs.
@@ -809,7 +842,7 @@ fn describe_plan(
         }
         if let Some(predictions) = predictions {
             let verdict = match &predictions[i] {
-                Ok(_) if !job.key.cacheable => "not cached".to_owned(),
+                _ if !job.key.cacheable => "not cached".to_owned(),
                 Ok((keyed, true)) => format!("hit ({})", &keyed.key.to_string()[..12]),
                 Ok((keyed, false)) => match remote_holders.and_then(|h| h[i].as_deref()) {
                     Some(writer) => format!(

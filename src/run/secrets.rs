@@ -304,6 +304,15 @@ pub fn remove_stale_dirs() -> Vec<PathBuf> {
     files::sweep_stale_private_dirs()
 }
 
+/// Where a task's secret `key` comes from, for people: `` `db.password` in secrets/production/app.yaml `` or
+/// `` `app/production#token` from plugin `vault` ``. Nothing is read.
+pub fn source_of(config: &Config, request: &SecretsRequest, key: &str) -> String {
+    match provider_of(config, key) {
+        Some((plugin, reference)) => format!("`{reference}` from plugin `{plugin}`"),
+        None => format!("`{key}` in {}", request.relative),
+    }
+}
+
 /// `(plugin, reference)` when `key` names a declared plugin: `vault:app/production#db_password`.
 fn provider_of<'k>(config: &Config, key: &'k str) -> Option<(&'k str, &'k str)> {
     let (provider, reference) = key.split_once(':')?;

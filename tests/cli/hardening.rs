@@ -348,3 +348,46 @@ fn a_yaml_alias_bomb_in_the_policy_fails_fast_with_its_place() {
         .stderr_has(".sops.yaml")
         .stderr_has("more than 100000 values through its aliases");
 }
+
+#[test]
+fn a_dry_run_names_each_secret_and_its_source_without_any_key() {
+    let test = Test::new()
+        .file(
+            ".sops.yaml",
+            "creation_rules:\n  - path_regex: ^secrets/\n    age: age1qwrzj4h9tsgtl525zf9x0g9lkl39pcyyyfeutdku57pkrjytxdssreuu26\n",
+        )
+        .file("secrets/production/deploy.yaml", "api_token: tok_live_8f3a9c2e1b\nssh:\n  key: private-key-material\n")
+        .tasks(
+            r#"
+[tasks.build]
+run = "echo build"
+inputs = ["tasks.toml"]
+[tasks."deploy:{env}"]
+params.env = { values = ["production"] }
+deps = ["build"]
+run = "echo deploying"
+inputs = ["tasks.toml"]
+secrets.from = "secrets/{{env}}/deploy.yaml"
+secrets.env = { API_TOKEN = "api_token" }
+secrets.files = { SSH_KEY = "ssh.key" }
+"#,
+        );
+    test.run_with(&["secrets", "encrypt", "secrets/production/deploy.yaml"])
+        .success();
+    // A newcomer: no identity anywhere.
+    let test = test
+        .env("SOPS_AGE_KEY_FILE", "/nonexistent/keys.txt")
+        .env("XDG_CONFIG_HOME", "/nonexistent");
+    let run = test
+        .run_with(&["run", "deploy:production", "--dry-run"])
+        .success()
+        .stdout_has("secret $API_TOKEN from `api_token` in secrets/production/deploy.yaml")
+        .stdout_has("secret $SSH_KEY (as a file) from `ssh.key` in secrets/production/deploy.yaml")
+        .stdout_has("cache unknown: its key holds digests of its secrets")
+        .stdout_has("cache miss");
+    assert!(!run.stdout.contains("tok_live") && !run.stdout.contains("private-key-material"));
+    // The real run still needs the key, and says so.
+    test.run_with(&["run", "deploy:production", "--yes"])
+        .status(1)
+        .stderr_has("SOPS_AGE_KEY_FILE");
+}

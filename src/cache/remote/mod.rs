@@ -273,14 +273,7 @@ impl Remote {
             let accepted = trust::open(&envelope, writer)
                 .map_err(|rejection| rejection.to_string())
                 .and_then(|(manifest, name)| {
-                    let manifest: Manifest = serde_json::from_slice(&manifest)
-                        .map_err(|e| format!("its manifest cannot be read: {e}"))?;
-                    if manifest.key != key_text {
-                        // A genuine entry copied to another key's slot: signed, but not for this key.
-                        return Err("it is signed for another key".to_owned());
-                    }
-                    check_paths(&manifest, allowed)?;
-                    Ok((manifest, name))
+                    Ok((read_manifest(&manifest, &key_text, allowed)?, name))
                 });
             let (manifest, name) = match accepted {
                 Ok(found) => found,
@@ -718,6 +711,31 @@ fn verify_blob(blob: &RemoteBlob, fetched: &[u8]) -> Result<Vec<u8>, String> {
         return Err(tampered());
     }
     Ok(content)
+}
+
+/// Checks a manifest's bytes as a fetch does once its signature is verified (it must be for `key`, and every
+/// path and blob must pass [`check_paths`]), without using it: for fuzzing and for diagnostics.
+pub fn check_manifest(
+    bytes: &[u8],
+    key: &str,
+    allowed: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
+    read_manifest(bytes, key, allowed).map(|_| ())
+}
+
+fn read_manifest(
+    bytes: &[u8],
+    key: &str,
+    allowed: &dyn Fn(&str) -> bool,
+) -> Result<Manifest, String> {
+    let manifest: Manifest =
+        serde_json::from_slice(bytes).map_err(|e| format!("its manifest cannot be read: {e}"))?;
+    if manifest.key != key {
+        // A genuine entry copied to another key's slot: signed, but not for this key.
+        return Err("it is signed for another key".to_owned());
+    }
+    check_paths(&manifest, allowed)?;
+    Ok(manifest)
 }
 
 /// Refuses a manifest any of whose paths is not a plain relative path among the task's declared outputs,
