@@ -203,7 +203,13 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             .and_then(|(session, predictions)| remote_holders(&plan, session, predictions));
         print!(
             "{}",
-            describe_plan(&config, &plan, jobs, predictions.as_deref(), holders.as_deref())
+            describe_plan(
+                &config,
+                &plan,
+                jobs,
+                predictions.as_deref(),
+                holders.as_deref()
+            )
         );
         return Ok(0);
     }

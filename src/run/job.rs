@@ -400,6 +400,14 @@ fn job(
         list.iter().map(|g| g.value.clone()).collect()
     };
     let input_globs = globs(&def.inputs);
+    // A task plugin given credentials (allow.env, secrets) may put them in what it returns, like a task with
+    // secrets: its results stay on this machine unless the task says otherwise.
+    let plugin_holds_grants = def.plugin.as_ref().is_some_and(|name| {
+        config
+            .plugins
+            .iter()
+            .any(|p| p.name == name.value && (!p.allow_env.is_empty() || !p.secrets.is_empty()))
+    });
     let output_globs = globs(&def.outputs);
     // Patterns were checked when the file was loaded; they compile when first used, on the task's thread.
     let compile = |list: &[String]| GlobList::lazy(list);
@@ -423,11 +431,13 @@ fn job(
         cacheable: def.cacheable(),
         // Secrets reach a task's outputs more easily than its logs (which are redacted): such a task's results
         // stay on this machine unless it says otherwise.
-        remote: def.remote.unwrap_or(if def.secrets.is_none() {
-            RemoteMode::ReadWrite
-        } else {
-            RemoteMode::Off
-        }),
+        remote: def
+            .remote
+            .unwrap_or(if def.secrets.is_none() && !plugin_holds_grants {
+                RemoteMode::ReadWrite
+            } else {
+                RemoteMode::Off
+            }),
         incremental: def.incremental,
     };
     Job {

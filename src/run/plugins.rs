@@ -11,6 +11,7 @@ use cairn_plugin_host::{Grants, HostError, HostPort, Limits, Plugin, Sink, Spec}
 use miette::{Diagnostic, SourceSpan};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 use crate::config::source::to_source_span;
 use crate::config::{Config, PluginDef, PluginValue, SourceFile};
@@ -103,8 +104,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Where plugin logs go: stderr, redacted, with the plugin's name.
 pub struct RunSink {
     redactor: RwLock<Arc<Redactor>>,
-    /// Host variables granted to plugins (tokens, usually), also kept out of what plugins print.
-    granted: RwLock<Vec<(String, String)>>,
+    /// Host variables granted to plugins (tokens, usually), also kept out of what plugins print, and the
+    /// redactor built from them (rebuilt when a plugin loads, not for every line).
+    granted: RwLock<(Vec<(String, Zeroizing<String>)>, Option<Redactor>)>,
     verbose: bool,
     /// Log lines kept back while secrets are being fetched: a provider may log a value before cairn knows
     /// it is one.
@@ -138,6 +140,18 @@ impl RunSink {
             *slot = redactor;
         }
         self.release();
+    }
+
+    /// Adds a value granted to a plugin to what is redacted from everything plugins print.
+    fn grant(&self, name: &str, value: &str) {
+        if let Ok(mut granted) = self.granted.write() {
+            granted
+                .0
+                .push((name.to_owned(), Zeroizing::new(value.to_owned())));
+            let (redactor, _) =
+                Redactor::new(granted.0.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+            granted.1 = Some(redactor);
+        }
     }
 
     /// Keeps log lines back until [`RunSink::release`].
@@ -182,12 +196,11 @@ impl Sink for RunSink {
             Err(_) => text.to_string(),
         };
         match self.granted.read() {
-            Ok(granted) if !granted.is_empty() => {
-                let (redactor, _) =
-                    Redactor::new(granted.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-                redactor.redact_str(&text)
-            }
-            _ => text,
+            Ok(granted) => match &granted.1 {
+                Some(redactor) => redactor.redact_str(&text),
+                None => text,
+            },
+            Err(_) => text,
         }
     }
 
@@ -225,7 +238,7 @@ impl Plugins {
                 redactor: RwLock::new(Arc::new(Redactor::default())),
                 verbose: std::env::var_os("CAIRN_PLUGIN_DEBUG").is_some(),
                 held: Mutex::new(None),
-                granted: RwLock::new(Vec::new()),
+                granted: RwLock::new((Vec::new(), None)),
                 printer: RwLock::new(None),
             }),
             slots: Mutex::new(HashMap::new()),
@@ -320,17 +333,13 @@ impl Plugins {
         }
         for variable in &def.allow_env {
             if let Ok(value) = std::env::var(&variable.value) {
-                if let Ok(mut granted) = self.sink.granted.write() {
-                    granted.push((variable.value.clone(), value.clone()));
-                }
+                self.sink.grant(&variable.value, &value);
                 grants.env.push((variable.value.clone(), value));
             }
         }
         for (name, reference) in &def.secrets {
             let value = self.credential(&def.name, reference)?;
-            if let Ok(mut granted) = self.sink.granted.write() {
-                granted.push((name.clone(), value.to_string()));
-            }
+            self.sink.grant(name, &value);
             grants.env.push((name.clone(), value.to_string()));
         }
         let defaults = Limits::default();

@@ -682,10 +682,16 @@ impl ProcessExecutor {
             }
         };
         let direct = matches!(self.stdio, Streams::Inherited { .. });
+        let sink = self.plugins.as_ref().map(|p| p.sink());
         let emit = |stream: Stream, line: &str| {
-            let text = match self.redactor() {
-                Some(r) => r.redact(line.as_bytes()).into_owned(),
-                None => line.as_bytes().to_vec(),
+            let line = match self.redactor() {
+                Some(r) => r.redact_str(line),
+                None => line.to_owned(),
+            };
+            // What the plugin itself was granted (allow.env values, its secrets) is as secret as the run's.
+            let text = match &sink {
+                Some(sink) => cairn_plugin_host::Sink::redact(sink.as_ref(), &line).into_bytes(),
+                None => line.into_bytes(),
             };
             // With the terminal given to tasks, the reporter shows nothing of theirs: write as a process would.
             if direct {

@@ -224,7 +224,10 @@ pub fn sweep_stale_private_dirs() -> Vec<PathBuf> {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = PRIVATE_DIR_PREFIXES.iter().find_map(|p| name.strip_prefix(p)) else {
+            let Some(rest) = PRIVATE_DIR_PREFIXES
+                .iter()
+                .find_map(|p| name.strip_prefix(p))
+            else {
                 continue;
             };
             let Some(pid) = rest

@@ -282,7 +282,8 @@ fn a_plaintext_copy_left_by_a_killed_edit_is_wiped_by_the_next_secrets_command()
         ".sops.yaml",
         "creation_rules:\n  - path_regex: ^secrets/\n    age: age1qwrzj4h9tsgtl525zf9x0g9lkl39pcyyyfeutdku57pkrjytxdssreuu26\n",
     );
-    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sops/keys/alex.txt");
+    let key =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sops/keys/alex.txt");
     test.write("secrets/app.yaml", "token: edit-me-please-0123\n");
     let runtime = test.path("runtime");
     std::fs::create_dir_all(&runtime).expect("mkdir");
@@ -291,26 +292,38 @@ fn a_plaintext_copy_left_by_a_killed_edit_is_wiped_by_the_next_secrets_command()
         "editor.sh",
         "#!/bin/sh\necho \"$1\" > \"$EDIT_LOG\"\nd=$(basename \"$(dirname \"$1\")\")\npid=${d#cairn-edit-}\nkill -KILL ${pid%%-*}\n",
     );
-    std::fs::set_permissions(test.path("editor.sh"), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
+    std::fs::set_permissions(
+        test.path("editor.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
     let (editor, log) = (test.path("editor.sh"), test.path("edit.log"));
     let test = test
         .env("SOPS_AGE_KEY_FILE", key.to_str().expect("utf-8"))
         .env("EDITOR", editor.to_str().expect("utf-8"))
         .env("EDIT_LOG", log.to_str().expect("utf-8"))
         .env("XDG_RUNTIME_DIR", runtime.to_str().expect("utf-8"));
-    test.run_with(&["secrets", "encrypt", "secrets/app.yaml"]).success();
+    test.run_with(&["secrets", "encrypt", "secrets/app.yaml"])
+        .success();
     let killed = test.run_with(&["secrets", "edit", "secrets/app.yaml"]);
     assert_eq!(killed.status, -1, "cairn was killed by a signal");
     let copy = std::path::PathBuf::from(test.read("edit.log").trim());
-    assert!(copy.exists(), "the kill left the plaintext copy (the attack)");
+    assert!(
+        copy.exists(),
+        "the kill left the plaintext copy (the attack)"
+    );
     test.run_with(&["secrets", "ls"]).success();
-    assert!(!copy.parent().expect("dir").exists(), "the next command wiped it");
+    assert!(
+        !copy.parent().expect("dir").exists(),
+        "the next command wiped it"
+    );
 }
 
 /// Nine levels of nine aliases: 9^9 (387 million) values from a dozen lines.
 fn alias_bomb(prefix: &str) -> String {
-    let mut text = format!("{prefix}a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut text = format!(
+        "{prefix}a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+    );
     let names: Vec<char> = ('a'..='i').collect();
     for pair in names.windows(2) {
         let (from, to) = (pair[0], pair[1]);

@@ -601,3 +601,33 @@ fn plugin_log_lines_go_above_the_status_line_on_a_terminal() {
         );
     }
 }
+
+#[test]
+fn a_task_plugins_output_never_shows_what_it_was_granted() {
+    let Some(lint) = example("line-lint") else {
+        return;
+    };
+    const GRANTED: &str = "tok-granted-0123456789";
+    let test = project(
+        &[("lint", &lint)],
+        "[tasks.lint]\nplugin = \"lint\"\ninputs = [\"hosts/*.nix\"]\n",
+    );
+    test.edit(
+        "tasks.toml",
+        "[plugins.lint]\n",
+        "[plugins.lint]\nallow.env = [\"LINT_TOKEN\"]\n",
+    );
+    // The plugin reports a file whose name holds the granted value (a plugin could put it anywhere).
+    test.write(&format!("hosts/{GRANTED}.nix"), "{ x = 1; }   \n");
+    let test = test.env("LINT_TOKEN", GRANTED);
+    let run = test
+        .run_with(&["run", "lint"])
+        .status(1)
+        .stderr_has("hosts/[secret:LINT_TOKEN].nix:1:11: error: trailing whitespace");
+    assert!(!run.stderr.contains(GRANTED) && !run.stdout.contains(GRANTED));
+    test.write(&format!("hosts/{GRANTED}.nix"), "{ x = 1; }\n");
+    test.run_with(&["run", "lint"]).success();
+    // Replayed from the cache without the variable (so nothing could redact it now): the log never held it.
+    let replay = test.unset_env("LINT_TOKEN").run_with(&["run", "lint"]);
+    assert!(!replay.stdout.contains(GRANTED), "{}", replay.stdout);
+}
