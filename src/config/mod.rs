@@ -349,6 +349,8 @@ pub struct PluginDef {
     pub events: bool,
     /// `secrets`: credentials from cairn's secrets files (`NAME = "FILE#KEY"`), passed like `allow.env`.
     pub secrets: Vec<(String, Spanned<String>)>,
+    /// `trust = "full"`: the plugin may be a task's `executor`, choosing the program cairn starts.
+    pub trust_full: bool,
 }
 
 /// One entry of a plugin's `config`.

@@ -34,7 +34,7 @@ const REMOTE_KEYS: &[&str] = &[
     "ca_file",
 ];
 const PLUGIN_KEYS: &[&str] = &[
-    "source", "sha256", "config", "allow", "limits", "events", "secrets", "built_by",
+    "source", "sha256", "config", "allow", "limits", "events", "secrets", "built_by", "trust",
 ];
 const ALLOW_KEYS: &[&str] = &["hosts", "env", "clock"];
 const LIMIT_KEYS: &[&str] = &["timeout", "memory", "fuel"];
@@ -111,6 +111,7 @@ pub(super) fn parse(
         source: source.clone(),
         errors: Vec::new(),
         plugin_names: Vec::new(),
+        fully_trusted: Vec::new(),
         root: root.clone(),
         data_files: HashMap::new(),
     };
@@ -120,6 +121,11 @@ pub(super) fn parse(
     let vars = walker.vars(document.get("vars"));
     let plugins = walker.plugins(document.get("plugins"));
     walker.plugin_names = plugins.iter().map(|p| p.name.clone()).collect();
+    walker.fully_trusted = plugins
+        .iter()
+        .filter(|p| p.trust_full)
+        .map(|p| p.name.clone())
+        .collect();
     let tasks = walker.tasks(document.get("tasks"), &vars);
     let remote_cache = document
         .get_key_value("remote_cache")
@@ -145,6 +151,8 @@ struct Walker<'t> {
     errors: Vec<ConfigError>,
     /// Declared plugins, which tasks may name.
     plugin_names: Vec<String>,
+    /// Plugins declared with `trust = "full"`: the only ones a task may use as its `executor`.
+    fully_trusted: Vec<String>,
     /// The directory of tasks.toml, which data files are relative to.
     root: PathBuf,
     /// Data files read so far, by the name tasks.toml gives them (`None`: unreadable, already reported).
@@ -580,6 +588,24 @@ impl Walker<'_> {
         let executor = table
             .get("executor")
             .and_then(|v| self.plugin_reference("executor", v));
+        if let Some(name) = &executor {
+            // An executor chooses the program cairn starts with the task's environment, secrets included:
+            // whoever wrote the plugin runs code as you. That is said once, where the plugin is declared.
+            if !self.fully_trusted.contains(&name.value) {
+                self.invalid(
+                    "executor",
+                    format!(
+                        "plugin `{}` would choose the program this task runs, with its environment and secrets, but it is not declared with `trust = \"full\"`",
+                        name.value
+                    ),
+                    &name.span,
+                    Some(format!(
+                        "if you trust its author as you trust this repository's, add `trust = \"full\"` to `[plugins.{}]`",
+                        name.value
+                    )),
+                );
+            }
+        }
         let plugin = table
             .get("plugin")
             .and_then(|v| self.plugin_reference("plugin", v));
@@ -1426,6 +1452,20 @@ impl Walker<'_> {
                 .get("events")
                 .and_then(|v| self.boolean("events", v))
                 .unwrap_or(false);
+            let trust_full = match table.get("trust").and_then(|v| self.string("trust", v)) {
+                Some(trust) if trust.value == "full" => true,
+                Some(trust) if trust.value == "sandbox" => false,
+                Some(trust) => {
+                    self.invalid(
+                        "trust",
+                        format!("`{}` is not a level of trust", trust.value),
+                        &trust.span,
+                        Some("`\"sandbox\"` (the default) or `\"full\"` (needed to be an `executor`)".into()),
+                    );
+                    false
+                }
+                None => false,
+            };
             let mut secrets = Vec::new();
             if let Some(v) = table.get("secrets") {
                 if let Some(entries) = self.table("secrets", v) {
@@ -1470,6 +1510,7 @@ impl Walker<'_> {
                 allow_clock: clock,
                 limits,
                 events,
+                trust_full,
                 secrets,
             });
         }

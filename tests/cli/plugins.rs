@@ -319,6 +319,18 @@ fn an_executor_plugin_rewrites_the_command_cairn_starts() {
         "[plugins.wrap]\n",
         "[plugins.wrap]\nconfig = { prefix = \"env FOO=prefixed\" }\n",
     );
+    // An executor picks the program cairn runs with the task's environment: without full trust, no run.
+    test.run_with(&["run", "show"])
+        .status(2)
+        .stderr_has("tasks.toml:2:12")
+        .stderr_has("plugin `wrap` would choose the program this task runs")
+        .stderr_has("add `trust = \"full\"` to `[plugins.wrap]`")
+        .stdout_lacks("foo=");
+    test.edit(
+        "tasks.toml",
+        "[plugins.wrap]\n",
+        "[plugins.wrap]\ntrust = \"full\"\n",
+    );
     test.run_with(&["run", "show"])
         .success()
         .stdout_has("foo=prefixed by=prefix-exec");

@@ -25,7 +25,7 @@ fn commands_are_rewritten_for_wsl_and_still_run() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let test = Test::new().tasks(&format!(
-        "[plugins.wsl]\nsource = \"wsl.wasm\"\nsha256 = \"{sha}\"\nconfig = {{ distro = \"NixOS\", user = \"alex\", force = true, pass_env = \"FLAKE\" }}\n\n[tasks.build]\nexecutor = \"wsl\"\nenv = {{ FLAKE = \"C:\\\\src\\\\dotfiles\" }}\nrun = \"echo inside-wsl flake=$FLAKE\"\n"
+        "[plugins.wsl]\nsource = \"wsl.wasm\"\nsha256 = \"{sha}\"\ntrust = \"full\"\nconfig = {{ distro = \"NixOS\", user = \"alex\", force = true, pass_env = \"FLAKE\" }}\n\n[tasks.build]\nexecutor = \"wsl\"\nenv = {{ FLAKE = \"C:\\\\src\\\\dotfiles\" }}\nrun = \"echo inside-wsl flake=$FLAKE\"\n"
     ));
     std::fs::write(test.path("wsl.wasm"), &module).unwrap();
     let bin = test.path("bin");
