@@ -643,3 +643,123 @@ fn a_task_plugins_output_never_shows_what_it_was_granted() {
     let replay = test.unset_env("LINT_TOKEN").run_with(&["run", "lint"]);
     assert!(!replay.stdout.contains(GRANTED), "{}", replay.stdout);
 }
+
+/// A WAT task plugin that sends `request` (JSON) through `cairn_http`, ignores the reply and succeeds.
+fn http_client(request: &str) -> Vec<u8> {
+    let describe = r#"{"ok":{"name":"client","version":"0","protocol":1,"capabilities":["task"]}}"#;
+    let done = r#"{"ok":{"status":0,"diagnostics":[],"output":"sent"}}"#;
+    let escape = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (import "extism:host/user" "cairn_http" (func $http (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{describe}")
+  (data (i32.const 1024) "{done}")
+  (data (i32.const 4096) "{request}")
+  (func $copy (param $ptr i32) (param $len i32) (result i64)
+    (local $off i64) (local $i i32)
+    (local.set $off (call $alloc (i64.extend_i32_u (local.get $len))))
+    (block $end (loop $next
+      (br_if $end (i32.ge_u (local.get $i) (local.get $len)))
+      (call $store_u8 (i64.add (local.get $off) (i64.extend_i32_u (local.get $i)))
+        (i32.load8_u (i32.add (local.get $ptr) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (local.get $off))
+  (func (export "describe") (result i32)
+    (call $output_set (call $copy (i32.const 0) (i32.const {describe_len})) (i64.const {describe_len}))
+    (i32.const 0))
+  (func (export "run_task") (result i32)
+    (drop (call $http (call $copy (i32.const 4096) (i32.const {request_len}))))
+    (call $output_set (call $copy (i32.const 1024) (i32.const {done_len})) (i64.const {done_len}))
+    (i32.const 0))
+)"#,
+        describe = escape(describe),
+        done = escape(done),
+        request = escape(request),
+        describe_len = describe.len(),
+        done_len = done.len(),
+        request_len = request.len(),
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_plugin_cannot_set_framing_or_addressing_headers() {
+    let (port, hits) = serve("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+    for header in [
+        "Host",
+        "Content-Length",
+        "transfer-encoding",
+        "Connection",
+        "Upgrade",
+        "TE",
+        "Proxy-Authorization",
+    ] {
+        let request = format!(
+            r#"{{"method":"POST","url":"http://127.0.0.1:{port}/a","headers":[["{header}","5"]],"body":"0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"}}"#
+        );
+        let test = project(
+            &[("client", &http_client(&request))],
+            "[tasks.send]\nplugin = \"client\"\n",
+        );
+        test.edit(
+            "tasks.toml",
+            "[plugins.client]\n",
+            &format!("[plugins.client]\nallow.hosts = [\"127.0.0.1:{port}\"]\n"),
+        );
+        test.run_with(&["run", "send"])
+            .success()
+            .stderr_has(&format!(
+                "the header `{header}` is cairn's to set, not a plugin's"
+            ));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached the server");
+    // An ordinary header still goes through.
+    let request = format!(
+        r#"{{"method":"GET","url":"http://127.0.0.1:{port}/a","headers":[["accept","*/*"]]}}"#
+    );
+    let test = project(
+        &[("client", &http_client(&request))],
+        "[tasks.send]\nplugin = \"client\"\n",
+    );
+    test.edit(
+        "tasks.toml",
+        "[plugins.client]\n",
+        &format!("[plugins.client]\nallow.hosts = [\"127.0.0.1:{port}\"]\n"),
+    );
+    test.run_with(&["run", "send"])
+        .success()
+        .stderr_lacks("refused");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_reply_larger_than_the_plugin_may_hold_is_refused_before_it_is_copied_in() {
+    let big: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n{body}",
+            len = 15 << 20,
+            body = "x".repeat(15 << 20)
+        )
+        .into_boxed_str(),
+    );
+    let (port, hits) = serve(big);
+    let request = format!(r#"{{"method":"GET","url":"http://127.0.0.1:{port}/big"}}"#);
+    let test = project(
+        &[("client", &http_client(&request))],
+        "[tasks.send]\nplugin = \"client\"\n",
+    );
+    test.edit(
+        "tasks.toml",
+        "[plugins.client]\n",
+        &format!("[plugins.client]\nallow.hosts = [\"127.0.0.1:{port}\"]\nlimits = {{ memory = \"16MiB\" }}\n"),
+    );
+    test.run_with(&["run", "send"]).success().stderr_has(
+        "is larger than 4096 KiB, the most a plugin with limits.memory = 16 MiB is handed",
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}

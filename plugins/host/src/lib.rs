@@ -187,7 +187,7 @@ impl Plugin {
         }
         let mut builder = PluginBuilder::new(manifest)
             .with_wasi(false)
-            .with_functions(functions(&name, &spec.grants, &sink));
+            .with_functions(functions(&name, &spec.grants, &sink, spec.limits.memory));
         builder = match &spec.cache_dir {
             Some(dir) => builder.with_cache_config(dir),
             None => builder.with_cache_disabled(),
@@ -341,11 +341,12 @@ fn load_error(plugin: &str, grants: &Grants, message: &str, sink: &dyn Sink) -> 
 }
 
 /// The host functions `plugin` may import: logging always, the clock and HTTP only when granted.
-fn functions(plugin: &str, grants: &Grants, sink: &Arc<dyn Sink>) -> Vec<Function> {
+fn functions(plugin: &str, grants: &Grants, sink: &Arc<dyn Sink>, memory: u64) -> Vec<Function> {
     let context = Arc::new(Context {
         plugin: plugin.to_string(),
         grants: grants.clone(),
         sink: Arc::clone(sink),
+        memory,
     });
     let mut list = vec![Function::new(
         host_functions::LOG,
@@ -391,7 +392,16 @@ fn functions(plugin: &str, grants: &Grants, sink: &Arc<dyn Sink>) -> Vec<Functio
                 let context = context.lock().map_err(|_| extism::Error::msg("poisoned"))?;
                 let text: String = current.memory_get_val(&inputs[0])?;
                 let reply = http::serve(&context, &text, current.time_remaining());
-                let json = serde_json::to_string(&reply).unwrap_or_default();
+                let mut json = serde_json::to_string(&reply).unwrap_or_default();
+                // Escaping can grow a body that passed the limit: the encoded reply is what the guest gets.
+                if json.len() as u64 > 2 * http::max_reply(context.memory) {
+                    let refused: Reply<cairn_plugin_api::HttpResponse> =
+                        Reply::Error(cairn_plugin_api::PluginError::new(
+                            cairn_plugin_api::ErrorCode::Invalid,
+                            "the reply is too large for the plugin's limits.memory",
+                        ));
+                    json = serde_json::to_string(&refused).unwrap_or_default();
+                }
                 let handle = current.memory_new(&json)?;
                 outputs[0] = current.memory_to_val(handle);
                 Ok(())
@@ -406,4 +416,6 @@ pub(crate) struct Context {
     pub(crate) plugin: String,
     pub(crate) grants: Grants,
     pub(crate) sink: Arc<dyn Sink>,
+    /// The plugin's `limits.memory`, which bounds the replies it is handed.
+    pub(crate) memory: u64,
 }
