@@ -230,7 +230,7 @@ impl Plugins {
     /// The plugins `config` declares; nothing is read until one is used.
     pub fn new(config: Arc<Config>) -> Plugins {
         let lock = LockFile::read(&config.root);
-        let cache_dir = compile_cache(&config.root);
+        let cache_dir = compile_cache();
         Plugins {
             config,
             lock,
@@ -580,19 +580,63 @@ impl Plugins {
     }
 }
 
-/// A wasmtime cache configuration under cairn's cache directory, so modules compile once, not every run.
-fn compile_cache(root: &Path) -> Option<PathBuf> {
-    let dir = crate::cache::dir_for(root).join("plugins");
-    std::fs::create_dir_all(dir.join("compiled")).ok()?;
+/// A wasmtime cache configuration, so modules compile once, not every run. wasmtime loads what it finds there
+/// as native code, past the module's pinned hash and the sandbox, so it lives only where this user alone can
+/// write: `$XDG_CACHE_HOME/cairn/wasmtime` (`~/.cache`, or `~/Library/Caches` on macOS), never in the
+/// repository's or a shared `CAIRN_CACHE_DIR`. When that cannot be made sure of, plugins compile every run.
+fn compile_cache() -> Option<PathBuf> {
+    let base = user_cache_base()?;
+    let cairn = base.join("cairn");
+    let dir = cairn.join("wasmtime");
+    // Each directory that could swap what is below it must be ours and closed to other writers, checked
+    // before anything is created inside it.
+    if std::fs::symlink_metadata(&base).is_err() {
+        crate::atomic::private_dir(&base).ok()?;
+    }
+    if !only_we_write(&base) {
+        return None;
+    }
+    for private in [&cairn, &dir, &dir.join("compiled")] {
+        crate::atomic::private_dir(private).ok()?;
+        if !only_we_write(private) {
+            return None;
+        }
+    }
     let config = dir.join("wasmtime-cache.toml");
-    let text = format!(
-        "[cache]\ndirectory = {:?}\n",
-        dir.join("compiled").display().to_string()
+    let mut cache = toml::Table::new();
+    cache.insert(
+        "directory".into(),
+        toml::Value::String(dir.join("compiled").to_str()?.to_owned()),
     );
+    let mut document = toml::Table::new();
+    document.insert("cache".into(), toml::Value::Table(cache));
+    let text = toml::to_string(&document).ok()?;
     if std::fs::read_to_string(&config).ok().as_deref() != Some(text.as_str()) {
-        crate::atomic::write_atomic(&config, text.as_bytes()).ok()?;
+        crate::atomic::write_atomic_private(&config, text.as_bytes()).ok()?;
     }
     Some(config)
+}
+
+/// The user's cache directory: `$XDG_CACHE_HOME`, else `~/.cache` (`~/Library/Caches` on macOS).
+fn user_cache_base() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let home = PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?);
+    Some(if cfg!(target_os = "macos") {
+        home.join("Library/Caches")
+    } else {
+        home.join(".cache")
+    })
+}
+
+/// Whether `dir` is a real directory (not a link) owned by this user that no one else may write to.
+fn only_we_write(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|meta| {
+        // SAFETY: geteuid has no preconditions.
+        meta.is_dir() && meta.uid() == unsafe { libc::geteuid() } && meta.mode() & 0o022 == 0
+    })
 }
 
 impl std::fmt::Debug for Plugins {

@@ -763,3 +763,53 @@ fn a_reply_larger_than_the_plugin_may_hold_is_refused_before_it_is_copied_in() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn compiled_plugin_code_is_kept_only_where_the_user_alone_writes() {
+    let Some(lint) = example("line-lint") else {
+        return;
+    };
+    let test = project(
+        &[("lint", &lint)],
+        "[tasks.lint]\nplugin = \"lint\"\ninputs = [\"a.nix\"]\ncache = false\n",
+    );
+    test.write("a.nix", "{ }\n");
+    // A shared cache directory, and a user cache whose path wasmtime's TOML must spell right (a combining accent).
+    let shared = test.path("shared-cache");
+    let user_cache = test.path("cafe\u{301}/cache");
+    let test = test
+        .env("CAIRN_CACHE_DIR", shared.to_str().unwrap())
+        .env("XDG_CACHE_HOME", user_cache.to_str().unwrap());
+    test.run_with(&["run", "lint"]).success();
+    let compiled = |dir: &Path| {
+        crate::support::walk(dir)
+            .into_iter()
+            .filter(|p| !p.ends_with("wasmtime-cache.toml"))
+            .count()
+    };
+    assert_eq!(
+        compiled(&shared),
+        0,
+        "nothing compiled lands in the shared cache"
+    );
+    assert!(
+        compiled(&user_cache.join("cairn/wasmtime")) > 0,
+        "the user's own cache holds it"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(user_cache.join("cairn/wasmtime"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // A cache directory another user owns is not trusted: plugins compile without it, and still work.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let other = test.path("other/cache");
+        std::fs::create_dir_all(other.join("cairn")).unwrap();
+        std::os::unix::fs::chown(other.join("cairn"), Some(65534), Some(65534)).unwrap();
+        let test = test.env("XDG_CACHE_HOME", other.to_str().unwrap());
+        test.run_with(&["run", "lint"]).success();
+        assert_eq!(compiled(&other), 0, "{:?}", crate::support::walk(&other));
+    }
+}
