@@ -226,8 +226,29 @@ impl Compiled {
             }
             consider(relative, Some(meta))
         };
+        let not_utf8 = |relative: &Path, is_dir: bool| -> bool {
+            // A file the patterns take, or a directory they may reach into: its changes could not enter the key.
+            let taken = if is_dir {
+                !self.exclude.is_match(relative)
+            } else {
+                self.include.is_match(relative) && !self.exclude.is_match(relative)
+            };
+            if taken {
+                *lock(&failure) = Some(CacheError::Walk {
+                    reason: format!(
+                        "`{}` has a name that is not UTF-8, which cairn cannot key or restore: rename it, or exclude it (`!PATTERN`, or .gitignore)",
+                        relative.display()
+                    ),
+                });
+            }
+            !taken
+        };
+        let visitor = super::walk::Visitor {
+            file: &visit,
+            not_utf8: &not_utf8,
+        };
         for base in &self.bases {
-            super::walk::walk(root, base, gitignore, &visit);
+            super::walk::walk(root, base, gitignore, &visitor);
             if lock(&failure).is_some() {
                 break;
             }

@@ -52,15 +52,18 @@ impl Rules {
     }
 }
 
-/// Calls `visit(relative_path, metadata)` for every file and symlink below `base` (a directory relative to
-/// `root`). `.git` and `.cairn` are never entered; with `gitignore`, ignored paths are skipped. `visit` returns
-/// false to stop early.
-pub fn walk(
-    root: &Path,
-    base: &str,
-    gitignore: bool,
-    visit: &(dyn Fn(&str, &Metadata) -> bool + Sync),
-) {
+/// What the walk calls: `file(relative_path, metadata)` for every file and symlink, and `not_utf8(relative_path,
+/// is_dir)` for every entry whose name is not UTF-8 (which cannot be keyed by name); each returns false to stop.
+pub struct Visitor<'a> {
+    /// Files and symlinks.
+    pub file: &'a (dyn Fn(&str, &Metadata) -> bool + Sync),
+    /// Entries whose name is not UTF-8.
+    pub not_utf8: &'a (dyn Fn(&Path, bool) -> bool + Sync),
+}
+
+/// Walks every file and symlink below `base` (a directory relative to `root`). `.git` and `.cairn` are never
+/// entered; with `gitignore`, ignored paths are skipped.
+pub fn walk(root: &Path, base: &str, gitignore: bool, visit: &Visitor<'_>) {
     let mut rules = Rules::default();
     if gitignore {
         // The rules of every directory from the root down to the base apply below it.
@@ -93,7 +96,7 @@ fn walk_dir(
     prefix: String,
     rules: Rules,
     gitignore: bool,
-    visit: &(dyn Fn(&str, &Metadata) -> bool + Sync),
+    visit: &Visitor<'_>,
 ) -> bool {
     use rayon::prelude::*;
     let Ok(entries) = fs::read_dir(&dir) else {
@@ -104,8 +107,17 @@ fn walk_dir(
         let Ok(kind) = entry.file_type() else {
             continue;
         };
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let raw_name = entry.file_name();
+        let Some(name) = raw_name.to_str() else {
+            // Skipping it would give a stale hit when it changes: the caller decides what it means.
+            if gitignore && rules.ignores(&entry.path(), kind.is_dir()) {
+                continue;
+            }
+            if !(visit.not_utf8)(&Path::new(&prefix).join(&raw_name), kind.is_dir()) {
+                return false;
+            }
+            continue;
+        };
         if kind.is_dir() {
             if name == ".git" || name == ".cairn" {
                 continue;
@@ -121,7 +133,7 @@ fn walk_dir(
             }
             // DirEntry::metadata is an fstatat on the open directory, and never follows a link.
             let Ok(meta) = entry.metadata() else { continue };
-            if !visit(&format!("{prefix}{name}"), &meta) {
+            if !(visit.file)(&format!("{prefix}{name}"), &meta) {
                 return false;
             }
         }

@@ -101,12 +101,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Values granted to plugins, by name, and the redactor that hides them.
+type Granted = (Vec<(String, Zeroizing<String>)>, Option<Redactor>);
+
 /// Where plugin logs go: stderr, redacted, with the plugin's name.
 pub struct RunSink {
     redactor: RwLock<Arc<Redactor>>,
     /// Host variables granted to plugins (tokens, usually), also kept out of what plugins print, and the
     /// redactor built from them (rebuilt when a plugin loads, not for every line).
-    granted: RwLock<(Vec<(String, Zeroizing<String>)>, Option<Redactor>)>,
+    granted: RwLock<Granted>,
     verbose: bool,
     /// Log lines kept back while secrets are being fetched: a provider may log a value before cairn knows
     /// it is one.

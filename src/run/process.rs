@@ -833,10 +833,53 @@ fn input_files(job: &Job, root: &Path) -> Result<Vec<InputFile>, String> {
                 .files
         }
     };
+    // The key holds a link's text, not what it points to: a link is handed over only when its target is
+    // itself one of the task's inputs (so the key covers what the plugin reads), and never out of the tree.
+    let all_inputs = std::cell::OnceCell::new();
+    let real_root = std::cell::OnceCell::new();
     paths
         .into_iter()
         .map(|path| {
-            let bytes = std::fs::read(root.join(&path))
+            let full = root.join(&path);
+            let meta = std::fs::symlink_metadata(&full)
+                .map_err(|e| format!("cannot read input `{path}`: {e}"))?;
+            let read_from = if meta.file_type().is_symlink() {
+                let target = full
+                    .canonicalize()
+                    .map_err(|e| format!("cannot follow input link `{path}`: {e}"))?;
+                let real_root = match real_root.get() {
+                    Some(resolved) => resolved,
+                    None => real_root.get_or_init(|| root.canonicalize().unwrap_or_else(|_| root.to_owned())),
+                };
+                let inside = target
+                    .strip_prefix(real_root)
+                    .ok()
+                    .and_then(Path::to_str)
+                    .ok_or_else(|| {
+                        format!("input `{path}` is a link out of the repository: cairn does not hand what it points to to a plugin")
+                    })?;
+                let inputs: &Vec<String> = match all_inputs.get() {
+                    Some(inputs) => inputs,
+                    None => {
+                        let listed = job
+                            .key
+                            .inputs
+                            .expand(root, true)
+                            .map_err(|e| e.to_string())?
+                            .files;
+                        all_inputs.get_or_init(|| listed)
+                    }
+                };
+                if !inputs.iter().any(|i| i == inside) {
+                    return Err(format!(
+                        "input `{path}` is a link to `{inside}`, which is not one of the task's inputs: add it to `inputs`, so that the key covers what the plugin reads"
+                    ));
+                }
+                target
+            } else {
+                full
+            };
+            let bytes = std::fs::read(&read_from)
                 .map_err(|e| format!("cannot read input `{path}`: {e}"))?;
             Ok(InputFile {
                 contents: String::from_utf8_lossy(&bytes).into_owned(),

@@ -404,3 +404,58 @@ secrets.files = { SSH_KEY = "ssh.key" }
         .status(1)
         .stderr_has("SOPS_AGE_KEY_FILE");
 }
+
+#[test]
+fn a_file_whose_name_is_not_utf8_makes_the_task_uncached_never_stale() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Test::new()
+        .tasks("[tasks.list]\nrun = \"cat src/* | wc -c\"\ninputs = [\"src/**\"]\n")
+        .file("src/a.txt", "a\n");
+    let odd = t
+        .path("src")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    std::fs::write(&odd, "first\n").expect("write");
+    t.run_with(&["run", "list"])
+        .success()
+        .stderr_has("has a name that is not UTF-8")
+        .stdout_has("8");
+    std::fs::write(&odd, "changed content\n").expect("write");
+    // Before, the file was skipped and this was a hit replaying `8`.
+    t.run_with(&["run", "list"])
+        .success()
+        .cached(0)
+        .stdout_has("18");
+}
+
+#[test]
+fn a_plugin_is_never_handed_what_an_input_link_points_to_outside_the_repository() {
+    let Some(lint) = built_plugin("line-lint") else {
+        return;
+    };
+    let outside = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        outside.path().join("private.txt"),
+        "outside-secret-line   \n",
+    )
+    .expect("write");
+    let t = Test::new()
+        .tasks(&format!(
+            "[tasks.lint]\nplugin = \"lint\"\ninputs = [\"hosts/*.nix\"]\n[tasks.lint_one]\nplugin = \"lint\"\ninputs = [\"hosts/link.nix\"]\n[plugins.lint]\nsource = \"lint.wasm\"\nsha256 = \"{}\"\n",
+            sha256_hex(&lint)
+        ))
+        .file("hosts/a.nix", "{ }\n");
+    std::fs::write(t.path("lint.wasm"), &lint).expect("write");
+    std::os::unix::fs::symlink(outside.path().join("private.txt"), t.path("hosts/evil.nix"))
+        .expect("link");
+    t.run_with(&["run", "lint"])
+        .status(1)
+        .stderr_has("input `hosts/evil.nix` is a link out of the repository")
+        .stderr_lacks("trailing whitespace");
+    std::fs::remove_file(t.path("hosts/evil.nix")).expect("remove");
+    // A link inside the repository is read only when its target is an input too, so the key covers it.
+    std::os::unix::fs::symlink("a.nix", t.path("hosts/link.nix")).expect("link");
+    t.run_with(&["run", "lint"]).success();
+    t.run_with(&["run", "lint_one"])
+        .status(1)
+        .stderr_has("is a link to `hosts/a.nix`, which is not one of the task's inputs");
+}
