@@ -114,7 +114,8 @@ impl Redactor {
 }
 
 /// The forms a value may be printed in: as is, trimmed, line by line, base64 (standard and URL-safe, with
-/// and without padding), percent-encoded and JSON-escaped.
+/// and without padding, alone or at any alignment inside a longer encoded text such as HTTP Basic auth),
+/// percent-encoded and JSON-escaped.
 fn forms(value: &[u8]) -> Vec<Vec<u8>> {
     let mut out = vec![value.to_vec()];
     let trimmed = value.trim_ascii();
@@ -126,6 +127,17 @@ fn forms(value: &[u8]) -> Vec<Vec<u8>> {
         out.push(engine.encode(value).into_bytes());
         if trimmed.len() != value.len() {
             out.push(engine.encode(trimmed).into_bytes());
+        }
+        // Inside a longer encoded text such as HTTP Basic auth, base64("user:VALUE"), the value starts one or
+        // two bytes into a group of three: past the first group (which mixes in what precedes it), its
+        // encoding is the same whatever that was.
+        for offset in 1..=2 {
+            let mut shifted = vec![0u8; offset];
+            shifted.extend_from_slice(trimmed);
+            let encoded = engine.encode(&shifted).into_bytes();
+            if encoded.len() > 4 {
+                out.push(encoded[4..].to_vec());
+            }
         }
     }
     out.push(percent_encode(value));
@@ -155,6 +167,27 @@ mod tests {
 
     fn redactor(pairs: &[(&str, &str)]) -> Redactor {
         Redactor::new(pairs.iter().map(|(n, v)| (*n, v.as_bytes()))).0
+    }
+
+    #[test]
+    fn a_value_inside_http_basic_auth_is_replaced_whatever_the_user_name() {
+        let r = redactor(&[("PASSWORD", "correct-horse-battery")]);
+        for user in ["a", "al", "alex", "deploy-bot"] {
+            let header = format!(
+                "Authorization: Basic {}",
+                STANDARD.encode(format!("{user}:correct-horse-battery"))
+            );
+            let redacted = r.redact_str(&header);
+            assert!(redacted.contains("[secret:PASSWORD]"), "{user}: {redacted}");
+            // What stays visible is the user's part and at most one group of four that mixes both.
+            let visible = redacted
+                .trim_start_matches("Authorization: Basic ")
+                .replace("[secret:PASSWORD]", "");
+            assert!(
+                visible.len() <= (user.len() + 1).div_ceil(3) * 4 + 4,
+                "{user}: {redacted}"
+            );
+        }
     }
 
     #[test]

@@ -459,3 +459,22 @@ fn a_plugin_is_never_handed_what_an_input_link_points_to_outside_the_repository(
         .status(1)
         .stderr_has("is a link to `hosts/a.nix`, which is not one of the task's inputs");
 }
+
+#[test]
+fn a_secret_inside_http_basic_auth_is_redacted() {
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks.auth]
+run = "for u in a ci deploy; do printf '%s:%s' $u \"$CAIRN_REMOTE_CACHE_TOKEN\" | base64 -w0; echo; done"
+env_pass = ["CAIRN_REMOTE_CACHE_TOKEN"]
+"#,
+        )
+        .env("CAIRN_REMOTE_CACHE_TOKEN", TOKEN);
+    let run = t.run_with(&["run", "auth"]).success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    for line in lines {
+        assert!(line.contains("[secret:CAIRN_REMOTE_CACHE_TOKEN]"), "{line}");
+    }
+}
