@@ -220,3 +220,39 @@ fn the_command_scan_reads_pipes_comments_and_quotes() {
     );
     assert!(cairn::cli::check_command_line(["cairn", "run", "--no-such-flag"]).is_err());
 }
+
+/// Every test docs/security.md names as holding a promise exists: a promise whose test was renamed or removed
+/// is a promise nobody checks.
+#[test]
+fn every_test_the_threat_model_names_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/security.md")).expect("security.md");
+    let mut sources = String::new();
+    for dir in ["tests", "src"] {
+        for file in walk(&root.join(dir)) {
+            if file.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&file).expect("source"));
+            }
+        }
+    }
+    let named: Vec<&str> = page
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| {
+            word.matches('_').count() >= 3
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    assert!(named.len() > 30, "the page names its tests: {named:?}");
+    let missing: Vec<&&str> = named
+        .iter()
+        .filter(|name| !sources.contains(&format!("fn {name}(")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/security.md names tests that do not exist: {missing:?}"
+    );
+}
