@@ -83,6 +83,11 @@ fn journal_path(policy: &Policy) -> PathBuf {
     state_dir(policy).join("rotate.journal")
 }
 
+/// Removes the temp files killed cairns left beside the journal; returns those that could not be removed.
+pub fn sweep_temps(policy: &Policy) -> Vec<PathBuf> {
+    crate::atomic::sweep_stale_temps(&state_dir(policy))
+}
+
 /// Whether an interrupted rotation is waiting for `--resume` or `--abort`.
 pub fn pending(policy: &Policy) -> Option<PathBuf> {
     let path = journal_path(policy);
@@ -97,6 +102,8 @@ fn lock(policy: &Policy) -> Result<Lock, SecretsError> {
     for private in [dir.parent().unwrap_or(&dir), &dir] {
         crate::atomic::private_dir(private).map_err(|e| SecretsError::io("create", private, e))?;
     }
+    // A journal write killed midway left its temp file here.
+    crate::atomic::sweep_stale_temps(&dir);
     let path = dir.join("rotate.lock");
     let file = OpenOptions::new()
         .create(true)
@@ -156,7 +163,19 @@ fn save_journal(policy: &Policy, journal: &Journal) -> Result<(), SecretsError> 
 
 fn load_journal(policy: &Policy) -> Result<Journal, SecretsError> {
     let path = journal_path(policy);
-    let bytes = fs::read(&path).map_err(|e| SecretsError::io("read", &path, e))?;
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SecretsError::usage(
+                format!(
+                    "there is no interrupted rotation to resume or abort (no journal at `{}`)",
+                    path.display()
+                ),
+                Some("the last rotation finished or was abandoned; `cairn secrets doctor` checks every file, and `cairn secrets rotate` starts a new rotation".into()),
+            ))
+        }
+        Err(e) => return Err(SecretsError::io("read", &path, e)),
+    };
     serde_json::from_slice(&bytes).map_err(|e| SecretsError::usage(
         format!("the rotation journal `{}` is damaged: {e}", path.display()),
         Some("every file on disk is either its old or its new version; delete the journal and run `cairn secrets doctor`".into()),
@@ -398,8 +417,10 @@ pub fn resume(
 ) -> Result<RotateReport, SecretsError> {
     let _lock = lock(policy)?;
     let journal = load_journal(policy)?;
+    failpoint();
     let mut report = RotateReport::default();
     let mut remaining = Vec::new();
+    // The journal stays as it is while this runs: each step below can be done again by another resume.
     for mut entry in journal.files {
         let current = sha256_of(&entry.path);
         let staged = sha256_of(&entry.temp);
@@ -412,6 +433,7 @@ pub fn resume(
                 if *new == staged && current == entry.old_sha256 =>
             {
                 commit(&mut entry)?;
+                failpoint();
                 report.recovered.push(entry.path);
             }
             _ => {
@@ -420,8 +442,11 @@ pub fn resume(
             }
         }
     }
-    finish(policy)?;
-    if !remaining.is_empty() {
+    if remaining.is_empty() {
+        finish(policy)?;
+    } else {
+        // The new journal replaces the old one in one rename: there is never a moment without a journal while
+        // files still wait for their new key.
         let more = rotate_locked(policy, keyring, &remaining, options)?;
         report.rotated = more.rotated;
         report.exposed = more.exposed;
