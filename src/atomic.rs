@@ -126,6 +126,40 @@ pub fn process_alive(pid: libc::pid_t) -> bool {
     signalled || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The pid of the process that writes the temp file `name` (`.NAME.tmp.PID.N`), if it is one.
+pub fn temp_writer(name: &str) -> Option<libc::pid_t> {
+    if !is_temp_name(name) {
+        return None;
+    }
+    let mut parts = name.rsplit('.');
+    let _counter: u64 = parts.next()?.parse().ok()?;
+    parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|&pid: &libc::pid_t| pid > 0)
+}
+
+/// Removes the temp files in `dir` (not below it) whose writer is no longer running: what a write killed
+/// midway left. Returns those that could not be removed, for the caller to report.
+pub fn sweep_stale_temps(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut left = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_writer) else {
+            continue;
+        };
+        if pid == std::process::id() as libc::pid_t || process_alive(pid) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => left.push(entry.path()),
+            _ => {}
+        }
+    }
+    left
+}
+
 /// Whether a directory entry is a temp file left by a write that never finished.
 pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp.")
@@ -134,6 +168,24 @@ pub fn is_temp_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_files_of_dead_writers_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // No process has pid 2^22 + 1 (above Linux's and macOS's limits).
+        let dead = dir.path().join(".stat-index.tmp.4194305.0");
+        let live = dir
+            .path()
+            .join(format!(".stat-index.tmp.{}.1", std::process::id()));
+        let other = dir.path().join("stat-index");
+        for path in [&dead, &live, &other] {
+            fs::write(path, b"x").expect("write");
+        }
+        assert!(sweep_stale_temps(dir.path()).is_empty());
+        assert!(!dead.exists() && live.exists() && other.exists());
+        assert_eq!(temp_writer(".a.json.tmp.123.4"), Some(123));
+        assert_eq!(temp_writer("a.json"), None);
+    }
 
     #[test]
     fn writes_replace_whole_files_and_leave_no_temp() {

@@ -103,6 +103,13 @@ pub struct Store {
     _lock: File,
 }
 
+/// The right to run one key's task, held by one process at a time: an advisory lock on
+/// `running/<key>.lock`, which the kernel releases when the process ends, however it ends.
+#[derive(Debug)]
+pub struct Claim {
+    _file: File,
+}
+
 /// Totals for `cairn cache stats`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -170,10 +177,13 @@ impl Store {
             }
             return Err(io_error("cannot lock the cache", &lock_path)(error));
         }
-        Ok(Some(Store {
+        let store = Store {
             dir: dir.to_owned(),
             _lock: lock,
-        }))
+        };
+        // What a killed run left at the top (the stat index's temp file) goes now; the rest goes with gc.
+        crate::atomic::sweep_stale_temps(dir);
+        Ok(Some(store))
     }
 
     /// The store's directory.
@@ -470,6 +480,44 @@ impl Store {
         Ok(())
     }
 
+    /// Claims the right to run the task of `key`, or `None` while another process holds it (a concurrent run
+    /// computing the same result).
+    pub fn try_claim(&self, key: &Key) -> Result<Option<Claim>, CacheError> {
+        let path = self.dir.join("running").join(format!("{key}.lock"));
+        let open = || {
+            File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        };
+        let file = match open() {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                crate::atomic::private_dir(&self.dir.join("running"))
+                    .and_then(|()| open())
+                    .map_err(io_error("cannot create a task's claim", &path))?
+            }
+            Err(error) => return Err(io_error("cannot open a task's claim", &path)(error)),
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Claim { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(error)) => {
+                Err(io_error("cannot lock a task's claim", &path)(error))
+            }
+        }
+    }
+
+    /// Removes the temp files killed writers left in the store's own directories (entries and blobs are gc's);
+    /// returns those that could not be removed.
+    pub fn sweep_temps(&self) -> Vec<PathBuf> {
+        ["", "tasks", "incremental", "running"]
+            .into_iter()
+            .flat_map(|sub| crate::atomic::sweep_stale_temps(&self.dir.join(sub)))
+            .collect()
+    }
+
     /// Counts entries, blobs and bytes.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats::default();
@@ -510,6 +558,9 @@ impl Store {
     /// then every blob no entry names and any temp file a killed write left (the store must be locked
     /// exclusively).
     pub fn gc(&self, max_size: u64, max_age: Duration) -> Result<GcReport, CacheError> {
+        self.sweep_temps();
+        // Under the exclusive lock no run holds a task's claim: their lock files can go.
+        let _ = fs::remove_dir_all(self.dir.join("running"));
         let mut report = GcReport::default();
         let now = SystemTime::now();
         let mut entries: Vec<(PathBuf, SystemTime, u64, Vec<String>)> = Vec::new();

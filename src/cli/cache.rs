@@ -199,6 +199,7 @@ pub(super) fn cache(context: &Context, command: &CacheCommand) -> Result<i32, Cl
     match command {
         CacheCommand::Stats => {
             let store = Store::open(&dir, LockMode::Shared).map_err(CliError::Cache)?;
+            let stuck = store.sweep_temps();
             let stats = store.stats();
             println!("cache:   {}", dir.display());
             println!("entries: {}", stats.entries);
@@ -209,6 +210,12 @@ pub(super) fn cache(context: &Context, command: &CacheCommand) -> Result<i32, Cl
                 format_size(config.settings.cache_max_size),
                 format_duration(config.settings.cache_max_age)
             );
+            for path in stuck {
+                println!(
+                    "left:    {} (a temp file a killed cairn left, which cannot be removed: remove it by hand)",
+                    path.display()
+                );
+            }
         }
         CacheCommand::Clean => {
             let store = Store::open(&dir, LockMode::Exclusive).map_err(CliError::Cache)?;

@@ -681,6 +681,15 @@ fn doctor(keyring: &Keyring, without_identity: bool) -> Result<i32, SecretsError
     if let Some(journal) = rotate::pending(&policy) {
         report(false, format!("an interrupted rotation is pending ({}): run `cairn secrets rotate --resume` or `--abort`", journal.display()));
     }
+    for left in rotate::sweep_temps(&policy) {
+        report(
+            false,
+            format!(
+                "{}: a temp file a killed cairn left, which cannot be removed: remove it by hand",
+                left.display()
+            ),
+        );
+    }
     if keyring.identities.is_empty() && without_identity {
         println!("      no age identity here: checking encryption, rules and recipients only (MACs need a key)");
     } else if keyring.identities.is_empty() {

@@ -336,6 +336,7 @@ pub fn list_runs(dir: &Path) -> Vec<PathBuf> {
 /// `newest_bytes` is the size of the record just written: while records are small enough that `keep` of them
 /// fit in `max_bytes`, counting is enough and nothing is stat'ed (this runs after every run, however short).
 pub fn prune_runs(dir: &Path, keep: usize, max_bytes: u64, newest_bytes: u64) {
+    crate::atomic::sweep_stale_temps(dir);
     let runs = list_runs(dir);
     if newest_bytes.saturating_mul(keep as u64) <= max_bytes {
         let excess = runs.len().saturating_sub(keep);

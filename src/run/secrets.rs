@@ -227,6 +227,9 @@ fn digest_key(root: &Path) -> Result<[u8; 32], SecretsError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(SecretsError::io("read", &path, e)),
     }
+    if let Some(dir) = path.parent() {
+        crate::atomic::sweep_stale_temps(dir);
+    }
     let key = crate::secrets::cipher::random::<32>().map_err(|e| SecretsError::format(&path, e))?;
     crate::atomic::write_atomic_with(&path, |file| {
         use std::os::unix::fs::PermissionsExt;
