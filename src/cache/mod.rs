@@ -25,7 +25,7 @@ pub use files::{GlobList, Matches};
 pub use fingerprint::{hex, platform, Change, FileDigest, Fingerprint, Key, FORMAT_VERSION};
 pub use hasher::{hash_file, FileHasher};
 pub use store::{
-    decode_log, encode_log, Entry, GcReport, LockMode, LogLines, OutputRecord, Stats, Store,
+    decode_log, encode_log, Claim, Entry, GcReport, LockMode, LogLines, OutputRecord, Stats, Store,
 };
 
 use crate::config::DepsStrategy;

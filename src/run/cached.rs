@@ -2,11 +2,13 @@
 //! run it (incremental tasks on their changed inputs only) and store what it produced.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::cache::{DepInput, Key, Keyed, RestoreNotes, Session};
+use crate::cache::{Claim, DepInput, Key, Keyed, RestoreNotes, Session};
 
-use super::{attempts, Executor, Job, JobContext, Reporter, Stream, TaskResult, TaskStatus};
+use super::{
+    attempts, Executor, Job, JobContext, Reporter, StopRequest, Stream, TaskResult, TaskStatus,
+};
 
 /// Whether the cache was used for a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,37 +178,7 @@ pub(super) async fn run_job(
 
     if let Some(restored) = restored {
         match restored {
-            Ok(Some(restored)) => {
-                if let Some(writer) = &restored.from_remote {
-                    context.reporter.note(
-                        &job,
-                        &format!("fetched from the remote cache (signed by {writer})"),
-                    );
-                }
-                context.reporter.cache_hit(&job, &keyed.key);
-                for (is_stderr, line) in restored.log {
-                    let stream = if is_stderr {
-                        Stream::Stderr
-                    } else {
-                        Stream::Stdout
-                    };
-                    context.reporter.output(&job, stream, &line);
-                }
-                remember(&cache, &job, &keyed, &context);
-                return JobEnd {
-                    status: TaskStatus::Succeeded,
-                    attempts: 0,
-                    key: Some(keyed.key),
-                    cache: if restored.from_remote.is_some() {
-                        CacheUse::RemoteHit
-                    } else {
-                        CacheUse::Hit
-                    },
-                    cache_reason: restored
-                        .from_remote
-                        .map(|writer| format!("remote cache, signed by {writer}")),
-                };
-            }
+            Ok(Some(restored)) => return replay(&cache, &job, &keyed, &context, restored, None),
             Ok(None) => {}
             Err(error) => context
                 .reporter
@@ -214,6 +186,15 @@ pub(super) async fn run_job(
         }
     }
 
+    // Held until the result is stored: another cairn run that wants the same key waits for it.
+    let _claim = if try_restore {
+        match claim(&cache, &job, &keyed, &context).await {
+            Claimed::Ours(claim) => claim,
+            Claimed::Theirs(end) => return end,
+        }
+    } else {
+        None
+    };
     let cache_reason = Some(miss_reason(&cache, &job, &keyed, force));
     // Incremental tasks get only the inputs that changed since their last success, in a file and in
     // `{{changed}}`; the file lives in a private directory that goes with the run.
@@ -280,6 +261,125 @@ pub(super) async fn run_job(
         key: Some(keyed.key),
         cache: CacheUse::Miss,
         cache_reason,
+    }
+}
+
+/// Replays a restored result: its outputs are in place; its recorded output is shown again.
+fn replay(
+    cache: &Session,
+    job: &Arc<Job>,
+    keyed: &Keyed,
+    context: &JobContext,
+    restored: crate::cache::Restored,
+    reason: Option<String>,
+) -> JobEnd {
+    if let Some(writer) = &restored.from_remote {
+        context.reporter.note(
+            job,
+            &format!("fetched from the remote cache (signed by {writer})"),
+        );
+    }
+    context.reporter.cache_hit(job, &keyed.key);
+    for (is_stderr, line) in restored.log {
+        let stream = if is_stderr {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        context.reporter.output(job, stream, &line);
+    }
+    remember(cache, job, keyed, context);
+    JobEnd {
+        status: TaskStatus::Succeeded,
+        attempts: 0,
+        key: Some(keyed.key),
+        cache: if restored.from_remote.is_some() {
+            CacheUse::RemoteHit
+        } else {
+            CacheUse::Hit
+        },
+        cache_reason: reason.or_else(|| {
+            restored
+                .from_remote
+                .map(|writer| format!("remote cache, signed by {writer}"))
+        }),
+    }
+}
+
+/// Whether this run runs a missed key itself, or another run did it meanwhile.
+enum Claimed {
+    /// Run it (holding the claim, when claims work here).
+    Ours(Option<Claim>),
+    /// Another cairn run produced the result while this one waited.
+    Theirs(JobEnd),
+}
+
+/// How often a run waiting for another's result looks again.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
+
+/// Claims `keyed`'s task for this run. When another cairn run in the repository is running the same key (an
+/// editor's on-save run beside a terminal's), waits for it to end, then takes its result from the cache
+/// instead of doing the work twice; if it stored none (it failed, or was killed: the kernel releases its claim),
+/// runs the task here. Nothing is held while waiting, so two runs cannot wait for each other.
+async fn claim(
+    cache: &Arc<Session>,
+    job: &Arc<Job>,
+    keyed: &Keyed,
+    context: &JobContext,
+) -> Claimed {
+    let began = Instant::now();
+    let mut waited = false;
+    let claim = loop {
+        match cache.store().try_claim(&keyed.key) {
+            Ok(Some(claim)) => break claim,
+            Ok(None) => {}
+            Err(error) => {
+                context
+                    .reporter
+                    .note(job, &format!("{error}; not coordinating with other runs"));
+                return Claimed::Ours(None);
+            }
+        }
+        if !waited {
+            waited = true;
+            context.reporter.note(
+                job,
+                "another cairn run is running it (same key): waiting for its result",
+            );
+        }
+        let mut stop = context.stop.clone();
+        if *stop.borrow() != StopRequest::None {
+            return Claimed::Ours(None);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CLAIM_POLL) => {}
+            _ = stop.changed() => {}
+        }
+    };
+    if !waited {
+        return Claimed::Ours(Some(claim));
+    }
+    context
+        .reporter
+        .phase(job, "waiting for another run", began, Instant::now());
+    let again = {
+        let (cache, job, key) = (Arc::clone(cache), Arc::clone(job), keyed.key);
+        tokio::task::spawn_blocking(move || {
+            let mut notes = RestoreNotes::default();
+            cache.restore(&key, &job.key, &mut notes)
+        })
+        .await
+    };
+    match again {
+        Ok(Ok(Some(restored))) => Claimed::Theirs(replay(
+            cache,
+            job,
+            keyed,
+            context,
+            restored,
+            Some("the result of a concurrent cairn run".into()),
+        )),
+        _ => Claimed::Ours(Some(claim)),
     }
 }
 
