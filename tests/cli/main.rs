@@ -7,6 +7,7 @@ mod docs;
 mod engine;
 mod fleet;
 mod hardening;
+mod kills;
 mod matrix;
 mod monitoring;
 mod nix;
