@@ -8,6 +8,16 @@ use crate::support::*;
 
 const ALEX: &str = "age1qwrzj4h9tsgtl525zf9x0g9lkl39pcyyyfeutdku57pkrjytxdssreuu26";
 
+/// A small deterministic generator of kill delays (xorshift), so a failing round can be replayed.
+fn random_below(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |bound| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    }
+}
+
 fn vectors() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sops")
 }
@@ -130,13 +140,7 @@ fn rotations_and_resumes_killed_at_random_moments_lose_nothing() {
     let files = secret_files(&test);
     let original = contents(&files);
     let journal = test.path(".cairn/secrets/rotate.journal");
-    let mut seed = 0x9e37_79b9_u64;
-    let mut next = move |bound: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % bound
-    };
+    let mut next = random_below(0x9e37_79b9);
     for round in 0..20 {
         let args: &[&str] = if journal.exists() {
             &["secrets", "rotate", "--resume"]
@@ -323,13 +327,7 @@ fn killing_the_run_that_holds_a_task_makes_the_waiting_run_do_it() {
 #[test]
 fn concurrent_runs_killed_at_random_moments_leave_a_cache_both_can_use() {
     let test = shared_project();
-    let mut seed = 0x2545_f491_u64;
-    let mut next = move |bound: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % bound
-    };
+    let mut next = random_below(0x2545_f491);
     for round in 0..6 {
         test.write("src/input.txt", &format!("input {round}\n"));
         let mut victim = spawn_run(&test, &["run", "all", "-j4"]);

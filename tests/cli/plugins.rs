@@ -687,6 +687,21 @@ fn http_client(request: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A project whose task `send` runs [`http_client`] with `request`, granted `127.0.0.1:port`, plus `extra`
+/// lines in its declaration.
+fn client_project(request: &str, port: u16, extra: &str) -> Test {
+    let test = project(
+        &[("client", &http_client(request))],
+        "[tasks.send]\nplugin = \"client\"\n",
+    );
+    test.edit(
+        "tasks.toml",
+        "[plugins.client]\n",
+        &format!("[plugins.client]\nallow.hosts = [\"127.0.0.1:{port}\"]\n{extra}"),
+    );
+    test
+}
+
 #[test]
 fn a_plugin_cannot_set_framing_or_addressing_headers() {
     let (port, hits) = serve("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
@@ -702,16 +717,8 @@ fn a_plugin_cannot_set_framing_or_addressing_headers() {
         let request = format!(
             r#"{{"method":"POST","url":"http://127.0.0.1:{port}/a","headers":[["{header}","5"]],"body":"0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"}}"#
         );
-        let test = project(
-            &[("client", &http_client(&request))],
-            "[tasks.send]\nplugin = \"client\"\n",
-        );
-        test.edit(
-            "tasks.toml",
-            "[plugins.client]\n",
-            &format!("[plugins.client]\nallow.hosts = [\"127.0.0.1:{port}\"]\n"),
-        );
-        test.run_with(&["run", "send"])
+        client_project(&request, port, "")
+            .run_with(&["run", "send"])
             .success()
             .stderr_has(&format!(
                 "the header `{header}` is cairn's to set, not a plugin's"
@@ -722,16 +729,8 @@ fn a_plugin_cannot_set_framing_or_addressing_headers() {
     let request = format!(
         r#"{{"method":"GET","url":"http://127.0.0.1:{port}/a","headers":[["accept","*/*"]]}}"#
     );
-    let test = project(
-        &[("client", &http_client(&request))],
-        "[tasks.send]\nplugin = \"client\"\n",
-    );
-    test.edit(
-        "tasks.toml",
-        "[plugins.client]\n",
-        &format!("[plugins.client]\nallow.hosts = [\"127.0.0.1:{port}\"]\n"),
-    );
-    test.run_with(&["run", "send"])
+    client_project(&request, port, "")
+        .run_with(&["run", "send"])
         .success()
         .stderr_lacks("refused");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -749,18 +748,12 @@ fn a_reply_larger_than_the_plugin_may_hold_is_refused_before_it_is_copied_in() {
     );
     let (port, hits) = serve(big);
     let request = format!(r#"{{"method":"GET","url":"http://127.0.0.1:{port}/big"}}"#);
-    let test = project(
-        &[("client", &http_client(&request))],
-        "[tasks.send]\nplugin = \"client\"\n",
-    );
-    test.edit(
-        "tasks.toml",
-        "[plugins.client]\n",
-        &format!("[plugins.client]\nallow.hosts = [\"127.0.0.1:{port}\"]\nlimits = {{ memory = \"16MiB\" }}\n"),
-    );
-    test.run_with(&["run", "send"]).success().stderr_has(
-        "is larger than 4096 KiB, the most a plugin with limits.memory = 16 MiB is handed",
-    );
+    client_project(&request, port, "limits = { memory = \"16MiB\" }\n")
+        .run_with(&["run", "send"])
+        .success()
+        .stderr_has(
+            "is larger than 4096 KiB, the most a plugin with limits.memory = 16 MiB is handed",
+        );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
