@@ -40,6 +40,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct Beneath {
     root: OwnedFd,
     opened: HashMap<PathBuf, OwnedFd>,
+    /// Directories already cleared of temp files killed restores left.
+    swept: std::collections::HashSet<PathBuf>,
 }
 
 impl Beneath {
@@ -52,6 +54,7 @@ impl Beneath {
         Ok(Beneath {
             root: OwnedFd::from(file),
             opened: HashMap::new(),
+            swept: std::collections::HashSet::new(),
         })
     }
 
@@ -138,6 +141,11 @@ impl Beneath {
             fd = opened.as_raw_fd();
             self.opened.insert(walked.clone(), opened);
         }
+        if self.swept.insert(walked.clone()) {
+            // A restore killed midway left its temp files here; the task's next store would take them for
+            // outputs. The directory was just opened without following links, so this stays in it.
+            sweep_stale_temps_at(fd);
+        }
         Ok((fd, last))
     }
 }
@@ -177,6 +185,43 @@ fn open_dir_nofollow(parent: RawFd, name: &OsStr, walked: &Path) -> Result<Owned
     Err(BeneathError::Io(io::Error::other(
         "a directory on the way keeps changing",
     )))
+}
+
+/// Removes the temp files of dead writers in the directory `dir` is open on (see `atomic::sweep_stale_temps`).
+fn sweep_stale_temps_at(dir: RawFd) {
+    // SAFETY: dup of a descriptor we hold; fdopendir takes the copy, closedir releases it.
+    let copy = unsafe { libc::dup(dir) };
+    if copy < 0 {
+        return;
+    }
+    // SAFETY: `copy` is a valid directory descriptor we own.
+    let stream = unsafe { libc::fdopendir(copy) };
+    if stream.is_null() {
+        // SAFETY: fdopendir failed, so `copy` is still ours to close.
+        unsafe { libc::close(copy) };
+        return;
+    }
+    let mut stale = Vec::new();
+    loop {
+        // SAFETY: readdir on the stream opened above; the entry is read before the next call.
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: d_name is a NUL-terminated name inside the entry readdir returned.
+        let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) };
+        let writer = name.to_str().ok().and_then(crate::atomic::temp_writer);
+        if let Some(pid) = writer {
+            if pid != std::process::id() as libc::pid_t && !crate::atomic::process_alive(pid) {
+                stale.push(name.to_owned());
+            }
+        }
+    }
+    // SAFETY: closes the stream (and `copy`) opened above.
+    unsafe { libc::closedir(stream) };
+    for name in stale {
+        unlink_within(dir, &name);
+    }
 }
 
 fn is_link_at(parent: RawFd, name: &CString) -> bool {
@@ -299,6 +344,24 @@ mod tests {
         let meta = std::fs::metadata(root.join("out/deep/a.txt")).expect("written");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+    }
+
+    #[test]
+    fn a_temp_file_a_killed_restore_left_is_swept_when_its_directory_is_written_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("out")).expect("mkdir");
+        // No process has pid 2^22 + 1 (above Linux's and macOS's limits).
+        let left = dir.path().join("out/.a.txt.tmp.4194305.0");
+        std::fs::write(&left, "half").expect("write");
+        let mut beneath = Beneath::open(dir.path()).expect("opens");
+        beneath
+            .write_file(Path::new("out/a.txt"), b"whole", 0o644)
+            .expect("writes");
+        assert!(!left.exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("out/a.txt")).expect("read"),
+            b"whole"
+        );
     }
 
     #[test]

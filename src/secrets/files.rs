@@ -153,6 +153,10 @@ pub fn verify(
 /// Replaces `path` with `text` atomically (temp file, fsync, rename, fsync of the directory), keeping the
 /// file's permissions (new files get 0644 less the umask's effect on group/other writes).
 pub fn write(path: &Path, text: &str) -> Result<(), SecretsError> {
+    // An earlier write of a file here that was killed midway left its temp file (ciphertext) behind.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::atomic::sweep_stale_temps(dir);
+    }
     let mode = fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
     crate::atomic::write_atomic_with(path, |file| {
         file.set_permissions(fs::Permissions::from_mode(mode))?;

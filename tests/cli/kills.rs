@@ -328,7 +328,7 @@ fn killing_the_run_that_holds_a_task_makes_the_waiting_run_do_it() {
 fn concurrent_runs_killed_at_random_moments_leave_a_cache_both_can_use() {
     let test = shared_project();
     let mut next = random_below(0x2545_f491);
-    for round in 0..6 {
+    for round in 0..10 {
         test.write("src/input.txt", &format!("input {round}\n"));
         let mut victim = spawn_run(&test, &["run", "all", "-j4"]);
         let survivor = spawn_run(&test, &["run", "all", "-j4"]);
