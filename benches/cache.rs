@@ -126,6 +126,62 @@ fn cache(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     group.bench_function("key/1000-inputs", |b| b.iter(|| fingerprint.key()));
     group.finish();
+    restore(c);
+}
+
+/// Restoring an entry of 500 files in 10 directories through the checked, link-refusing writer, beside the same
+/// files written with plain path-based durable writes (what restores did before they were checked): the ratio
+/// is what the checks cost. Both fsync every file and directory, as a restore must.
+fn restore(c: &mut Criterion) {
+    use cairn::cache::{Entry, LockMode, Store};
+    const RESTORED: usize = 500;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("repo");
+    let paths: Vec<String> = (0..RESTORED)
+        .map(|i| format!("out/d{}/f{i}.txt", i % 10))
+        .collect();
+    for (i, path) in paths.iter().enumerate() {
+        let full = repo.join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&full, format!("{i:04096}")).expect("write");
+    }
+    let store = Store::open(&dir.path().join("store"), LockMode::Shared).expect("store");
+    let entry = Entry {
+        key: String::new(),
+        task: "build".into(),
+        created: 0,
+        duration_ms: 0,
+        outputs: store.put_outputs(&repo, &paths).expect("stored"),
+        log: None,
+        fingerprint: None,
+        signed_by: None,
+    };
+    let contents: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| std::fs::read(repo.join(p)).expect("read"))
+        .collect();
+    let mut group = c.benchmark_group("restore");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RESTORED as u64));
+    group.bench_function("checked/500-files", |b| {
+        b.iter(|| {
+            let _ = std::fs::remove_dir_all(repo.join("out"));
+            store
+                .restore_outputs(&repo, &entry, &|p| p.starts_with("out/"), &|_| false)
+                .expect("restores");
+        })
+    });
+    group.bench_function("path-based/500-files", |b| {
+        b.iter(|| {
+            let _ = std::fs::remove_dir_all(repo.join("out"));
+            for (path, bytes) in paths.iter().zip(&contents) {
+                let full = repo.join(path);
+                std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+                cairn::atomic::write_atomic(&full, bytes).expect("writes");
+            }
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, cache);
