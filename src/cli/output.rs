@@ -180,6 +180,15 @@ impl Reporter for TerminalReporter {
         }
     }
 
+    fn waiting(&self, job: &Job) {
+        if let Some(status) = &self.status {
+            status.started(
+                job.node,
+                &format!("{} (waiting for another run)", job.label),
+            );
+        }
+    }
+
     fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
         match self.layout {
             Layout::Prefixed => {

@@ -77,6 +77,9 @@ impl Reporter for Recorder {
     fn note(&self, job: &Job, message: &str) {
         self.inner.note(job, message);
     }
+    fn waiting(&self, job: &Job) {
+        self.inner.waiting(job);
+    }
     fn cache_hit(&self, job: &Job, key: &Key) {
         self.inner.cache_hit(job, key);
     }
@@ -342,6 +345,7 @@ async fn claim(
         }
         if !waited {
             waited = true;
+            context.reporter.waiting(job);
             context.reporter.note(
                 job,
                 "another cairn run is running it (same key): waiting for its result",

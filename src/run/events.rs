@@ -213,6 +213,9 @@ impl Reporter for EventReporter {
     fn note(&self, job: &Job, message: &str) {
         self.inner.note(job, message);
     }
+    fn waiting(&self, job: &Job) {
+        self.inner.waiting(job);
+    }
 
     fn cache_hit(&self, job: &Job, key: &Key) {
         self.inner.cache_hit(job, key);

@@ -198,6 +198,10 @@ pub trait Reporter: Send + Sync + 'static {
     fn phase(&self, job: &Job, name: &str, started: Instant, ended: Instant) {
         let _ = (job, name, started, ended);
     }
+    /// A job waits for another cairn run that is running the same key (`started` or `cache_hit` follows).
+    fn waiting(&self, job: &Job) {
+        let _ = job;
+    }
 }
 
 /// Scheduling choices for one run.

@@ -348,3 +348,32 @@ fn concurrent_runs_killed_at_random_moments_leave_a_cache_both_can_use() {
         }
     }
 }
+
+#[test]
+fn a_run_waiting_for_another_says_so_on_its_status_line() {
+    let test = Test::new()
+        .tasks("[tasks.slow]\nrun = \"echo started >> executions.log; sleep 2; echo done > out.txt\"\ninputs = [\"src/**\"]\noutputs = [\"out.txt\"]\n[tasks.other]\nrun = \"sleep 0.3\"\n")
+        .file("src/input.txt", "input\n");
+    let holder = spawn_run(&test, &["run", "slow"]);
+    let began = Instant::now();
+    while executions(&test).is_empty() {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "the first run started its task"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(screen) = in_terminal(&test, "run slow other") else {
+        return;
+    };
+    assert!(holder.wait_with_output().expect("waits").status.success());
+    assert!(
+        screen.contains("slow (waiting for another run)"),
+        "{screen}"
+    );
+    assert_eq!(
+        executions(&test).len(),
+        1,
+        "the waiting run took the result"
+    );
+}
