@@ -363,10 +363,11 @@ fn a_run_waiting_for_another_says_so_on_its_status_line() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let Some(screen) = in_terminal(&test, "run slow other") else {
+    let screen = in_terminal(&test, "run slow other");
+    assert!(holder.wait_with_output().expect("waits").status.success());
+    let Some(screen) = screen else {
         return;
     };
-    assert!(holder.wait_with_output().expect("waits").status.success());
     assert!(
         screen.contains("slow (waiting for another run)"),
         "{screen}"
