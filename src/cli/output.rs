@@ -182,10 +182,7 @@ impl Reporter for TerminalReporter {
 
     fn waiting(&self, job: &Job) {
         if let Some(status) = &self.status {
-            status.started(
-                job.node,
-                &format!("{} (waiting for another run)", job.label),
-            );
+            status.started(job.node, &format!("{} (waiting)", job.label));
         }
     }
 

@@ -352,7 +352,7 @@ fn concurrent_runs_killed_at_random_moments_leave_a_cache_both_can_use() {
 #[test]
 fn a_run_waiting_for_another_says_so_on_its_status_line() {
     let test = Test::new()
-        .tasks("[tasks.slow]\nrun = \"echo started >> executions.log; sleep 2; echo done > out.txt\"\ninputs = [\"src/**\"]\noutputs = [\"out.txt\"]\n[tasks.other]\nrun = \"sleep 0.3\"\n")
+        .tasks("[tasks.slow]\nrun = \"echo started >> executions.log; sleep 2; echo done > out.txt\"\ninputs = [\"src/**\"]\noutputs = [\"out.txt\"]\n")
         .file("src/input.txt", "input\n");
     let holder = spawn_run(&test, &["run", "slow"]);
     let began = Instant::now();
@@ -363,15 +363,12 @@ fn a_run_waiting_for_another_says_so_on_its_status_line() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let screen = in_terminal(&test, "run slow other");
+    let screen = in_terminal(&test, "run slow --output prefixed");
     assert!(holder.wait_with_output().expect("waits").status.success());
     let Some(screen) = screen else {
         return;
     };
-    assert!(
-        screen.contains("slow (waiting for another run)"),
-        "{screen}"
-    );
+    assert!(screen.contains("running: slow (waiting)"), "{screen}");
     assert_eq!(
         executions(&test).len(),
         1,
