@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod graph;
+pub mod lockfile;
 pub mod paths;
 pub mod report;
 pub mod run;

@@ -17,7 +17,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -158,24 +157,22 @@ impl Store {
         }
         private_dir(dir).map_err(io_error("cannot create the cache directory", dir))?;
         let lock_path = dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock = crate::lockfile::open(&lock_path)
             .map_err(io_error("cannot open the cache lock", &lock_path))?;
-        let operation = match mode {
-            LockMode::Shared => libc::LOCK_SH,
-            LockMode::Exclusive => libc::LOCK_EX,
-            LockMode::TryExclusive => libc::LOCK_EX | libc::LOCK_NB,
-        };
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), operation) } != 0 {
-            let error = io::Error::last_os_error();
-            if mode == LockMode::TryExclusive && error.kind() == io::ErrorKind::WouldBlock {
-                return Ok(None);
+        let taken = match mode {
+            LockMode::Shared => {
+                crate::lockfile::wait(&lock, crate::lockfile::Mode::Shared).map(|()| true)
             }
-            return Err(io_error("cannot lock the cache", &lock_path)(error));
+            LockMode::Exclusive => {
+                crate::lockfile::wait(&lock, crate::lockfile::Mode::Exclusive).map(|()| true)
+            }
+            LockMode::TryExclusive => {
+                crate::lockfile::try_take(&lock, crate::lockfile::Mode::Exclusive)
+            }
+        }
+        .map_err(io_error("cannot lock the cache", &lock_path))?;
+        if !taken {
+            return Ok(None);
         }
         let store = Store {
             dir: dir.to_owned(),
@@ -484,28 +481,19 @@ impl Store {
     /// computing the same result).
     pub fn try_claim(&self, key: &Key) -> Result<Option<Claim>, CacheError> {
         let path = self.dir.join("running").join(format!("{key}.lock"));
-        let open = || {
-            File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-        };
-        let file = match open() {
+        let file = match crate::lockfile::open(&path) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 crate::atomic::private_dir(&self.dir.join("running"))
-                    .and_then(|()| open())
+                    .and_then(|()| crate::lockfile::open(&path))
                     .map_err(io_error("cannot create a task's claim", &path))?
             }
             Err(error) => return Err(io_error("cannot open a task's claim", &path)(error)),
         };
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Claim { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(error)) => {
-                Err(io_error("cannot lock a task's claim", &path)(error))
-            }
+        match crate::lockfile::try_take(&file, crate::lockfile::Mode::Exclusive) {
+            Ok(true) => Ok(Some(Claim { _file: file })),
+            Ok(false) => Ok(None),
+            Err(error) => Err(io_error("cannot lock a task's claim", &path)(error)),
         }
     }
 

@@ -3,9 +3,8 @@
 //! says who holds it, for whoever has to wait. Once taken, it is held until cairn exits.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -42,21 +41,12 @@ fn take(path: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<NamedLock> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    let mut file = crate::lockfile::open(path)?;
+    if !crate::lockfile::try_take(&file, crate::lockfile::Mode::Exclusive)? {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         waiting(holder.trim());
-        // SAFETY: as above; this call blocks until the holder releases it.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        crate::lockfile::wait(&file, crate::lockfile::Mode::Exclusive)?;
     }
     let holder = format!(
         "pid {}, user {}, host {}, since {}",

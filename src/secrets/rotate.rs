@@ -7,7 +7,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -105,14 +104,10 @@ fn lock(policy: &Policy) -> Result<Lock, SecretsError> {
     // A journal write killed midway left its temp file here.
     crate::atomic::sweep_stale_temps(&dir);
     let path = dir.join("rotate.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| SecretsError::io("open", &path, e))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    let file = crate::lockfile::open(&path).map_err(|e| SecretsError::io("open", &path, e))?;
+    let taken = crate::lockfile::try_take(&file, crate::lockfile::Mode::Exclusive)
+        .map_err(|e| SecretsError::io("lock", &path, e))?;
+    if !taken {
         return Err(SecretsError::usage(
             "another `cairn secrets rotate` is running in this repository",
             Some("wait for it to finish".into()),
