@@ -605,19 +605,7 @@ fn compile_cache() -> Option<PathBuf> {
             return None;
         }
     }
-    let config = dir.join("wasmtime-cache.toml");
-    let mut cache = toml::Table::new();
-    cache.insert(
-        "directory".into(),
-        toml::Value::String(dir.join("compiled").to_str()?.to_owned()),
-    );
-    let mut document = toml::Table::new();
-    document.insert("cache".into(), toml::Value::Table(cache));
-    let text = toml::to_string(&document).ok()?;
-    if std::fs::read_to_string(&config).ok().as_deref() != Some(text.as_str()) {
-        crate::atomic::write_atomic_private(&config, text.as_bytes()).ok()?;
-    }
-    Some(config)
+    cairn_plugin_host::compile_cache_config(&dir).ok()
 }
 
 /// The user's cache directory: `$XDG_CACHE_HOME`, else `~/.cache` (`~/Library/Caches` on macOS).

@@ -55,6 +55,39 @@ pub trait Sink: Send + Sync {
     fn log(&self, plugin: &str, level: LogLevel, message: &str);
 }
 
+/// Writes wasmtime's cache configuration for compiled modules kept in `dir/compiled` (to `dir/wasmtime-cache.toml`,
+/// only when it changed) and returns its path, for [`Spec::cache_dir`]. wasmtime loads what it finds there as
+/// native code: the caller must choose a `dir` only its user can write.
+pub fn compile_cache_config(dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    let compiled = dir.join("compiled");
+    let text = compile_cache_toml(&compiled)?;
+    let config = dir.join("wasmtime-cache.toml");
+    if std::fs::read_to_string(&config).ok().as_deref() != Some(text.as_str()) {
+        let temp = dir.join(format!(".wasmtime-cache.toml.tmp.{}.0", std::process::id()));
+        std::fs::write(&temp, &text)?;
+        std::fs::rename(&temp, &config)?;
+    }
+    Ok(config)
+}
+
+/// The configuration's text, written with a TOML serializer so that any path (accents, quotes) survives.
+fn compile_cache_toml(compiled: &std::path::Path) -> std::io::Result<String> {
+    let directory = compiled.to_str().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the compile cache's path is not UTF-8",
+        )
+    })?;
+    let mut cache = toml::Table::new();
+    cache.insert(
+        "directory".into(),
+        toml::Value::String(directory.to_owned()),
+    );
+    let mut document = toml::Table::new();
+    document.insert("cache".into(), toml::Value::Table(cache));
+    toml::to_string(&document).map_err(std::io::Error::other)
+}
+
 /// Everything needed to load one plugin.
 pub struct Spec {
     /// Its name in `tasks.toml`.
@@ -418,4 +451,17 @@ pub(crate) struct Context {
     pub(crate) sink: Arc<dyn Sink>,
     /// The plugin's `limits.memory`, which bounds the replies it is handed.
     pub(crate) memory: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compile_cache_configuration_keeps_any_path_intact() {
+        let path = std::path::Path::new("/home/zoe\u{301}/\"quoted\"/cache");
+        let text = compile_cache_toml(path).expect("serialises");
+        let parsed: toml::Table = toml::from_str(&text).expect("parses back");
+        assert_eq!(parsed["cache"]["directory"].as_str(), path.to_str());
+    }
 }
