@@ -256,3 +256,57 @@ fn every_test_the_threat_model_names_exists() {
         "docs/security.md names tests that do not exist: {missing:?}"
     );
 }
+
+/// The module map in docs/contributing.md is the rule: each `src/` module imports (`crate::NAME`) only the modules
+/// its row lists, so the dependencies keep pointing one way.
+#[test]
+fn every_module_imports_only_what_the_map_allows() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide =
+        std::fs::read_to_string(root.join("docs/contributing.md")).expect("contributing.md");
+    let mut allowed: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in guide.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (module, imports) = (cells[1].trim_matches('`'), cells[3]);
+        let names = imports
+            .split(',')
+            .map(|n| n.trim().trim_matches('`').to_owned())
+            .filter(|n| !n.is_empty() && n != "—")
+            .collect();
+        allowed.insert(module.to_owned(), names);
+    }
+    assert!(
+        allowed.len() >= 10,
+        "the map lists the modules: {allowed:?}"
+    );
+    let mut broken = Vec::new();
+    for (module, may) in &allowed {
+        let dir = root.join("src").join(module);
+        let files = if dir.is_dir() {
+            walk(&dir)
+        } else {
+            vec![root.join("src").join(format!("{module}.rs"))]
+        };
+        for file in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+        {
+            let text = std::fs::read_to_string(file).expect("source");
+            for (at, _) in text.match_indices("crate::") {
+                let name: String = text[at + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if name != *module && allowed.contains_key(&name) && !may.contains(&name) {
+                    broken.push(format!("{} imports `{name}`", file.display()));
+                }
+            }
+        }
+    }
+    broken.dedup();
+    assert!(
+        broken.is_empty(),
+        "imports against docs/contributing.md's map:\n{}",
+        broken.join("\n")
+    );
+}
