@@ -13,7 +13,7 @@ mod walk;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -444,7 +444,7 @@ impl Session {
         let entry = Entry {
             key: keyed.key.to_string(),
             task: task.to_owned(),
-            created: unix_now(),
+            created: crate::time::unix_now(),
             duration_ms: took.as_millis() as u64,
             outputs: records,
             log,
@@ -471,7 +471,7 @@ impl Session {
         let record = SuccessRecord {
             task: task.to_owned(),
             key: keyed.key.to_string(),
-            at: unix_now(),
+            at: crate::time::unix_now(),
             fingerprint: keyed.fingerprint.clone(),
         };
         let path = self.store.task_file("tasks", task);
@@ -575,10 +575,4 @@ pub fn auto_gc(
 /// Where the cache of the repository at `root` lives: `CAIRN_CACHE_DIR`, else [`DEFAULT_DIR`] below the root.
 pub fn dir_for(root: &Path) -> PathBuf {
     std::env::var_os("CAIRN_CACHE_DIR").map_or_else(|| root.join(DEFAULT_DIR), PathBuf::from)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

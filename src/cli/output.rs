@@ -66,7 +66,7 @@ impl CiGroups {
             CiGroups::GitHubActions => format!("::group::{}", title.trim()),
             CiGroups::GitLab => format!(
                 "\x1b[0Ksection_start:{}:cairn_task_{node}[collapsed=true]\r\x1b[0K{}",
-                unix_now(),
+                crate::time::unix_now(),
                 title.trim()
             ),
         }
@@ -77,16 +77,10 @@ impl CiGroups {
             CiGroups::GitHubActions => "::endgroup::".into(),
             CiGroups::GitLab => format!(
                 "\x1b[0Ksection_end:{}:cairn_task_{node}\r\x1b[0K",
-                unix_now()
+                crate::time::unix_now()
             ),
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A line held back until its task ends (grouped output).

@@ -333,7 +333,7 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     }
     let audited: Vec<run::audit::AuditLine<'_>> = {
         let (time, user, host) = (
-            crate::secrets::file::now_rfc3339(),
+            crate::time::now_rfc3339(),
             run::audit::user(),
             run::audit::host(),
         );

@@ -222,7 +222,7 @@ fn write_private_key(path: &Path, secret: &str, public: &str) -> Result<(), Secr
     }
     let text = format!(
         "# created: {}\n# public key: {public}\n{secret}\n",
-        crate::secrets::file::now_rfc3339()
+        crate::time::now_rfc3339()
     );
     crate::atomic::write_atomic_with(path, |file| {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;

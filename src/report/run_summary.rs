@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -400,16 +400,7 @@ fn run_id(at: SystemTime) -> String {
     format!("{compact}-{}", std::process::id())
 }
 
-/// RFC 3339 with milliseconds, UTC.
-pub fn rfc3339_millis(at: SystemTime) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = crate::secrets::file::rfc3339(since.as_secs());
-    format!(
-        "{}.{:03}Z",
-        seconds.trim_end_matches('Z'),
-        since.subsec_millis()
-    )
-}
+pub use crate::time::rfc3339_millis;
 
 #[cfg(test)]
 mod tests {
@@ -479,8 +470,10 @@ mod tests {
 
     #[test]
     fn ids_sort_by_time() {
-        let early = run_id(UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123));
-        let late = run_id(UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_001_001));
+        let early =
+            run_id(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123));
+        let late =
+            run_id(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_001_001));
         assert!(early < late, "{early} < {late}");
         assert!(early.starts_with("20231114T221320.123Z-"), "{early}");
     }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cairn_plugin_api::{exports, Capability, Event, EventBatch};
 
@@ -18,12 +18,7 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 const LINGER: Duration = Duration::from_millis(200);
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::time::unix_now_ms as now_ms;
 
 struct Worker {
     name: String,

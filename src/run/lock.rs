@@ -53,7 +53,7 @@ fn take(path: &Path, waiting: impl FnOnce(&str)) -> std::io::Result<NamedLock> {
         std::process::id(),
         super::audit::user(),
         super::audit::host(),
-        crate::secrets::file::now_rfc3339()
+        crate::time::now_rfc3339()
     );
     file.set_len(0)?;
     file.seek(SeekFrom::Start(0))?;

@@ -334,7 +334,7 @@ impl SopsFile {
         let mut tree = plain.clone();
         walk.map(&mut tree, &mut Vec::new(), Direction::Seal)?;
         let mac_hex = hex_upper(&walk.hash.finalize());
-        let lastmodified = now_rfc3339();
+        let lastmodified = crate::time::now_rfc3339();
         let mac = Sealed::seal(key, mac_hex.as_bytes(), &lastmodified, "str", random()?)?.render();
         let age = wrap_all(key, recipients)?;
         Ok(SopsFile {
@@ -556,37 +556,6 @@ fn aad(path: &[String]) -> String {
 
 fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// The current time as sops writes `lastmodified`: RFC 3339, UTC, whole seconds.
-pub fn now_rfc3339() -> String {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(seconds)
-}
-
-/// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 fn metadata_from_node(node: Node) -> Result<Metadata, FormatError> {
@@ -834,13 +803,6 @@ fn unflatten_dotenv(tree: &mut Document) -> Result<Option<Node>, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_match_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_641_231), "2026-11-25T21:13:51Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn scope_follows_sops_rules() {
