@@ -348,13 +348,7 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             .zip(&report.results)
             .filter(|(job, result)| job.audit && !matches!(result.status, run::TaskStatus::NotRun))
             .map(|(job, result)| {
-                let (status, exit_code) = match &result.status {
-                    run::TaskStatus::Succeeded => ("succeeded", Some(0)),
-                    run::TaskStatus::Failed { code } => ("failed", Some(*code)),
-                    run::TaskStatus::TimedOut { .. } => ("timed_out", None),
-                    run::TaskStatus::Interrupted => ("interrupted", None),
-                    run::TaskStatus::Skipped { .. } | run::TaskStatus::NotRun => ("skipped", None),
-                };
+                let (status, exit_code) = (result.status.name(), result.status.exited_with());
                 run::audit::AuditLine {
                     time: time.clone(),
                     user: user.clone(),

@@ -14,8 +14,8 @@ pub use history::{percentile, task_history, TaskHistory};
 pub use html::html_report;
 pub use record::{JobRecord, PhaseTiming, RunRecorder};
 pub use run_summary::{
-    list_runs, prune_runs, rfc3339_millis, runs_dir, status_name, CriticalPath, PhaseSummary,
-    RemoteTotals, RunContext, RunSummary, TaskSummary, Totals, KEPT_RUNS, KEPT_RUNS_BYTES, SCHEMA,
+    list_runs, prune_runs, rfc3339_millis, runs_dir, CriticalPath, PhaseSummary, RemoteTotals,
+    RunContext, RunSummary, TaskSummary, Totals, KEPT_RUNS, KEPT_RUNS_BYTES, SCHEMA,
 };
 pub use summary::{render_summary, SummaryStyle};
 pub use trace::{chrome_trace, worker_rows};

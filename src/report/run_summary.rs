@@ -172,18 +172,6 @@ fn since(start: Instant, at: Instant) -> f64 {
     ms(at.saturating_duration_since(start))
 }
 
-/// The name a status has in summaries, audit lines and events.
-pub fn status_name(status: &TaskStatus) -> &'static str {
-    match status {
-        TaskStatus::Succeeded => "succeeded",
-        TaskStatus::Failed { .. } => "failed",
-        TaskStatus::TimedOut { .. } => "timed_out",
-        TaskStatus::Interrupted => "interrupted",
-        TaskStatus::Skipped { .. } => "skipped",
-        TaskStatus::NotRun => "not_run",
-    }
-}
-
 impl RunSummary {
     /// Builds the summary of `report`, a run of `plan`.
     pub fn new(plan: &Plan, report: &RunReport, context: &RunContext<'_>) -> RunSummary {
@@ -219,7 +207,7 @@ impl RunSummary {
                     .map(|&d| plan.jobs[d].label.clone())
                     .collect(),
                 key: result.key.map(|k| k.to_string()),
-                status: status_name(&result.status).to_owned(),
+                status: result.status.name().to_owned(),
                 exit_code: match result.status {
                     TaskStatus::Succeeded => Some(0),
                     TaskStatus::Failed { code } => Some(code),

@@ -182,13 +182,12 @@ impl Reporter for EventReporter {
     }
 
     fn finished(&self, job: &Job, result: &TaskResult) {
-        let (status, exit_code) = match &result.status {
-            TaskStatus::Succeeded => ("succeeded", Some(0)),
-            TaskStatus::Failed { code } => ("failed", Some(*code)),
-            TaskStatus::TimedOut { .. } => ("timed_out", None),
-            TaskStatus::Interrupted => ("interrupted", None),
-            TaskStatus::Skipped { .. } | TaskStatus::NotRun => ("skipped", None),
+        // Protocol v1 names five statuses: a task the run never started counts as skipped there.
+        let status = match result.status {
+            TaskStatus::NotRun => "skipped",
+            ref other => other.name(),
         };
+        let exit_code = result.status.exited_with();
         self.sinks.send(&Event::TaskFinished {
             at_ms: now_ms(),
             task: job.label.clone(),

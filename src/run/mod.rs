@@ -65,6 +65,27 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// The name it goes by in run records, audit lines and plugin events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed { .. } => "failed",
+            TaskStatus::TimedOut { .. } => "timed_out",
+            TaskStatus::Interrupted => "interrupted",
+            TaskStatus::Skipped { .. } => "skipped",
+            TaskStatus::NotRun => "not_run",
+        }
+    }
+
+    /// The task's own exit code, when it ran to an exit.
+    pub fn exited_with(&self) -> Option<i32> {
+        match self {
+            TaskStatus::Succeeded => Some(0),
+            TaskStatus::Failed { code } => Some(*code),
+            _ => None,
+        }
+    }
+
     /// Whether the task ran and failed (not skipped, not interrupted).
     pub fn is_failure(&self) -> bool {
         matches!(
