@@ -761,7 +761,7 @@ fn unflatten_dotenv(tree: &mut Document) -> Result<Option<Node>, FormatError> {
                 age.resize(index + 1, (None, None));
             }
             let text = match value {
-                Node::Scalar(s) => Some(s.text),
+                Node::Scalar(mut s) => Some(std::mem::take(&mut s.text)),
                 _ => None,
             };
             match field {

@@ -33,13 +33,26 @@ pub enum ListItem {
 }
 
 /// A leaf: its SOPS type and its canonical text (what is encrypted, except that booleans are hashed and
-/// encrypted as `True`/`False`, as SOPS does).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// encrypted as `True`/`False`, as SOPS does). In a decrypted tree the text is a secret: it is zeroed when
+/// dropped, and `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Scalar {
     /// The type tag written in `ENC[…,type:…]`.
     pub kind: Kind,
     /// The value as text: `42`, `0.75`, `true`, or the string itself.
     pub text: String,
+}
+
+impl std::fmt::Debug for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scalar({}, {} bytes)", self.kind.tag(), self.text.len())
+    }
+}
+
+impl Drop for Scalar {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.text);
+    }
 }
 
 /// The value types SOPS records.
@@ -256,5 +269,21 @@ mod tests {
         assert_eq!(leaf_paths(&doc), ["a", "db.password"]);
         assert_eq!(lookup(&doc, "a"), Some(&Node::Scalar(Scalar::string("2"))));
         assert!(set(&mut doc, "a.b", Node::Null).is_err());
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_scalars_debug_never_shows_its_text() {
+        let scalar = Scalar {
+            kind: Kind::Str,
+            text: "hunter2-secret".into(),
+        };
+        let shown = format!("{:?}", Node::Scalar(scalar));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("14 bytes"), "{shown}");
     }
 }
