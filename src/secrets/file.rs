@@ -749,6 +749,9 @@ fn unflatten_dotenv(tree: &mut Document) -> Result<Option<Node>, FormatError> {
     }
     let mut items: Vec<MapItem> = Vec::new();
     let mut age: Vec<(Option<String>, Option<String>)> = Vec::new();
+    // Each recipient takes at least one line, so no index can reach this: a larger one would only make the
+    // list below allocate what the file names (found by fuzzing: `sops_age__list_9223372036854775803__…`).
+    let lines = flat.len();
     for (key, value) in flat {
         if let Some(rest) = key.strip_prefix("age__list_") {
             let (index, field) = rest.split_once("__map_").ok_or_else(|| {
@@ -757,6 +760,11 @@ fn unflatten_dotenv(tree: &mut Document) -> Result<Option<Node>, FormatError> {
             let index: usize = index.parse().map_err(|_| {
                 FormatError::BadValue(format!("unexpected metadata line `sops_{key}`"))
             })?;
+            if index >= lines {
+                return Err(FormatError::BadValue(format!(
+                    "`sops_{key}` names recipient {index}, but the file has only {lines} metadata lines"
+                )));
+            }
             if age.len() <= index {
                 age.resize(index + 1, (None, None));
             }
@@ -884,5 +892,20 @@ mod vector_tests {
             "{error}"
         );
         assert!(open("enc/production/deploy.yaml", "outsider.txt").is_err());
+    }
+
+    #[test]
+    fn a_dotenv_recipient_index_beyond_the_file_is_refused_not_allocated() {
+        // Found by the sops_file fuzz target: the index was used to size a list (capacity overflow).
+        let text = "DB_PASSWORD=ENC[AES256_GCM,data:yA=,iv:x,tag:1jQT+Lg==,type:str]\nsops_age__list_9223372036854775803__map_enc=x\nsops_version=3.11.0\n";
+        let error = SopsFile::parse(Format::Dotenv, text).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("names recipient 9223372036854775803"),
+            "{error}"
+        );
+        let text = "A=1\nsops_age__list_100000000__map_recipient=age1x\nsops_version=3.11.0\n";
+        assert!(SopsFile::parse(Format::Dotenv, text).is_err());
     }
 }
