@@ -250,15 +250,17 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             .with_ci_groups(CiGroups::detect().filter(|_| layout == Layout::Grouped)),
     );
     let sinks = plugins.as_ref().and_then(run::events::EventSinks::start);
-    let reporter: Arc<dyn run::Reporter> = match &sinks {
-        Some(sinks) => Arc::new(run::events::EventReporter {
-            inner: terminal,
+    let recorder = Arc::new(RunRecorder::new());
+    // Everyone who watches the run, in the order they hear of each thing: the record, plugins, the terminal.
+    let mut watchers: Vec<Arc<dyn run::Reporter>> =
+        vec![Arc::clone(&recorder) as Arc<dyn run::Reporter>];
+    if let Some(sinks) = &sinks {
+        watchers.push(Arc::new(run::events::EventReporter {
             sinks: Arc::clone(sinks),
-        }),
-        None => terminal,
-    };
-    let recorder = Arc::new(RunRecorder::new(reporter));
-    let reporter: Arc<dyn run::Reporter> = Arc::clone(&recorder) as Arc<dyn run::Reporter>;
+        }));
+    }
+    watchers.push(terminal);
+    let reporter: Arc<dyn run::Reporter> = Arc::new(run::Reporters(watchers));
     let started_at = std::time::SystemTime::now();
     if let Some(sinks) = &sinks {
         sinks.send(&cairn_plugin_api::Event::RunStarted {

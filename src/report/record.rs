@@ -2,12 +2,11 @@
 //! and the run itself does not: how much it printed, and how long each of its phases took.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::cache::Key;
 use crate::graph::NodeId;
-use crate::run::{Job, Reporter, Stream, TaskResult, TaskStatus};
+use crate::run::{Job, Reporter, Stream};
 
 /// A phase of one job.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,19 +28,16 @@ pub struct JobRecord {
     pub phases: Vec<PhaseTiming>,
 }
 
-/// A [`Reporter`] that forwards everything to `inner` and records [`JobRecord`]s.
+/// A [`Reporter`] that records [`JobRecord`]s (beside the terminal, in a [`crate::run::Reporters`]).
+#[derive(Default)]
 pub struct RunRecorder {
-    inner: Arc<dyn Reporter>,
     jobs: Mutex<HashMap<NodeId, JobRecord>>,
 }
 
 impl RunRecorder {
-    /// Records what passes through to `inner`.
-    pub fn new(inner: Arc<dyn Reporter>) -> RunRecorder {
-        RunRecorder {
-            inner,
-            jobs: Mutex::new(HashMap::new()),
-        }
+    /// A recorder that has seen nothing yet.
+    pub fn new() -> RunRecorder {
+        RunRecorder::default()
     }
 
     /// What was recorded, by graph node.
@@ -51,32 +47,13 @@ impl RunRecorder {
 }
 
 impl Reporter for RunRecorder {
-    fn started(&self, job: &Job, attempt: u32) {
-        self.inner.started(job, attempt);
-    }
-    fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
+    fn output(&self, job: &Job, _stream: Stream, line: &[u8]) {
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(job.node)
             .or_default()
             .output_bytes += line.len() as u64 + 1;
-        self.inner.output(job, stream, line);
-    }
-    fn finished(&self, job: &Job, result: &TaskResult) {
-        self.inner.finished(job, result);
-    }
-    fn retrying(&self, job: &Job, failed: &TaskStatus, next: u32, of: u32) {
-        self.inner.retrying(job, failed, next, of);
-    }
-    fn note(&self, job: &Job, message: &str) {
-        self.inner.note(job, message);
-    }
-    fn waiting(&self, job: &Job) {
-        self.inner.waiting(job);
-    }
-    fn cache_hit(&self, job: &Job, key: &Key) {
-        self.inner.cache_hit(job, key);
     }
     fn phase(&self, job: &Job, name: &str, started: Instant, ended: Instant) {
         let timing = PhaseTiming {
@@ -91,6 +68,5 @@ impl Reporter for RunRecorder {
             .or_default()
             .phases
             .push(timing);
-        self.inner.phase(job, name, started, ended);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::cache::{Claim, DepInput, Key, Keyed, RestoreNotes, Session};
 
 use super::{
-    attempts, Executor, Job, JobContext, Reporter, StopRequest, Stream, TaskResult, TaskStatus,
+    attempts, Executor, Job, JobContext, Reporter, Reporters, StopRequest, Stream, TaskStatus,
 };
 
 /// Whether the cache was used for a job.
@@ -49,42 +49,21 @@ pub(super) struct JobEnd {
     pub cache_reason: Option<String>,
 }
 
-/// Forwards everything to the real reporter and keeps the job's output lines, to be stored with its entry.
-struct Recorder {
-    inner: Arc<dyn Reporter>,
+/// Keeps a job's output lines, to be stored with its entry (beside the run's reporter, in a [`Reporters`]).
+struct Capture {
     lines: Mutex<Vec<(bool, Vec<u8>)>>,
 }
 
-impl Reporter for Recorder {
-    fn started(&self, job: &Job, attempt: u32) {
+impl Reporter for Capture {
+    fn started(&self, _job: &Job, _attempt: u32) {
         // Only the last attempt's output belongs to the result.
         self.lines.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.inner.started(job, attempt);
     }
-    fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
+    fn output(&self, _job: &Job, stream: Stream, line: &[u8]) {
         self.lines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((stream == Stream::Stderr, line.to_vec()));
-        self.inner.output(job, stream, line);
-    }
-    fn finished(&self, job: &Job, result: &TaskResult) {
-        self.inner.finished(job, result);
-    }
-    fn retrying(&self, job: &Job, failed: &TaskStatus, next: u32, of: u32) {
-        self.inner.retrying(job, failed, next, of);
-    }
-    fn note(&self, job: &Job, message: &str) {
-        self.inner.note(job, message);
-    }
-    fn waiting(&self, job: &Job) {
-        self.inner.waiting(job);
-    }
-    fn cache_hit(&self, job: &Job, key: &Key) {
-        self.inner.cache_hit(job, key);
-    }
-    fn phase(&self, job: &Job, name: &str, started: Instant, ended: Instant) {
-        self.inner.phase(job, name, started, ended);
     }
 }
 
@@ -223,13 +202,15 @@ pub(super) async fn run_job(
         Arc::clone(&job)
     };
 
-    let recorder = Arc::new(Recorder {
-        inner: Arc::clone(&context.reporter),
+    let recorder = Arc::new(Capture {
         lines: Mutex::new(Vec::new()),
     });
     let recording = JobContext {
         stop: context.stop.clone(),
-        reporter: Arc::clone(&recorder) as Arc<dyn Reporter>,
+        reporter: Arc::new(Reporters(vec![
+            Arc::clone(&recorder) as Arc<dyn Reporter>,
+            Arc::clone(&context.reporter),
+        ])),
     };
     let started = Instant::now();
     let (status, tries) = attempts(run, executor, recording).await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cairn_plugin_api::{exports, Capability, Event, EventBatch};
 
 use super::plugins::Plugins;
-use super::{Job, Key, Reporter, Stream, TaskResult, TaskStatus};
+use super::{Job, Reporter, TaskResult, TaskStatus};
 
 /// Events waiting for a sink beyond this are dropped.
 const QUEUE: usize = 4096;
@@ -158,10 +158,8 @@ fn deliver(plugins: &Plugins, name: &str, receiver: &Receiver<Event>, dropped: &
     }
 }
 
-/// A reporter that also turns task starts and ends into events.
+/// A reporter that turns task starts and ends into events.
 pub struct EventReporter {
-    /// Where everything is shown.
-    pub inner: Arc<dyn Reporter>,
     /// Where events go.
     pub sinks: Arc<EventSinks>,
 }
@@ -174,11 +172,6 @@ impl Reporter for EventReporter {
                 task: job.label.clone(),
             });
         }
-        self.inner.started(job, attempt);
-    }
-
-    fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
-        self.inner.output(job, stream, line);
     }
 
     fn finished(&self, job: &Job, result: &TaskResult) {
@@ -197,24 +190,5 @@ impl Reporter for EventReporter {
             cache: result.cache.name().into(),
             params: job.key.params.clone(),
         });
-        self.inner.finished(job, result);
-    }
-
-    fn retrying(&self, job: &Job, failed: &TaskStatus, next_attempt: u32, attempts: u32) {
-        self.inner.retrying(job, failed, next_attempt, attempts);
-    }
-
-    fn note(&self, job: &Job, message: &str) {
-        self.inner.note(job, message);
-    }
-    fn waiting(&self, job: &Job) {
-        self.inner.waiting(job);
-    }
-
-    fn cache_hit(&self, job: &Job, key: &Key) {
-        self.inner.cache_hit(job, key);
-    }
-    fn phase(&self, job: &Job, name: &str, started: std::time::Instant, ended: std::time::Instant) {
-        self.inner.phase(job, name, started, ended);
     }
 }

@@ -204,17 +204,29 @@ pub trait Executor: Send + Sync + 'static {
 /// Receives what happens during a run, to show it.
 pub trait Reporter: Send + Sync + 'static {
     /// A job's attempt is starting.
-    fn started(&self, job: &Job, attempt: u32);
+    fn started(&self, job: &Job, attempt: u32) {
+        let _ = (job, attempt);
+    }
     /// A complete line of a job's output (without its newline), or a chunk of an overlong one.
-    fn output(&self, job: &Job, stream: Stream, line: &[u8]);
+    fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
+        let _ = (job, stream, line);
+    }
     /// A job has ended.
-    fn finished(&self, job: &Job, result: &TaskResult);
+    fn finished(&self, job: &Job, result: &TaskResult) {
+        let _ = (job, result);
+    }
     /// A job failed and will run again.
-    fn retrying(&self, job: &Job, failed: &TaskStatus, next_attempt: u32, attempts: u32);
+    fn retrying(&self, job: &Job, failed: &TaskStatus, next_attempt: u32, attempts: u32) {
+        let _ = (job, failed, next_attempt, attempts);
+    }
     /// Something the user should know about a job (it timed out, its program is missing, …).
-    fn note(&self, job: &Job, message: &str);
+    fn note(&self, job: &Job, message: &str) {
+        let _ = (job, message);
+    }
     /// A job's result was restored from the cache; its recorded output follows through `output`.
-    fn cache_hit(&self, job: &Job, key: &Key);
+    fn cache_hit(&self, job: &Job, key: &Key) {
+        let _ = (job, key);
+    }
     /// A phase of a job (computing its key, restoring, running, storing, a plugin call) took this long.
     fn phase(&self, job: &Job, name: &str, started: Instant, ended: Instant) {
         let _ = (job, name, started, ended);
@@ -222,6 +234,41 @@ pub trait Reporter: Send + Sync + 'static {
     /// A job waits for another cairn run that is running the same key (`started` or `cache_hit` follows).
     fn waiting(&self, job: &Job) {
         let _ = job;
+    }
+}
+
+/// Several reporters as one: each hears everything, in order. Each reporter implements only what it is for
+/// (the terminal, the run record, plugin events, a job's captured output) instead of wrapping the next.
+pub struct Reporters(pub Vec<Arc<dyn Reporter>>);
+
+impl Reporter for Reporters {
+    fn started(&self, job: &Job, attempt: u32) {
+        self.0.iter().for_each(|r| r.started(job, attempt));
+    }
+    fn output(&self, job: &Job, stream: Stream, line: &[u8]) {
+        self.0.iter().for_each(|r| r.output(job, stream, line));
+    }
+    fn finished(&self, job: &Job, result: &TaskResult) {
+        self.0.iter().for_each(|r| r.finished(job, result));
+    }
+    fn retrying(&self, job: &Job, failed: &TaskStatus, next_attempt: u32, attempts: u32) {
+        self.0
+            .iter()
+            .for_each(|r| r.retrying(job, failed, next_attempt, attempts));
+    }
+    fn note(&self, job: &Job, message: &str) {
+        self.0.iter().for_each(|r| r.note(job, message));
+    }
+    fn cache_hit(&self, job: &Job, key: &Key) {
+        self.0.iter().for_each(|r| r.cache_hit(job, key));
+    }
+    fn phase(&self, job: &Job, name: &str, started: Instant, ended: Instant) {
+        self.0
+            .iter()
+            .for_each(|r| r.phase(job, name, started, ended));
+    }
+    fn waiting(&self, job: &Job) {
+        self.0.iter().for_each(|r| r.waiting(job));
     }
 }
 

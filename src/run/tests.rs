@@ -45,14 +45,7 @@ impl Executor for Arc<Scripted> {
 
 struct Silent;
 
-impl Reporter for Silent {
-    fn started(&self, _: &Job, _: u32) {}
-    fn output(&self, _: &Job, _: Stream, _: &[u8]) {}
-    fn finished(&self, _: &Job, _: &TaskResult) {}
-    fn retrying(&self, _: &Job, _: &TaskStatus, _: u32, _: u32) {}
-    fn note(&self, _: &Job, _: &str) {}
-    fn cache_hit(&self, _: &Job, _: &crate::cache::Key) {}
-}
+impl Reporter for Silent {}
 
 fn job(label: &str, retries: u32) -> Job {
     Job {
