@@ -1,0 +1,648 @@
+//! Walks the TOML document by hand, so every problem is collected with its span and unknown keys get a
+//! "did you mean".
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned as TomlSpanned;
+
+use super::data::{DataFile, QueryError};
+use super::source::{span_within_string, to_source_span, SourceFile, Span};
+use super::suggest::did_you_mean;
+use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
+use super::{
+    parse_duration, parse_public_key, CheckDef, Config, ConfigError, Credential, DepDef,
+    DepsStrategy, MatrixDef, MatrixValues, NamePart, ParamDef, PluginDef, PluginLimits,
+    PluginSetting, PluginValue, RemoteCacheDef, RemoteMode, Rollout, Settings, Spanned, TaskDef,
+    TaskName, TaskSecrets, TrustedWriter, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
+    DEFAULT_KILL_GRACE, DEFAULT_REMOTE_TIMEOUT, DEFAULT_SHELL, PUBLIC_KEY_PREFIX,
+};
+
+type Value<'i> = TomlSpanned<DeValue<'i>>;
+type Key<'i> = TomlSpanned<std::borrow::Cow<'i, str>>;
+
+mod matrix;
+mod params;
+mod plugins;
+mod remote_cache;
+mod task;
+
+const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks", "remote_cache"];
+const REMOTE_KEYS: &[&str] = &[
+    "url",
+    "mode",
+    "token",
+    "signing_key",
+    "trusted_writers",
+    "timeout",
+    "ca_file",
+];
+const PLUGIN_KEYS: &[&str] = &[
+    "source", "sha256", "config", "allow", "limits", "events", "secrets", "built_by", "trust",
+];
+const ALLOW_KEYS: &[&str] = &["hosts", "env", "clock"];
+const LIMIT_KEYS: &[&str] = &["timeout", "memory", "fuel"];
+const SETTINGS_KEYS: &[&str] = &[
+    "jobs",
+    "shell",
+    "kill_grace",
+    "cache_max_size",
+    "cache_max_age",
+];
+const TASK_KEYS: &[&str] = &[
+    "description",
+    "run",
+    "deps",
+    "params",
+    "inputs",
+    "outputs",
+    "env",
+    "dir",
+    "timeout",
+    "retries",
+    "cache",
+    "shell",
+    "confirm",
+    "env_hash",
+    "env_pass",
+    "deps_strategy",
+    "incremental",
+    "secrets",
+    "executor",
+    "plugin",
+    "lock",
+    "audit",
+    "protected",
+    "check",
+    "rollback",
+    "matrix",
+    "serial",
+    "max_parallel",
+    "remote",
+];
+const QUERY_KEYS: &[&str] = &["from", "key", "where"];
+/// Combinations of param values checked against a matrix's data file at load time; more are checked when used.
+const MAX_CHECKED_QUERIES: usize = 256;
+const CHECK_KEYS: &[&str] = &["run", "retries", "interval"];
+const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
+const PARAM_KEYS: &[&str] = &["values", "default", "pattern", "description"];
+const MAX_RETRIES: i64 = 100;
+
+pub(super) fn parse(
+    source: SourceFile,
+    text: &str,
+    path: PathBuf,
+    root: PathBuf,
+) -> Result<Config, ConfigError> {
+    let name = source.name().to_owned();
+    let (document, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        let errors = syntax_errors
+            .into_iter()
+            .map(|e| {
+                let span = e.span().unwrap_or(0..0);
+                ConfigError::Syntax {
+                    message: e.message().trim().to_owned(),
+                    src: source.clone(),
+                    span: to_source_span(&span),
+                }
+            })
+            .collect();
+        return Err(ConfigError::collect(&name, errors));
+    }
+    let mut walker = Walker {
+        text,
+        source: source.clone(),
+        errors: Vec::new(),
+        plugin_names: Vec::new(),
+        fully_trusted: Vec::new(),
+        root: root.clone(),
+        data_files: HashMap::new(),
+    };
+    let document = document.get_ref();
+    walker.check_keys(document, TOP_KEYS, "the top level");
+    let settings = walker.settings(document.get("settings"));
+    let vars = walker.vars(document.get("vars"));
+    let plugins = walker.plugins(document.get("plugins"));
+    walker.plugin_names = plugins.iter().map(|p| p.name.clone()).collect();
+    walker.fully_trusted = plugins
+        .iter()
+        .filter(|p| p.trust_full)
+        .map(|p| p.name.clone())
+        .collect();
+    let tasks = walker.tasks(document.get("tasks"), &vars);
+    let remote_cache = document
+        .get_key_value("remote_cache")
+        .and_then(|(key, value)| walker.remote_cache(key, value));
+    if !walker.errors.is_empty() {
+        return Err(ConfigError::collect(&name, walker.errors));
+    }
+    Ok(Config {
+        source,
+        path,
+        root,
+        settings,
+        vars,
+        plugins,
+        tasks,
+        remote_cache,
+    })
+}
+
+struct Walker<'t> {
+    text: &'t str,
+    source: SourceFile,
+    errors: Vec<ConfigError>,
+    /// Declared plugins, which tasks may name.
+    plugin_names: Vec<String>,
+    /// Plugins declared with `trust = "full"`: the only ones a task may use as its `executor`.
+    fully_trusted: Vec<String>,
+    /// The directory of tasks.toml, which data files are relative to.
+    root: PathBuf,
+    /// Data files read so far, by the name tasks.toml gives them (`None`: unreadable, already reported).
+    data_files: HashMap<String, Option<Arc<DataFile>>>,
+}
+
+/// The names a template may refer to.
+struct Scope<'a> {
+    params: &'a [ParamDef],
+    vars: &'a [Var],
+    allow_args: bool,
+    allow_changed: bool,
+    /// Variables that carry secrets: naming one in a template is an error, not an unknown name.
+    secrets: &'a [String],
+}
+
+fn type_name(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+impl Walker<'_> {
+    fn check_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], context: &str) {
+        for (key, _) in table.iter() {
+            let key_text: &str = key.get_ref();
+            if !allowed.contains(&key_text) {
+                self.errors.push(ConfigError::UnknownKey {
+                    key: key_text.to_owned(),
+                    context: context.to_owned(),
+                    src: self.source.clone(),
+                    span: to_source_span(&key.span()),
+                    help: did_you_mean(key_text, allowed.iter().copied())
+                        .or_else(|| Some(format!("known keys: {}", allowed.join(", ")))),
+                });
+            }
+        }
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &'static str, value: &Value<'_>) {
+        self.errors.push(ConfigError::WrongType {
+            key: key.to_owned(),
+            expected,
+            found: type_name(value.get_ref()),
+            src: self.source.clone(),
+            span: to_source_span(&value.span()),
+        });
+    }
+
+    fn invalid(&mut self, key: &str, reason: impl Into<String>, span: &Span, help: Option<String>) {
+        self.errors.push(ConfigError::InvalidValue {
+            key: key.to_owned(),
+            reason: reason.into(),
+            src: self.source.clone(),
+            span: to_source_span(span),
+            help,
+        });
+    }
+
+    fn table<'v, 'i>(&mut self, key: &str, value: &'v Value<'i>) -> Option<&'v DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(table) => Some(table),
+            _ => {
+                self.wrong_type(key, "a table", value);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<String>> {
+        match value.get_ref() {
+            DeValue::String(text) => Some(Spanned {
+                value: text.to_string(),
+                span: value.span(),
+            }),
+            _ => {
+                self.wrong_type(key, "a string", value);
+                None
+            }
+        }
+    }
+
+    /// A string, or a number or boolean written without quotes (taken as its text).
+    fn scalar_text(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<String>> {
+        let text = match value.get_ref() {
+            DeValue::String(text) => text.to_string(),
+            DeValue::Integer(i) => i.as_str().to_owned(),
+            DeValue::Float(f) => f.as_str().to_owned(),
+            DeValue::Boolean(b) => b.to_string(),
+            _ => {
+                self.wrong_type(key, "a string", value);
+                return None;
+            }
+        };
+        Some(Spanned {
+            value: text,
+            span: value.span(),
+        })
+    }
+
+    fn strings(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<Spanned<String>>> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(key, "an array of strings", value);
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            out.push(self.string(key, item)?);
+        }
+        Some(out)
+    }
+
+    fn string_or_strings(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<Spanned<String>>> {
+        match value.get_ref() {
+            DeValue::String(_) => self.string(key, value).map(|s| vec![s]),
+            DeValue::Array(_) => self.strings(key, value),
+            _ => {
+                self.wrong_type(key, "a string or an array of strings", value);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(key, "a boolean", value);
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &str, value: &Value<'_>, min: i64, max: i64) -> Option<i64> {
+        let DeValue::Integer(raw) = value.get_ref() else {
+            self.wrong_type(key, "an integer", value);
+            return None;
+        };
+        let parsed = i64::from_str_radix(raw.as_str(), raw.radix())
+            .ok()
+            .filter(|n| (min..=max).contains(n));
+        if parsed.is_none() {
+            self.invalid(
+                key,
+                format!("expected a whole number from {min} to {max}"),
+                &value.span(),
+                None,
+            );
+        }
+        parsed
+    }
+
+    fn duration(&mut self, key: &str, value: &Value<'_>) -> Option<std::time::Duration> {
+        let text = match value.get_ref() {
+            DeValue::String(text) => text.to_string(),
+            DeValue::Integer(i) => {
+                let example = format!("{}s", i.as_str());
+                self.invalid(
+                    key,
+                    "a duration needs a unit",
+                    &value.span(),
+                    Some(format!(
+                        "write it as a string with a unit, e.g. `\"{example}\"`"
+                    )),
+                );
+                return None;
+            }
+            _ => {
+                self.wrong_type(key, "a duration string such as \"30s\"", value);
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                self.invalid(
+                    key,
+                    "a duration must be longer than zero",
+                    &value.span(),
+                    None,
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(reason) => {
+                self.invalid(
+                    key,
+                    reason,
+                    &value.span(),
+                    Some(
+                        "use whole numbers with units ms, s, m, h or d, e.g. `90s`, `10m`, `1h30m`"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn settings(&mut self, value: Option<&Value<'_>>) -> Settings {
+        let mut settings = Settings {
+            jobs: None,
+            shell: DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
+            kill_grace: DEFAULT_KILL_GRACE,
+            cache_max_size: DEFAULT_CACHE_MAX_SIZE,
+            cache_max_age: DEFAULT_CACHE_MAX_AGE,
+        };
+        let Some(table) = value.and_then(|v| self.table("settings", v)) else {
+            return settings;
+        };
+        self.check_keys(table, SETTINGS_KEYS, "[settings]");
+        if let Some(v) = table.get("jobs") {
+            settings.jobs = self.integer("jobs", v, 1, 4096).map(|n| n as usize);
+        }
+        if let Some(v) = table.get("shell") {
+            if let Some(shell) = self.shell("shell", v) {
+                settings.shell = shell;
+            }
+        }
+        if let Some(v) = table.get("cache_max_size") {
+            if let Some(size) = self.size("cache_max_size", v) {
+                settings.cache_max_size = size;
+            }
+        }
+        if let Some(v) = table.get("cache_max_age") {
+            if let Some(age) = self.duration("cache_max_age", v) {
+                settings.cache_max_age = age;
+            }
+        }
+        if let Some(v) = table.get("kill_grace") {
+            if let Some(grace) = self.duration("kill_grace", v) {
+                settings.kill_grace = grace;
+            }
+        }
+        settings
+    }
+
+    fn shell(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
+        let parts = self.strings(key, value)?;
+        if parts.is_empty() || parts[0].value.trim().is_empty() {
+            self.invalid(
+                key,
+                "the shell needs at least a program",
+                &value.span(),
+                Some("for example `shell = [\"bash\", \"-c\"]`".into()),
+            );
+            return None;
+        }
+        Some(parts.into_iter().map(|p| p.value).collect())
+    }
+
+    fn vars(&mut self, value: Option<&Value<'_>>) -> Vec<Var> {
+        let Some(table) = value.and_then(|v| self.table("vars", v)) else {
+            return Vec::new();
+        };
+        let mut vars = Vec::with_capacity(table.len());
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            if !template::is_identifier(name) || RESERVED_NAMES.contains(&name) {
+                let reason = if RESERVED_NAMES.contains(&name) {
+                    format!("`{name}` is a name cairn fills in itself")
+                } else {
+                    "a var name uses letters, digits, `_` and `-`, and starts with a letter"
+                        .to_owned()
+                };
+                self.invalid(name, reason, &key.span(), None);
+                continue;
+            }
+            if let Some(text) = self.scalar_text(name, value) {
+                vars.push(Var {
+                    name: name.to_owned(),
+                    value: text.value,
+                    span: key.span(),
+                });
+            }
+        }
+        vars
+    }
+
+    fn tasks(&mut self, value: Option<&Value<'_>>, vars: &[Var]) -> Vec<TaskDef> {
+        let Some(table) = value.and_then(|v| self.table("tasks", v)) else {
+            return Vec::new();
+        };
+        let mut tasks = Vec::with_capacity(table.len());
+        for (key, value) in table.iter() {
+            if let Some(task) = self.task(key, value, vars) {
+                tasks.push(task);
+            }
+        }
+        tasks
+    }
+
+    /// Environment variable names, each optionally ending in `*` to match a prefix (`"*"` alone matches all).
+    fn env_patterns(&mut self, key: &str, value: &Value<'_>) -> Vec<String> {
+        let names = self.strings(key, value).unwrap_or_default();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let stem = name.value.strip_suffix('*').unwrap_or(&name.value);
+            let valid = stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !stem.starts_with(|c: char| c.is_ascii_digit())
+                && !(stem.is_empty() && name.value.is_empty());
+            if valid {
+                out.push(name.value);
+            } else {
+                self.invalid(
+                    key,
+                    format!(
+                        "`{}` is not a variable name or `PREFIX_*` pattern",
+                        name.value
+                    ),
+                    &name.span,
+                    None,
+                );
+            }
+        }
+        out
+    }
+
+    fn size(&mut self, key: &str, value: &Value<'_>) -> Option<u64> {
+        let text = self.string(key, value)?;
+        match super::parse_size(&text.value) {
+            Ok(size) => Some(size),
+            Err(reason) => {
+                self.invalid(
+                    key,
+                    reason,
+                    &text.span,
+                    Some("for example `\"5GiB\"` or `\"500MiB\"`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn globs(&mut self, key: &str, value: &Value<'_>) -> Vec<Spanned<String>> {
+        let globs = self.strings(key, value).unwrap_or_default();
+        for glob in &globs {
+            let pattern = glob.value.strip_prefix('!').unwrap_or(&glob.value);
+            if pattern.is_empty() {
+                self.invalid(key, "the pattern is empty", &glob.span, None);
+            } else if pattern.starts_with('/') {
+                self.invalid(
+                    key,
+                    "patterns are relative to the tasks.toml directory",
+                    &glob.span,
+                    Some(format!(
+                        "drop the leading `/`: `{}`",
+                        pattern.trim_start_matches('/')
+                    )),
+                );
+            } else if pattern.split('/').any(|c| c == "..") {
+                self.invalid(
+                    key,
+                    "`..` would reach outside the repository",
+                    &glob.span,
+                    None,
+                );
+            } else if let Err(error) = globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+            {
+                self.invalid(
+                    key,
+                    format!("invalid pattern: {}", error.kind()),
+                    &glob.span,
+                    Some("patterns use `*`, `**`, `?`, `[abc]` and `{a,b}`".into()),
+                );
+            }
+        }
+        globs
+    }
+
+    /// Parses and resolves `{{name}}` references in a string value. `context` names where the string is, for
+    /// error messages only, so it is built only when one is needed.
+    fn template(
+        &mut self,
+        context: impl Fn() -> String,
+        value: &Spanned<String>,
+        single_brace: bool,
+        scope: &Scope<'_>,
+    ) -> Option<Template> {
+        // Most strings hold no reference: they need no scan.
+        if !value.value.contains('{') {
+            return Some(Template::literal(value.value.clone()));
+        }
+        let pieces = match template::scan(&value.value, single_brace) {
+            Ok(pieces) => pieces,
+            Err(e) => {
+                let span = span_within_string(self.text, &value.span, &value.value, e.range);
+                self.errors.push(ConfigError::Template {
+                    context: context(),
+                    reason: e.message,
+                    src: self.source.clone(),
+                    span: to_source_span(&span),
+                });
+                return None;
+            }
+        };
+        let mut parts = Vec::with_capacity(pieces.len());
+        let mut ok = true;
+        for piece in pieces {
+            match piece {
+                Piece::Text(t) => parts.push(Part::Literal(t)),
+                Piece::Name(name, range) => {
+                    if let Some(i) = scope.params.iter().position(|p| p.name == name) {
+                        parts.push(Part::Param(i));
+                    } else if name == ARGS_NAME && scope.allow_args {
+                        parts.push(Part::Args);
+                    } else if name == CHANGED_NAME && scope.allow_changed {
+                        parts.push(Part::Changed);
+                    } else if let Some(i) = scope.vars.iter().position(|v| v.name == name) {
+                        parts.push(Part::Var(i));
+                    } else if scope.secrets.contains(&name) {
+                        ok = false;
+                        let span = span_within_string(self.text, &value.span, &value.value, range);
+                        self.errors.push(ConfigError::SecretInCommand {
+                            name,
+                            context: context(),
+                            src: self.source.clone(),
+                            span: to_source_span(&span),
+                        });
+                    } else {
+                        ok = false;
+                        let span = span_within_string(self.text, &value.span, &value.value, range);
+                        let help = if name == ARGS_NAME {
+                            Some("`{{args}}` is only available in `run`".to_owned())
+                        } else if name == CHANGED_NAME {
+                            Some("`{{changed}}` is available in `run` of a task with `incremental = true`".to_owned())
+                        } else {
+                            let candidates = scope
+                                .params
+                                .iter()
+                                .map(|p| p.name.as_str())
+                                .chain(scope.vars.iter().map(|v| v.name.as_str()));
+                            did_you_mean(&name, candidates).or_else(|| {
+                                Some(format!("declare it under [vars], e.g. `{name} = \"…\"`, or as a param of the task"))
+                            })
+                        };
+                        self.errors.push(ConfigError::UnknownName {
+                            name,
+                            context: context(),
+                            src: self.source.clone(),
+                            span: to_source_span(&span),
+                            help,
+                        });
+                    }
+                }
+            }
+        }
+        ok.then(|| Template::new(parts))
+    }
+}
+
+/// Whether `name` can be an environment variable's name.
+fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks `HOST:PORT` syntax (the plugin host checks it again when it loads).
+fn check_host_port(text: &str) -> Result<(), String> {
+    let expected = "expected HOST:PORT, e.g. `127.0.0.1:8200` or `vault.example.com:443`";
+    if text.contains("://") || text.contains('/') {
+        return Err(format!("`{text}` is a URL; {expected}"));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "`{text}` has no port; {expected} (each port is granted on its own)"
+        ));
+    };
+    if host.is_empty() || host.contains('*') {
+        return Err(format!(
+            "`{text}`: name each host; wildcards are not allowed"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("`{port}` is not a port; {expected}")),
+    }
+}

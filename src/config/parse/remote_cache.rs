@@ -1,0 +1,192 @@
+//! `[remote_cache]`: the server, the mode, credentials and trusted writers.
+
+use super::{
+    parse_public_key, Credential, DeValue, Key, RemoteCacheDef, RemoteMode, Spanned, TrustedWriter,
+    Value, Walker, DEFAULT_REMOTE_TIMEOUT, PUBLIC_KEY_PREFIX, REMOTE_KEYS,
+};
+
+impl Walker<'_> {
+    /// `[remote_cache]`.
+    pub(super) fn remote_cache(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+    ) -> Option<RemoteCacheDef> {
+        let table = self.table("remote_cache", value)?;
+        self.check_keys(table, REMOTE_KEYS, "[remote_cache]");
+        let url = table.get("url").and_then(|v| self.string("url", v));
+        if let Some(url) = &url {
+            let scheme_ok = url.value.starts_with("http://") || url.value.starts_with("https://");
+            if !scheme_ok {
+                self.invalid(
+                    "url",
+                    "the remote cache is reached over HTTP",
+                    &url.span,
+                    Some("write it as `https://cache.example.com/cairn` (or `http://` on a trusted network)".into()),
+                );
+            }
+        }
+        let mut mode = RemoteMode::Read;
+        if let Some(v) = table.get("mode") {
+            if let Some(text) = self.string("mode", v) {
+                match RemoteMode::parse(&text.value) {
+                    Some(parsed) => mode = parsed,
+                    None => self.invalid(
+                        "mode",
+                        format!("`{}` is not a mode", text.value),
+                        &text.span,
+                        Some("use `\"read\"` (the default), `\"read-write\"` or `\"off\"`".into()),
+                    ),
+                }
+            }
+        }
+        let spanned = |value: &Value<'_>, credential: Credential| Spanned {
+            value: credential,
+            span: value.span(),
+        };
+        let token = table
+            .get("token")
+            .and_then(|v| Some(spanned(v, self.credential("token", v)?)));
+        let signing_key = table
+            .get("signing_key")
+            .and_then(|v| Some(spanned(v, self.credential("signing_key", v)?)));
+        let mut trusted_writers = Vec::new();
+        if let Some(v) = table.get("trusted_writers") {
+            match v.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        if let Some(writer) = self.trusted_writer(item) {
+                            trusted_writers.push(writer);
+                        }
+                    }
+                }
+                _ => self.wrong_type("trusted_writers", "an array of keys", v),
+            }
+        }
+        let timeout = table
+            .get("timeout")
+            .and_then(|v| self.duration("timeout", v))
+            .unwrap_or(DEFAULT_REMOTE_TIMEOUT);
+        let ca_file = table.get("ca_file").and_then(|v| self.string("ca_file", v));
+        Some(RemoteCacheDef {
+            url,
+            mode,
+            token,
+            signing_key,
+            trusted_writers,
+            timeout,
+            ca_file,
+            span: key.span(),
+        })
+    }
+
+    /// `{ env = "VAR" }`, `{ file = "path" }` or `{ secret = "key", from = "secrets/file" }`.
+    pub(super) fn credential(&mut self, key: &str, value: &Value<'_>) -> Option<Credential> {
+        let example = format!(
+            "for example `{key} = {{ env = \"CAIRN_REMOTE_{}\" }}`, `{{ file = \"~/.config/cairn/{key}\" }}` or `{{ secret = \"remote-cache.{key}\", from = \"secrets/ci.yaml\" }}`",
+            key.to_ascii_uppercase()
+        );
+        let DeValue::Table(spec) = value.get_ref() else {
+            self.invalid(
+                key,
+                "a credential is named by where it is kept, never written here",
+                &value.span(),
+                Some(example),
+            );
+            return None;
+        };
+        self.check_keys(
+            spec,
+            &["env", "file", "secret", "from"],
+            &format!("`{key}`"),
+        );
+        let text = |walker: &mut Self, name: &str| {
+            spec.get(name)
+                .and_then(|v| walker.string(&format!("{key}.{name}"), v))
+                .map(|s| s.value)
+        };
+        match (
+            text(self, "env"),
+            text(self, "file"),
+            text(self, "secret"),
+            text(self, "from"),
+        ) {
+            (Some(var), None, None, None) => Some(Credential::Env(var)),
+            (None, Some(path), None, None) => Some(Credential::File(path)),
+            (None, None, Some(secret), Some(from)) => {
+                Some(Credential::Secret { from, key: secret })
+            }
+            (None, None, Some(_), None) => {
+                self.invalid(
+                    key,
+                    "`secret` needs `from`, the secrets file that holds it",
+                    &value.span(),
+                    Some(example),
+                );
+                None
+            }
+            _ => {
+                self.invalid(
+                    key,
+                    "name one place: `env`, `file`, or `secret` with `from`",
+                    &value.span(),
+                    Some(example),
+                );
+                None
+            }
+        }
+    }
+
+    /// `"ed25519:<base64>"` or `{ name = "ci", key = "ed25519:<base64>" }`.
+    pub(super) fn trusted_writer(&mut self, value: &Value<'_>) -> Option<TrustedWriter> {
+        let (name, text) = match value.get_ref() {
+            DeValue::String(_) => (None, self.string("trusted_writers", value)?),
+            DeValue::Table(spec) => {
+                self.check_keys(spec, &["name", "key"], "a trusted writer");
+                let name = spec
+                    .get("name")
+                    .and_then(|v| self.string("trusted_writers.name", v));
+                let Some(key) = spec
+                    .get("key")
+                    .and_then(|v| self.string("trusted_writers.key", v))
+                else {
+                    self.invalid(
+                        "trusted_writers",
+                        "a trusted writer needs its `key`",
+                        &value.span(),
+                        Some("`{ name = \"ci\", key = \"ed25519:…\" }`; `cairn cache keygen` prints a key".into()),
+                    );
+                    return None;
+                };
+                (name.map(|n| n.value), key)
+            }
+            _ => {
+                self.wrong_type(
+                    "trusted_writers",
+                    "a key string or a { name, key } table",
+                    value,
+                );
+                return None;
+            }
+        };
+        match parse_public_key(&text.value) {
+            Ok(key) => Some(TrustedWriter {
+                name: name.unwrap_or_else(|| {
+                    let encoded = text.value.trim();
+                    encoded[..encoded.len().min(PUBLIC_KEY_PREFIX.len() + 8)].to_owned()
+                }),
+                key,
+                span: text.span,
+            }),
+            Err(reason) => {
+                self.invalid(
+                    "trusted_writers",
+                    reason,
+                    &text.span,
+                    Some("a writer's public key looks like `ed25519:` and 44 base64 characters; `cairn cache keygen` prints one".into()),
+                );
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! A task's table: its commands, inputs and outputs, deps, env, rollout and secrets.
+
+use super::{
+    did_you_mean, is_env_name, CheckDef, DeTable, DeValue, DepDef, DepsStrategy, Key, MatrixDef,
+    ParamDef, RemoteMode, Rollout, Scope, Spanned, TaskDef, TaskSecrets, Template, Value, Var,
+    Walker, CHECK_KEYS, MAX_RETRIES, SECRETS_KEYS, TASK_KEYS,
+};
+
+impl Walker<'_> {
+    pub(super) fn task(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+        vars: &[Var],
+    ) -> Option<TaskDef> {
+        let name: &str = key.get_ref();
+        let context = format!("task `{name}`");
+        let DeValue::Table(table) = value.get_ref() else {
+            self.wrong_type(&format!("tasks.{name}"), "a table", value);
+            return None;
+        };
+        let errors_before = self.errors.len();
+        self.check_keys(table, TASK_KEYS, &context);
+
+        if name.is_empty() || name.chars().any(char::is_whitespace) {
+            self.invalid(
+                "tasks",
+                "a task name must be non-empty and have no spaces",
+                &key.span(),
+                Some("use `-` or `:` to separate words, e.g. `deploy:production`".into()),
+            );
+            return None;
+        }
+        let declared = match table.get("params") {
+            Some(v) => self.params(&context, v),
+            None => Vec::new(),
+        };
+        let (task_name, params) = self.task_name(key, declared)?;
+        let matrix = match table.get("matrix") {
+            Some(v) => self.matrix(&context, v, &params, vars),
+            None => Vec::new(),
+        };
+        let rollout = self.rollout(table, &matrix, key);
+        // Matrix variables are used like params; instances carry their values after the params'.
+        let mut scope_params = params.clone();
+        scope_params.extend(matrix.iter().map(|m| ParamDef {
+            name: m.name.clone(),
+            values: None,
+            default: None,
+            pattern: None,
+            description: None,
+            span: m.span.clone(),
+        }));
+        let incremental = table
+            .get("incremental")
+            .and_then(|v| self.boolean("incremental", v))
+            .unwrap_or(false);
+        let secrets = match table.get("secrets") {
+            Some(v) => self.task_secrets(&context, v, &scope_params, vars),
+            None => None,
+        };
+        let secret_names: Vec<String> = secrets
+            .iter()
+            .flat_map(|s| s.env.iter().chain(&s.files).map(|(var, _)| var.clone()))
+            .collect();
+        let scope = Scope {
+            params: &scope_params,
+            vars,
+            allow_args: false,
+            allow_changed: false,
+            secrets: &secret_names,
+        };
+        let run_scope = Scope {
+            allow_args: true,
+            allow_changed: incremental,
+            ..scope
+        };
+
+        let mut run = Vec::new();
+        if let Some(v) = table.get("run") {
+            for line in self.string_or_strings("run", v).unwrap_or_default() {
+                if let Some(t) =
+                    self.template(|| format!("`run` of {context}"), &line, false, &run_scope)
+                {
+                    run.push(t);
+                }
+            }
+        }
+        let mut deps = Vec::new();
+        if let Some(v) = table.get("deps") {
+            for dep in self.strings("deps", v).unwrap_or_default() {
+                if let Some(t) =
+                    self.template(|| format!("`deps` of {context}"), &dep, true, &scope)
+                {
+                    deps.push(DepDef {
+                        template: t,
+                        text: dep.value,
+                        span: dep.span,
+                    });
+                }
+            }
+        }
+        let lock = table
+            .get("lock")
+            .and_then(|v| self.string("lock", v))
+            .and_then(|l| self.template(|| format!("`lock` of {context}"), &l, false, &scope));
+        let audit = table
+            .get("audit")
+            .and_then(|v| self.boolean("audit", v))
+            .unwrap_or(false);
+        let protected = table
+            .get("protected")
+            .and_then(|v| self.boolean("protected", v))
+            .unwrap_or(false);
+        let check = match table.get("check") {
+            Some(v) => self.table("check", v).and_then(|t| {
+                self.check_keys(t, CHECK_KEYS, &format!("`check` of {context}"));
+                let run = t.get("run").and_then(|v| self.string("check.run", v));
+                if run.is_none() && t.get("run").is_none() {
+                    self.invalid(
+                        "check",
+                        "`check` needs `run`: the health check's command",
+                        &v.span(),
+                        None,
+                    );
+                }
+                let run = run.and_then(|r| {
+                    self.template(|| format!("`check.run` of {context}"), &r, false, &scope)
+                })?;
+                let retries = t
+                    .get("retries")
+                    .and_then(|v| self.integer("check.retries", v, 0, MAX_RETRIES))
+                    .unwrap_or(0) as u32;
+                let interval = t
+                    .get("interval")
+                    .and_then(|v| self.duration("check.interval", v))
+                    .unwrap_or(std::time::Duration::from_secs(5));
+                Some(CheckDef {
+                    run,
+                    retries,
+                    interval,
+                })
+            }),
+            None => None,
+        };
+        let rollback = table
+            .get("rollback")
+            .and_then(|v| self.string("rollback", v))
+            .and_then(|r| self.template(|| format!("`rollback` of {context}"), &r, false, &scope));
+        let executor = table
+            .get("executor")
+            .and_then(|v| self.plugin_reference("executor", v));
+        if let Some(name) = &executor {
+            // An executor chooses the program cairn starts with the task's environment, secrets included:
+            // whoever wrote the plugin runs code as you. That is said once, where the plugin is declared.
+            if !self.fully_trusted.contains(&name.value) {
+                self.invalid(
+                    "executor",
+                    format!(
+                        "plugin `{}` would choose the program this task runs, with its environment and secrets, but it is not declared with `trust = \"full\"`",
+                        name.value
+                    ),
+                    &name.span,
+                    Some(format!(
+                        "if you trust its author as you trust this repository's, add `trust = \"full\"` to `[plugins.{}]`",
+                        name.value
+                    )),
+                );
+            }
+        }
+        let plugin = table
+            .get("plugin")
+            .and_then(|v| self.plugin_reference("plugin", v));
+        if plugin.is_some() && table.get("run").is_some() {
+            if let Some((k, _)) = table.get_key_value("plugin") {
+                self.invalid(
+                    "plugin",
+                    "a task is run either by `run` or by a `plugin`, not both",
+                    &k.span(),
+                    Some(
+                        "remove `run`, or make the plugin its `executor` to wrap its commands"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        if run.is_empty()
+            && deps.is_empty()
+            && plugin.is_none()
+            && table.get("run").is_none()
+            && table.get("deps").is_none()
+        {
+            self.invalid(
+                "tasks",
+                format!("task `{name}` has neither `run` nor `deps`"),
+                &key.span(),
+                Some("add `run = \"…\"` with its command, or `deps = [...]` to make it a group of tasks".into()),
+            );
+        }
+        let inputs = match table.get("inputs") {
+            Some(v) => self.globs("inputs", v),
+            None => Vec::new(),
+        };
+        let outputs = match table.get("outputs") {
+            Some(v) => self.globs("outputs", v),
+            None => Vec::new(),
+        };
+        let mut env = Vec::new();
+        if let Some(v) = table.get("env") {
+            if let Some(env_table) = self.table("env", v) {
+                for (env_key, env_value) in env_table.iter() {
+                    let var: &str = env_key.get_ref();
+                    let valid = var
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid {
+                        self.invalid(
+                            "env",
+                            format!("`{var}` is not a valid environment variable name"),
+                            &env_key.span(),
+                            Some("use letters, digits and `_`, starting with a letter".into()),
+                        );
+                        continue;
+                    }
+                    if let Some(text) = self.scalar_text(var, env_value) {
+                        let ctx = || format!("`env.{var}` of {context}");
+                        if let Some(t) = self.template(ctx, &text, false, &scope) {
+                            env.push((var.to_owned(), t));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(secrets) = &secrets {
+            for (var, key) in secrets.env.iter().chain(&secrets.files) {
+                if env.iter().any(|(name, _)| name == var) {
+                    self.invalid(
+                        "secrets",
+                        format!("`{var}` is set both by `env` and by `secrets`"),
+                        &key.span,
+                        Some("give the secret another variable name".into()),
+                    );
+                }
+            }
+        }
+        let dir = table
+            .get("dir")
+            .and_then(|v| self.string("dir", v))
+            .and_then(|d| {
+                if d.value.trim().is_empty() {
+                    self.invalid(
+                        "dir",
+                        "the directory is empty",
+                        &d.span,
+                        Some("use `\".\"` for the tasks.toml directory".into()),
+                    );
+                    return None;
+                }
+                self.template(|| format!("`dir` of {context}"), &d, false, &scope)
+            });
+        let timeout = table
+            .get("timeout")
+            .and_then(|v| self.duration("timeout", v));
+        let retries = table
+            .get("retries")
+            .and_then(|v| self.integer("retries", v, 0, MAX_RETRIES))
+            .unwrap_or(0) as u32;
+        let cache = table.get("cache").and_then(|v| self.boolean("cache", v));
+        let remote = table.get("remote").and_then(|v| self.task_remote(v));
+        let shell = table.get("shell").and_then(|v| self.shell("shell", v));
+        let mut confirm_when = Vec::new();
+        let confirm = match table.get("confirm") {
+            Some(v) => match v.get_ref() {
+                DeValue::Boolean(true) => Some(Template::literal(format!("Run `{name}`?"))),
+                DeValue::Boolean(false) => None,
+                DeValue::Table(spec) => {
+                    self.check_keys(
+                        spec,
+                        &["question", "when"],
+                        &format!("`confirm` of {context}"),
+                    );
+                    if let Some(when) = spec.get("when").and_then(|w| self.table("confirm.when", w))
+                    {
+                        for (param_key, values) in when.iter() {
+                            let param_name: &str = param_key.get_ref();
+                            let Some(index) = params.iter().position(|p| p.name == param_name)
+                            else {
+                                self.invalid(
+                                    "confirm.when",
+                                    format!("`{param_name}` is not a param of this task"),
+                                    &param_key.span(),
+                                    did_you_mean(
+                                        param_name,
+                                        params.iter().map(|p| p.name.as_str()),
+                                    ),
+                                );
+                                continue;
+                            };
+                            let Some(list) =
+                                self.strings(&format!("confirm.when.{param_name}"), values)
+                            else {
+                                continue;
+                            };
+                            if let Some(allowed) = &params[index].values {
+                                for item in &list {
+                                    if !allowed.contains(&item.value) {
+                                        self.invalid(
+                                            "confirm.when",
+                                            format!(
+                                                "`{}` is not a value of param `{param_name}`",
+                                                item.value
+                                            ),
+                                            &item.span,
+                                            did_you_mean(
+                                                &item.value,
+                                                allowed.iter().map(String::as_str),
+                                            ),
+                                        );
+                                    }
+                                }
+                            }
+                            confirm_when.push((index, list.into_iter().map(|i| i.value).collect()));
+                        }
+                    }
+                    match spec.get("question") {
+                        Some(q) => self.string("confirm.question", q).and_then(|q| {
+                            self.template(|| format!("`confirm` of {context}"), &q, false, &scope)
+                        }),
+                        None => Some(Template::literal(format!("Run `{name}`?"))),
+                    }
+                }
+                _ => self.string("confirm", v).and_then(|q| {
+                    self.template(|| format!("`confirm` of {context}"), &q, false, &scope)
+                }),
+            },
+            None => None,
+        };
+        let description = table
+            .get("description")
+            .and_then(|v| self.string("description", v))
+            .map(|d| d.value);
+
+        let env_hash = match table.get("env_hash") {
+            Some(v) => self.env_patterns("env_hash", v),
+            None => Vec::new(),
+        };
+        let env_pass = match table.get("env_pass") {
+            Some(v) => self.env_patterns("env_pass", v),
+            None => Vec::new(),
+        };
+        let deps_strategy = match table.get("deps_strategy") {
+            None => DepsStrategy::Key,
+            Some(v) => match self.string("deps_strategy", v) {
+                Some(s) if s.value == "key" => DepsStrategy::Key,
+                Some(s) if s.value == "outputs" => DepsStrategy::Outputs,
+                Some(s) => {
+                    self.invalid(
+                        "deps_strategy",
+                        format!("`{}` is not a strategy", s.value),
+                        &s.span,
+                        Some("use `\"key\"` (a dependency's cache key) or `\"outputs\"` (the hash of its outputs)".into()),
+                    );
+                    DepsStrategy::Key
+                }
+                None => DepsStrategy::Key,
+            },
+        };
+        if incremental && inputs.is_empty() {
+            let span = table
+                .get_key_value("incremental")
+                .map_or(key.span(), |(k, _)| k.span());
+            self.invalid(
+                "incremental",
+                "an incremental task needs `inputs`",
+                &span,
+                Some("list the files it checks, e.g. `inputs = [\"**/*.nix\"]`".into()),
+            );
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(TaskDef {
+            name: task_name,
+            span: key.span(),
+            description,
+            params,
+            run,
+            deps,
+            inputs,
+            outputs,
+            env,
+            dir,
+            timeout,
+            retries,
+            cache,
+            shell,
+            confirm,
+            confirm_when,
+            env_hash,
+            env_pass,
+            deps_strategy,
+            incremental,
+            secrets,
+            executor,
+            plugin,
+            lock,
+            audit,
+            protected,
+            check,
+            rollback,
+            matrix,
+            rollout,
+            remote,
+        })
+    }
+
+    /// A task's `remote`: a boolean, or the most it may do with the remote cache.
+    pub(super) fn task_remote(&mut self, value: &Value<'_>) -> Option<RemoteMode> {
+        match value.get_ref() {
+            DeValue::Boolean(true) => Some(RemoteMode::ReadWrite),
+            DeValue::Boolean(false) => Some(RemoteMode::Off),
+            DeValue::String(text) => {
+                let mode = RemoteMode::parse(text);
+                if mode.is_none() {
+                    self.invalid(
+                        "remote",
+                        format!("`{text}` is not a way to use the remote cache"),
+                        &value.span(),
+                        Some("use `false` (or `\"off\"`), `\"read\"` (fetch, never publish), or `\"read-write\"` (or `true`)".into()),
+                    );
+                }
+                mode
+            }
+            _ => {
+                self.wrong_type(
+                    "remote",
+                    "a boolean or \"off\", \"read\", \"read-write\"",
+                    value,
+                );
+                None
+            }
+        }
+    }
+
+    /// `serial = true` or `max_parallel = N`, which only a task with a matrix can have.
+    pub(super) fn rollout(
+        &mut self,
+        table: &DeTable<'_>,
+        matrix: &[MatrixDef],
+        task: &Key<'_>,
+    ) -> Option<Rollout> {
+        let serial = table
+            .get_key_value("serial")
+            .and_then(|(k, v)| Some((k.span(), self.boolean("serial", v)?)));
+        let parallel = table
+            .get_key_value("max_parallel")
+            .and_then(|(k, v)| Some((k.span(), self.integer("max_parallel", v, 1, 1 << 16)?)));
+        let rollout = match (&serial, &parallel) {
+            (Some((_, true)), Some((span, _))) => {
+                self.invalid(
+                    "max_parallel",
+                    "`serial = true` already runs one instance at a time",
+                    span,
+                    Some("keep one of `serial = true` and `max_parallel`".into()),
+                );
+                return None;
+            }
+            (Some((_, true)), None) => Rollout {
+                max_parallel: 1,
+                serial: true,
+            },
+            (_, Some((_, n))) => Rollout {
+                max_parallel: *n as usize,
+                serial: false,
+            },
+            (Some((_, false)), None) | (None, None) => return None,
+        };
+        if matrix.is_empty() {
+            let span = serial
+                .map(|(span, _)| span)
+                .or(parallel.map(|(span, _)| span))
+                .unwrap_or(task.span());
+            self.invalid(
+                "tasks",
+                "`serial` and `max_parallel` limit how a matrix rolls out, and this task has no `matrix`",
+                &span,
+                Some("add `matrix.NAME = [...]` (or `{ from = \"file.toml\", key = \"…\" }`) to fan the task out".into()),
+            );
+            return None;
+        }
+        Some(rollout)
+    }
+
+    pub(super) fn task_secrets(
+        &mut self,
+        context: &str,
+        value: &Value<'_>,
+        params: &[ParamDef],
+        vars: &[Var],
+    ) -> Option<TaskSecrets> {
+        let table = self.table("secrets", value)?;
+        let secrets_context = format!("`secrets` of {context}");
+        self.check_keys(table, SECRETS_KEYS, &secrets_context);
+        let scope = Scope {
+            params,
+            vars,
+            allow_args: false,
+            allow_changed: false,
+            secrets: &[],
+        };
+        let from = table
+            .get("from")
+            .and_then(|v| self.string("secrets.from", v));
+        let from_template = match &from {
+            Some(from) => Some(self.template(
+                || format!("`secrets.from` of {context}"),
+                from,
+                false,
+                &scope,
+            )?),
+            None => None,
+        };
+        let mapping = |name: &str, this: &mut Self| -> Vec<(String, Spanned<String>)> {
+            let Some(v) = table.get(name) else {
+                return Vec::new();
+            };
+            let Some(entries) = this.table(&format!("secrets.{name}"), v) else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for (var_key, key_value) in entries.iter() {
+                let var: &str = var_key.get_ref();
+                if !is_env_name(var) {
+                    this.invalid(
+                        &format!("secrets.{name}"),
+                        format!("`{var}` is not a valid environment variable name"),
+                        &var_key.span(),
+                        Some("use letters, digits and `_`, starting with a letter".into()),
+                    );
+                    continue;
+                }
+                if let Some(key) = this.string(&format!("secrets.{name}.{var}"), key_value) {
+                    if key.value.trim().is_empty() {
+                        this.invalid(
+                            &format!("secrets.{name}"),
+                            "the key is empty",
+                            &key.span,
+                            Some("name a key of the secrets file, dotted for nested ones: `db.password`".into()),
+                        );
+                        continue;
+                    }
+                    out.push((var.to_owned(), key));
+                }
+            }
+            out
+        };
+        let env = mapping("env", self);
+        let files = mapping("files", self);
+        for (var, key) in &files {
+            if env.iter().any(|(other, _)| other == var) {
+                self.invalid(
+                    "secrets.files",
+                    format!("`{var}` is both in `secrets.env` and `secrets.files`"),
+                    &key.span,
+                    None,
+                );
+            }
+        }
+        if env.is_empty() && files.is_empty() {
+            self.invalid(
+                "secrets",
+                "`secrets` gives the task nothing: add `env` or `files`",
+                &from.as_ref().map_or(value.span(), |f| f.span.clone()),
+                Some("e.g. `secrets.env = { DB_PASSWORD = \"db.password\" }`".into()),
+            );
+        }
+        // A key is read from `from` unless it names a plugin: `vault:app/production#db_password`.
+        if from.is_none() {
+            for (_, key) in env.iter().chain(&files) {
+                let provider = key.value.split_once(':').map(|(p, _)| p);
+                if !provider.is_some_and(|p| self.plugin_names.iter().any(|n| n == p)) {
+                    self.invalid(
+                        "secrets",
+                        format!("`{}` is read from a secrets file, but `secrets.from` is not set", key.value),
+                        &key.span,
+                        Some("add `secrets.from = \"secrets/…\"`, or name a secrets plugin: `PLUGIN:ref#field`".into()),
+                    );
+                }
+            }
+        }
+        let allow_envs = match table.get("allow_envs") {
+            Some(v) => self
+                .strings("secrets.allow_envs", v)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.value)
+                .collect(),
+            None => Vec::new(),
+        };
+        Some(TaskSecrets {
+            from: from_template,
+            from_span: from.map_or(value.span(), |f| f.span),
+            env,
+            files,
+            allow_envs,
+        })
+    }
+}
