@@ -28,6 +28,8 @@ mod params;
 mod plugins;
 mod remote_cache;
 mod task;
+#[cfg(test)]
+mod tests;
 
 const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks", "remote_cache"];
 const REMOTE_KEYS: &[&str] = &[

@@ -1,0 +1,152 @@
+//! Each kind of mistake the loader reports, through `Config::parse`: the variant, the text it names, and the
+//! place (line and column) its span points at.
+
+use std::path::PathBuf;
+
+use crate::config::source::line_column;
+use crate::config::{Config, ConfigError};
+
+/// The errors `text` gets, flattened (a single one, or each of `Many`).
+fn errors(text: &str) -> Vec<ConfigError> {
+    let root = PathBuf::from("/nonexistent/cairn-tests");
+    match Config::parse("tasks.toml", text, root.join("tasks.toml"), root) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(ConfigError::Many { errors, .. }) => errors,
+        Err(error) => vec![error],
+    }
+}
+
+/// The one error `text` gets, with the line and column its span starts at.
+fn only(text: &str) -> (ConfigError, (usize, usize)) {
+    let mut all = errors(text);
+    assert_eq!(all.len(), 1, "one error expected: {all:?}");
+    let error = all.remove(0);
+    let offset = match &error {
+        ConfigError::Syntax { span, .. }
+        | ConfigError::UnknownKey { span, .. }
+        | ConfigError::WrongType { span, .. }
+        | ConfigError::InvalidValue { span, .. }
+        | ConfigError::UnknownName { span, .. }
+        | ConfigError::SecretInCommand { span, .. }
+        | ConfigError::Template { span, .. }
+        | ConfigError::DataFile { span, .. } => span.offset(),
+        other => panic!("no span: {other:?}"),
+    };
+    let place = line_column(text, offset);
+    (error, place)
+}
+
+#[test]
+fn invalid_toml_is_a_syntax_error_at_its_place() {
+    let (error, place) = only("[tasks.a]\nrun = \"echo\n");
+    assert!(matches!(error, ConfigError::Syntax { .. }), "{error:?}");
+    assert_eq!(place.0, 2);
+}
+
+#[test]
+fn an_unknown_key_names_itself_and_suggests_the_closest() {
+    let (error, place) = only("[tasks.a]\nrun = \"true\"\ndpes = []\n");
+    let ConfigError::UnknownKey { key, help, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(key, "dpes");
+    assert_eq!(help.as_deref(), Some("did you mean `deps`?"));
+    assert_eq!(place, (3, 1));
+}
+
+#[test]
+fn a_value_of_the_wrong_type_says_what_was_expected() {
+    let (error, place) = only("[tasks.a]\nrun = \"true\"\nretries = \"three\"\n");
+    let ConfigError::WrongType { key, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(key, "retries");
+    assert_eq!(place, (3, 11));
+}
+
+#[test]
+fn an_invalid_value_gives_the_reason() {
+    let (error, place) = only("[tasks.a]\nrun = \"true\"\ntimeout = \"10 fortnights\"\n");
+    assert!(
+        matches!(&error, ConfigError::InvalidValue { key, .. } if key == "timeout"),
+        "{error:?}"
+    );
+    assert_eq!(place.0, 3);
+}
+
+#[test]
+fn an_unknown_name_in_a_template_is_reported_with_the_names_in_scope() {
+    let (error, place) = only("[vars]\nflake = \".\"\n[tasks.a]\nrun = \"echo {{flak}}\"\n");
+    let ConfigError::UnknownName { name, help, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(name, "flak");
+    assert!(
+        help.as_deref().is_some_and(|h| h.contains("flake")),
+        "{help:?}"
+    );
+    assert_eq!(place, (4, 13));
+}
+
+#[test]
+fn a_secret_placed_on_the_command_line_is_refused() {
+    let text = "[tasks.a]\nrun = \"deploy --token {{TOKEN}}\"\nsecrets.from = \"secrets/app.yaml\"\nsecrets.env = { TOKEN = \"token\" }\n";
+    let (error, place) = only(text);
+    assert!(
+        matches!(&error, ConfigError::SecretInCommand { name, .. } if name == "TOKEN"),
+        "{error:?}"
+    );
+    assert_eq!(place.0, 2);
+}
+
+#[test]
+fn a_malformed_interpolation_is_a_template_error() {
+    let (error, place) = only("[tasks.a]\nrun = \"echo {{unclosed\"\n");
+    assert!(matches!(error, ConfigError::Template { .. }), "{error:?}");
+    assert_eq!(place.0, 2);
+}
+
+#[test]
+fn a_broken_data_file_is_reported_in_it_and_a_missing_key_where_tasks_toml_names_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = "[tasks.\"b:{host}\"]\nparams.host = { values = { from = \"inventory.toml\", key = \"hosts\" } }\nrun = \"true\"\n";
+    let parse = |data: &str| {
+        std::fs::write(dir.path().join("inventory.toml"), data).expect("write");
+        let root = dir.path().to_owned();
+        match Config::parse("tasks.toml", text, root.join("tasks.toml"), root) {
+            Err(ConfigError::Many { mut errors, .. }) if errors.len() == 1 => errors.remove(0),
+            Err(error) => error,
+            Ok(_) => panic!("expected an error for:\n{data}"),
+        }
+    };
+    let broken = "[hosts]\nNIXY = {\n";
+    let error = parse(broken);
+    let ConfigError::DataFile { span, src, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(src.name(), "inventory.toml");
+    assert_eq!(line_column(broken, span.offset()).0, 2);
+    let error = parse("[machines]\nNIXY = {}\n");
+    let ConfigError::InvalidValue {
+        key, span, help, ..
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(key, "key");
+    assert_eq!(help.as_deref(), Some("the top level has `machines`"));
+    assert_eq!(line_column(text, span.offset()).0, 2);
+    // A file that is not there at all is an invalid `from`.
+    let (missing, place) = only(text);
+    assert!(
+        matches!(&missing, ConfigError::InvalidValue { key, .. } if key == "from"),
+        "{missing:?}"
+    );
+    assert_eq!(place.0, 2);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let all = errors("[tasks.a]\nrun = 1\ndpes = []\n[tasks.b]\nrun = \"true\"\nretries = -1\n");
+    assert_eq!(all.len(), 3, "{all:?}");
+}
