@@ -496,7 +496,7 @@ impl ParamDef {
             ),
             (None, Some(pattern)) => format!("the value must match `{}`", pattern.as_str()),
             (None, None) => format!(
-                "a value may hold ASCII letters, digits and `{SAFE_VALUE_PUNCTUATION}`, not start with `-` and have no `..` part; give the param a `pattern` to accept others (the value is then quoted wherever a command uses it)"
+                "a value may hold ASCII letters, digits and `{SAFE_VALUE_PUNCTUATION}`, not start with `-` and have no `..` part; give the param a `pattern` to accept others (commands then refer to the value through its variable instead of holding it)"
             ),
         }
     }

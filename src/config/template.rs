@@ -158,24 +158,26 @@ impl Template {
 
     /// Renders the template with the given var values, param values and quoted args.
     pub fn render(&self, vars: &[String], params: &[String], args: &str) -> String {
-        self.render_with_slots(vars, params, args, &|_| false).0
+        self.render_with_slots(vars, params, args, &|_| None).0
     }
 
     /// Renders like [`Template::render`], and returns where `{{changed}}` stood in the result, so the list of
-    /// changed files can be put there when the task runs, without parsing the text again. Each param that
-    /// `quoted` selects is quoted for the place it stands in a POSIX shell command (outside quotes, inside
-    /// `'…'` or inside `"…"`), so that the shell reads its value as data, never as code.
+    /// changed files can be put there when the task runs, without parsing the text again. A param for which
+    /// `by_reference` names an environment variable is not interpolated: a reference to that variable is put
+    /// where it stands in a POSIX shell command (`"${VAR}"` outside quotes, `${VAR}` inside `"…"`, closed and
+    /// reopened inside `'…'`), so the shell substitutes the value and never reads it as code, whatever it holds
+    /// and wherever it stands (a command substitution, a here-document).
     pub fn render_with_slots(
         &self,
         vars: &[String],
         params: &[String],
         args: &str,
-        quoted: &dyn Fn(usize) -> bool,
+        by_reference: &dyn Fn(usize) -> Option<String>,
     ) -> (String, Vec<usize>) {
         let mut out = String::new();
         let mut slots = Vec::new();
-        let mut context = QuoteContext::default();
-        let push = |out: &mut String, context: &mut QuoteContext, text: &str| {
+        let mut context = ShellContext::default();
+        let push = |out: &mut String, context: &mut ShellContext, text: &str| {
             context.feed(text);
             out.push_str(text);
         };
@@ -183,8 +185,10 @@ impl Template {
             match part {
                 Part::Literal(text) => push(&mut out, &mut context, text),
                 Part::Var(i) => push(&mut out, &mut context, &vars[*i]),
-                Part::Param(i) if quoted(*i) => out.push_str(&context.quote(&params[*i])),
-                Part::Param(i) => push(&mut out, &mut context, &params[*i]),
+                Part::Param(i) => match by_reference(*i) {
+                    Some(variable) => out.push_str(&context.reference(&variable)),
+                    None => push(&mut out, &mut context, &params[*i]),
+                },
                 Part::Args => push(&mut out, &mut context, args),
                 Part::Changed => slots.push(out.len()),
             }
@@ -193,63 +197,125 @@ impl Template {
     }
 }
 
-/// Where a POSIX shell's reader stands in a command: outside quotes, inside single or inside double quotes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum QuoteContext {
-    #[default]
-    Plain,
+/// One level of a POSIX shell command being read: outside quotes (at the top, or inside `$(…)` or backticks),
+/// inside single quotes, or inside double quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// Outside quotes; `parens` counts the `(` opened inside a `$(…)`, so its own `)` is found.
+    Plain {
+        parens: u32,
+        substitution: bool,
+    },
     Single,
     Double,
-    /// After a backslash outside quotes, or inside double quotes (`in_double`).
-    Escaped {
-        in_double: bool,
-    },
+    Backtick,
 }
 
-impl QuoteContext {
-    fn feed(&mut self, text: &str) {
-        for c in text.chars() {
-            *self = match (*self, c) {
-                (QuoteContext::Escaped { in_double: true }, _) => QuoteContext::Double,
-                (QuoteContext::Escaped { in_double: false }, _) => QuoteContext::Plain,
-                (QuoteContext::Plain, '\\') => QuoteContext::Escaped { in_double: false },
-                (QuoteContext::Plain, '\'') => QuoteContext::Single,
-                (QuoteContext::Plain, '"') => QuoteContext::Double,
-                (QuoteContext::Single, '\'') => QuoteContext::Plain,
-                (QuoteContext::Double, '\\') => QuoteContext::Escaped { in_double: true },
-                (QuoteContext::Double, '"') => QuoteContext::Plain,
-                (state, _) => state,
-            };
+/// Where the shell's reader stands after some text: a stack of frames and whether a backslash escapes the
+/// next character.
+#[derive(Debug, Clone)]
+struct ShellContext {
+    frames: Vec<Frame>,
+    escaped: bool,
+    dollar: bool,
+}
+
+impl Default for ShellContext {
+    fn default() -> ShellContext {
+        ShellContext {
+            frames: vec![Frame::Plain {
+                parens: 0,
+                substitution: false,
+            }],
+            escaped: false,
+            dollar: false,
+        }
+    }
+}
+
+impl ShellContext {
+    fn top(&self) -> Frame {
+        *self
+            .frames
+            .last()
+            .expect("the bottom frame is never popped")
+    }
+
+    fn pop(&mut self) {
+        if self.frames.len() > 1 {
+            self.frames.pop();
         }
     }
 
-    /// `value` written so that, at this place, the shell reads exactly its characters.
-    fn quote(&self, value: &str) -> String {
-        match self {
-            QuoteContext::Plain => shell_quote(value),
-            QuoteContext::Single => value.replace('\'', r"'\''"),
-            QuoteContext::Double => {
-                let mut out = String::with_capacity(value.len());
-                for c in value.chars() {
-                    if matches!(c, '\\' | '$' | '`' | '"') {
-                        out.push('\\');
-                    }
-                    out.push(c);
-                }
-                out
+    fn feed(&mut self, text: &str) {
+        for c in text.chars() {
+            let after_dollar = std::mem::take(&mut self.dollar);
+            if self.escaped {
+                self.escaped = false;
+                continue;
             }
-            // Whatever follows a backslash is taken literally once; quote the rest as outside quotes.
-            QuoteContext::Escaped { in_double: false } => match value.chars().next() {
-                Some(first) => format!("{first}{}", shell_quote(&value[first.len_utf8()..])),
-                None => String::new(),
-            },
-            QuoteContext::Escaped { in_double: true } => match value.chars().next() {
-                Some(first) => format!(
-                    "{first}{}",
-                    QuoteContext::Double.quote(&value[first.len_utf8()..])
-                ),
-                None => String::new(),
-            },
+            match (self.top(), c) {
+                (Frame::Single, '\'') => self.pop(),
+                (Frame::Single, _) => {}
+                (_, '\\') => self.escaped = true,
+                (Frame::Double, '"') => self.pop(),
+                (Frame::Plain { .. }, '"') | (Frame::Backtick, '"') => {
+                    self.frames.push(Frame::Double)
+                }
+                (Frame::Plain { .. }, '\'') | (Frame::Backtick, '\'') => {
+                    self.frames.push(Frame::Single)
+                }
+                (Frame::Backtick, '`') => self.pop(),
+                (_, '`') => self.frames.push(Frame::Backtick),
+                (_, '$') => self.dollar = true,
+                (_, '(') if after_dollar => self.frames.push(Frame::Plain {
+                    parens: 0,
+                    substitution: true,
+                }),
+                (
+                    Frame::Plain {
+                        parens,
+                        substitution,
+                    },
+                    '(',
+                ) => {
+                    self.pop();
+                    self.frames.push(Frame::Plain {
+                        parens: parens + 1,
+                        substitution,
+                    });
+                }
+                (
+                    Frame::Plain {
+                        parens: 0,
+                        substitution: true,
+                    },
+                    ')',
+                ) => self.pop(),
+                (
+                    Frame::Plain {
+                        parens,
+                        substitution,
+                    },
+                    ')',
+                ) => {
+                    self.pop();
+                    self.frames.push(Frame::Plain {
+                        parens: parens.saturating_sub(1),
+                        substitution,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A reference to the environment variable `variable` that, here, the shell expands to exactly its value.
+    fn reference(&self, variable: &str) -> String {
+        match self.top() {
+            Frame::Double => format!("${{{variable}}}"),
+            Frame::Single => format!("'\"${{{variable}}}\"'"),
+            Frame::Plain { .. } | Frame::Backtick => format!("\"${{{variable}}}\""),
         }
     }
 }
@@ -325,33 +391,45 @@ mod tests {
     }
 
     #[test]
-    fn quoted_params_are_data_wherever_they_stand() {
-        let parts = |literals: [&str; 2]| {
+    fn a_param_by_reference_is_data_wherever_it_stands() {
+        let parts = |before: &str, after: &str| {
             Template::new(vec![
-                Part::Literal(literals[0].into()),
+                Part::Literal(before.into()),
                 Part::Param(0),
-                Part::Literal(literals[1].into()),
+                Part::Literal(after.into()),
             ])
         };
-        let value = ["a'b\"c$(id) `x` \\".to_owned()];
-        let render = |t: &Template| t.render_with_slots(&[], &value, "", &|_| true).0;
+        let values = ["x; id".to_owned()];
+        let render = |t: &Template| {
+            t.render_with_slots(&[], &values, "", &|_| Some("CAIRN_PARAM_V".into()))
+                .0
+        };
+        assert_eq!(render(&parts("echo ", "")), r#"echo "${CAIRN_PARAM_V}""#);
         assert_eq!(
-            render(&parts(["echo ", ""])),
-            r#"echo 'a'\''b"c$(id) `x` \'"#
+            render(&parts("echo '", "'")),
+            r#"echo ''"${CAIRN_PARAM_V}"''"#
         );
         assert_eq!(
-            render(&parts(["echo '", "'"])),
-            r#"echo 'a'\''b"c$(id) `x` \'"#
+            render(&parts("echo \"", "\"")),
+            r#"echo "${CAIRN_PARAM_V}""#
         );
         assert_eq!(
-            render(&parts(["echo \"", "\""])),
-            r#"echo "a'b\"c\$(id) \`x\` \\""#
+            render(&parts("echo \"$(printf %s ", ")\"")),
+            r#"echo "$(printf %s "${CAIRN_PARAM_V}")""#
         );
-        // Unselected params are copied as they are.
-        let raw = parts(["echo ", ""])
-            .render_with_slots(&[], &value, "", &|_| false)
+        assert_eq!(
+            render(&parts("echo `echo ", "`")),
+            r#"echo `echo "${CAIRN_PARAM_V}"`"#
+        );
+        assert_eq!(
+            render(&parts("echo \"it's (", ")\" 'a\"b' ")),
+            r#"echo "it's (${CAIRN_PARAM_V})" 'a"b' "#
+        );
+        // Without a reference the value is copied as it is.
+        let raw = parts("echo ", "")
+            .render_with_slots(&[], &values, "", &|_| None)
             .0;
-        assert_eq!(raw, format!("echo {}", value[0]));
+        assert_eq!(raw, "echo x; id");
     }
 
     #[test]

@@ -258,6 +258,12 @@ impl Caller {
     }
 }
 
+/// The environment variable a task receives a param's value in: `CAIRN_PARAM_` and its name in upper case,
+/// `-` becoming `_`.
+pub fn param_variable(param: &str) -> String {
+    format!("CAIRN_PARAM_{}", param.to_uppercase().replace('-', "_"))
+}
+
 /// Whether `name` is matched by `pattern` (`NAME`, `PREFIX_*` or `*`).
 pub fn env_matches(name: &str, pattern: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -328,9 +334,16 @@ fn job(
         return group_job(config, graph, id, is_target);
     }
     let vars = graph.vars();
-    // Free-form param values come from whoever runs cairn (CI passing `deploy:$BRANCH`): in shell commands
-    // they are quoted where they stand, so no value is ever run as code.
-    let free_form = |i: usize| def.params.get(i).is_some_and(|p| p.values.is_none());
+    // Values a param's `pattern` lets through may hold anything the pattern allows, and come from whoever runs
+    // cairn (CI passing `deploy:$BRANCH`): shell commands refer to them through their environment variable
+    // instead of holding them, so no value is ever read as code. (Other free-form values are limited to
+    // characters that mean nothing to a shell.)
+    let free_form = |i: usize| {
+        def.params
+            .get(i)
+            .filter(|p| p.pattern.is_some())
+            .map(|p| param_variable(&p.name))
+    };
     let quoted_args = args
         .iter()
         .map(|a| shell_quote(a))
@@ -381,7 +394,7 @@ fn job(
         }
     }
     for (param, value) in def.param_names().zip(&node.params) {
-        let name = format!("CAIRN_PARAM_{}", param.to_uppercase().replace('-', "_"));
+        let name = param_variable(param);
         env.push((name, value.clone()));
     }
 

@@ -189,7 +189,7 @@ check = { run = "echo checked {{who}}" }
 
 [tasks."say:{what}"]
 params.what = { pattern = ".+" }
-run = ["echo plain {{what}}", "echo \"double {{what}}\"", "echo 'single {{what}}'"]
+run = ["echo plain {{what}}", "echo \"double {{what}}\"", "echo 'single {{what}}'", "echo \"sub $(printf %s {{what}})\"", "echo `printf 'tick %s' {{what}}`", "cat <<EOF\nheredoc {{what}}\nEOF"]
 "#;
 
 #[test]
@@ -217,7 +217,11 @@ fn a_value_its_pattern_accepts_is_data_wherever_the_command_places_it() {
         .success()
         .stdout_has(&format!("plain {value}"))
         .stdout_has(&format!("double {value}"))
-        .stdout_has(&format!("single {value}"));
+        .stdout_has(&format!("single {value}"))
+        .stdout_has(&format!("sub {value}"))
+        .stdout_has(&format!("tick {value}"))
+        // A here-document keeps the reference's quotes as text, and still never runs the value.
+        .stdout_has(&format!("heredoc \"{value}\""));
     assert!(
         !run.stdout.lines().any(|l| l.contains("| INJECTED-")),
         "{}",
