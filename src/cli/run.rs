@@ -401,7 +401,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
             }),
             duration_ms: report.elapsed.as_millis() as u64,
         });
-        sinks.finish();
+        for warning in sinks.finish() {
+            eprintln!("cairn: warning: {warning}");
+        }
     }
     let summary = RunSummary::new(
         &plan,

@@ -76,10 +76,12 @@ impl EventSinks {
         }
     }
 
-    /// Closes the queues and gives each sink at most its timeout to deliver what is left.
-    pub fn finish(self: Arc<EventSinks>) {
+    /// Closes the queues and gives each sink at most its timeout to deliver what is left; returns what the user
+    /// should be told (a sink that timed out or dropped events), for the caller to show.
+    pub fn finish(self: Arc<EventSinks>) -> Vec<String> {
+        let mut warnings = Vec::new();
         let Ok(sinks) = Arc::try_unwrap(self) else {
-            return;
+            return warnings;
         };
         let mut waiting = Vec::new();
         for worker in sinks.workers {
@@ -89,13 +91,17 @@ impl EventSinks {
         for (name, done, dropped, timeout) in waiting {
             let done = done.into_inner().unwrap_or_else(|e| e.into_inner());
             if let Err(RecvTimeoutError::Timeout) = done.recv_timeout(timeout) {
-                eprintln!("cairn: warning: event sink `{name}` did not finish within {}s; its last events were dropped", timeout.as_secs_f64());
+                warnings.push(format!(
+                    "event sink `{name}` did not finish within {}s; its last events were dropped",
+                    timeout.as_secs_f64()
+                ));
             }
             let lost = dropped.load(Ordering::Relaxed);
             if lost > 0 {
-                eprintln!("cairn: warning: event sink `{name}` dropped {lost} event(s)");
+                warnings.push(format!("event sink `{name}` dropped {lost} event(s)"));
             }
         }
+        warnings
     }
 }
 
