@@ -297,20 +297,30 @@ fn two_concurrent_runs_execute_each_miss_once() {
     assert_eq!(executions(&test).len(), 150);
 }
 
-#[test]
-fn killing_the_run_that_holds_a_task_makes_the_waiting_run_do_it() {
-    let test = Test::new()
+/// A project with one cached task that takes two seconds and logs each execution.
+fn slow_project() -> Test {
+    Test::new()
         .tasks("[tasks.slow]\nrun = \"echo started >> executions.log; sleep 2; echo done > out.txt\"\ninputs = [\"src/**\"]\noutputs = [\"out.txt\"]\n")
-        .file("src/input.txt", "input\n");
-    let mut holder = spawn_run(&test, &["run", "slow"]);
+        .file("src/input.txt", "input\n")
+}
+
+/// Waits until a run has started the task (it holds the task's claim from then on).
+fn wait_until_started(test: &Test) {
     let began = Instant::now();
-    while executions(&test).is_empty() {
+    while executions(test).is_empty() {
         assert!(
             began.elapsed() < Duration::from_secs(20),
             "the first run started its task"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn killing_the_run_that_holds_a_task_makes_the_waiting_run_do_it() {
+    let test = slow_project();
+    let mut holder = spawn_run(&test, &["run", "slow"]);
+    wait_until_started(&test);
     let waiter = spawn_run(&test, &["run", "slow"]);
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: killing our own child; its task lives on in its own process group, holding nothing.
@@ -351,18 +361,9 @@ fn concurrent_runs_killed_at_random_moments_leave_a_cache_both_can_use() {
 
 #[test]
 fn a_run_waiting_for_another_says_so_on_its_status_line() {
-    let test = Test::new()
-        .tasks("[tasks.slow]\nrun = \"echo started >> executions.log; sleep 2; echo done > out.txt\"\ninputs = [\"src/**\"]\noutputs = [\"out.txt\"]\n")
-        .file("src/input.txt", "input\n");
+    let test = slow_project();
     let holder = spawn_run(&test, &["run", "slow"]);
-    let began = Instant::now();
-    while executions(&test).is_empty() {
-        assert!(
-            began.elapsed() < Duration::from_secs(20),
-            "the first run started its task"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_started(&test);
     let screen = in_terminal(&test, "run slow --output prefixed");
     assert!(holder.wait_with_output().expect("waits").status.success());
     let Some(screen) = screen else {
