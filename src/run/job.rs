@@ -129,6 +129,8 @@ pub struct Job {
     pub key: KeySpec,
     /// The secrets it asks for (`secrets` in tasks.toml), resolved to a file.
     pub secrets: Option<SecretsRequest>,
+    /// The values decrypted for it before the run started (see `secrets::prepare`): what its processes get.
+    pub injection: Option<Arc<super::secrets::Injection>>,
     /// The plugin that rewrites its commands (`executor`).
     pub executor: Option<String>,
     /// The plugin that runs it on its inputs instead of commands (`plugin`).
@@ -480,6 +482,7 @@ fn job(
         is_target,
         needs_key: false,
         key,
+        injection: None,
         secrets: def.secrets.as_ref().map(|s| {
             let relative = s
                 .from
@@ -628,6 +631,7 @@ fn empty_job(label: &str) -> Job {
             incremental: false,
         },
         secrets: None,
+        injection: None,
         executor: None,
         plugin: None,
         lock: None,

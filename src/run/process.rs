@@ -143,11 +143,7 @@ enum Ending {
 impl ProcessExecutor {
     async fn attempt(&self, job: Arc<Job>, context: &JobContext) -> TaskStatus {
         let deadline = job.timeout.map(|t| Instant::now() + t);
-        let injection = self
-            .secrets
-            .as_ref()
-            .and_then(|s| s.injections.get(&job.label))
-            .cloned();
+        let injection = job.injection.clone();
         // Lives until the attempt ends, however it ends: the files go with it.
         let secret_files = match injection.as_deref() {
             Some(injection) if !injection.files.is_empty() => {

@@ -52,8 +52,6 @@ impl std::fmt::Debug for Injection {
 /// Everything a run needs to hand out secrets.
 #[derive(Debug, Default)]
 pub struct RunSecrets {
-    /// Per job label.
-    pub injections: HashMap<String, Arc<Injection>>,
     /// Filters every secret of the run out of what tasks print.
     pub redactor: Arc<Redactor>,
     /// Secrets refused as too short to redact, by name.
@@ -160,8 +158,7 @@ pub fn prepare(
             );
             all.push((var.clone(), value.clone()));
         }
-        run.injections
-            .insert(job.label.clone(), Arc::new(injection));
+        job.injection = Some(Arc::new(injection));
     }
     let (redactor, refused) = Redactor::new(all.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
     let mut refused: Vec<String> = refused.into_iter().map(|r| r.name).collect();
