@@ -1,5 +1,6 @@
 //! What a plugin costs: compiling and instantiating a module (once per run, or once ever with the compile
-//! cache), and one call with a small JSON request on an instantiated plugin. Run with
+//! cache), starting the `cairn-plugin-host` process that runs it for cairn, and one call with a small JSON
+//! request on an instantiated plugin, in process and through the host's pipes (what cairn pays). Run with
 //! `cargo bench --bench plugins`. Uses plugins/dist/line-lint.wasm when plugins/build.sh has built it, else
 //! an equivalent module written in WAT.
 
@@ -8,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn_plugin_api::{exports, InputFile, LogLevel, TaskRequest, TaskResponse};
-use cairn_plugin_host::{Grants, Limits, Plugin, Sink, Spec};
+use cairn_plugin_client::{Grants, Limits, Plugin, Sink, Spec};
+use cairn_plugin_host::runtime::Instance;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 struct Quiet;
@@ -79,11 +81,16 @@ fn plugin_costs(c: &mut Criterion) {
     let mut group = c.benchmark_group("plugin");
     group.sample_size(10);
     group.bench_function("compile and load (no cache)", |b| {
-        b.iter(|| Plugin::load(spec(&wasm), Arc::clone(&sink)).expect("loads"))
+        b.iter(|| Instance::load(spec(&wasm), Arc::clone(&sink)).expect("loads"))
+    });
+    let host = std::path::PathBuf::from(env!("CARGO_BIN_EXE_cairn-plugin-host"));
+    group.bench_function("start a host process, compile and load (no cache)", |b| {
+        b.iter(|| Plugin::load_with(&host, spec(&wasm), sink.as_ref()).expect("loads"))
     });
     group.finish();
 
-    let plugin = Plugin::load(spec(&wasm), Arc::clone(&sink)).expect("loads");
+    let instance = Instance::load(spec(&wasm), Arc::clone(&sink)).expect("loads");
+    let plugin = Plugin::load_with(&host, spec(&wasm), sink.as_ref()).expect("loads");
     let request = TaskRequest {
         task: "lint".into(),
         params: BTreeMap::new(),
@@ -94,14 +101,28 @@ fn plugin_costs(c: &mut Criterion) {
         }],
     };
     let mut group = c.benchmark_group("plugin");
-    group.bench_function("call run_task (small JSON, warm instance)", |b| {
-        b.iter(|| {
-            let response: TaskResponse = plugin
-                .call(exports::RUN_TASK, &request, sink.as_ref())
-                .expect("calls");
-            response
-        })
-    });
+    group.bench_function(
+        "call run_task (small JSON, warm instance, in process)",
+        |b| {
+            b.iter(|| {
+                let response: TaskResponse = instance
+                    .call(exports::RUN_TASK, &request, sink.as_ref())
+                    .expect("calls");
+                response
+            })
+        },
+    );
+    group.bench_function(
+        "call run_task (small JSON, warm instance, through the host process)",
+        |b| {
+            b.iter(|| {
+                let response: TaskResponse = plugin
+                    .call(exports::RUN_TASK, &request, sink.as_ref())
+                    .expect("calls");
+                response
+            })
+        },
+    );
     group.finish();
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use cairn_plugin_api::{Capability, FieldKind, LogLevel};
-use cairn_plugin_host::{Grants, HostError, HostPort, Limits, Plugin, Sink, Spec};
+use cairn_plugin_client::{Grants, HostError, HostPort, Limits, Plugin, Sink, Spec};
 use miette::{Diagnostic, SourceSpan};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -605,7 +605,7 @@ fn compile_cache() -> Option<PathBuf> {
             return None;
         }
     }
-    cairn_plugin_host::compile_cache_config(&dir).ok()
+    cairn_plugin_client::compile_cache_config(&dir).ok()
 }
 
 /// The user's cache directory: `$XDG_CACHE_HOME`, else `~/.cache` (`~/Library/Caches` on macOS).

@@ -686,7 +686,7 @@ impl ProcessExecutor {
             };
             // What the plugin itself was granted (allow.env values, its secrets) is as secret as the run's.
             let text = match &sink {
-                Some(sink) => cairn_plugin_host::Sink::redact(sink.as_ref(), &line).into_bytes(),
+                Some(sink) => cairn_plugin_client::Sink::redact(sink.as_ref(), &line).into_bytes(),
                 None => line.into_bytes(),
             };
             // With the terminal given to tasks, the reporter shows nothing of theirs: write as a process would.

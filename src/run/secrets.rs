@@ -23,7 +23,7 @@ use crate::secrets::SecretsError;
 use cairn_plugin_api::{exports, Capability, Context as PluginContext, SecretRequest, SecretValue};
 
 use super::plugins::Plugins;
-use cairn_plugin_host::HostError;
+use cairn_plugin_client::HostError;
 
 /// Calls of a secrets provider when it keeps answering "unavailable".
 const RETRIES: u32 = 3;

@@ -806,3 +806,97 @@ fn compiled_plugin_code_is_kept_only_where_the_user_alone_writes() {
         assert_eq!(compiled(&other), 0, "{:?}", crate::support::walk(&other));
     }
 }
+
+/// Whether `haystack` holds a registry path of a wasmtime release (`wasmtime-NN.`), which its panic locations
+/// carry wherever its code is linked.
+fn holds_wasmtime(haystack: &[u8]) -> bool {
+    haystack
+        .windows(10)
+        .any(|w| w.starts_with(b"wasmtime-") && w[9].is_ascii_digit())
+}
+
+#[test]
+fn the_cairn_executable_does_not_link_the_plugin_runtime() {
+    let host = std::fs::read(env!("CARGO_BIN_EXE_cairn-plugin-host")).unwrap();
+    assert!(
+        holds_wasmtime(&host),
+        "the check must see wasmtime where it is linked"
+    );
+    let cairn = std::fs::read(env!("CARGO_BIN_EXE_cairn")).unwrap();
+    assert!(
+        !holds_wasmtime(&cairn),
+        "cairn links wasmtime: something in src/ uses cairn_plugin_host (use cairn_plugin_client)"
+    );
+}
+
+/// A stand-in for the plugin host: a shell script (run with an empty environment, hence absolute paths).
+fn host_script(test: &Test, body: &str) -> String {
+    let path = test.path("fake-host.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_plugin_host_that_dies_fails_only_its_task_and_says_how_it_ended() {
+    let module = hostile("run_task", "task", "", "(i32.const 0)");
+    let test = project(
+        &[("lint", &module)],
+        &format!("[tasks.lint]\nplugin = \"lint\"\n{OTHER_TASK}"),
+    );
+    let host = host_script(&test, "echo 'the runtime fell over' >&2\nexit 3");
+    test.env("CAIRN_PLUGIN_HOST", &host)
+        .run_with(&["run", "lint", "other", "-k"])
+        .status(1)
+        .stderr_has(
+            "plugin `lint`: its host process stopped during `describe` (exit status 3): the runtime fell over",
+        )
+        .stdout_has("other ran");
+}
+
+#[test]
+fn a_missing_plugin_host_is_named_with_how_to_get_it() {
+    let module = hostile("run_task", "task", "", "(i32.const 0)");
+    let test = project(&[("lint", &module)], "[tasks.lint]\nplugin = \"lint\"\n");
+    let missing = test.path("no-such-host");
+    test.env("CAIRN_PLUGIN_HOST", missing.to_str().unwrap())
+        .run_with(&["run", "lint"])
+        .status(1)
+        .stderr_has("cannot start the plugin host")
+        .stderr_has("no-such-host");
+}
+
+#[test]
+fn the_plugin_host_gets_none_of_cairns_environment() {
+    let Some(module) = example("line-lint") else {
+        return;
+    };
+    let test = project(
+        &[("lint", &module)],
+        "[tasks.lint]\nplugin = \"lint\"\ninputs = [\"*.txt\"]\n",
+    )
+    .file("a.txt", "fine\n");
+    let seen = test.path("host-env.txt");
+    let host = host_script(
+        &test,
+        &format!(
+            "/usr/bin/env > '{}'\nexec '{}' \"$@\"",
+            seen.display(),
+            env!("CARGO_BIN_EXE_cairn-plugin-host")
+        ),
+    );
+    let test = test
+        .env("CAIRN_PLUGIN_HOST", &host)
+        .env(
+            "SOPS_AGE_KEY",
+            "AGE-SECRET-KEY-1NOTAREALKEYBUTITSHOULDSTAYINCAIRN",
+        )
+        .env("AWS_SECRET_ACCESS_KEY", "not-for-plugins");
+    test.run_with(&["run", "lint"]).success();
+    let environment = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        !environment.contains("SOPS_AGE_KEY") && !environment.contains("AWS_SECRET"),
+        "{environment}"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cairn_plugin_api::{ErrorCode, HttpRequest, HttpResponse, LogLevel, PluginError, Reply};
 
-use crate::Context;
+use crate::runtime::Context;
 
 /// Responses larger than this are refused, so a plugin cannot make the host buffer without bound.
 const MAX_BODY: u64 = 16 << 20;

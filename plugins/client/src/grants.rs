@@ -2,8 +2,10 @@
 
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 /// The grants of one plugin. The default grants nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     /// `allow.hosts`: the only destinations `cairn_http` reaches.
     pub hosts: Vec<HostPort>,
@@ -11,6 +13,20 @@ pub struct Grants {
     pub clock: bool,
     /// `allow.env`: host variables passed in the plugin's config as `env.NAME` (name, value).
     pub env: Vec<(String, String)>,
+}
+
+/// Names the granted variables without their values, which are often tokens.
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("hosts", &self.hosts)
+            .field("clock", &self.clock)
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Grants {
@@ -25,7 +41,7 @@ impl Grants {
 }
 
 /// A granted destination: a host name or address, and a port (always explicit).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPort {
     /// Lower-case host name, or an IP address without brackets.
     pub host: String,
@@ -95,5 +111,18 @@ mod tests {
         for bad in ["127.0.0.1", "http://x:1", "*:80", "x:0", "x:http"] {
             assert!(bad.parse::<HostPort>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn debug_output_names_granted_variables_without_their_values() {
+        let grants = Grants {
+            env: vec![("VAULT_TOKEN".into(), "s.hunter2hunter2".into())],
+            ..Grants::default()
+        };
+        let shown = format!("{grants:?}");
+        assert!(
+            shown.contains("VAULT_TOKEN") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }
