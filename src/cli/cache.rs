@@ -2,10 +2,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::run::{open_cache, predict};
 use super::{CliError, Context};
 use crate::cache::{self, LockMode, Store};
 use crate::config::{format_duration, format_size, parse_duration, parse_size};
+use crate::run::driver::{open_cache, predict};
 use crate::run::Plan;
 
 #[derive(Debug, clap::Args)]
@@ -78,7 +78,7 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
             .sink()
             .set_redactor(std::sync::Arc::clone(&secrets.redactor));
     }
-    let session = open_cache(&config)?;
+    let session = open_cache(&config).map_err(CliError::Cache)?;
     let target = selection.targets[0];
     let index = plan
         .jobs

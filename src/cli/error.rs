@@ -116,6 +116,17 @@ pub enum CliError {
     },
 }
 
+impl From<crate::run::driver::DriverError> for CliError {
+    fn from(error: crate::run::driver::DriverError) -> CliError {
+        use crate::run::driver::DriverError;
+        match error {
+            DriverError::Secrets(error) => CliError::Secrets(error),
+            DriverError::Cache(error) => CliError::Cache(error),
+            DriverError::Io { what, source } => CliError::Io { what, source },
+        }
+    }
+}
+
 impl CliError {
     /// The exit status: 2 for a usage or configuration problem, 1 when the user declined.
     pub fn exit_code(&self) -> u8 {

@@ -268,6 +268,10 @@ impl Reporter for TerminalReporter {
         self.note_line(&format!("`{}`: {message}", job.label));
     }
 
+    fn notice(&self, line: &str) {
+        self.write(Stream::Stderr, format!("{line}\n").as_bytes());
+    }
+
     fn cache_hit(&self, job: &Job, key: &Key) {
         let short = &key.to_string()[..12];
         self.note_line(&format!(

@@ -8,14 +8,13 @@ use clap::ValueEnum;
 use super::output::{CiGroups, Layout, TerminalReporter};
 use super::progress::StatusLine;
 use super::{CliError, Context};
-use crate::cache::remote::Remote;
-use crate::cache::{DepInput, Key, Keyed, Session};
 use crate::config::{Config, RemoteMode};
 use crate::report::{
-    prune_runs, render_summary, runs_dir, RemoteTotals, RunContext, RunRecorder, RunSummary,
-    SummaryStyle, KEPT_RUNS, KEPT_RUNS_BYTES,
+    prune_runs, render_summary, runs_dir, RunContext, RunRecorder, RunSummary, SummaryStyle,
+    KEPT_RUNS, KEPT_RUNS_BYTES,
 };
-use crate::run::{self, is_direct, Plan, ProcessExecutor, RunOptions, Streams};
+use crate::run::driver::{Prediction, Run, Settings};
+use crate::run::{self, is_direct, Plan, Streams};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
@@ -98,9 +97,6 @@ impl From<RemoteArg> for RemoteMode {
     }
 }
 
-/// How long a run waits at its end for uploads to the remote cache still under way.
-const UPLOAD_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ProgressArg {
     /// A status line at the bottom of the terminal while tasks run; plain lines elsewhere.
@@ -124,7 +120,7 @@ enum OutputArg {
 pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     let (config, mut graph) = context.load_with(&args.set)?;
     let selection = graph.select(&args.targets)?;
-    let mut plan = Plan::new(&graph, &selection, &args.args);
+    let plan = Plan::new(&graph, &selection, &args.args);
     if !args.args.is_empty() {
         if let Some(job) = plan
             .jobs
@@ -142,70 +138,60 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         .map(|j| j as usize)
         .or(config.settings.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // Plugins load when a task first needs one; declaring them costs nothing.
-    let plugins = (!config.plugins.is_empty())
-        .then(|| Arc::new(run::plugins::Plugins::new(Arc::clone(&config))));
-    // A dry run shows the plan to anyone, a newcomer without keys included: it names each secret and where it
-    // comes from, and decrypts nothing.
-    let secrets = if args.dry_run {
-        None
-    } else {
-        run::secrets::prepare(&mut plan, &config, &args.identity, plugins.as_deref())?.map(Arc::new)
-    };
-    if let (Some(plugins), Some(secrets)) = (&plugins, &secrets) {
-        plugins.sink().set_redactor(Arc::clone(&secrets.redactor));
-    }
-    if let Some(secrets) = &secrets {
-        for left in run::secrets::remove_stale_dirs() {
-            eprintln!(
-                "cairn: warning: cannot remove `{}`, a plaintext copy left by a cairn that was killed: remove it by hand",
-                left.display()
-            );
-        }
-        for name in &secrets.warnings {
-            eprintln!(
-                "cairn: warning: `{name}` is shorter than {} bytes, too short to redact from output; it is passed to the task but will show in logs (make it longer, or treat it as configuration, not a secret)",
-                crate::secrets::redact::MIN_SECRET_LEN
-            );
-        }
-    }
     // Lines about the remote cache go above the status line once there is one.
     let above = Above::default();
     let warn: Arc<dyn Fn(&str) + Send + Sync> = {
         let above = above.clone();
         Arc::new(move |message: &str| above.say(&format!("cairn: warning: {message}")))
     };
-    // A plan with nothing to cache does not touch the cache at all.
-    let session = if args.no_cache || !plan.uses_cache() {
-        None
+    let use_cache = !args.no_cache && plan.uses_cache();
+    let remote = if use_cache {
+        super::remote::resolve(
+            &config,
+            args.remote.map(RemoteMode::from),
+            &args.identity,
+            warn,
+        )?
     } else {
-        let mut session = open_cache(&config)?;
-        let flag = args.remote.map(RemoteMode::from);
-        if let Some(mut options) = super::remote::resolve(&config, flag, &args.identity, warn)? {
-            if args.dry_run {
-                // A dry run only asks the remote cache what it holds.
-                options.signing_key = None;
-            }
-            if let Some(own) = &options.signing_key {
-                session.add_trusted_writer(own.public());
-            }
-            let dir = crate::cache::dir_for(&config.root);
-            session.attach_remote(Remote::new(options, &dir));
-        }
-        Some(Arc::new(session))
+        None
     };
+    // A dry run shows the plan to anyone, a newcomer without keys included: it names each secret and where it
+    // comes from, and decrypts nothing.
+    let prepared = Run::prepare(
+        Arc::clone(&config),
+        plan,
+        Settings {
+            targets: args.targets.clone(),
+            jobs,
+            keep_going: args.keep_going,
+            force: args.force,
+            use_cache,
+            dry_run: args.dry_run,
+            identities: args.identity.clone(),
+            remote,
+        },
+    )?;
+    for warning in &prepared.warnings {
+        eprintln!("{warning}");
+    }
 
     if args.dry_run {
-        let predictions = session.as_deref().map(|s| predict(&plan, s, false));
-        let holders = session
-            .as_deref()
-            .zip(predictions.as_deref())
-            .and_then(|(session, predictions)| remote_holders(&plan, session, predictions));
+        let predictions = prepared.predict();
+        let holders = match predictions.as_deref() {
+            Some(predictions) => {
+                let (holders, failure) = prepared.remote_holders(predictions);
+                if let Some(failure) = failure {
+                    eprintln!("{failure}");
+                }
+                holders
+            }
+            None => None,
+        };
         print!(
             "{}",
             describe_plan(
                 &config,
-                &plan,
+                prepared.plan(),
                 jobs,
                 predictions.as_deref(),
                 holders.as_deref()
@@ -213,15 +199,20 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         );
         return Ok(0);
     }
-    confirm(&plan, args.yes)?;
+    confirm(prepared.plan(), args.yes)?;
 
-    let (mut layout, mut stdio) =
-        output_mode(&plan, args.output, session.is_some(), secrets.is_some());
+    let (mut layout, mut stdio) = output_mode(
+        prepared.plan(),
+        args.output,
+        prepared.caches(),
+        prepared.holds_secrets(),
+    );
     // With --json, stdout is the summary's alone: tasks are captured and their lines go to stderr.
     if args.json && layout == Layout::Direct {
         (layout, stdio) = (Layout::Prefixed, Streams::Captured);
     }
     let color = context.color && std::io::stdout().is_terminal();
+    let plan = prepared.plan();
     let width = plan
         .jobs
         .iter()
@@ -236,184 +227,32 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
     if let Some(status) = &status {
         above.set(Arc::clone(status));
     }
-    // Plugins' log lines go above the status line too, not through it.
-    if let (Some(status), Some(plugins)) = (&status, &plugins) {
-        let status = Arc::clone(status);
-        plugins.sink().set_printer(Some(Arc::new(move |line: &str| {
-            status.print(true, format!("{line}\n").as_bytes())
-        })));
-    }
     let terminal: Arc<dyn run::Reporter> = Arc::new(
         TerminalReporter::new(layout, color, width)
             .with_stdout_to_stderr(args.json)
             .with_status_line(status.clone())
             .with_ci_groups(CiGroups::detect().filter(|_| layout == Layout::Grouped)),
     );
-    let sinks = plugins.as_ref().and_then(run::events::EventSinks::start);
     let recorder = Arc::new(RunRecorder::new());
-    // Everyone who watches the run, in the order they hear of each thing: the record, plugins, the terminal.
-    let mut watchers: Vec<Arc<dyn run::Reporter>> =
-        vec![Arc::clone(&recorder) as Arc<dyn run::Reporter>];
-    if let Some(sinks) = &sinks {
-        watchers.push(Arc::new(run::events::EventReporter {
-            sinks: Arc::clone(sinks),
-        }));
-    }
-    watchers.push(terminal);
-    let reporter: Arc<dyn run::Reporter> = Arc::new(run::Reporters(watchers));
-    let started_at = std::time::SystemTime::now();
-    if let Some(sinks) = &sinks {
-        sinks.send(&cairn_plugin_api::Event::RunStarted {
-            at_ms: run::events::now_ms(),
-            targets: args.targets.clone(),
-            tasks: plan.jobs.len(),
-        });
-    }
-    let mut executor = ProcessExecutor::new(stdio, config.settings.kill_grace);
-    if let Some(secrets) = &secrets {
-        executor = executor.with_secrets(Arc::clone(secrets));
-    }
-    if let Some(plugins) = &plugins {
-        executor = executor.with_plugins(Arc::clone(plugins));
-    }
-    let executor = Arc::new(executor);
-    let options = RunOptions {
-        jobs,
-        keep_going: args.keep_going,
-        handle_signals: true,
-        force: args.force,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Io {
-            what: "cannot start the task scheduler".into(),
-            source,
-        })?;
-    let report = runtime
-        .block_on(run::execute(
-            &plan,
-            &options,
-            executor,
-            reporter,
-            session.clone(),
-        ))
-        .map_err(|source| CliError::Io {
-            what: "cannot listen for Ctrl-C and SIGTERM".into(),
-            source,
-        })?;
-    let remote_totals = session
-        .as_ref()
-        .filter(|s| s.remote().is_some())
-        .map(|session| {
-            runtime.block_on(drain_remote(
-                Arc::clone(session),
-                report.interrupted.is_some(),
-                above.clone(),
-            ))
-        });
-    if let Some(session) = session {
-        if let Err(error) = session.finish() {
-            eprintln!("cairn: {error}");
-        }
-        // The shared lock goes with the session, so that trimming can take the store alone.
-        drop(session);
-        if report
-            .results
-            .iter()
-            .any(|r| matches!(r.cache, run::CacheUse::Miss | run::CacheUse::RemoteHit))
-        {
-            let dir = crate::cache::dir_for(&config.root);
-            if let Err(error) = crate::cache::auto_gc(
-                &dir,
-                config.settings.cache_max_size,
-                config.settings.cache_max_age,
-            ) {
-                eprintln!("cairn: trimming the cache failed: {error}");
-            }
-        }
-    }
-    let audited: Vec<run::audit::AuditLine<'_>> = {
-        let (time, user, host) = (
-            crate::time::now_rfc3339(),
-            run::audit::user(),
-            run::audit::host(),
-        );
-        // Asking git costs a process: only when something is audited.
-        let revision = if plan.jobs.iter().any(|j| j.audit) {
-            run::audit::revision(&config.root)
-        } else {
-            String::new()
-        };
-        plan.jobs
-            .iter()
-            .zip(&report.results)
-            .filter(|(job, result)| job.audit && !matches!(result.status, run::TaskStatus::NotRun))
-            .map(|(job, result)| {
-                let (status, exit_code) = (result.status.name(), result.status.exited_with());
-                run::audit::AuditLine {
-                    time: time.clone(),
-                    user: user.clone(),
-                    host: host.clone(),
-                    revision: revision.clone(),
-                    task: &job.label,
-                    params: &job.key.params,
-                    result: status,
-                    exit_code,
-                    duration_ms: result.duration.as_millis() as u64,
-                }
-            })
-            .collect()
-    };
-    if let Err(error) = run::audit::append(&config.root, &audited) {
-        eprintln!("cairn: warning: the audit log could not be written: {error}");
-    }
+    // Everyone who watches the run, in the order they hear of each thing: the record, then the terminal.
+    let reporter: Arc<dyn run::Reporter> = Arc::new(run::Reporters(vec![
+        Arc::clone(&recorder) as Arc<dyn run::Reporter>,
+        terminal,
+    ]));
+    let outcome = prepared.execute(stdio, reporter)?;
     if let Some(status) = &status {
         status.finish();
-        if let Some(plugins) = &plugins {
-            plugins.sink().set_printer(None);
-        }
     }
-    // The recorder holds the event reporter, which holds the sinks: it goes first, so the sinks can finish.
     let records = recorder.take();
-    drop(recorder);
-    if let Some(sinks) = sinks {
-        let count = |f: fn(&run::TaskStatus) -> bool| {
-            report.results.iter().filter(|r| f(&r.status)).count()
-        };
-        sinks.send(&cairn_plugin_api::Event::RunFinished {
-            at_ms: run::events::now_ms(),
-            exit_code: report.exit_code(),
-            succeeded: count(|s| matches!(s, run::TaskStatus::Succeeded)),
-            failed: count(|s| {
-                matches!(
-                    s,
-                    run::TaskStatus::Failed { .. } | run::TaskStatus::TimedOut { .. }
-                )
-            }),
-            skipped: count(|s| {
-                matches!(
-                    s,
-                    run::TaskStatus::Skipped { .. }
-                        | run::TaskStatus::NotRun
-                        | run::TaskStatus::Interrupted
-                )
-            }),
-            duration_ms: report.elapsed.as_millis() as u64,
-        });
-        for warning in sinks.finish() {
-            eprintln!("cairn: warning: {warning}");
-        }
-    }
     let summary = RunSummary::new(
-        &plan,
-        &report,
+        &outcome.plan,
+        &outcome.report,
         &RunContext {
             targets: &args.targets,
             jobs,
-            started_at,
+            started_at: outcome.started_at,
             records: &records,
-            remote_cache: remote_totals,
+            remote_cache: outcome.remote,
         },
     );
     record_run(&config, &summary, &args);
@@ -423,9 +262,9 @@ pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
         let style = SummaryStyle {
             color: context.color,
         };
-        eprint!("{}", render_summary(&plan, &report, style));
+        eprint!("{}", render_summary(&outcome.plan, &outcome.report, style));
     }
-    Ok(report.exit_code())
+    Ok(outcome.report.exit_code())
 }
 
 /// Keeps the run's summary in .cairn/runs/ (trimmed to the newest [`KEPT_RUNS`] within [`KEPT_RUNS_BYTES`]),
@@ -522,182 +361,6 @@ impl Above {
     }
 }
 
-/// Waits for the remote cache's uploads on a blocking thread, and stops waiting at Ctrl-C or SIGTERM (the
-/// uploads under way end with cairn; their server keeps no partial object).
-async fn drain_remote(session: Arc<Session>, interrupted: bool, above: Above) -> RemoteTotals {
-    let mut waiting = {
-        let session = Arc::clone(&session);
-        tokio::task::spawn_blocking(move || {
-            let remote = session.remote().expect("only called with a remote cache");
-            finish_remote(remote, interrupted, &above)
-        })
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    let finished = tokio::select! {
-        finished = &mut waiting => finished,
-        _ = tokio::signal::ctrl_c() => {
-            if let Some(remote) = session.remote() {
-                remote.cut_short();
-            }
-            waiting.await
-        }
-        () = terminate => {
-            if let Some(remote) = session.remote() {
-                remote.cut_short();
-            }
-            waiting.await
-        }
-    };
-    finished.unwrap_or_default()
-}
-
-/// Waits for the remote cache's uploads (none after Ctrl-C but those already sending), says what was
-/// published, and returns the run record's part.
-fn finish_remote(remote: &Remote, interrupted: bool, above: &Above) -> RemoteTotals {
-    let drain = if interrupted {
-        std::time::Duration::ZERO
-    } else {
-        UPLOAD_DRAIN_LIMIT
-    };
-    let done = remote.finish(drain);
-    let plural = |n: u64| if n == 1 { "" } else { "s" };
-    if done.published > 0 {
-        above.say(&format!(
-            "cairn: remote cache: published {} result{} ({} sent) to {}",
-            done.published,
-            plural(done.published),
-            crate::config::format_size(done.bytes_sent),
-            remote.shown_url()
-        ));
-    }
-    if done.abandoned > 0 {
-        above.say(&format!(
-            "cairn: warning: remote cache: {} result{} not published{}",
-            done.abandoned,
-            if done.abandoned == 1 {
-                " was"
-            } else {
-                "s were"
-            },
-            if done.cut_short {
-                " (waiting for uploads was cut short)"
-            } else {
-                ""
-            }
-        ));
-    }
-    RemoteTotals {
-        url: remote.shown_url().to_owned(),
-        publishing: remote.publishes(),
-        fetched: done.fetched,
-        published: done.published,
-        bytes_sent: done.bytes_sent,
-        abandoned: done.abandoned,
-        unavailable: done.unavailable,
-    }
-}
-
-/// Opens the repository's cache (`CAIRN_CACHE_DIR` overrides where it lives), trusting what was fetched from
-/// the remote cache only while its writer is in `trusted_writers`.
-pub(super) fn open_cache(config: &Config) -> Result<Session, CliError> {
-    let mut session = Session::open(&config.root, &crate::cache::dir_for(&config.root))
-        .map_err(CliError::Cache)?;
-    session.set_trusted_writers(
-        config
-            .remote_cache
-            .iter()
-            .flat_map(|d| d.trusted_writers.iter().map(|w| w.key))
-            .collect(),
-    );
-    Ok(session)
-}
-
-/// Each job's key as it would be now, and whether the cache has it, computed in plan order as a run would
-/// (assuming each dependency ends with the key predicted for it).
-pub(super) fn predict(
-    plan: &Plan,
-    session: &Session,
-    secrets_prepared: bool,
-) -> Vec<Result<(Keyed, bool), String>> {
-    let mut keys: Vec<Option<Key>> = vec![None; plan.jobs.len()];
-    let mut out = Vec::with_capacity(plan.jobs.len());
-    for (i, job) in plan.jobs.iter().enumerate() {
-        if job.secrets.is_some() && !secrets_prepared {
-            out.push(Err(
-                "its key holds digests of its secrets, which a dry run does not decrypt".into(),
-            ));
-            continue;
-        }
-        let mut deps: Vec<DepInput> = Vec::with_capacity(plan.deps[i].len());
-        let mut unknown = None;
-        for &d in &plan.deps[i] {
-            match keys[d] {
-                Some(key) => deps.push(DepInput {
-                    label: plan.jobs[d].label.clone(),
-                    key,
-                    outputs: plan.jobs[d].key.outputs.clone(),
-                }),
-                None => unknown = Some(&plan.jobs[d].label),
-            }
-        }
-        if let Some(dep) = unknown {
-            out.push(Err(format!("it depends on `{dep}`, whose key is unknown")));
-            continue;
-        }
-        match session.key(&job.key, &deps) {
-            Ok(keyed) => {
-                keys[i] = Some(keyed.key);
-                let hit = job.key.cacheable && session.contains(&keyed.key);
-                out.push(Ok((keyed, hit)));
-            }
-            Err(error) => out.push(Err(error.to_string())),
-        }
-    }
-    out
-}
-
-/// For each predicted miss of a task that may use the remote cache, the trusted writer whose slot holds an
-/// entry for its key (asked, not fetched); `None` without a remote cache. A server that fails is asked no more.
-fn remote_holders(
-    plan: &Plan,
-    session: &Session,
-    predictions: &[Result<(Keyed, bool), String>],
-) -> Option<Vec<Option<String>>> {
-    let remote = session.remote()?;
-    let mut reachable = true;
-    let holders = plan
-        .jobs
-        .iter()
-        .zip(predictions)
-        .map(|(job, predicted)| match predicted {
-            Ok((keyed, false))
-                if reachable && job.key.cacheable && job.key.remote != RemoteMode::Off =>
-            {
-                match remote.holder_of(&keyed.key) {
-                    Ok(holder) => holder,
-                    Err(error) => {
-                        reachable = false;
-                        eprintln!(
-                            "cairn: warning: the remote cache could not be asked: {}",
-                            error.0
-                        );
-                        None
-                    }
-                }
-            }
-            _ => None,
-        })
-        .collect();
-    Some(holders)
-}
-
 /// Whether cairn is in the terminal's foreground process group (not started with `&`), so it may hand the
 /// terminal to a task.
 fn owns_terminal() -> bool {
@@ -755,7 +418,7 @@ fn describe_plan(
     config: &Config,
     plan: &Plan,
     jobs: usize,
-    predictions: Option<&[Result<(Keyed, bool), String>]>,
+    predictions: Option<&[Prediction]>,
     remote_holders: Option<&[Option<String>]>,
 ) -> String {
     use std::fmt::Write;

@@ -55,24 +55,7 @@ pub struct RunSummary {
     pub remote_cache: Option<RemoteTotals>,
 }
 
-/// The remote cache's part in a run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RemoteTotals {
-    /// The server, without credentials.
-    pub url: String,
-    /// Whether this machine published.
-    pub publishing: bool,
-    /// Entries restored from it.
-    pub fetched: u64,
-    /// Entries published.
-    pub published: u64,
-    /// Bytes sent.
-    pub bytes_sent: u64,
-    /// Entries not published (the server failed, or time ran out).
-    pub abandoned: u64,
-    /// Whether the server failed and the run went on without it.
-    pub unavailable: bool,
-}
+pub use crate::run::driver::RemoteTotals;
 
 /// How many tasks ended which way.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -6,12 +6,14 @@
 
 pub mod audit;
 mod cached;
+pub mod driver;
 pub mod events;
 mod job;
 pub mod lock;
 pub mod plugins;
 mod process;
 pub mod secrets;
+mod signals;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::cache::{DepInput, Key, Session};
+use signals::Signals;
 use tokio::task::JoinSet;
 
 pub use cached::CacheUse;
@@ -235,6 +238,11 @@ pub trait Reporter: Send + Sync + 'static {
     fn waiting(&self, job: &Job) {
         let _ = job;
     }
+    /// A line of cairn's own about the run, not about one job (a plugin's log line, what the remote cache
+    /// published, a warning), already worded and without its newline.
+    fn notice(&self, line: &str) {
+        let _ = line;
+    }
 }
 
 /// Several reporters as one: each hears everything, in order. Each reporter implements only what it is for
@@ -269,6 +277,9 @@ impl Reporter for Reporters {
     }
     fn waiting(&self, job: &Job) {
         self.0.iter().for_each(|r| r.waiting(job));
+    }
+    fn notice(&self, line: &str) {
+        self.0.iter().for_each(|r| r.notice(line));
     }
 }
 
@@ -384,7 +395,7 @@ pub async fn execute(
                 let (i, end) = state.identify(joined, &mut running_index, jobs, reporter.as_ref());
                 state.finish(i, end, jobs, reporter.as_ref());
             }
-            signal = next_signal(&mut signals) => {
+            signal = Signals::next(&mut signals) => {
                 state.interrupted.get_or_insert(signal);
                 state.stopping = true;
                 let harder = if *stop_tx.borrow() == StopRequest::None { StopRequest::Graceful } else { StopRequest::Now };
@@ -579,31 +590,6 @@ fn mark_skipped(deps: &[Vec<usize>], results: &mut [TaskResult]) {
         if let Some(blocked_by) = blocker {
             results[i].status = TaskStatus::Skipped { blocked_by };
         }
-    }
-}
-
-struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-}
-
-async fn next_signal(signals: &mut Option<Signals>) -> Interruption {
-    match signals {
-        Some(s) => tokio::select! {
-            _ = s.interrupt.recv() => Interruption::Interrupt,
-            _ = s.terminate.recv() => Interruption::Terminate,
-        },
-        None => std::future::pending().await,
     }
 }
 
