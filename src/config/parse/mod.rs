@@ -236,6 +236,22 @@ impl Walker<'_> {
         }
     }
 
+    /// `table[key]` read by `read` (each reader reports a wrong type at the value's span), when it is there.
+    /// Every setting of a table is read through this one door, so each is one line: its key and its reader.
+    fn field<T>(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        read: impl FnOnce(&mut Self, &str, &Value<'_>) -> Option<T>,
+    ) -> Option<T> {
+        table.get(key).and_then(|value| read(self, key, value))
+    }
+
+    /// A boolean setting that is `false` when absent.
+    fn flag(&mut self, table: &DeTable<'_>, key: &str) -> bool {
+        self.field(table, key, Self::boolean).unwrap_or(false)
+    }
+
     fn string(&mut self, key: &str, value: &Value<'_>) -> Option<Spanned<String>> {
         match value.get_ref() {
             DeValue::String(text) => Some(Spanned {

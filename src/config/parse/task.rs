@@ -51,14 +51,10 @@ impl Walker<'_> {
             description: None,
             span: m.span.clone(),
         }));
-        let incremental = table
-            .get("incremental")
-            .and_then(|v| self.boolean("incremental", v))
-            .unwrap_or(false);
-        let secrets = match table.get("secrets") {
-            Some(v) => self.task_secrets(&context, v, &scope_params, vars),
-            None => None,
-        };
+        let incremental = self.flag(table, "incremental");
+        let secrets = self.field(table, "secrets", |w, _, v| {
+            w.task_secrets(&context, v, &scope_params, vars)
+        });
         let secret_names: Vec<String> = secrets
             .iter()
             .flat_map(|s| s.env.iter().chain(&s.files).map(|(var, _)| var.clone()))
@@ -76,80 +72,29 @@ impl Walker<'_> {
             ..scope
         };
 
-        let mut run = Vec::new();
-        if let Some(v) = table.get("run") {
-            for line in self.string_or_strings("run", v).unwrap_or_default() {
-                if let Some(t) =
-                    self.template(|| format!("`run` of {context}"), &line, false, &run_scope)
-                {
-                    run.push(t);
-                }
-            }
-        }
-        let mut deps = Vec::new();
-        if let Some(v) = table.get("deps") {
-            for dep in self.strings("deps", v).unwrap_or_default() {
-                if let Some(t) =
-                    self.template(|| format!("`deps` of {context}"), &dep, true, &scope)
-                {
-                    deps.push(DepDef {
-                        template: t,
-                        text: dep.value,
-                        span: dep.span,
-                    });
-                }
-            }
-        }
-        let lock = table
-            .get("lock")
-            .and_then(|v| self.string("lock", v))
-            .and_then(|l| self.template(|| format!("`lock` of {context}"), &l, false, &scope));
-        let audit = table
-            .get("audit")
-            .and_then(|v| self.boolean("audit", v))
-            .unwrap_or(false);
-        let protected = table
-            .get("protected")
-            .and_then(|v| self.boolean("protected", v))
-            .unwrap_or(false);
-        let check = match table.get("check") {
-            Some(v) => self.table("check", v).and_then(|t| {
-                self.check_keys(t, CHECK_KEYS, &format!("`check` of {context}"));
-                let run = t.get("run").and_then(|v| self.string("check.run", v));
-                if run.is_none() && t.get("run").is_none() {
-                    self.invalid(
-                        "check",
-                        "`check` needs `run`: the health check's command",
-                        &v.span(),
-                        None,
-                    );
-                }
-                let run = run.and_then(|r| {
-                    self.template(|| format!("`check.run` of {context}"), &r, false, &scope)
-                })?;
-                let retries = t
-                    .get("retries")
-                    .and_then(|v| self.integer("check.retries", v, 0, MAX_RETRIES))
-                    .unwrap_or(0) as u32;
-                let interval = t
-                    .get("interval")
-                    .and_then(|v| self.duration("check.interval", v))
-                    .unwrap_or(std::time::Duration::from_secs(5));
-                Some(CheckDef {
-                    run,
-                    retries,
-                    interval,
+        let run = self
+            .field(table, "run", Self::string_or_strings)
+            .unwrap_or_default();
+        let run = self.templates(run, &context, "run", false, &run_scope);
+        let dep_texts = self.field(table, "deps", Self::strings).unwrap_or_default();
+        let deps = dep_texts
+            .into_iter()
+            .filter_map(|dep| {
+                let template =
+                    self.template(|| format!("`deps` of {context}"), &dep, true, &scope)?;
+                Some(DepDef {
+                    template,
+                    text: dep.value,
+                    span: dep.span,
                 })
-            }),
-            None => None,
-        };
-        let rollback = table
-            .get("rollback")
-            .and_then(|v| self.string("rollback", v))
-            .and_then(|r| self.template(|| format!("`rollback` of {context}"), &r, false, &scope));
-        let executor = table
-            .get("executor")
-            .and_then(|v| self.plugin_reference("executor", v));
+            })
+            .collect::<Vec<_>>();
+        let lock = self.templated(table, "lock", &context, &scope);
+        let audit = self.flag(table, "audit");
+        let protected = self.flag(table, "protected");
+        let check = self.field(table, "check", |w, _, v| w.task_check(v, &context, &scope));
+        let rollback = self.templated(table, "rollback", &context, &scope);
+        let executor = self.field(table, "executor", Self::plugin_reference);
         if let Some(name) = &executor {
             // An executor chooses the program cairn starts with the task's environment, secrets included:
             // whoever wrote the plugin runs code as you. That is said once, where the plugin is declared.
@@ -168,9 +113,7 @@ impl Walker<'_> {
                 );
             }
         }
-        let plugin = table
-            .get("plugin")
-            .and_then(|v| self.plugin_reference("plugin", v));
+        let plugin = self.field(table, "plugin", Self::plugin_reference);
         if plugin.is_some() && table.get("run").is_some() {
             if let Some((k, _)) = table.get_key_value("plugin") {
                 self.invalid(
@@ -197,42 +140,17 @@ impl Walker<'_> {
                 Some("add `run = \"…\"` with its command, or `deps = [...]` to make it a group of tasks".into()),
             );
         }
-        let inputs = match table.get("inputs") {
-            Some(v) => self.globs("inputs", v),
-            None => Vec::new(),
-        };
-        let outputs = match table.get("outputs") {
-            Some(v) => self.globs("outputs", v),
-            None => Vec::new(),
-        };
-        let mut env = Vec::new();
-        if let Some(v) = table.get("env") {
-            if let Some(env_table) = self.table("env", v) {
-                for (env_key, env_value) in env_table.iter() {
-                    let var: &str = env_key.get_ref();
-                    let valid = var
-                        .chars()
-                        .next()
-                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                    if !valid {
-                        self.invalid(
-                            "env",
-                            format!("`{var}` is not a valid environment variable name"),
-                            &env_key.span(),
-                            Some("use letters, digits and `_`, starting with a letter".into()),
-                        );
-                        continue;
-                    }
-                    if let Some(text) = self.scalar_text(var, env_value) {
-                        let ctx = || format!("`env.{var}` of {context}");
-                        if let Some(t) = self.template(ctx, &text, false, &scope) {
-                            env.push((var.to_owned(), t));
-                        }
-                    }
-                }
-            }
-        }
+        let inputs = self
+            .field(table, "inputs", |w, k, v| Some(w.globs(k, v)))
+            .unwrap_or_default();
+        let outputs = self
+            .field(table, "outputs", |w, k, v| Some(w.globs(k, v)))
+            .unwrap_or_default();
+        let env = self
+            .field(table, "env", |w, _, v| {
+                Some(w.task_env(v, &context, &scope))
+            })
+            .unwrap_or_default();
         if let Some(secrets) = &secrets {
             for (var, key) in secrets.env.iter().chain(&secrets.files) {
                 if env.iter().any(|(name, _)| name == var) {
@@ -245,31 +163,25 @@ impl Walker<'_> {
                 }
             }
         }
-        let dir = table
-            .get("dir")
-            .and_then(|v| self.string("dir", v))
-            .and_then(|d| {
-                if d.value.trim().is_empty() {
-                    self.invalid(
-                        "dir",
-                        "the directory is empty",
-                        &d.span,
-                        Some("use `\".\"` for the tasks.toml directory".into()),
-                    );
-                    return None;
-                }
-                self.template(|| format!("`dir` of {context}"), &d, false, &scope)
-            });
-        let timeout = table
-            .get("timeout")
-            .and_then(|v| self.duration("timeout", v));
-        let retries = table
-            .get("retries")
-            .and_then(|v| self.integer("retries", v, 0, MAX_RETRIES))
+        let dir = self.field(table, "dir", Self::string).and_then(|d| {
+            if d.value.trim().is_empty() {
+                self.invalid(
+                    "dir",
+                    "the directory is empty",
+                    &d.span,
+                    Some("use `\".\"` for the tasks.toml directory".into()),
+                );
+                return None;
+            }
+            self.template(|| format!("`dir` of {context}"), &d, false, &scope)
+        });
+        let timeout = self.field(table, "timeout", Self::duration);
+        let retries = self
+            .field(table, "retries", |w, k, v| w.integer(k, v, 0, MAX_RETRIES))
             .unwrap_or(0) as u32;
-        let cache = table.get("cache").and_then(|v| self.boolean("cache", v));
-        let remote = table.get("remote").and_then(|v| self.task_remote(v));
-        let shell = table.get("shell").and_then(|v| self.shell("shell", v));
+        let cache = self.field(table, "cache", Self::boolean);
+        let remote = self.field(table, "remote", |w, _, v| w.task_remote(v));
+        let shell = self.field(table, "shell", Self::shell);
         let mut confirm_when = Vec::new();
         let confirm = match table.get("confirm") {
             Some(v) => match v.get_ref() {
@@ -337,36 +249,18 @@ impl Walker<'_> {
             },
             None => None,
         };
-        let description = table
-            .get("description")
-            .and_then(|v| self.string("description", v))
+        let description = self
+            .field(table, "description", Self::string)
             .map(|d| d.value);
-
-        let env_hash = match table.get("env_hash") {
-            Some(v) => self.env_patterns("env_hash", v),
-            None => Vec::new(),
-        };
-        let env_pass = match table.get("env_pass") {
-            Some(v) => self.env_patterns("env_pass", v),
-            None => Vec::new(),
-        };
-        let deps_strategy = match table.get("deps_strategy") {
-            None => DepsStrategy::Key,
-            Some(v) => match self.string("deps_strategy", v) {
-                Some(s) if s.value == "key" => DepsStrategy::Key,
-                Some(s) if s.value == "outputs" => DepsStrategy::Outputs,
-                Some(s) => {
-                    self.invalid(
-                        "deps_strategy",
-                        format!("`{}` is not a strategy", s.value),
-                        &s.span,
-                        Some("use `\"key\"` (a dependency's cache key) or `\"outputs\"` (the hash of its outputs)".into()),
-                    );
-                    DepsStrategy::Key
-                }
-                None => DepsStrategy::Key,
-            },
-        };
+        let env_hash = self
+            .field(table, "env_hash", |w, k, v| Some(w.env_patterns(k, v)))
+            .unwrap_or_default();
+        let env_pass = self
+            .field(table, "env_pass", |w, k, v| Some(w.env_patterns(k, v)))
+            .unwrap_or_default();
+        let deps_strategy = self
+            .field(table, "deps_strategy", Self::deps_strategy)
+            .unwrap_or(DepsStrategy::Key);
         if incremental && inputs.is_empty() {
             let span = table
                 .get_key_value("incremental")
@@ -414,6 +308,124 @@ impl Walker<'_> {
             rollout,
             remote,
         })
+    }
+
+    /// Each text of `key` as a template, in `scope`; a text that is not one is reported and left out.
+    fn templates(
+        &mut self,
+        texts: Vec<Spanned<String>>,
+        context: &str,
+        key: &str,
+        is_dep: bool,
+        scope: &Scope<'_>,
+    ) -> Vec<Template> {
+        texts
+            .into_iter()
+            .filter_map(|text| {
+                self.template(|| format!("`{key}` of {context}"), &text, is_dep, scope)
+            })
+            .collect()
+    }
+
+    /// A string setting that is a template (`lock`, `rollback`), in `scope`.
+    fn templated(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        context: &str,
+        scope: &Scope<'_>,
+    ) -> Option<Template> {
+        let text = self.field(table, key, Self::string)?;
+        self.template(|| format!("`{key}` of {context}"), &text, false, scope)
+    }
+
+    /// A task's `check`: the health check run after its command, with its tries and their interval.
+    fn task_check(
+        &mut self,
+        value: &Value<'_>,
+        context: &str,
+        scope: &Scope<'_>,
+    ) -> Option<CheckDef> {
+        let t = self.table("check", value)?;
+        self.check_keys(t, CHECK_KEYS, &format!("`check` of {context}"));
+        let run = self.field(t, "run", |w, _, v| w.string("check.run", v));
+        if run.is_none() && t.get("run").is_none() {
+            self.invalid(
+                "check",
+                "`check` needs `run`: the health check's command",
+                &value.span(),
+                None,
+            );
+        }
+        let run = self.template(|| format!("`check.run` of {context}"), &run?, false, scope)?;
+        let retries = self
+            .field(t, "retries", |w, _, v| {
+                w.integer("check.retries", v, 0, MAX_RETRIES)
+            })
+            .unwrap_or(0) as u32;
+        let interval = self
+            .field(t, "interval", |w, _, v| w.duration("check.interval", v))
+            .unwrap_or(std::time::Duration::from_secs(5));
+        Some(CheckDef {
+            run,
+            retries,
+            interval,
+        })
+    }
+
+    /// A task's `env`: variable names checked, values as templates.
+    fn task_env(
+        &mut self,
+        value: &Value<'_>,
+        context: &str,
+        scope: &Scope<'_>,
+    ) -> Vec<(String, Template)> {
+        let mut env = Vec::new();
+        let Some(env_table) = self.table("env", value) else {
+            return env;
+        };
+        for (env_key, env_value) in env_table.iter() {
+            let var: &str = env_key.get_ref();
+            let valid = var
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.invalid(
+                    "env",
+                    format!("`{var}` is not a valid environment variable name"),
+                    &env_key.span(),
+                    Some("use letters, digits and `_`, starting with a letter".into()),
+                );
+                continue;
+            }
+            if let Some(text) = self.scalar_text(var, env_value) {
+                let ctx = || format!("`env.{var}` of {context}");
+                if let Some(t) = self.template(ctx, &text, false, scope) {
+                    env.push((var.to_owned(), t));
+                }
+            }
+        }
+        env
+    }
+
+    /// `deps_strategy`: what of a dependency enters the key.
+    fn deps_strategy(&mut self, key: &str, value: &Value<'_>) -> Option<DepsStrategy> {
+        let text = self.string(key, value)?;
+        match text.value.as_str() {
+            "key" => Some(DepsStrategy::Key),
+            "outputs" => Some(DepsStrategy::Outputs),
+            other => {
+                self.invalid(
+                    "deps_strategy",
+                    format!("`{other}` is not a strategy"),
+                    &text.span,
+                    Some("use `\"key\"` (a dependency's cache key) or `\"outputs\"` (the hash of its outputs)".into()),
+                );
+                None
+            }
+        }
     }
 
     /// A task's `remote`: a boolean, or the most it may do with the remote cache.

@@ -150,3 +150,50 @@ fn every_problem_is_reported_at_once() {
     let all = errors("[tasks.a]\nrun = 1\ndpes = []\n[tasks.b]\nrun = \"true\"\nretries = -1\n");
     assert_eq!(all.len(), 3, "{all:?}");
 }
+
+#[test]
+fn each_task_setting_of_the_wrong_type_is_reported_at_its_value() {
+    // One line per setting read through `Walker::field`: the key, a value of the wrong type, and where the
+    // value starts (every setting sits on line 3, after `key = `).
+    let cases = [
+        ("incremental", "\"yes\""),
+        ("audit", "1"),
+        ("protected", "\"no\""),
+        ("cache", "\"off\""),
+        ("retries", "true"),
+        ("timeout", "[]"),
+        ("description", "3"),
+        ("lock", "false"),
+        ("rollback", "[1]"),
+        ("dir", "{ a = 1 }"),
+        ("deps_strategy", "2"),
+        ("check", "\"curl\""),
+        ("env", "\"A=1\""),
+    ];
+    for (key, value) in cases {
+        let text = format!("[tasks.a]\nrun = \"true\"\n{key} = {value}\n");
+        let (error, place) = only(&text);
+        assert!(
+            matches!(&error, ConfigError::WrongType { key: k, .. } if k == key),
+            "{key}: {error:?}"
+        );
+        assert_eq!(place, (3, key.len() + 4), "{key}");
+    }
+}
+
+#[test]
+fn a_check_without_run_and_an_unknown_strategy_are_explained() {
+    let (error, place) = only("[tasks.a]\nrun = \"true\"\ncheck = { retries = 2 }\n");
+    assert!(
+        matches!(&error, ConfigError::InvalidValue { key, .. } if key == "check"),
+        "{error:?}"
+    );
+    assert_eq!(place, (3, 9));
+    let (error, place) = only("[tasks.a]\nrun = \"true\"\ndeps_strategy = \"inputs\"\n");
+    let ConfigError::InvalidValue { key, help, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(key, "deps_strategy");
+    assert!(help.as_deref().is_some_and(|h| h.contains("outputs")));
+    assert_eq!(place, (3, 17));
+}
