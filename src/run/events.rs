@@ -7,10 +7,10 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_plugin_api::{exports, Capability, Event, EventBatch};
+use cairn_plugin_api::{exports, CacheOutcome, Capability, Event, EventBatch, TaskOutcome};
 
 use super::plugins::Plugins;
-use super::{Job, Reporter, TaskResult, TaskStatus};
+use super::{CacheUse, Job, Reporter, TaskResult, TaskStatus};
 
 /// Events waiting for a sink beyond this are dropped.
 const QUEUE: usize = 4096;
@@ -181,20 +181,32 @@ impl Reporter for EventReporter {
     }
 
     fn finished(&self, job: &Job, result: &TaskResult) {
-        // Protocol v1 names five statuses: a task the run never started counts as skipped there.
-        let status = match result.status {
-            TaskStatus::NotRun => "skipped",
-            ref other => other.name(),
-        };
+        let status = outcome(&result.status);
         let exit_code = result.status.exited_with();
         self.sinks.send(&Event::TaskFinished {
             at_ms: now_ms(),
             task: job.label.clone(),
-            status: status.into(),
+            status,
             exit_code,
             duration_ms: result.duration.as_millis() as u64,
-            cache: result.cache.name().into(),
+            cache: match result.cache {
+                CacheUse::Hit | CacheUse::RemoteHit => CacheOutcome::Hit,
+                CacheUse::Miss => CacheOutcome::Miss,
+                CacheUse::Off => CacheOutcome::Off,
+            },
             params: job.key.params.clone(),
         });
+    }
+}
+
+/// A task's status as event plugins hear it: protocol v1 names five, and a task the run never started counts
+/// as skipped there.
+fn outcome(status: &TaskStatus) -> TaskOutcome {
+    match status {
+        TaskStatus::Succeeded => TaskOutcome::Succeeded,
+        TaskStatus::Failed { .. } => TaskOutcome::Failed,
+        TaskStatus::TimedOut { .. } => TaskOutcome::TimedOut,
+        TaskStatus::Interrupted => TaskOutcome::Interrupted,
+        TaskStatus::Skipped { .. } | TaskStatus::NotRun => TaskOutcome::Skipped,
     }
 }

@@ -292,15 +292,15 @@ pub enum Event {
         at_ms: u64,
         /// The task instance.
         task: String,
-        /// `succeeded`, `failed`, `timed_out`, `interrupted`, `skipped`.
-        status: String,
+        /// How it ended (`succeeded`, `failed`, `timed_out`, `interrupted`, `skipped` on the wire).
+        status: TaskOutcome,
         /// Its exit code, when it ran and exited.
         #[serde(default)]
         exit_code: Option<i32>,
         /// How long it took.
         duration_ms: u64,
-        /// `hit`, `miss` or `off`.
-        cache: String,
+        /// Where its result came from (`hit`, `miss` or `off` on the wire).
+        cache: CacheOutcome,
         /// The task's params (`env = "production"`, …), for labels.
         #[serde(default)]
         params: BTreeMap<String, String>,
@@ -470,6 +470,79 @@ pub struct HttpResponse {
     pub body: String,
 }
 
+/// How a task ended, as event plugins hear it. Serialized as protocol v1's strings; a value a newer cairn
+/// adds reads as `Unknown` instead of failing the whole batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskOutcome {
+    /// It ran and exited 0, or its result came from the cache.
+    Succeeded,
+    /// It exited non-zero (or was killed by a signal).
+    Failed,
+    /// It ran past its `timeout`.
+    TimedOut,
+    /// Ctrl-C or SIGTERM stopped it.
+    Interrupted,
+    /// It did not run: a dependency failed, or the run stopped first.
+    Skipped,
+    /// A status this plugin's protocol version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl TaskOutcome {
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskOutcome::Succeeded => "succeeded",
+            TaskOutcome::Failed => "failed",
+            TaskOutcome::TimedOut => "timed_out",
+            TaskOutcome::Interrupted => "interrupted",
+            TaskOutcome::Skipped => "skipped",
+            TaskOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a task's result came from. Serialized as protocol v1's strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheOutcome {
+    /// Restored from the cache (local or remote).
+    Hit,
+    /// Run, and its result stored.
+    Miss,
+    /// The cache was not used for it.
+    Off,
+    /// A value this plugin's protocol version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl CacheOutcome {
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Off => "off",
+            CacheOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for CacheOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,6 +561,35 @@ mod tests {
         let request: SecretRequest =
             serde_json::from_str(r#"{"ref":"app/prod","field":"pw"}"#).unwrap();
         assert_eq!(request.reference, "app/prod");
+    }
+
+    #[test]
+    fn outcomes_keep_protocol_v1_strings_and_read_new_values_as_unknown() {
+        let event = Event::TaskFinished {
+            at_ms: 1,
+            task: "deploy".into(),
+            status: TaskOutcome::TimedOut,
+            exit_code: None,
+            duration_ms: 2,
+            cache: CacheOutcome::Miss,
+            params: BTreeMap::new(),
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(
+            text.contains(r#""status":"timed_out""#) && text.contains(r#""cache":"miss""#),
+            "{text}"
+        );
+        let newer = text
+            .replace("timed_out", "quarantined")
+            .replace("miss", "borrowed");
+        let Event::TaskFinished { status, cache, .. } = serde_json::from_str(&newer).unwrap()
+        else {
+            panic!("not a task_finished");
+        };
+        assert_eq!(
+            (status, cache),
+            (TaskOutcome::Unknown, CacheOutcome::Unknown)
+        );
     }
 
     #[test]

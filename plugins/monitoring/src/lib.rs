@@ -9,8 +9,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use cairn_pdk::api::{
-    Capability, ConfigField, Describe, ErrorCode, Event, EventBatch, FieldKind, HttpRequest,
-    PluginError,
+    CacheOutcome, Capability, ConfigField, Describe, ErrorCode, Event, EventBatch, FieldKind,
+    HttpRequest, PluginError, TaskOutcome,
 };
 use cairn_pdk::serde_json::json;
 use cairn_pdk::{config, http, log, plugin};
@@ -19,10 +19,10 @@ use cairn_pdk::{config, http, log, plugin};
 #[derive(Clone)]
 struct Finished {
     task: String,
-    status: String,
+    status: TaskOutcome,
     exit_code: Option<i32>,
     duration_ms: u64,
-    cache: String,
+    cache: CacheOutcome,
     params: BTreeMap<String, String>,
     started_ms: u64,
     ended_ms: u64,
@@ -190,8 +190,8 @@ fn exposition(
                     format!(
                         "{{{},status=\"{}\",cache=\"{}\"}}",
                         labels_of(f),
-                        label(&f.status),
-                        label(&f.cache)
+                        label(f.status.name()),
+                        label(f.cache.name())
                     ),
                     format!("{}", f.duration_ms as f64 / 1000.0),
                 )
@@ -206,7 +206,7 @@ fn exposition(
             .map(|f| {
                 (
                     format!("{{{}}}", labels_of(f)),
-                    u8::from(f.status == "succeeded").to_string(),
+                    u8::from(f.status == TaskOutcome::Succeeded).to_string(),
                 )
             })
             .collect(),
@@ -219,7 +219,7 @@ fn exposition(
             .map(|f| {
                 (
                     format!("{{{}}}", labels_of(f)),
-                    u8::from(f.cache == "hit").to_string(),
+                    u8::from(f.cache == CacheOutcome::Hit).to_string(),
                 )
             })
             .collect(),
@@ -336,8 +336,8 @@ fn traces(run: &Run, ended_ms: u64, exit_code: i32) -> String {
     for f in &run.finished {
         let mut attributes = vec![
             string("task.name", &f.task),
-            string("task.status", &f.status),
-            string("task.cache", &f.cache),
+            string("task.status", f.status.name()),
+            string("task.cache", f.cache.name()),
         ];
         if let Some(code) = f.exit_code {
             attributes
@@ -351,7 +351,7 @@ fn traces(run: &Run, ended_ms: u64, exit_code: i32) -> String {
             "name": format!("task {}", f.task), "kind": 1,
             "startTimeUnixNano": nanos(f.started_ms), "endTimeUnixNano": nanos(f.ended_ms),
             "attributes": attributes,
-            "status": {"code": if f.status == "succeeded" { 1 } else { 2 }},
+            "status": {"code": if f.status == TaskOutcome::Succeeded { 1 } else { 2 }},
         }));
     }
     let service = config::get("service").unwrap_or_else(|| "cairn".into());
