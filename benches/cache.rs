@@ -29,7 +29,7 @@ fn spec(inputs: &[&str]) -> KeySpec {
         task: "scan".into(),
         params: BTreeMap::new(),
         commands: vec!["true".into()],
-        shell: vec!["bash".into(), "-c".into()],
+        shell: vec!["bash".to_owned(), "-c".to_owned()].into(),
         dir: ".".into(),
         args: vec![],
         inputs: GlobList::new(&globs).expect("valid"),

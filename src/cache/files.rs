@@ -58,6 +58,17 @@ impl GlobList {
 
     /// Patterns compiled when first used (they were checked when tasks.toml was loaded).
     pub fn lazy(patterns: &[String]) -> GlobList {
+        if patterns.is_empty() {
+            // Most tasks of a large plan declare no outputs (or inputs): they share one empty list instead of
+            // allocating two per job.
+            static EMPTY: OnceLock<GlobList> = OnceLock::new();
+            return EMPTY
+                .get_or_init(|| GlobList {
+                    patterns: Arc::from(Vec::new()),
+                    compiled: Arc::new(OnceLock::new()),
+                })
+                .clone();
+        }
         GlobList {
             patterns: patterns.into(),
             compiled: Arc::new(OnceLock::new()),

@@ -124,7 +124,7 @@ pub struct KeySpec {
     /// Command lines after interpolation (args included; `{{changed}}` left empty).
     pub commands: Vec<String>,
     /// The shell.
-    pub shell: Vec<String>,
+    pub shell: std::sync::Arc<[String]>,
     /// Working directory relative to the root.
     pub dir: String,
     /// The run's args, for a target.
@@ -285,7 +285,7 @@ impl Session {
             task: spec.task.clone(),
             params: spec.params.clone(),
             commands: spec.commands.clone(),
-            shell: spec.shell.clone(),
+            shell: spec.shell.to_vec(),
             dir: spec.dir.clone(),
             args: spec.args.clone(),
             outputs: spec.output_globs.clone(),

@@ -100,8 +100,8 @@ pub struct Job {
     pub commands: Vec<String>,
     /// Byte offsets in each command line where `{{changed}}` goes (incremental tasks).
     pub changed_slots: Vec<Vec<usize>>,
-    /// The program and arguments each line is appended to.
-    pub shell: Vec<String>,
+    /// The program and arguments each line is appended to (shared by the jobs of a plan that use it).
+    pub shell: Arc<[String]>,
     /// Whether the shell is cairn's default, so that a line with no shell syntax may be run directly.
     pub default_shell: bool,
     /// Variables passed from cairn's environment that every strict task gets ([`ALWAYS_PASSED`]), shared by
@@ -192,21 +192,34 @@ pub struct Plan {
 }
 
 /// Marks the jobs whose keys are needed: cacheable ones and, transitively, their dependencies.
-fn mark_needed_keys(jobs: &mut [Job], deps: &[Vec<usize>]) {
+fn mark_needed_keys(jobs: &mut [Arc<Job>], deps: &[Vec<usize>]) {
     // Plan order puts dependencies first, so walking it backwards sees every dependent before its deps.
+    let mut needed: Vec<bool> = jobs
+        .iter()
+        .map(|j| j.needs_key || j.key.cacheable)
+        .collect();
     for i in (0..jobs.len()).rev() {
-        jobs[i].needs_key |= jobs[i].key.cacheable;
-        if jobs[i].needs_key {
+        if needed[i] {
             for &d in &deps[i] {
-                jobs[d].needs_key = true;
+                needed[d] = true;
             }
+        }
+    }
+    for (job, needed) in jobs.iter_mut().zip(needed) {
+        if needed != job.needs_key {
+            unshared(job).needs_key = needed;
         }
     }
 }
 
+/// A job being planned, which nothing else holds yet.
+fn unshared(job: &mut Arc<Job>) -> &mut Job {
+    Arc::make_mut(job)
+}
+
 /// Numbers the selected instances of each rollout 0, 1, … in matrix order, so a serial rollout of a subset
 /// (one named instance, say) waits for nothing outside it.
-fn rank_rollouts(jobs: &mut [Job]) {
+fn rank_rollouts(jobs: &mut [Arc<Job>]) {
     let mut members: std::collections::HashMap<NodeId, Vec<(usize, usize)>> =
         std::collections::HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -217,8 +230,10 @@ fn rank_rollouts(jobs: &mut [Job]) {
     for mut list in members.into_values() {
         list.sort_unstable();
         for (rank, (_, i)) in list.into_iter().enumerate() {
-            if let Some(slot) = jobs[i].rollout.as_mut() {
-                slot.rank = rank;
+            if jobs[i].rollout.is_some_and(|slot| slot.rank != rank) {
+                if let Some(slot) = unshared(&mut jobs[i]).rollout.as_mut() {
+                    slot.rank = rank;
+                }
             }
         }
     }
@@ -233,6 +248,10 @@ struct Caller {
     credentials: Vec<String>,
     base: Arc<[(String, String)]>,
     none: Arc<[(String, String)]>,
+    /// `[settings] shell`, shared by every job that does not set its own.
+    shell: Arc<[String]>,
+    /// Whether that shell is cairn's default.
+    shell_is_default: bool,
 }
 
 impl Caller {
@@ -256,6 +275,13 @@ impl Caller {
             credentials: credential_vars(config),
             base: Arc::from(base),
             none: Arc::from(Vec::new()),
+            shell: Arc::from(config.settings.shell.as_slice()),
+            shell_is_default: config
+                .settings
+                .shell
+                .iter()
+                .map(String::as_str)
+                .eq(DEFAULT_SHELL),
         }
     }
 }
@@ -292,12 +318,13 @@ impl Plan {
             targeted[id] = true;
         }
         let caller = Caller::read(config);
-        let mut jobs: Vec<Job> = selection
+        // Each job goes straight to its shared home: no second copy of a plan's worth of jobs.
+        let mut jobs: Vec<Arc<Job>> = selection
             .order
             .iter()
             .map(|&id| {
                 let args = if targeted[id] { args } else { &[] };
-                job(config, graph, id, targeted[id], args, &caller)
+                Arc::new(job(config, graph, id, targeted[id], args, &caller))
             })
             .collect();
         let deps: Vec<Vec<usize>> = selection
@@ -307,10 +334,7 @@ impl Plan {
             .collect();
         rank_rollouts(&mut jobs);
         mark_needed_keys(&mut jobs, &deps);
-        Plan {
-            jobs: jobs.into_iter().map(Arc::new).collect(),
-            deps,
-        }
+        Plan { jobs, deps }
     }
 }
 
@@ -409,8 +433,13 @@ fn job(
     } else {
         config.root.join(&relative_dir)
     };
-    let shell = config.shell_for(def).to_vec();
-    let default_shell = shell.iter().map(String::as_str).eq(DEFAULT_SHELL);
+    let (shell, default_shell) = match &def.shell {
+        None => (Arc::clone(&caller.shell), caller.shell_is_default),
+        Some(own) => (
+            Arc::from(own.as_slice()),
+            own.iter().map(String::as_str).eq(DEFAULT_SHELL),
+        ),
+    };
     let globs = |list: &[crate::config::Spanned<String>]| -> Vec<String> {
         list.iter().map(|g| g.value.clone()).collect()
     };
@@ -617,7 +646,7 @@ fn empty_job(label: &str) -> Job {
             task: label.into(),
             params: BTreeMap::new(),
             commands: vec![],
-            shell: vec![],
+            shell: Arc::from(Vec::new()),
             dir: ".".into(),
             args: vec![],
             input_globs: vec![],
@@ -669,7 +698,7 @@ impl Job {
 #[cfg(test)]
 pub(crate) fn test_job(label: &str) -> Job {
     let mut job = empty_job(label);
-    job.shell = vec!["bash".into(), "-c".into()];
+    job.shell = Arc::from(vec!["bash".to_owned(), "-c".to_owned()]);
     job.clear_env = false;
     job.is_target = true;
     job

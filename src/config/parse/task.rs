@@ -1,9 +1,9 @@
 //! A task's table: its commands, inputs and outputs, deps, env, rollout and secrets.
 
 use super::{
-    did_you_mean, is_env_name, CheckDef, DeTable, DeValue, DepDef, DepsStrategy, Key, MatrixDef,
-    ParamDef, RemoteMode, Rollout, Scope, Spanned, TaskDef, TaskSecrets, Template, Value, Var,
-    Walker, CHECK_KEYS, MAX_RETRIES, SECRETS_KEYS, TASK_KEYS,
+    did_you_mean, is_env_name, lookup, CheckDef, DeTable, DeValue, DepDef, DepsStrategy, Key,
+    MatrixDef, ParamDef, RemoteMode, Rollout, Scope, Spanned, TaskDef, TaskSecrets, Template,
+    Value, Var, Walker, CHECK_KEYS, MAX_RETRIES, SECRETS_KEYS, TASK_KEYS,
 };
 
 impl Walker<'_> {
@@ -31,12 +31,12 @@ impl Walker<'_> {
             );
             return None;
         }
-        let declared = match table.get("params") {
+        let declared = match lookup(table, "params") {
             Some(v) => self.params(&context, v),
             None => Vec::new(),
         };
         let (task_name, params) = self.task_name(key, declared)?;
-        let matrix = match table.get("matrix") {
+        let matrix = match lookup(table, "matrix") {
             Some(v) => self.matrix(&context, v, &params, vars),
             None => Vec::new(),
         };
@@ -114,7 +114,7 @@ impl Walker<'_> {
             }
         }
         let plugin = self.field(table, "plugin", Self::plugin_reference);
-        if plugin.is_some() && table.get("run").is_some() {
+        if plugin.is_some() && lookup(table, "run").is_some() {
             if let Some((k, _)) = table.get_key_value("plugin") {
                 self.invalid(
                     "plugin",
@@ -130,8 +130,8 @@ impl Walker<'_> {
         if run.is_empty()
             && deps.is_empty()
             && plugin.is_none()
-            && table.get("run").is_none()
-            && table.get("deps").is_none()
+            && lookup(table, "run").is_none()
+            && lookup(table, "deps").is_none()
         {
             self.invalid(
                 "tasks",
@@ -183,7 +183,7 @@ impl Walker<'_> {
         let remote = self.field(table, "remote", |w, _, v| w.task_remote(v));
         let shell = self.field(table, "shell", Self::shell);
         let mut confirm_when = Vec::new();
-        let confirm = match table.get("confirm") {
+        let confirm = match lookup(table, "confirm") {
             Some(v) => match v.get_ref() {
                 DeValue::Boolean(true) => Some(Template::literal(format!("Run `{name}`?"))),
                 DeValue::Boolean(false) => None,
@@ -535,7 +535,7 @@ impl Walker<'_> {
             None => None,
         };
         let mapping = |name: &str, this: &mut Self| -> Vec<(String, Spanned<String>)> {
-            let Some(v) = table.get(name) else {
+            let Some(v) = lookup(table, name) else {
                 return Vec::new();
             };
             let Some(entries) = this.table(&format!("secrets.{name}"), v) else {
@@ -602,7 +602,7 @@ impl Walker<'_> {
                 }
             }
         }
-        let allow_envs = match table.get("allow_envs") {
+        let allow_envs = match lookup(table, "allow_envs") {
             Some(v) => self
                 .strings("secrets.allow_envs", v)
                 .unwrap_or_default()
