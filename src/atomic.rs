@@ -68,6 +68,16 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace_through_temp(path, false, None, |file| file.write_all(bytes))
 }
 
+/// Like [`write_atomic_private_with`] without waiting for the disk, for content that is verified whenever it is
+/// read and can be had again (a blob fetched from the remote cache): a power cut may lose or tear it, and the
+/// reader then finds it damaged, drops it and fetches or rebuilds it.
+pub fn write_replace_private_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    replace_through_temp(path, false, Some(0o600), fill)
+}
+
 /// Fills a temp file beside `path` and renames it over `path`; with `durable`, fsyncs the file before the
 /// rename and the directory after it; with `mode`, the temp file is created with those permissions.
 fn replace_through_temp(

@@ -388,6 +388,14 @@ impl Session {
                 if error.is_damage() {
                     self.store.scrub(&entry);
                     self.store.remove_entry(key);
+                    // A result fetched earlier can be fetched again (its blobs are not fsynced when fetched, so
+                    // a power cut may have torn one): asked once, with the damaged copy gone.
+                    if from_remote.is_none() && entry.signed_by.is_some() && self.remote.is_some() {
+                        notes.refused.push(format!(
+                            "the result fetched earlier was damaged here ({error}): fetching it again"
+                        ));
+                        return self.restore(key, spec, notes);
+                    }
                 }
                 Err(error)
             }

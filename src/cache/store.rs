@@ -215,20 +215,41 @@ impl Store {
 
     /// Stores `bytes`, returning their hash. `compress` forces zstd (logs); otherwise large blobs are.
     pub fn put_blob(&self, bytes: &[u8], compress: bool) -> Result<String, CacheError> {
+        self.store_blob(bytes, compress, true)
+    }
+
+    /// Stores a blob fetched from the remote cache, returning its hash. Not waited onto the disk: every read
+    /// verifies a blob against its hash and drops a damaged one, and this one can be fetched again, so the
+    /// fsyncs that made a remote hit cost several local ones buy nothing here.
+    pub fn put_fetched_blob(&self, bytes: &[u8]) -> Result<String, CacheError> {
+        self.store_blob(bytes, false, false)
+    }
+
+    fn store_blob(
+        &self,
+        bytes: &[u8],
+        compress: bool,
+        durable: bool,
+    ) -> Result<String, CacheError> {
         let hash = hex(blake3::hash(bytes).as_bytes());
         if self.blob_path(&hash, false).exists() || self.blob_path(&hash, true).exists() {
             return Ok(hash);
         }
         let compressed = compress || bytes.len() > COMPRESS_OVER;
         let path = self.blob_path(&hash, compressed);
-        let result = if compressed {
-            write_atomic_with(&path, |file| {
+        let fill = |file: &mut File| {
+            if compressed {
                 let mut encoder = zstd::Encoder::new(file, 3)?;
                 encoder.write_all(bytes)?;
                 encoder.finish().map(|_| ())
-            })
+            } else {
+                file.write_all(bytes)
+            }
+        };
+        let result = if durable {
+            write_atomic_with(&path, fill)
         } else {
-            write_atomic(&path, bytes)
+            crate::atomic::write_replace_private_with(&path, fill)
         };
         result.map_err(io_error("cannot store a blob", &path))?;
         Ok(hash)

@@ -1146,3 +1146,64 @@ fn the_remote_caches_warning_goes_above_the_status_line_on_a_terminal() {
         "a status line was shown: {shown:?}"
     );
 }
+
+/// Every blob file under a local cache directory.
+fn local_blobs(cache: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![cache.join("blobs")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_fetched_blob_torn_by_a_power_cut_is_dropped_and_fetched_again() {
+    // Blobs fetched from the remote cache are not fsynced (they are verified on every read and can be fetched
+    // again): what a power cut may leave of one, an empty or cut-short file, must cost a fetch, never a wrong
+    // output.
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (_a, published, _, public) = publish(&nginx, work.path(), work.path());
+    let cache = work.path().join("b");
+    let b = project(&nginx.url(), &public, &cache, "");
+    b.run_with(&["run", "build"]).success().fetched(1);
+    let blobs = local_blobs(&cache);
+    assert!(
+        !blobs.is_empty(),
+        "the fetched blobs are in the local store"
+    );
+    for (i, blob) in blobs.iter().enumerate() {
+        let bytes = std::fs::read(blob).unwrap();
+        let torn = if i % 2 == 0 {
+            Vec::new()
+        } else {
+            bytes[..bytes.len() / 2].to_vec()
+        };
+        std::fs::write(blob, torn).unwrap();
+    }
+    std::fs::remove_dir_all(b.path("out")).unwrap();
+    b.run_with(&["run", "build"])
+        .success()
+        .stderr_has("was damaged here")
+        .stderr_has("fetched from the remote cache")
+        .fetched(1);
+    assert_eq!(
+        outputs(&b),
+        published,
+        "the outputs are the published ones, byte for byte"
+    );
+    assert!(
+        local_blobs(&cache)
+            .iter()
+            .all(|blob| std::fs::metadata(blob).unwrap().len() > 0),
+        "no torn blob is left behind"
+    );
+}

@@ -375,7 +375,7 @@ impl Remote {
             })?;
         let content = verify_blob(blob, &fetched).map_err(Fault::Bad)?;
         store
-            .put_blob(&content, false)
+            .put_fetched_blob(&content)
             .map_err(|e| Fault::Bad(format!("cannot store a fetched blob: {e}")))?;
         Ok(())
     }
