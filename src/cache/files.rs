@@ -19,7 +19,7 @@ pub struct GlobList {
 
 #[derive(Debug)]
 struct Compiled {
-    include: GlobSet,
+    include: Includes,
     exclude: GlobSet,
     includes: Vec<String>,
     /// Directories to walk: the literal part of each include pattern.
@@ -47,6 +47,84 @@ pub struct Visited<T> {
 }
 
 const META: &[char] = &['*', '?', '[', '{'];
+
+/// The include patterns. When each is a directory and everything under it (`DIR/**`, the usual input of a
+/// package), a path under one is matched by comparing its start: compiling the set (globset builds an
+/// Aho–Corasick automaton for it) cost more than the rest of a small task's cached check, and is done only if a
+/// path the comparison cannot decide comes up.
+#[derive(Debug)]
+struct Includes {
+    globs: Vec<globset::Glob>,
+    /// Each pattern's `DIR`, when every pattern has the form `DIR/**` with no wildcard or escape in `DIR`.
+    directories: Option<Vec<String>>,
+    set: OnceLock<GlobSet>,
+}
+
+impl Includes {
+    fn new(globs: Vec<globset::Glob>, patterns: &[String]) -> Includes {
+        let directories = patterns
+            .iter()
+            .map(|p| {
+                p.strip_suffix("/**")
+                    .filter(|dir| !dir.is_empty() && !dir.contains(META) && !dir.contains('\\'))
+                    .map(str::to_owned)
+            })
+            .collect();
+        Includes {
+            globs,
+            directories,
+            set: OnceLock::new(),
+        }
+    }
+
+    fn set(&self) -> &GlobSet {
+        self.set.get_or_init(|| {
+            let mut builder = GlobSetBuilder::new();
+            for glob in &self.globs {
+                builder.add(glob.clone());
+            }
+            builder.build().expect("globs compiled one by one above")
+        })
+    }
+
+    /// Calls `hit` with the index of each pattern that matches `path`.
+    fn each_match(&self, path: &str, mut hit: impl FnMut(usize)) {
+        if let Some(directories) = &self.directories {
+            // Only the directory itself is left to the compiled set: whether `DIR/**` takes `DIR` is globset's
+            // call, and the answer must not depend on this shortcut.
+            let undecided = |dir: &String| {
+                path.strip_prefix(dir.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest == "/")
+            };
+            if !directories.iter().any(undecided) {
+                for (i, dir) in directories.iter().enumerate() {
+                    if path
+                        .strip_prefix(dir.as_str())
+                        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
+                    {
+                        hit(i);
+                    }
+                }
+                return;
+            }
+        }
+        match self.globs.len() {
+            0 => {}
+            1 => {
+                if self.set().is_match(path) {
+                    hit(0)
+                }
+            }
+            _ => self.set().matches(path).into_iter().for_each(hit),
+        }
+    }
+
+    fn is_match(&self, path: &str) -> bool {
+        let mut matched = false;
+        self.each_match(path, |_| matched = true);
+        matched
+    }
+}
 
 impl GlobList {
     /// Compiles patterns now; an invalid one is an error naming it.
@@ -123,7 +201,7 @@ impl GlobList {
 
 impl Compiled {
     fn compile(patterns: &[String]) -> Result<Compiled, CacheError> {
-        let mut include = GlobSetBuilder::new();
+        let mut include = Vec::new();
         let mut exclude = GlobSetBuilder::new();
         let mut includes = Vec::new();
         let mut bases = BTreeSet::new();
@@ -146,7 +224,7 @@ impl Compiled {
                 exclude.add(glob);
                 continue;
             }
-            include.add(glob);
+            include.push(glob);
             includes.push(pattern.to_owned());
             if pattern.contains(META) {
                 let literal: Vec<&str> = pattern
@@ -166,7 +244,7 @@ impl Compiled {
             .collect();
         let build = |b: GlobSetBuilder| b.build().expect("globs compiled one by one above");
         Ok(Compiled {
-            include: build(include),
+            include: Includes::new(include, &includes),
             exclude: build(exclude),
             includes,
             bases,
@@ -205,12 +283,13 @@ impl Compiled {
             if self.exclude.is_match(relative) {
                 return true;
             }
-            let matched = self.include.matches(relative);
-            if matched.is_empty() {
-                return true;
-            }
-            for i in matched {
+            let mut matched = false;
+            self.include.each_match(relative, |i| {
                 hits[i].store(true, Ordering::Relaxed);
+                matched = true;
+            });
+            if !matched {
+                return true;
             }
             match visit(relative, meta) {
                 Ok(value) => {
@@ -242,7 +321,7 @@ impl Compiled {
             let taken = if is_dir {
                 !self.exclude.is_match(relative)
             } else {
-                self.include.is_match(relative) && !self.exclude.is_match(relative)
+                self.include.set().is_match(relative) && !self.exclude.is_match(relative)
             };
             if taken {
                 *lock(&failure) = Some(CacheError::Walk {
@@ -310,6 +389,33 @@ mod tests {
 
     fn globs(patterns: &[&str]) -> GlobList {
         GlobList::new(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).expect("valid")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_directory_shortcut_matches_exactly_what_globset_matches(
+            dirs in proptest::collection::vec("[ab]{1,2}(/[ab.]{1,2}){0,2}", 1..4),
+            paths in proptest::collection::vec("[ab./]{0,9}", 1..30),
+        ) {
+            let patterns: Vec<String> = dirs.iter().map(|d| format!("{d}/**")).collect();
+            let globs: Vec<globset::Glob> = patterns
+                .iter()
+                .map(|p| GlobBuilder::new(p).literal_separator(true).backslash_escape(true).build().unwrap())
+                .collect();
+            let includes = Includes::new(globs.clone(), &patterns);
+            proptest::prop_assert!(includes.directories.is_some());
+            let mut reference = GlobSetBuilder::new();
+            for glob in globs {
+                reference.add(glob);
+            }
+            let reference = reference.build().unwrap();
+            for path in paths {
+                let mut found = Vec::new();
+                includes.each_match(&path, |i| found.push(i));
+                found.sort_unstable();
+                proptest::prop_assert_eq!(found, reference.matches(&path), "path {:?}", path);
+            }
+        }
     }
 
     #[test]
