@@ -187,7 +187,7 @@ mod tests {
         );
         assert_eq!(
             errors("{ x = 1; x.y = 2; }")[0].2,
-            "attribute `x` already defined at 1:3"
+            "attribute `x.y` already defined at 1:3"
         );
         assert_eq!(
             errors("{ a, a }: a")[0].2,
@@ -198,6 +198,125 @@ mod tests {
             "attribute `a` already defined at 1:5"
         );
         assert!(errors("with import <nixpkgs> {}; undefinedButOk").is_empty());
+    }
+
+    /// Each case as `nix-instantiate --parse` (Nix 2.8) answers it: no error, or the first error's line:column
+    /// and message (Nix quotes names with '…', the plugin with `…`).
+    #[test]
+    fn attribute_sets_merge_and_clash_as_nix_says() {
+        let valid = [
+            "{ a = { x = 1; }; a = { y = 2; }; }",
+            "rec { a = rec { x = 1; }; a.y = x; }",
+            "{ a.b = 1; a = { c = 2; }; }",
+            "let a = { b = 1; }; a.c = 2; in a",
+            "{ a = rec { b = 1; }; a.c = 2; a.d.e = 3; }",
+            "{ a.b.c = 1; a.b.d = 2; a.e = 3; }",
+            "{ ${x} = 1; ${x} = 2; }",
+            "rec { a = rec { x = 1; }; a.y = x; a.z = y; }",
+            "{ a = rec { x = 1; }; a.y = x; }",
+        ];
+        for text in valid {
+            let found = errors(&text.replace("${x}", "${toString 1}"));
+            assert_eq!(found, Vec::<(u32, u32, String)>::new(), "{text}");
+        }
+        let invalid = [
+            (
+                "{ a = 1; a.b = 2; }",
+                1,
+                10,
+                "attribute `a.b` already defined at 1:3",
+            ),
+            (
+                "{ a = { x = 1; }; a = { x = 2; }; }",
+                1,
+                9,
+                "attribute `x` already defined at 1:25",
+            ),
+            (
+                "{ a = { x.y = 1; }; a = { x.z = 2; }; }",
+                1,
+                9,
+                "attribute `x` already defined at 1:27",
+            ),
+            (
+                "{ a = { b = 1; }; a = { b.c = 2; }; }",
+                1,
+                9,
+                "attribute `b` already defined at 1:25",
+            ),
+            (
+                "{ a.b = { c = 1; }; a.b = { c = 2; }; }",
+                1,
+                11,
+                "attribute `c` already defined at 1:29",
+            ),
+            (
+                "{ a = 1; ${\"a\"} = 2; }",
+                1,
+                10,
+                "attribute `a` already defined at 1:3",
+            ),
+            (
+                "{ \"a\" = 1; a = 2; }",
+                1,
+                12,
+                "attribute `a` already defined at 1:3",
+            ),
+            (
+                "{ a.${\"b\"} = 1; a.b = 2; }",
+                1,
+                17,
+                "attribute `a.b` already defined at 1:3",
+            ),
+            (
+                "{ inherit a; a = 1; }",
+                1,
+                14,
+                "attribute `a` already defined at 1:10",
+            ),
+            (
+                "{ inherit (x) a; a = 1; }",
+                1,
+                18,
+                "attribute `a` already defined at 1:14",
+            ),
+            (
+                "{ a = 1;  inherit   a; }",
+                1,
+                18,
+                "attribute `a` already defined at 1:3",
+            ),
+            (
+                "{ inherit a a; }",
+                1,
+                10,
+                "attribute `a` already defined at 1:10",
+            ),
+            (
+                "{ inherit a; a.b = 1; }",
+                1,
+                14,
+                "attribute `a.b` already defined at 1:10",
+            ),
+            (
+                "{ b = c; a = 1; a = 2; }",
+                1,
+                17,
+                "attribute `a` already defined at 1:10",
+            ),
+        ];
+        for (text, line, column, message) in invalid {
+            let found = errors(text);
+            assert_eq!(
+                found.first(),
+                Some(&(line, column, message.to_string())),
+                "{text}: {found:?}"
+            );
+        }
+        assert_eq!(
+            errors("({ a }@a: a)")[0].2,
+            "duplicate formal function argument `a`"
+        );
     }
 
     #[test]
