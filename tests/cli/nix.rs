@@ -163,3 +163,36 @@ fn verdicts_and_first_error_positions_match_nix_instantiate() {
         }
     }
 }
+
+#[test]
+fn deeply_nested_files_nix_accepts_never_crash_the_plugin() {
+    let Some(test) = project() else { return };
+    let depth = 20_000;
+    let files = [
+        (
+            "lists.nix",
+            format!("{}1{}", "[ ".repeat(depth), " ]".repeat(depth)),
+        ),
+        ("sum.nix", format!("1{}", " + 1".repeat(depth))),
+        ("negations.nix", format!("{}1", "-".repeat(depth))),
+        (
+            "sets.nix",
+            format!("{}1{}", "{ a = ".repeat(depth), "; }".repeat(depth)),
+        ),
+        ("lambdas.nix", format!("{}1", "x: ".repeat(depth))),
+    ];
+    for (name, text) in &files {
+        test.write(&format!("deep/{name}"), text);
+    }
+    // Nix accepts them all: checked and passed, or (past the 512 levels rnix parses of some constructs) said
+    // to be unchecked with a warning at the end of the file; never a plugin crash, never a failed task.
+    test.run_with(&["run", "validate"])
+        .success()
+        .stdout_has("nix: 8 file(s) checked, 0 with errors")
+        .stderr_lacks("crashed")
+        .stderr_lacks("deep/lists.nix")
+        .stderr_lacks("deep/sum.nix")
+        .stderr_lacks("deep/negations.nix")
+        .stderr_has("deep/sets.nix:1:180002: warning: not checked: the expression nests more than 512 levels deep")
+        .stderr_has("deep/lambdas.nix:1:60002: warning: not checked");
+}

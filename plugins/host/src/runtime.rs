@@ -15,6 +15,14 @@ use cairn_plugin_client::{decode_reply, encode_request};
 
 const PAGE: u64 = 64 << 10;
 
+/// Native stack a call may use (wasmtime's default is 512 KiB): compiled WebAssembly recurses on the native
+/// stack, and a parser that recurses per nesting level (the nix plugin's, on a file Nix accepts with thousands
+/// of nested lists) ran out of the default long before its own limits. Calls must run on a thread with more
+/// stack than this: `cairn-plugin-host` runs them on one of [`CALL_THREAD_STACK`].
+pub const MAX_WASM_STACK: usize = 48 << 20;
+/// The stack of the thread `cairn-plugin-host` calls plugins on.
+pub const CALL_THREAD_STACK: usize = 64 << 20;
+
 /// A loaded plugin: one instance, called one call at a time.
 pub struct Instance {
     /// Its name in `tasks.toml`.
@@ -42,7 +50,12 @@ impl Instance {
         for (key, value) in &spec.grants.env {
             manifest = manifest.with_config_key(format!("env.{key}"), value);
         }
+        let mut engine = wasmtime::Config::new();
+        // wasmtime checks the limit against the stack it would give an async call, though calls are synchronous.
+        engine.async_stack_size(MAX_WASM_STACK + (1 << 20));
+        engine.max_wasm_stack(MAX_WASM_STACK);
         let mut builder = PluginBuilder::new(manifest)
+            .with_wasmtime_config(engine)
             .with_wasi(false)
             .with_functions(functions(&name, &spec.grants, &sink, spec.limits.memory));
         builder = match &spec.cache_dir {

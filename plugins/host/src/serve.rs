@@ -39,7 +39,18 @@ impl Sink for PipeSink {
 
 /// Runs the host on this process's stdin and stdout; returns when cairn closes stdin.
 pub fn main() -> ExitCode {
-    match serve() {
+    // Calls run on a thread with room for the stack wasmtime lets them use.
+    let served = std::thread::Builder::new()
+        .name("plugin".into())
+        .stack_size(crate::runtime::CALL_THREAD_STACK)
+        .spawn(serve)
+        .map_err(|e| io::Error::other(format!("cannot start the call thread: {e}")))
+        .and_then(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the call thread panicked")))
+        });
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("cairn-plugin-host: {error}");

@@ -25,6 +25,9 @@ fn describe() -> Describe {
     describe
 }
 
+/// The nesting rnix's parser stops at (its own recursion guard).
+const RNIX_DEPTH: usize = 512;
+
 /// 1-based line and byte column of `offset` in `text`.
 pub fn position(text: &str, offset: usize) -> (u32, u32) {
     cairn_pdk::line_column(text, offset)
@@ -67,7 +70,7 @@ fn syntax_message(error: &ParseError) -> (Option<usize>, String) {
         ParseError::UnexpectedEOF | ParseError::UnexpectedEOFWanted(_) => {
             (None, "syntax error: unexpected end of file".into())
         }
-        _ => (None, "syntax error: the file nests too deeply".into()),
+        _ => (None, "syntax error: the file cannot be parsed".into()),
     }
 }
 
@@ -85,6 +88,23 @@ pub fn check(path: &str, text: &str, format: bool) -> Vec<Diagnostic> {
             message,
         }
     };
+    // rnix stops at 512 nested levels of some constructs (sets, lambdas, `let`), where Nix goes on: such a file
+    // is valid as far as anyone can tell here, so it is reported as unchecked, not failed.
+    if parse
+        .errors()
+        .iter()
+        .any(|e| matches!(e, ParseError::RecursionLimitExceeded))
+    {
+        let mut d = diagnostic(
+            text.trim_end().len(),
+            format!(
+                "not checked: the expression nests more than {RNIX_DEPTH} levels deep, past what this checker parses (Nix accepts it)"
+            ),
+        );
+        d.severity = Severity::Warning;
+        out.push(d);
+        return out;
+    }
     if let Some(first) = parse.errors().first() {
         // rnix recovers and reports the knock-on errors of the first one too; Nix stops at the first.
         let (offset, message) = syntax_message(first);
@@ -132,11 +152,12 @@ fn run(request: TaskRequest) -> Result<TaskResponse, PluginError> {
     }
     let bad = diagnostics
         .iter()
+        .filter(|d| d.severity == Severity::Error)
         .map(|d| d.path.as_str())
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     Ok(TaskResponse {
-        status: i32::from(!diagnostics.is_empty()),
+        status: i32::from(bad > 0),
         output: format!("nix: {checked} file(s) checked, {bad} with errors"),
         diagnostics,
     })
