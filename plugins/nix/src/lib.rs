@@ -33,45 +33,123 @@ pub fn position(text: &str, offset: usize) -> (u32, u32) {
     cairn_pdk::line_column(text, offset)
 }
 
+/// A token as Nix's parser names it in its messages (`'}'`, `IN`, `ID`, …).
+fn nix_token(kind: rnix::SyntaxKind) -> String {
+    let debug = format!("{kind:?}");
+    let name = match debug.as_str() {
+        "TOKEN_L_BRACE" => "'{'",
+        "TOKEN_R_BRACE" | "TOKEN_INTERPOL_END" => "'}'",
+        "TOKEN_L_BRACK" => "'['",
+        "TOKEN_R_BRACK" => "']'",
+        "TOKEN_L_PAREN" => "'('",
+        "TOKEN_R_PAREN" => "')'",
+        "TOKEN_SEMICOLON" => "';'",
+        "TOKEN_ASSIGN" => "'='",
+        "TOKEN_COLON" => "':'",
+        "TOKEN_COMMA" => "','",
+        "TOKEN_DOT" => "'.'",
+        "TOKEN_QUESTION" => "'?'",
+        "TOKEN_AT" => "'@'",
+        "TOKEN_STRING_START" | "TOKEN_STRING_END" => "'\"'",
+        "TOKEN_INTERPOL_START" => "DOLLAR_CURLY",
+        "TOKEN_ELLIPSIS" => "ELLIPSIS",
+        "TOKEN_IDENT" => "ID",
+        "TOKEN_OR" => "OR_KW",
+        "TOKEN_INTEGER" => "INT",
+        "TOKEN_FLOAT" => "FLOAT",
+        "TOKEN_PATH" => "PATH",
+        "TOKEN_URI" => "URI",
+        "TOKEN_ERROR" => "invalid token",
+        other => {
+            // Keywords (`TOKEN_IN` → `IN`) and the rest by rnix's name.
+            return other.trim_start_matches("TOKEN_").to_string();
+        }
+    };
+    name.to_string()
+}
+
+/// `, expecting X` when the parser wanted one thing, as Nix says it; nothing when it listed several, since
+/// rnix's list and Nix's differ.
+fn expecting(wanted: &[rnix::SyntaxKind]) -> String {
+    match wanted {
+        [only] => format!(", expecting {}", nix_token(*only)),
+        _ => String::new(),
+    }
+}
+
+/// Where a syntax error is, when rnix gives a range, and what it is, in Nix's words.
 fn syntax_message(error: &ParseError) -> (Option<usize>, String) {
     match error {
         ParseError::Unexpected(r) => (
             Some(r.start().into()),
-            "syntax error: unexpected input".into(),
+            "syntax error, unexpected input".into(),
         ),
         ParseError::UnexpectedExtra(r) => (
             Some(r.start().into()),
-            "syntax error: unexpected token after the expression".into(),
+            "syntax error, unexpected input after the expression, expecting end of file".into(),
         ),
-        ParseError::UnexpectedWanted(got, r, wanted) => {
-            let wanted: Vec<String> = wanted
-                .iter()
-                .map(|k| format!("{k:?}").trim_start_matches("TOKEN_").to_lowercase())
-                .collect();
-            (
-                Some(r.start().into()),
-                format!(
-                    "syntax error: unexpected {}, expected {}",
-                    format!("{got:?}")
-                        .trim_start_matches("TOKEN_")
-                        .to_lowercase(),
-                    wanted.join(" or ")
-                ),
-            )
-        }
+        ParseError::UnexpectedWanted(got, r, wanted) => (
+            Some(r.start().into()),
+            format!(
+                "syntax error, unexpected {}{}",
+                nix_token(*got),
+                expecting(wanted)
+            ),
+        ),
         ParseError::UnexpectedDoubleBind(r) => (
             Some(r.start().into()),
-            "syntax error: a pattern is bound twice".into(),
+            "syntax error, the pattern is bound twice".into(),
         ),
         ParseError::DuplicatedArgs(r, name) => (
             Some(r.start().into()),
             format!("duplicate formal function argument `{name}`"),
         ),
-        ParseError::UnexpectedEOF | ParseError::UnexpectedEOFWanted(_) => {
-            (None, "syntax error: unexpected end of file".into())
-        }
-        _ => (None, "syntax error: the file cannot be parsed".into()),
+        ParseError::UnexpectedEOF => (None, "syntax error, unexpected end of file".into()),
+        ParseError::UnexpectedEOFWanted(wanted) => (
+            None,
+            format!("syntax error, unexpected end of file{}", expecting(wanted)),
+        ),
+        _ => (None, "syntax error, the file cannot be parsed".into()),
     }
+}
+
+/// A string left open runs to the end of the file: rnix reports an invalid token there, Nix an unexpected end
+/// of file at the string's content (after `''` and the blanks and newline that may follow it, which its lexer
+/// takes as part of the opener).
+fn unterminated_string(text: &str, error: &ParseError) -> Option<(Option<usize>, String)> {
+    let ParseError::UnexpectedWanted(got, range, _) = error else {
+        return None;
+    };
+    if format!("{got:?}") != "TOKEN_ERROR" || usize::from(range.end()) < text.trim_end().len() {
+        return None;
+    }
+    let start = usize::from(range.start());
+    let before = &text[..start];
+    let (at, expecting) = if before.ends_with("''") {
+        let rest = &text[start..];
+        let blanks = rest.len() - rest.trim_start_matches(' ').len();
+        let skip = if rest[blanks..].starts_with('\n') {
+            blanks + 1
+        } else {
+            0
+        };
+        (start + skip, "")
+    } else if before.ends_with('"') {
+        (start, ", expecting '\"'")
+    } else {
+        return None;
+    };
+    Some((
+        Some(at),
+        format!("syntax error, unexpected end of file{expecting}"),
+    ))
+}
+
+/// Where Nix places an unexpected end of file: at the start of the last thing its lexer matched, which may be
+/// a token, a comment or a run of blanks (so after `;` and a newline it is the newline's place).
+fn last_token_start(root: &rnix::SyntaxNode) -> Option<usize> {
+    root.last_token()
+        .map(|t| usize::from(t.text_range().start()))
 }
 
 /// Every problem in one file.
@@ -114,12 +192,11 @@ pub fn check(path: &str, text: &str, format: bool) -> Vec<Diagnostic> {
         } else {
             String::new()
         };
-        // Nix places an unexpected end of file just after the last token, not after trailing blank lines.
-        let end = text.trim_end().len();
-        out.push(diagnostic(
-            offset.unwrap_or(end),
-            format!("{message}{suffix}"),
-        ));
+        let (offset, message) = unterminated_string(text, first).unwrap_or((offset, message));
+        let at = offset
+            .or_else(|| last_token_start(&parse.syntax()))
+            .unwrap_or(0);
+        out.push(diagnostic(at, format!("{message}{suffix}")));
         return out;
     }
     for (offset, message) in scope::check(&parse.syntax()) {
@@ -338,6 +415,104 @@ mod tests {
             errors("({ a }@a: a)")[0].2,
             "duplicate formal function argument `a`"
         );
+    }
+
+    /// Syntax errors as `nix-instantiate --parse` (Nix 2.8) reports them: line:column and message (the plugin
+    /// may add `(+N more)`, Nix stops at the first). Where rnix's list of expected tokens is not Nix's, the
+    /// plugin leaves the list out rather than print another.
+    #[test]
+    fn syntax_errors_are_placed_and_worded_as_nix_does() {
+        let cases = [
+            ("{ a = 1;", 1, 8, "syntax error, unexpected end of file"),
+            (
+                "{ a = ''\n  unterminated",
+                2,
+                1,
+                "syntax error, unexpected end of file",
+            ),
+            (
+                "{ \u{e9} = 1; x = y; }",
+                1,
+                3,
+                "syntax error, unexpected invalid token",
+            ),
+            (
+                "{ a = 1 }",
+                1,
+                9,
+                "syntax error, unexpected '}', expecting ';'",
+            ),
+            ("[ 1 2", 1, 5, "syntax error, unexpected end of file"),
+            (
+                "let a = 1 in a",
+                1,
+                11,
+                "syntax error, unexpected IN, expecting ';'",
+            ),
+            (
+                "{ a = \"x",
+                1,
+                8,
+                "syntax error, unexpected end of file, expecting '\"'",
+            ),
+            ("f (x", 1, 4, "syntax error, unexpected end of file"),
+            ("{ a = 1; b = 2;; }", 1, 16, "syntax error, unexpected ';'"),
+            ("{ a.b. = 1; }", 1, 8, "syntax error, unexpected '='"),
+            ("x:", 1, 2, "syntax error, unexpected end of file"),
+            (
+                "if a then b",
+                1,
+                11,
+                "syntax error, unexpected end of file, expecting ELSE",
+            ),
+            ("\"${\"", 1, 4, "syntax error, unexpected end of file"),
+            (
+                "assert true;",
+                1,
+                12,
+                "syntax error, unexpected end of file",
+            ),
+            (
+                "{ a = 1;\n# a comment after the last token\n",
+                2,
+                33,
+                "syntax error, unexpected end of file",
+            ),
+            ("{ a = 1;\n", 1, 9, "syntax error, unexpected end of file"),
+            (
+                "{ a = 1; /* c */",
+                1,
+                10,
+                "syntax error, unexpected end of file",
+            ),
+            (
+                "{ a = 1; /* c */ \n",
+                1,
+                17,
+                "syntax error, unexpected end of file",
+            ),
+            ("{\ta = b; }", 1, 7, "undefined variable `b`"),
+            (
+                "{ a = \"\u{e9}\"; b = c; }",
+                1,
+                17,
+                "undefined variable `c`",
+            ),
+        ];
+        for (text, line, column, message) in cases {
+            let found = errors(text);
+            let first = found
+                .first()
+                .map(|(l, c, m)| (*l, *c, m.split(" (+").next().unwrap_or(m).to_string()));
+            assert_eq!(first, Some((line, column, message.to_string())), "{text:?}");
+        }
+        for valid in [
+            "{ a = 1; }\n# trailing comment",
+            "{ inherit; }",
+            "{ a = 1; }\n\n\n",
+        ] {
+            assert!(errors(valid).is_empty(), "{valid:?}");
+        }
     }
 
     #[test]
