@@ -110,6 +110,16 @@ started=$(date +%s.%N)
     > "$work/cairn.out" 2> "$work/cairn.err") || true
 ended=$(date +%s.%N)
 
+# Formatting: the plugin with `format = true` against nixpkgs-fmt's own `--check`, on the files Nix parses.
+nixpkgs_fmt="${NIXPKGS_FMT:-$(command -v nixpkgs-fmt || true)}"
+if [ -n "$nixpkgs_fmt" ]; then
+    sed -i 's/^\[plugins.nix\]$/[plugins.nix]\nconfig = { format = true }/' "$work/project/tasks.toml"
+    (cd "$work/project" && CAIRN_CACHE_DIR="$work/cache" "$cairn" run validate --no-cache --progress plain \
+        > /dev/null 2> "$work/format.err") || true
+    (cd "$corpus" && grep -P '\tok$' "$work/nix.tsv" | cut -f1 | tr '\n' '\0' \
+        | xargs -0 -n 200 "$nixpkgs_fmt" --check 2>/dev/null | grep '\.nix$' || true) > "$work/format.nixpkgs-fmt"
+fi
+
 python3 - "$work" "$started" "$ended" <<'PY'
 import pathlib, re, sys
 work, started, ended = pathlib.Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
@@ -147,6 +157,22 @@ stats(mutants, "mutants")
 print(f"plugin crashes or timeouts: {len(crashed)}")
 for line in crashed[:5]:
     print("  " + line)
+fmt_plugin_file = work / "format.err"
+if fmt_plugin_file.exists():
+    ok_files = {f for f, v in nix.items() if v == "ok"}
+    by_plugin = set()
+    for line in fmt_plugin_file.read_text().splitlines():
+        m = re.match(r"corpus/(.+?):\d+:\d+: error: not formatted as nixpkgs-fmt formats it", line)
+        if m:
+            by_plugin.add(m.group(1))
+    by_tool = {l.strip().removeprefix("./") for l in (work / "format.nixpkgs-fmt").read_text().splitlines() if l.strip()}
+    same = sum((f in by_plugin) == (f in by_tool) for f in ok_files)
+    print(f"formatting verdicts equal to nixpkgs-fmt --check on {same} of {len(ok_files)} files that parse "
+          f"({len(by_tool)} not formatted)")
+    for f in sorted((by_plugin ^ by_tool) & ok_files)[:8]:
+        print(f"  differs {f}: plugin {'flags' if f in by_plugin else 'passes'} it")
+else:
+    print("formatting: not compared (install nixpkgs-fmt 1.3: cargo install nixpkgs-fmt --version 1.3.0)")
 seconds = ended - started
 print(f"cold validate over {len(nix)} files: {seconds:.2f} s ({len(nix) / seconds:.0f} files/s, 2 cores)")
 PY

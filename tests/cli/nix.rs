@@ -165,7 +165,7 @@ fn verdicts_and_first_error_positions_match_nix_instantiate() {
 }
 
 #[test]
-fn deeply_nested_files_nix_accepts_never_crash_the_plugin() {
+fn deep_and_large_files_nix_accepts_never_crash_the_plugin() {
     let Some(test) = project() else { return };
     let depth = 20_000;
     let files = [
@@ -184,11 +184,23 @@ fn deeply_nested_files_nix_accepts_never_crash_the_plugin() {
     for (name, text) in &files {
         test.write(&format!("deep/{name}"), text);
     }
+    // And a 2 MB module, within the default limits.
+    let mut big = String::from("{ lib, pkgs, ... }:\n{\n");
+    let mut i = 0;
+    while big.len() < 2_000_000 {
+        big.push_str(&format!(
+            "  services.svc{i} = {{ enable = true; port = {}; name = \"service-{i}\"; }};\n",
+            i % 65_536
+        ));
+        i += 1;
+    }
+    big.push_str("}\n");
+    test.write("deep/big.nix", &big);
     // Nix accepts them all: checked and passed, or (past the 512 levels rnix parses of some constructs) said
     // to be unchecked with a warning at the end of the file; never a plugin crash, never a failed task.
     test.run_with(&["run", "validate"])
         .success()
-        .stdout_has("nix: 8 file(s) checked, 0 with errors")
+        .stdout_has("nix: 9 file(s) checked, 0 with errors")
         .stderr_lacks("crashed")
         .stderr_lacks("deep/lists.nix")
         .stderr_lacks("deep/sum.nix")
