@@ -176,18 +176,26 @@ impl Template {
     ) -> (String, Vec<usize>) {
         let mut out = String::new();
         let mut slots = Vec::new();
-        let mut context = ShellContext::default();
-        let push = |out: &mut String, context: &mut ShellContext, text: &str| {
-            context.feed(text);
+        // Where the shell stands matters only for a param passed by reference: most lines have none, and reading
+        // every rendered byte through the shell's grammar was a tenth of planning a large graph.
+        let by_reference_here = self
+            .parts
+            .iter()
+            .any(|p| matches!(p, Part::Param(i) if by_reference(*i).is_some()));
+        let mut context = by_reference_here.then(ShellContext::default);
+        let push = |out: &mut String, context: &mut Option<ShellContext>, text: &str| {
+            if let Some(context) = context {
+                context.feed(text);
+            }
             out.push_str(text);
         };
         for part in &self.parts {
             match part {
                 Part::Literal(text) => push(&mut out, &mut context, text),
                 Part::Var(i) => push(&mut out, &mut context, &vars[*i]),
-                Part::Param(i) => match by_reference(*i) {
-                    Some(variable) => out.push_str(&context.reference(&variable)),
-                    None => push(&mut out, &mut context, &params[*i]),
+                Part::Param(i) => match (by_reference(*i), context.as_ref()) {
+                    (Some(variable), Some(shell)) => out.push_str(&shell.reference(&variable)),
+                    _ => push(&mut out, &mut context, &params[*i]),
                 },
                 Part::Args => push(&mut out, &mut context, args),
                 Part::Changed => slots.push(out.len()),

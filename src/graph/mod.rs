@@ -221,14 +221,28 @@ impl TaskGraph {
                 );
             }
         }
+        // Each node's dependents, in one array (offsets per node) instead of a vector per node: a large graph's
+        // selection spent most of its time allocating and chasing those.
         let mut waiting = vec![0usize; self.nodes.len()];
-        let mut dependents: Vec<Vec<NodeId>> = vec![Vec::new(); self.nodes.len()];
+        let mut start = vec![0usize; self.nodes.len() + 1];
         for &id in &members {
             for &dep in &self.nodes[id].deps {
                 waiting[id] += 1;
-                dependents[dep].push(id);
+                start[dep + 1] += 1;
             }
         }
+        for i in 0..self.nodes.len() {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut edges = vec![0 as NodeId; start[self.nodes.len()]];
+        for &id in &members {
+            for &dep in &self.nodes[id].deps {
+                edges[fill[dep]] = id;
+                fill[dep] += 1;
+            }
+        }
+        let dependents = |id: NodeId| &edges[start[id]..start[id + 1]];
         let mut ready: BinaryHeap<Reverse<NodeId>> = members
             .iter()
             .copied()
@@ -238,7 +252,7 @@ impl TaskGraph {
         let mut order = Vec::with_capacity(members.len());
         while let Some(Reverse(id)) = ready.pop() {
             order.push(id);
-            for &next in &dependents[id] {
+            for &next in dependents(id) {
                 waiting[next] -= 1;
                 if waiting[next] == 0 {
                     ready.push(Reverse(next));
