@@ -150,6 +150,20 @@ pub struct Describe {
     pub description: String,
 }
 
+impl Describe {
+    /// What a host knows of a plugin before it has described itself: the name it was loaded under.
+    pub fn unknown(name: &str) -> Describe {
+        Describe {
+            name: name.to_string(),
+            version: String::new(),
+            protocol: 0,
+            capabilities: Vec::new(),
+            config: Vec::new(),
+            description: String::new(),
+        }
+    }
+}
+
 /// A plugin capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -125,14 +125,7 @@ impl Plugin {
         };
         let mut plugin = Plugin {
             name: name.clone(),
-            describe: Describe {
-                name: name.clone(),
-                version: String::new(),
-                protocol: 0,
-                capabilities: Vec::new(),
-                config: Vec::new(),
-                description: String::new(),
-            },
+            describe: Describe::unknown(&name),
             limits: spec.limits,
             connection: Mutex::new(Connection {
                 child,

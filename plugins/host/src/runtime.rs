@@ -70,14 +70,7 @@ impl Instance {
             .map_err(|e| load_error(&name, &spec.grants, &format!("{e:#}"), sink.as_ref()))?;
         let mut plugin = Instance {
             name: name.clone(),
-            describe: Describe {
-                name: name.clone(),
-                version: String::new(),
-                protocol: 0,
-                capabilities: Vec::new(),
-                config: Vec::new(),
-                description: String::new(),
-            },
+            describe: Describe::unknown(&name),
             limits: spec.limits,
             instance: Mutex::new(instance),
         };

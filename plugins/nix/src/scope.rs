@@ -364,13 +364,19 @@ impl Walker {
         }
     }
 
+    /// Nix's duplicate-attribute error, reported at `at`, naming where `name` was defined before (`first`).
+    fn duplicate(&mut self, at: usize, name: &str, first: usize) {
+        let first = self.position(first);
+        self.duplicates
+            .push((at, format!("attribute `{name}` already defined at {first}")));
+    }
+
     /// `inherit name;` into `set`; whether it was a duplicate.
     fn inherit(&mut self, set: &mut SetDef, name: &str, at: usize, report: bool) -> bool {
         if let Some(existing) = set.attrs.get(name) {
             if report {
-                let first = self.position(existing.at);
-                self.duplicates
-                    .push((at, format!("attribute `{name}` already defined at {first}")));
+                let first = existing.at;
+                self.duplicate(at, name, first);
             }
             return true;
         }
@@ -399,11 +405,7 @@ impl Walker {
             if let Some(first) = existing {
                 if !self.open_as_set(current, name) {
                     if report {
-                        let first = self.position(first);
-                        self.duplicates.push((
-                            at,
-                            format!("attribute `{}` already defined at {first}", show_path(keys)),
-                        ));
+                        self.duplicate(at, &show_path(keys), first);
                     }
                     return;
                 }
@@ -436,11 +438,7 @@ impl Walker {
         let merges = matches!(kind, DefKind::Literal(_)) && self.open_as_set(current, name);
         if !merges {
             if report {
-                let first = self.position(first);
-                self.duplicates.push((
-                    at,
-                    format!("attribute `{}` already defined at {first}", show_path(keys)),
-                ));
+                self.duplicate(at, &show_path(keys), first);
             }
             return;
         }
@@ -467,11 +465,7 @@ impl Walker {
         }
         if report {
             for (there, key, newcomer) in clashes {
-                let newcomer = self.position(newcomer);
-                self.duplicates.push((
-                    there,
-                    format!("attribute `{key}` already defined at {newcomer}"),
-                ));
+                self.duplicate(there, &key, newcomer);
             }
         }
     }
