@@ -900,3 +900,24 @@ fn the_plugin_host_gets_none_of_cairns_environment() {
         "{environment}"
     );
 }
+
+#[test]
+fn a_runaway_recursion_traps_its_call_and_the_run_goes_on() {
+    // The host gives a call 48 MiB of native stack on a thread that has more: endless recursion ends in a trap
+    // of that call, not in a crash of the host process.
+    let module = hostile(
+        "run_task",
+        "task",
+        "(func $deep (result i32) (call $deep))",
+        "(call $deep)",
+    );
+    let test = project(
+        &[("deep", &module)],
+        &format!("[tasks.deep]\nplugin = \"deep\"\n{OTHER_TASK}"),
+    );
+    test.run_with(&["run", "deep", "other", "-k"])
+        .status(1)
+        .stderr_has("plugin `deep` crashed in `run_task`")
+        .stderr_lacks("its host process stopped")
+        .stdout_has("other ran");
+}
