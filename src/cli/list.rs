@@ -4,7 +4,7 @@ use crate::config::{MatrixValues, NamePart};
 
 use super::{CliError, Context};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub(super) struct ListArgs {
     /// Print only runnable names, one per line (pattern tasks once per listed value).
     #[arg(long)]

@@ -18,8 +18,8 @@ use crate::run::{self, is_direct, Plan, Streams};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
-    /// Tasks to run, e.g. `build` or `deploy:production`.
-    #[arg(required = true, value_name = "TARGET")]
+    /// Tasks to run, e.g. `build` or `deploy:production` (none: the task named `default`).
+    #[arg(value_name = "TARGET")]
     targets: Vec<String>,
     /// Run at most N tasks at once (default: `[settings] jobs`, else one per CPU).
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -67,6 +67,9 @@ pub(super) struct RunArgs {
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
+
+/// The task `cairn run` runs when given no target.
+const DEFAULT_TASK: &str = "default";
 
 fn parse_assignment(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -117,8 +120,20 @@ enum OutputArg {
     Raw,
 }
 
-pub(super) fn run(context: &Context, args: RunArgs) -> Result<i32, CliError> {
+pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError> {
     let (config, mut graph) = context.load_with(&args.set)?;
+    if args.targets.is_empty() {
+        // Like make's first target or just's default recipe, but only by name: a task is never run by accident.
+        if config.tasks.iter().any(|t| t.name.text == DEFAULT_TASK) {
+            args.targets.push(DEFAULT_TASK.to_owned());
+        } else {
+            eprintln!(
+                "cairn: no target given, and tasks.toml has no task named `{DEFAULT_TASK}` to run instead; its tasks:"
+            );
+            super::list::list(context, &super::list::ListArgs::default())?;
+            return Ok(2);
+        }
+    }
     let selection = graph.select(&args.targets)?;
     let plan = Plan::new(&graph, &selection, &args.args);
     if !args.args.is_empty() {

@@ -957,3 +957,19 @@ fn set_gives_a_var_another_value_for_one_run() {
         .status(2)
         .stderr_has("expected NAME=VALUE");
 }
+
+#[test]
+fn run_without_a_target_runs_the_task_named_default_or_lists_the_tasks() {
+    let test = Test::new()
+        .tasks("[tasks.build]\nrun = \"echo built\"\n\n[tasks.default]\ndeps = [\"build\"]\n");
+    test.run_with(&["run"]).success().stdout_has("built");
+    let test = Test::new().tasks(
+        "[tasks.build]\ndescription = \"Build it\"\nrun = \"echo built\"\n\n[tasks.lint]\nrun = \"echo linted\"\n",
+    );
+    test.run_with(&["run"])
+        .status(2)
+        .stderr_has("no target given, and tasks.toml has no task named `default`")
+        .stdout_has("Build it")
+        .stdout_has("lint")
+        .stdout_lacks("built");
+}
