@@ -24,6 +24,9 @@ struct Compiled {
     includes: Vec<String>,
     /// Directories to walk: the literal part of each include pattern.
     bases: Vec<String>,
+    /// Literal parts inside another base: walked on their own only when git ignores them (the walk of the
+    /// outer base skips them then).
+    nested_bases: Vec<String>,
     /// Include patterns with no wildcard: checked directly rather than found by walking.
     literals: Vec<String>,
 }
@@ -237,9 +240,13 @@ impl Compiled {
             }
         }
         // A base inside another base would be walked twice.
-        let bases: Vec<String> = bases
+        let (bases, nested): (Vec<String>, Vec<String>) = bases
             .iter()
-            .filter(|b| !bases.iter().any(|o| o != *b && is_within(b, o)))
+            .cloned()
+            .partition(|b| !bases.iter().any(|o| o != b && is_within(b, o)));
+        let nested_bases: Vec<String> = nested
+            .iter()
+            .filter(|b| !nested.iter().any(|o| o != *b && is_within(b, o)))
             .cloned()
             .collect();
         let build = |b: GlobSetBuilder| b.build().expect("globs compiled one by one above");
@@ -248,6 +255,7 @@ impl Compiled {
             exclude: build(exclude),
             includes,
             bases,
+            nested_bases,
             literals,
         })
     }
@@ -343,11 +351,21 @@ impl Compiled {
                 break;
             }
         }
+        if gitignore {
+            for base in &self.nested_bases {
+                if lock(&failure).is_some() {
+                    break;
+                }
+                super::walk::walk_if_ignored(root, base, &visitor);
+            }
+        }
         if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(error);
         }
         let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
         found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // An ignored directory named by two patterns, one inside the other, is walked by both.
+        found.dedup_by(|a, b| a.0 == b.0);
         let unmatched = self
             .includes
             .iter()
@@ -416,6 +434,18 @@ mod tests {
                 proptest::prop_assert_eq!(found, reference.matches(&path), "path {:?}", path);
             }
         }
+    }
+
+    #[test]
+    fn an_ignored_directory_named_by_a_pattern_is_listed_once() {
+        let dir = tree(&[".gitignore", "a.txt", "target/x.bin", "target/debug/y.bin"]);
+        std::fs::write(dir.path().join(".gitignore"), "target/\n").expect("write");
+        let found = globs(&["**/*.txt", "target/**", "target/debug/*.bin"])
+            .expand(dir.path(), true)
+            .expect("expands");
+        assert_eq!(found.files, ["a.txt", "target/debug/y.bin", "target/x.bin"]);
+        let found = globs(&["**/*"]).expand(dir.path(), true).expect("expands");
+        assert_eq!(found.files, [".gitignore", "a.txt"]);
     }
 
     #[test]

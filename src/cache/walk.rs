@@ -64,15 +64,37 @@ pub struct Visitor<'a> {
 /// Walks every file and symlink below `base` (a directory relative to `root`). `.git` and `.cairn` are never
 /// entered; with `gitignore`, ignored paths are skipped.
 pub fn walk(root: &Path, base: &str, gitignore: bool, visit: &Visitor<'_>) {
+    walk_from(root, base, gitignore, false, visit);
+}
+
+/// Walks `base` only when git ignores it or a directory above it: a pattern whose fixed part names an ignored
+/// directory asks for its files, which a walk from higher up (honouring `.gitignore`) left out.
+pub fn walk_if_ignored(root: &Path, base: &str, visit: &Visitor<'_>) {
+    walk_from(root, base, true, true, visit);
+}
+
+fn walk_from(root: &Path, base: &str, gitignore: bool, only_if_ignored: bool, visit: &Visitor<'_>) {
     let mut rules = Rules::default();
+    let mut gitignore = gitignore;
+    let mut ignored = false;
     if gitignore {
         // The rules of every directory from the root down to the base apply below it.
         rules = rules.with_dir(root, true);
         let mut dir = root.to_path_buf();
         for component in base.split('/').filter(|c| !c.is_empty()) {
             dir.push(component);
+            // A pattern whose fixed part names an ignored directory (`plugins/dist/*.wasm`, built there and
+            // ignored by git) asks for those files by name: they are inputs, whatever .gitignore says.
+            if rules.ignores(&dir, true) {
+                gitignore = false;
+                ignored = true;
+                break;
+            }
             rules = rules.with_dir(&dir, false);
         }
+    }
+    if only_if_ignored && !ignored {
+        return;
     }
     let prefix = if base.is_empty() {
         String::new()

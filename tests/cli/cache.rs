@@ -308,6 +308,25 @@ fn gitignored_files_are_not_inputs() {
 }
 
 #[test]
+fn a_pattern_that_names_an_ignored_directory_takes_its_files() {
+    // plugins/dist is ignored by git (built there), yet `plugins/dist/*.wasm` asks for those files by name.
+    let t = Test::new()
+        .tasks("[tasks.t]\nrun = \"true\"\ninputs = [\"plugins/dist/*.wasm\", \"**/*.txt\"]\n")
+        .file("plugins/.gitignore", "dist/\n")
+        .file("plugins/dist/a.wasm", "v1")
+        .file(".gitignore", "scratch/\n")
+        .file("a.txt", "a")
+        .args(&["run", "t"]);
+    t.run().success().stderr_lacks("matches no file");
+    t.run().success().cached(1);
+    t.write("plugins/dist/a.wasm", "v2");
+    t.run().success().cached(0);
+    // A wildcard reaching into an ignored directory from above still leaves it out.
+    t.write("scratch/noise.txt", "changes all the time");
+    t.run().success().cached(1);
+}
+
+#[test]
 fn incremental_task_receives_exactly_the_changed_files() {
     let t = Test::new()
         .tasks(
