@@ -182,7 +182,12 @@ pub(super) async fn run_job(
     // `{{changed}}`; the file lives in a private directory that goes with the run.
     let mut list_dir = None;
     let run = if job.key.incremental {
-        let changed = cache.changed_inputs(&job.label, &keyed);
+        // `--force` means "check it all again", not "run on what changed since the last success" (nothing).
+        let changed = if force {
+            keyed.fingerprint.inputs.keys().cloned().collect()
+        } else {
+            cache.changed_inputs(&job.label, &keyed)
+        };
         match write_changed_list(&changed) {
             Ok((dir, file)) => {
                 let run = Arc::new(job.with_changed(&changed, &file));

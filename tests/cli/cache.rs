@@ -340,6 +340,10 @@ fn incremental_task_receives_exactly_the_changed_files() {
         .success()
         .stdout_has("checking a.nix m/b.nix m/c.nix");
     t.run().success().cached(1);
+    // --force checks everything again, not the nothing that changed.
+    t.run_with(&["run", "validate", "--force"])
+        .success()
+        .stdout_has("checking a.nix m/b.nix m/c.nix");
     t.write("m/b.nix", "{ x = 1; }\n");
     t.run().success().stdout_has("checking m/b.nix\n");
     assert_eq!(t.read("last-list"), "m/b.nix\n");
