@@ -24,6 +24,11 @@ pub enum CliError {
     #[diagnostic(transparent)]
     Cache(crate::cache::CacheError),
 
+    /// What changed could not be found (`cairn affected`, `--affected`).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Affected(#[from] crate::run::affected::AffectedError),
+
     /// A secrets command failed.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -136,7 +141,8 @@ impl CliError {
             | CliError::Cache(_)
             | CliError::Secrets(_)
             | CliError::Query { .. }
-            | CliError::Hooks { .. } => 1,
+            | CliError::Hooks { .. }
+            | CliError::Affected(crate::run::affected::AffectedError::Git { .. }) => 1,
             _ => 2,
         }
     }

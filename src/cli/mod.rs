@@ -1,6 +1,7 @@
 //! The command line: argument parsing, one function per subcommand, and the only place that prints reports
 //! or picks exit codes.
 
+mod affected;
 mod bench;
 mod cache;
 mod completions;
@@ -56,6 +57,9 @@ enum Command {
     Run(run::RunArgs),
     /// List tasks with their params and descriptions.
     List(list::ListArgs),
+    /// Which tasks a change affects: files changed since a commit (the working tree included) matched against
+    /// each task's inputs, then every task depending on them.
+    Affected(affected::AffectedArgs),
     /// Print the task graph as Graphviz dot, Mermaid or JSON.
     Graph(GraphArgs),
     /// Load and validate tasks.toml; exit 0 when it is valid, 1 when not.
@@ -151,6 +155,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => run::run(&context, args),
         Command::List(args) => list::list(&context, &args),
+        Command::Affected(args) => affected::affected(&context, &args),
         Command::Graph(args) => graph(&context, &args),
         Command::Check => check(&context),
         Command::Why(args) => cache::why(&context, &args),

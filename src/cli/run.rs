@@ -63,6 +63,13 @@ pub(super) struct RunArgs {
     /// Use the remote cache this way for this run (default: `[remote_cache] mode`, or CAIRN_REMOTE_CACHE_MODE).
     #[arg(long, value_enum, value_name = "MODE")]
     remote: Option<RemoteArg>,
+    /// Run only the tasks a change affects (see `cairn affected`) and what they need.
+    #[arg(long)]
+    affected: bool,
+    /// With `--affected`: compare with this commit, branch or tag (default: the merge base with the default
+    /// branch, else HEAD).
+    #[arg(long, value_name = "REF", requires = "affected")]
+    since: Option<String>,
     /// Arguments for the targets (never for their dependencies).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -135,7 +142,23 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
         }
     }
     let selection = graph.select(&args.targets)?;
-    let plan = Plan::new(&graph, &selection, &args.args);
+    let mut plan = Plan::new(&graph, &selection, &args.args);
+    if args.affected {
+        let changes = crate::run::affected::changes(&config.root, args.since.as_deref())?;
+        let found = crate::run::affected::affected(&config, &plan, Some(&args.targets), &changes);
+        eprintln!(
+            "cairn: {} of {} tasks affected by {} changed path{} since {}",
+            found.count(),
+            plan.jobs.len(),
+            changes.changes.len(),
+            if changes.changes.len() == 1 { "" } else { "s" },
+            changes.base.reference
+        );
+        if found.count() == 0 {
+            return Ok(0);
+        }
+        plan = plan.restrict(&found.mask());
+    }
     if !args.args.is_empty() {
         if let Some(job) = plan
             .jobs

@@ -336,6 +336,42 @@ impl Plan {
         mark_needed_keys(&mut jobs, &deps);
         Plan { jobs, deps }
     }
+
+    /// The plan of the jobs `keep` marks and what they need, in the same order (`--affected`). A job that runs
+    /// something needs every dependency; a group (deps only) needs none, so `ci` keeps only its kept members.
+    pub fn restrict(&self, keep: &[bool]) -> Plan {
+        let mut kept = keep.to_vec();
+        // Dependents come after their dependencies, so walking backwards reaches every dependency in one pass.
+        for i in (0..self.jobs.len()).rev() {
+            let job = &self.jobs[i];
+            if kept[i] && (!job.commands.is_empty() || job.plugin.is_some()) {
+                for &d in &self.deps[i] {
+                    kept[d] = true;
+                }
+            }
+        }
+        let mut position = vec![usize::MAX; self.jobs.len()];
+        let mut jobs = Vec::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            if kept[i] {
+                position[i] = jobs.len();
+                jobs.push(Arc::clone(job));
+            }
+        }
+        let deps = (0..self.jobs.len())
+            .filter(|&i| kept[i])
+            .map(|i| {
+                self.deps[i]
+                    .iter()
+                    .filter(|&&d| kept[d])
+                    .map(|&d| position[d])
+                    .collect()
+            })
+            .collect();
+        // A serial rollout of fewer hosts still starts at rank 0.
+        rank_rollouts(&mut jobs);
+        Plan { jobs, deps }
+    }
 }
 
 fn digest(name: &str, value: &str) -> String {

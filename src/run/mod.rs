@@ -4,6 +4,7 @@
 //! [`Executor`]'s business (processes in production, a no-op in benchmarks); what the user sees is a
 //! [`Reporter`]'s. This module never prints.
 
+pub mod affected;
 pub mod audit;
 mod cached;
 pub mod driver;

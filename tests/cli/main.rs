@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `cairn` binary on temporary projects. One test binary, one module per area.
 
+mod affected;
 mod aws;
 mod cache;
 mod deploy;
