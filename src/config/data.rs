@@ -23,6 +23,10 @@ pub struct DataFile {
     pub source: SourceFile,
 }
 
+/// Each entry's facts by field name, by entry name (see [`DataFile::entry_fields`]).
+pub type EntryFields =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
 /// Why a query found no list of values.
 #[derive(Debug, PartialEq, Eq)]
 pub struct QueryError {
@@ -164,6 +168,54 @@ impl DataFile {
             span: None,
             help: Some("name a key such as `hosts` or `environments.production.hosts`".into()),
         })
+    }
+
+    /// The facts of each entry of the table at `key` (`hosts` → `NIXY` → `users` → `["alex", "susu"]`): its
+    /// strings, numbers and booleans as one item, its arrays of strings as their items; other fields are left
+    /// out. Empty when the key does not lead to a table (the query reported that already).
+    pub fn entry_fields(&self, key: &str) -> EntryFields {
+        let mut out = EntryFields::new();
+        let Ok(document) = DeTable::parse(self.text()) else {
+            return out;
+        };
+        let mut table = document.get_ref();
+        for segment in key.split('.') {
+            match table.get(segment).map(|v| v.get_ref()) {
+                Some(DeValue::Table(inner)) => table = inner,
+                _ => return out,
+            }
+        }
+        for (entry, value) in table.iter() {
+            let DeValue::Table(fields) = value.get_ref() else {
+                continue;
+            };
+            let mut facts = std::collections::BTreeMap::new();
+            for (field, value) in fields.iter() {
+                let items = match value.get_ref() {
+                    DeValue::String(s) => vec![s.to_string()],
+                    DeValue::Integer(n) => vec![n.as_str().to_owned()],
+                    DeValue::Float(n) => vec![n.as_str().to_owned()],
+                    DeValue::Boolean(b) => vec![b.to_string()],
+                    DeValue::Array(items) => {
+                        let strings: Option<Vec<String>> = items
+                            .iter()
+                            .map(|i| match i.get_ref() {
+                                DeValue::String(s) => Some(s.to_string()),
+                                _ => None,
+                            })
+                            .collect();
+                        match strings {
+                            Some(strings) => strings,
+                            None => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                facts.insert(field.get_ref().to_string(), items);
+            }
+            out.insert(entry.get_ref().to_string(), facts);
+        }
+        out
     }
 
     fn keys_of(

@@ -193,6 +193,10 @@ pub struct TaskDef {
     pub inputs: Vec<Spanned<String>>,
     /// `outputs` globs.
     pub outputs: Vec<Spanned<String>>,
+    /// `inputs` as templates (vars, params, `{{param.field}}`), rendered per instance.
+    pub input_templates: Vec<template::Template>,
+    /// `outputs` as templates.
+    pub output_templates: Vec<template::Template>,
     /// `env`, in file order.
     pub env: Vec<(String, Template)>,
     /// `dir`, relative to the file's directory.
@@ -469,6 +473,8 @@ pub struct ParamDef {
     pub pattern: Option<regex::Regex>,
     /// `description`.
     pub description: Option<String>,
+    /// When `values` come from a table of a data file: each entry's facts, for `{{param.field}}`.
+    pub fields: Option<Arc<data::EntryFields>>,
     /// Where it is declared.
     pub span: Span,
 }

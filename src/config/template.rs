@@ -15,6 +15,14 @@ pub enum Part {
     Args,
     /// `{{changed}}`: the quoted input files that changed since the last success (incremental tasks).
     Changed,
+    /// `{{param.field}}`: a fact of the data-file entry a param's value names (`{{host.users}}`), by param
+    /// index, with each value's items; a list gives one pattern per item (only `inputs` and `outputs`).
+    Field {
+        /// The param, by index into `TaskDef::params`.
+        param: usize,
+        /// The field's items for each value of the param (a value missing here has none).
+        items: std::sync::Arc<std::collections::BTreeMap<String, Vec<String>>>,
+    },
 }
 
 /// A string with its references resolved; rendering never parses again.
@@ -107,7 +115,10 @@ fn flush(pieces: &mut Vec<Piece>, literal: &mut String) {
 }
 
 fn check_name(name: &str, range: Range<usize>) -> Result<(), ScanError> {
-    if is_identifier(name) {
+    let dotted = name
+        .split_once('.')
+        .is_some_and(|(param, field)| is_identifier(param) && is_identifier(field));
+    if is_identifier(name) || dotted {
         Ok(())
     } else {
         Err(ScanError {
@@ -199,9 +210,42 @@ impl Template {
                 },
                 Part::Args => push(&mut out, &mut context, args),
                 Part::Changed => slots.push(out.len()),
+                Part::Field { param, items } => {
+                    let joined = items.get(&params[*param]).map(|i| i.join(" "));
+                    push(&mut out, &mut context, joined.as_deref().unwrap_or(""));
+                }
             }
         }
         (out, slots)
+    }
+
+    /// Renders a glob pattern: one result, or one per combination of items when it names list fields
+    /// (`modules/home/{{host.users}}.nix` → one pattern per user); none when a field has no item.
+    pub fn render_patterns(&self, vars: &[String], params: &[String]) -> Vec<String> {
+        let mut out = vec![String::new()];
+        for part in &self.parts {
+            let pieces: Vec<&str> = match part {
+                Part::Literal(text) => vec![text],
+                Part::Var(i) => vec![&vars[*i]],
+                Part::Param(i) => vec![&params[*i]],
+                Part::Field { param, items } => items
+                    .get(&params[*param])
+                    .map(|i| i.iter().map(String::as_str).collect())
+                    .unwrap_or_default(),
+                Part::Args | Part::Changed => vec![""],
+            };
+            out = match pieces.as_slice() {
+                [one] => {
+                    out.iter_mut().for_each(|o| o.push_str(one));
+                    out
+                }
+                many => out
+                    .iter()
+                    .flat_map(|o| many.iter().map(move |p| format!("{o}{p}")))
+                    .collect(),
+            };
+        }
+        out
     }
 }
 
@@ -344,6 +388,45 @@ pub fn shell_quote(arg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_field_gives_one_pattern_per_item_and_a_missing_one_none() {
+        let items = std::sync::Arc::new(
+            [
+                (
+                    "NIXY".to_owned(),
+                    vec!["alex".to_owned(), "susu".to_owned()],
+                ),
+                ("NIXI".to_owned(), vec!["alex".to_owned()]),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let template = Template::new(vec![
+            Part::Literal("modules/".into()),
+            Part::Param(0),
+            Part::Literal("/".into()),
+            Part::Field { param: 0, items },
+            Part::Literal(".nix".into()),
+        ]);
+        assert_eq!(
+            template.render_patterns(&[], &["NIXY".into()]),
+            ["modules/NIXY/alex.nix", "modules/NIXY/susu.nix"]
+        );
+        assert_eq!(
+            template.render_patterns(&[], &["NIXI".into()]),
+            ["modules/NIXI/alex.nix"]
+        );
+        assert!(template.render_patterns(&[], &["OTHER".into()]).is_empty());
+    }
+
+    #[test]
+    fn a_dotted_name_scans_as_one_reference() {
+        let pieces = scan("{{host.users}}", false).expect("valid");
+        assert_eq!(pieces, vec![Piece::Name("host.users".into(), 0..14)]);
+        assert!(scan("{{host.}}", false).is_err());
+        assert!(scan("{{.users}}", false).is_err());
+    }
 
     #[test]
     fn scans_names_and_text() {

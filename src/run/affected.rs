@@ -3,7 +3,8 @@
 //!
 //! The answer is exact at the level of input globs: a task is affected when a changed path matches one of its
 //! include patterns and none of its `!` patterns, when its definition in tasks.toml changed, or when a task it
-//! depends on is affected. A task that declares no inputs is affected only through the last two.
+//! depends on is affected and passes something on (a check, cached with no outputs, passes nothing on; a group
+//! passes on what its members do). A task that declares no inputs is affected only through the last two.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -352,6 +353,7 @@ pub fn affected(
         None
     };
     let mut reasons: Vec<Option<Reason>> = Vec::with_capacity(plan.jobs.len());
+    let mut carries: Vec<bool> = Vec::with_capacity(plan.jobs.len());
     for (i, job) in plan.jobs.iter().enumerate() {
         let files: Vec<String> = changes
             .changes
@@ -370,6 +372,10 @@ pub fn affected(
                     Some(_) => None,
                 })
         };
+        let is_group = job.commands.is_empty() && job.plugin.is_none();
+        // A group stands for its members; any other task is reached only through a dependency that passes
+        // something on.
+        let through = |d: &usize| reasons[*d].is_some() && (is_group || carries[*d]);
         let reason = if !files.is_empty() {
             Some(Reason::Inputs(files))
         } else if definition.is_some() {
@@ -377,10 +383,20 @@ pub fn affected(
         } else {
             plan.deps[i]
                 .iter()
-                .find(|&&d| reasons[d].is_some())
+                .find(|d| through(d))
                 .map(|&d| Reason::Dependency(plan.jobs[d].label.clone()))
         };
+        // A cached task with no outputs is a check: run again, it can only pass or fail, so what depends on it
+        // still waits for it but is not changed by it. A group passes on what its affected members pass on.
+        let passes_on = match &reason {
+            None => false,
+            Some(_) if is_group => plan.deps[i]
+                .iter()
+                .any(|&d| reasons[d].is_some() && carries[d]),
+            Some(_) => !(job.key.cacheable && job.key.output_globs.is_empty()),
+        };
         reasons.push(reason);
+        carries.push(passes_on);
     }
     Affected {
         reasons,

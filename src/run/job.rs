@@ -476,10 +476,20 @@ fn job(
             own.iter().map(String::as_str).eq(DEFAULT_SHELL),
         ),
     };
-    let globs = |list: &[crate::config::Spanned<String>]| -> Vec<String> {
-        list.iter().map(|g| g.value.clone()).collect()
+    // Patterns may name params (`modules/hosts/{{host}}/**`) and their entries' facts
+    // (`modules/home/{{host.users}}.nix`, one pattern per user). A value can only add text inside the
+    // repository: a rendered pattern that would leave it (`..`, a leading `/`) is dropped, as it could match
+    // nothing cairn hashes.
+    let globs = |list: &[crate::config::template::Template]| -> Vec<String> {
+        list.iter()
+            .flat_map(|t| t.render_patterns(vars, &node.params))
+            .filter(|p| {
+                let bare = p.strip_prefix('!').unwrap_or(p);
+                !bare.is_empty() && !bare.starts_with('/') && !bare.split('/').any(|c| c == "..")
+            })
+            .collect()
     };
-    let input_globs = globs(&def.inputs);
+    let input_globs = globs(&def.input_templates);
     // A task plugin given credentials (allow.env, secrets) may put them in what it returns, like a task with
     // secrets: its results stay on this machine unless the task says otherwise.
     let plugin_holds_grants = def.plugin.as_ref().is_some_and(|name| {
@@ -488,7 +498,7 @@ fn job(
             .iter()
             .any(|p| p.name == name.value && (!p.allow_env.is_empty() || !p.secrets.is_empty()))
     });
-    let output_globs = globs(&def.outputs);
+    let output_globs = globs(&def.output_templates);
     // Patterns were checked when the file was loaded; they compile when first used, on the task's thread.
     let compile = |list: &[String]| GlobList::lazy(list);
     let key = KeySpec {

@@ -37,6 +37,7 @@ const TASKS: &str = r#"
 [tasks.web]
 run = "true"
 inputs = ["web/**", "!web/**/*.md"]
+outputs = ["dist/web.js"]
 
 [tasks.api]
 run = "true"
@@ -210,6 +211,41 @@ fn since_a_branch_counts_every_commit_after_the_merge_base_and_the_working_tree(
 }
 
 #[test]
+fn a_check_that_is_affected_does_not_affect_what_waits_for_it() {
+    let tasks = r#"
+[tasks.lint]
+run = "true"
+inputs = ["src/**"]
+
+[tasks.gen]
+run = "true"
+inputs = ["gen/**"]
+outputs = ["out/gen"]
+
+[tasks.package]
+run = "true"
+deps = ["lint", "gen"]
+
+[tasks.ci]
+deps = ["lint", "package"]
+"#;
+    let test = committed(
+        Test::new()
+            .tasks(tasks)
+            .file("src/a", "1")
+            .file("gen/a", "1"),
+    );
+    test.write("src/a", "2");
+    // lint runs again and can only pass or fail: package is not changed by it; ci, its group, is affected.
+    assert_eq!(affected_names(&affected_json(&test, &[])), ["lint", "ci"]);
+    test.write("gen/a", "2");
+    assert_eq!(
+        affected_names(&affected_json(&test, &[])),
+        ["lint", "gen", "package", "ci"]
+    );
+}
+
+#[test]
 fn targets_limit_the_answer_to_what_they_reach() {
     let test = project();
     test.write("web/app.js", "2");
@@ -318,4 +354,108 @@ fn the_text_form_lists_changes_and_why_each_task_is_affected() {
         .stdout_has("Affected: 3 of 5 tasks")
         .stdout_has("inputs: web/app.js")
         .stdout_has("depends on web");
+}
+
+const FLEET: &str = r#"
+[tasks."build:{host}"]
+params.host = { values = { from = "inventory.toml", key = "hosts", where = "enabled" } }
+run = "sh -c 'mkdir -p out && echo {{host}} > out/{{host}}'"
+outputs = ["out/{{host}}"]
+inputs = ["common/**", "{{host.kind}}/**", "hosts/{{host}}/**", "home/{{host.users}}.nix"]
+
+[tasks.deploy]
+matrix.host = { from = "inventory.toml", key = "hosts", where = "enabled" }
+deps = ["build:{{host}}"]
+run = "true"
+"#;
+
+const INVENTORY: &str = r#"
+[hosts.mac]
+kind = "darwin"
+users = ["alex", "susu"]
+enabled = true
+
+[hosts.box]
+kind = "nixos"
+users = ["alex"]
+enabled = true
+
+[hosts.arm]
+kind = "nixos"
+users = ["alex", "susu"]
+enabled = true
+
+[hosts.phone]
+kind = "droid"
+users = ["susu"]
+enabled = false
+"#;
+
+fn fleet() -> Test {
+    committed(
+        Test::new()
+            .tasks(FLEET)
+            .file("inventory.toml", INVENTORY)
+            .file("common/default.nix", "{ }")
+            .file("darwin/default.nix", "{ }")
+            .file("nixos/default.nix", "{ }")
+            .file("hosts/mac/default.nix", "{ }")
+            .file("hosts/box/default.nix", "{ }")
+            .file("hosts/arm/default.nix", "{ }")
+            .file("home/alex.nix", "{ }")
+            .file("home/susu.nix", "{ }"),
+    )
+}
+
+fn affected_builds(test: &Test) -> Vec<String> {
+    affected_names(&affected_json(test, &["deploy"]))
+        .into_iter()
+        .filter(|t| t.starts_with("build:"))
+        .collect()
+}
+
+#[test]
+fn a_users_home_affects_only_the_hosts_that_user_has_a_home_on() {
+    let test = fleet();
+    test.write("home/susu.nix", "{ changed }");
+    assert_eq!(affected_builds(&test), ["build:mac", "build:arm"]);
+    let json = affected_json(&test, &["deploy"]);
+    let deploys: Vec<String> = affected_names(&json)
+        .into_iter()
+        .filter(|t| t.starts_with("deploy"))
+        .collect();
+    assert_eq!(deploys, ["deploy[mac]", "deploy[arm]", "deploy"]);
+}
+
+#[test]
+fn a_kind_module_affects_the_hosts_of_that_kind_and_common_affects_every_host() {
+    let test = fleet();
+    test.write("nixos/default.nix", "{ changed }");
+    assert_eq!(affected_builds(&test), ["build:box", "build:arm"]);
+    git(&test, &["checkout", "-q", "--", "nixos/default.nix"]);
+    test.write("common/new.nix", "{ }");
+    assert_eq!(
+        affected_builds(&test),
+        ["build:mac", "build:box", "build:arm"]
+    );
+}
+
+#[test]
+fn a_host_of_its_own_affects_that_host_alone() {
+    let test = fleet();
+    git(
+        &test,
+        &["mv", "hosts/box/default.nix", "hosts/box/configuration.nix"],
+    );
+    assert_eq!(affected_builds(&test), ["build:box"]);
+}
+
+#[test]
+fn inputs_naming_params_key_the_cache_per_instance() {
+    let test = fleet();
+    test.run_with(&["run", "deploy"]).success();
+    test.run_with(&["run", "deploy"]).success().cached(3);
+    test.write("home/susu.nix", "{ changed }");
+    // mac and arm read susu's home: they run again; box comes from the cache.
+    test.run_with(&["run", "deploy"]).success().cached(1);
 }

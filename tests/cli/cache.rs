@@ -421,7 +421,7 @@ fn cache_stats_clean_and_gc_manage_the_store() {
 fn two_processes_share_one_cache_safely() {
     let t = Test::new()
         .tasks(
-            "[tasks.\"make:{n}\"]\nparams.n = { values = [\"1\", \"2\", \"3\", \"4\"] }\nrun = \"mkdir -p out && seq 1 2000 > out/{{n}}.txt && echo made {{n}}\"\ninputs = [\"tasks.toml\"]\noutputs = [\"out/{{{{n}}}}.txt\"]\n[tasks.all]\ndeps = [\"make:1\", \"make:2\", \"make:3\", \"make:4\"]\n",
+            "[tasks.\"make:{n}\"]\nparams.n = { values = [\"1\", \"2\", \"3\", \"4\"] }\nrun = \"mkdir -p out && seq 1 2000 > out/{{n}}.txt && echo made {{n}}\"\ninputs = [\"tasks.toml\"]\noutputs = [\"out/{{n}}.txt\"]\n[tasks.all]\ndeps = [\"make:1\", \"make:2\", \"make:3\", \"make:4\"]\n",
         )
         .args(&["run", "all", "-j4"]);
     let spawn = || {

@@ -67,6 +67,7 @@ impl Walker<'_> {
                         vars,
                         allow_args: false,
                         allow_changed: false,
+                        allow_fields: false,
                         secrets: &[],
                     };
                     let Some(key_template) = self.template(

@@ -168,11 +168,14 @@ struct Walker<'t> {
 }
 
 /// The names a template may refer to.
+#[derive(Clone, Copy)]
 struct Scope<'a> {
     params: &'a [ParamDef],
     vars: &'a [Var],
     allow_args: bool,
     allow_changed: bool,
+    /// Whether `{{param.field}}` may be used (glob patterns, where a list gives one pattern per item).
+    allow_fields: bool,
     /// Variables that carry secrets: naming one in a template is an error, not an unknown name.
     secrets: &'a [String],
 }
@@ -532,7 +535,25 @@ impl Walker<'_> {
     fn globs(&mut self, key: &str, value: &Value<'_>) -> Vec<Spanned<String>> {
         let globs = self.strings(key, value).unwrap_or_default();
         for glob in &globs {
-            let pattern = glob.value.strip_prefix('!').unwrap_or(&glob.value);
+            // A pattern naming params is checked with a stand-in for each reference (its values are checked
+            // as values); the references themselves are checked when the pattern is read as a template.
+            let stand_in;
+            let text = if glob.value.contains("{{") {
+                let Ok(pieces) = template::scan(&glob.value, false) else {
+                    continue;
+                };
+                stand_in = pieces
+                    .into_iter()
+                    .map(|piece| match piece {
+                        Piece::Text(text) => text,
+                        Piece::Name(..) => "x".to_owned(),
+                    })
+                    .collect::<String>();
+                &stand_in
+            } else {
+                &glob.value
+            };
+            let pattern = text.strip_prefix('!').unwrap_or(text);
             if pattern.is_empty() {
                 self.invalid(key, "the pattern is empty", &glob.span, None);
             } else if pattern.starts_with('/') {
@@ -598,6 +619,25 @@ impl Walker<'_> {
         for piece in pieces {
             match piece {
                 Piece::Text(t) => parts.push(Part::Literal(t)),
+                Piece::Name(name, range) if name.contains('.') => {
+                    match self.field_reference(&name, scope) {
+                        Ok(part) => parts.push(part),
+                        Err((message, help)) => {
+                            ok = false;
+                            let span =
+                                span_within_string(self.text, &value.span, &value.value, range);
+                            self.errors.push(ConfigError::Template {
+                                context: context(),
+                                reason: match help {
+                                    Some(help) => format!("{message}; {help}"),
+                                    None => message,
+                                },
+                                src: self.source.clone(),
+                                span: to_source_span(&span),
+                            });
+                        }
+                    }
+                }
                 Piece::Name(name, range) => {
                     if let Some(i) = scope.params.iter().position(|p| p.name == name) {
                         parts.push(Part::Param(i));
@@ -645,6 +685,58 @@ impl Walker<'_> {
             }
         }
         ok.then(|| Template::new(parts))
+    }
+}
+
+impl Walker<'_> {
+    /// Resolves `{{param.field}}`, or says why it cannot be used here.
+    fn field_reference(
+        &self,
+        name: &str,
+        scope: &Scope<'_>,
+    ) -> Result<Part, (String, Option<String>)> {
+        let (param_name, field) = name.split_once('.').unwrap_or((name, ""));
+        if !scope.allow_fields {
+            return Err((
+                format!("`{{{{{name}}}}}` names a field of a param's entry, which only `inputs` and `outputs` can use"),
+                Some(format!("use `{{{{{param_name}}}}}` here, or read the fact in the command (`cairn query`)")),
+            ));
+        }
+        let Some(param) = scope.params.iter().position(|p| p.name == param_name) else {
+            return Err((
+                format!("`{param_name}` in `{{{{{name}}}}}` is not a param of this task"),
+                did_you_mean(param_name, scope.params.iter().map(|p| p.name.as_str())),
+            ));
+        };
+        let Some(entries) = scope.params[param].fields.as_deref() else {
+            return Err((
+                format!("param `{param_name}` has no fields: its values are not the entries of a data file's table"),
+                Some(format!("give it `values = {{ from = \"FILE.toml\", key = \"TABLE\" }}` to use `{{{{{param_name}.FIELD}}}}`")),
+            ));
+        };
+        let known: std::collections::BTreeSet<&str> = entries
+            .values()
+            .flat_map(|facts| facts.keys().map(String::as_str))
+            .collect();
+        if !known.contains(field) {
+            return Err((
+                format!("no entry of param `{param_name}`'s table has a string, number, boolean or list-of-strings field `{field}`"),
+                did_you_mean(field, known.iter().copied()).or_else(|| {
+                    Some(format!(
+                        "its entries have {}",
+                        known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    ))
+                }),
+            ));
+        }
+        let items = entries
+            .iter()
+            .filter_map(|(entry, facts)| Some((entry.clone(), facts.get(field)?.clone())))
+            .collect();
+        Ok(Part::Field {
+            param,
+            items: Arc::new(items),
+        })
     }
 }
 

@@ -49,10 +49,12 @@ impl Walker<'_> {
                 continue;
             };
             self.check_keys(spec, PARAM_KEYS, &param_context);
+            let mut fields = None;
             let values = spec.get("values").and_then(|v| {
                 if let DeValue::Table(query) = v.get_ref() {
                     let (file, key, filter) =
                         self.query_spec(query, v, &format!("`values` of {param_context}"))?;
+                    fields = Some(std::sync::Arc::new(file.entry_fields(&key.value)));
                     return match file.query(&key.value, filter.as_deref()) {
                         Ok(list) if list.is_empty() => {
                             self.invalid(
@@ -138,6 +140,7 @@ impl Walker<'_> {
                 default: default.map(|d| d.value),
                 pattern,
                 description,
+                fields,
                 span: key.span(),
             });
         }

@@ -49,6 +49,7 @@ impl Walker<'_> {
             default: None,
             pattern: None,
             description: None,
+            fields: None,
             span: m.span.clone(),
         }));
         let incremental = self.flag(table, "incremental");
@@ -64,6 +65,7 @@ impl Walker<'_> {
             vars,
             allow_args: false,
             allow_changed: false,
+            allow_fields: false,
             secrets: &secret_names,
         };
         let run_scope = Scope {
@@ -146,6 +148,12 @@ impl Walker<'_> {
         let outputs = self
             .field(table, "outputs", |w, k, v| Some(w.globs(k, v)))
             .unwrap_or_default();
+        let glob_scope = Scope {
+            allow_fields: true,
+            ..scope
+        };
+        let input_templates = self.glob_templates("inputs", &inputs, &context, &glob_scope);
+        let output_templates = self.glob_templates("outputs", &outputs, &context, &glob_scope);
         let env = self
             .field(table, "env", |w, _, v| {
                 Some(w.task_env(v, &context, &scope))
@@ -284,6 +292,8 @@ impl Walker<'_> {
             deps,
             inputs,
             outputs,
+            input_templates,
+            output_templates,
             env,
             dir,
             timeout,
@@ -323,6 +333,22 @@ impl Walker<'_> {
             .into_iter()
             .filter_map(|text| {
                 self.template(|| format!("`{key}` of {context}"), &text, is_dep, scope)
+            })
+            .collect()
+    }
+
+    /// `inputs` or `outputs` read as templates: a pattern may name vars, params and `{{param.field}}`.
+    fn glob_templates(
+        &mut self,
+        key: &str,
+        globs: &[Spanned<String>],
+        context: &str,
+        scope: &Scope<'_>,
+    ) -> Vec<Template> {
+        globs
+            .iter()
+            .filter_map(|glob| {
+                self.template(|| format!("`{key}` of {context}"), glob, false, scope)
             })
             .collect()
     }
@@ -520,6 +546,7 @@ impl Walker<'_> {
             vars,
             allow_args: false,
             allow_changed: false,
+            allow_fields: false,
             secrets: &[],
         };
         let from = table

@@ -197,3 +197,67 @@ fn a_check_without_run_and_an_unknown_strategy_are_explained() {
     assert!(help.as_deref().is_some_and(|h| h.contains("outputs")));
     assert_eq!(place, (3, 17));
 }
+
+/// A project with an inventory beside tasks.toml, for params whose values come from it.
+fn with_inventory(tasks: &str) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("inventory.toml"),
+        "[hosts.a]\nkind = \"nixos\"\nusers = [\"x\", \"y\"]\n[hosts.b]\nkind = \"darwin\"\nusers = [\"x\"]\n",
+    )
+    .expect("write inventory");
+    let root = dir.path().to_owned();
+    Config::parse("tasks.toml", tasks, root.join("tasks.toml"), root)
+}
+
+const HOST_PARAM: &str =
+    "[tasks.\"build:{host}\"]\nrun = \"true\"\nparams.host = { values = { from = \"inventory.toml\", key = \"hosts\" } }\n";
+
+#[test]
+fn inputs_may_name_a_fact_of_the_params_entry() {
+    let config = with_inventory(&format!(
+        "{HOST_PARAM}inputs = [\"m/{{{{host.kind}}}}/**\", \"home/{{{{host.users}}}}.nix\"]\n"
+    ))
+    .expect("valid");
+    assert_eq!(config.tasks[0].input_templates.len(), 2);
+}
+
+fn template_error(result: Result<Config, ConfigError>) -> String {
+    let errors = match result {
+        Ok(_) => panic!("expected an error"),
+        Err(ConfigError::Many { errors, .. }) => errors,
+        Err(error) => vec![error],
+    };
+    match &errors[..] {
+        [ConfigError::Template { reason, .. }] => reason.clone(),
+        other => panic!("one template error expected: {other:?}"),
+    }
+}
+
+#[test]
+fn an_unknown_field_is_named_with_the_closest_one() {
+    let reason = template_error(with_inventory(&format!(
+        "{HOST_PARAM}inputs = [\"home/{{{{host.user}}}}.nix\"]\n"
+    )));
+    assert!(reason.contains("field `user`"), "{reason}");
+    assert!(reason.contains("did you mean `users`?"), "{reason}");
+}
+
+#[test]
+fn a_field_in_a_command_says_where_fields_can_be_used() {
+    let reason = template_error(with_inventory(&format!(
+        "{HOST_PARAM}env = {{ K = \"{{{{host.kind}}}}\" }}\n"
+    )));
+    assert!(
+        reason.contains("only `inputs` and `outputs` can use"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_field_of_a_param_with_listed_values_explains_where_fields_come_from() {
+    let reason = template_error(with_inventory(
+        "[tasks.\"t:{env}\"]\nrun = \"true\"\nparams.env = { values = [\"a\"] }\ninputs = [\"{{env.kind}}/**\"]\n",
+    ));
+    assert!(reason.contains("param `env` has no fields"), "{reason}");
+}
