@@ -93,6 +93,8 @@ enum Command {
         #[arg(long = "where", value_name = "FIELD")]
         filter: Option<String>,
     },
+    /// Print the JSON Schema of tasks.toml (draft 2020-12), for editors; also kept at schema/tasks.schema.json.
+    Schema,
     /// Print a completion script for a shell.
     Completions {
         /// The shell.
@@ -158,6 +160,10 @@ pub fn main() -> ExitCode {
         Command::Affected(args) => affected::affected(&context, &args),
         Command::Graph(args) => graph(&context, &args),
         Command::Check => check(&context),
+        Command::Schema => {
+            print!("{}", crate::config::schema::schema_text());
+            Ok(0)
+        }
         Command::Why(args) => cache::why(&context, &args),
         Command::Cache(command) => cache::cache(&context, &command),
         Command::Secrets(args) => secrets::secrets(args),

@@ -8,6 +8,7 @@ pub mod data;
 mod duration;
 mod error;
 mod parse;
+pub mod schema;
 pub mod source;
 pub mod suggest;
 pub mod template;

@@ -310,3 +310,24 @@ fn every_module_imports_only_what_the_map_allows() {
         broken.join("\n")
     );
 }
+
+#[test]
+fn cairn_schema_prints_the_schema_the_repository_keeps_for_editors() {
+    let run = Test::new().run_with(&["schema"]).success();
+    let stored = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/tasks.schema.json"),
+    )
+    .expect("schema/tasks.schema.json");
+    assert_eq!(run.stdout, stored);
+    let schema: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    // The repository's own tasks.toml points editors at it.
+    let tasks = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks.toml"),
+    )
+    .expect("tasks.toml");
+    assert!(tasks.starts_with("#:schema ./schema/tasks.schema.json\n"));
+}

@@ -31,8 +31,8 @@ mod task;
 #[cfg(test)]
 mod tests;
 
-const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks", "remote_cache"];
-const REMOTE_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks", "remote_cache"];
+pub(crate) const REMOTE_KEYS: &[&str] = &[
     "url",
     "mode",
     "token",
@@ -41,19 +41,19 @@ const REMOTE_KEYS: &[&str] = &[
     "timeout",
     "ca_file",
 ];
-const PLUGIN_KEYS: &[&str] = &[
+pub(crate) const PLUGIN_KEYS: &[&str] = &[
     "source", "sha256", "config", "allow", "limits", "events", "secrets", "built_by", "trust",
 ];
-const ALLOW_KEYS: &[&str] = &["hosts", "env", "clock"];
-const LIMIT_KEYS: &[&str] = &["timeout", "memory", "fuel"];
-const SETTINGS_KEYS: &[&str] = &[
+pub(crate) const ALLOW_KEYS: &[&str] = &["hosts", "env", "clock"];
+pub(crate) const LIMIT_KEYS: &[&str] = &["timeout", "memory", "fuel"];
+pub(crate) const SETTINGS_KEYS: &[&str] = &[
     "jobs",
     "shell",
     "kill_grace",
     "cache_max_size",
     "cache_max_age",
 ];
-const TASK_KEYS: &[&str] = &[
+pub(crate) const TASK_KEYS: &[&str] = &[
     "description",
     "run",
     "deps",
@@ -84,12 +84,15 @@ const TASK_KEYS: &[&str] = &[
     "max_parallel",
     "remote",
 ];
-const QUERY_KEYS: &[&str] = &["from", "key", "where"];
+pub(crate) const QUERY_KEYS: &[&str] = &["from", "key", "where"];
 /// Combinations of param values checked against a matrix's data file at load time; more are checked when used.
 const MAX_CHECKED_QUERIES: usize = 256;
-const CHECK_KEYS: &[&str] = &["run", "retries", "interval"];
-const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
-const PARAM_KEYS: &[&str] = &["values", "default", "pattern", "description"];
+pub(crate) const CHECK_KEYS: &[&str] = &["run", "retries", "interval"];
+pub(crate) const SECRETS_KEYS: &[&str] = &["from", "env", "files", "allow_envs"];
+pub(crate) const PARAM_KEYS: &[&str] = &["values", "default", "pattern", "description"];
+pub(crate) const CONFIRM_KEYS: &[&str] = &["question", "when"];
+pub(crate) const CREDENTIAL_KEYS: &[&str] = &["env", "file", "secret", "from"];
+pub(crate) const WRITER_KEYS: &[&str] = &["name", "key"];
 const MAX_RETRIES: i64 = 100;
 
 pub(super) fn parse(

@@ -95,11 +95,7 @@ impl Walker<'_> {
             );
             return None;
         };
-        self.check_keys(
-            spec,
-            &["env", "file", "secret", "from"],
-            &format!("`{key}`"),
-        );
+        self.check_keys(spec, super::CREDENTIAL_KEYS, &format!("`{key}`"));
         let text = |walker: &mut Self, name: &str| {
             spec.get(name)
                 .and_then(|v| walker.string(&format!("{key}.{name}"), v))
@@ -142,7 +138,7 @@ impl Walker<'_> {
         let (name, text) = match value.get_ref() {
             DeValue::String(_) => (None, self.string("trusted_writers", value)?),
             DeValue::Table(spec) => {
-                self.check_keys(spec, &["name", "key"], "a trusted writer");
+                self.check_keys(spec, super::WRITER_KEYS, "a trusted writer");
                 let name = spec
                     .get("name")
                     .and_then(|v| self.string("trusted_writers.name", v));

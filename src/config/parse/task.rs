@@ -198,7 +198,7 @@ impl Walker<'_> {
                 DeValue::Table(spec) => {
                     self.check_keys(
                         spec,
-                        &["question", "when"],
+                        super::CONFIRM_KEYS,
                         &format!("`confirm` of {context}"),
                     );
                     if let Some(when) = spec.get("when").and_then(|w| self.table("confirm.when", w))
