@@ -95,6 +95,7 @@ fn engine(c: &mut Criterion) {
         keep_going: false,
         handle_signals: false,
         force: false,
+        stop: None,
     };
     let mut group = c.benchmark_group("engine");
     group.sample_size(20);

@@ -29,6 +29,21 @@ pub enum CliError {
     #[diagnostic(transparent)]
     Affected(#[from] crate::run::affected::AffectedError),
 
+    /// `cairn watch` cannot watch these targets.
+    #[error("{message}")]
+    #[diagnostic(code(cairn::watch))]
+    Watch {
+        /// What is wrong.
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    /// Files cannot be watched.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    WatchFiles(#[from] crate::run::watcher::WatchError),
+
     /// A secrets command failed.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -142,6 +157,7 @@ impl CliError {
             | CliError::Secrets(_)
             | CliError::Query { .. }
             | CliError::Hooks { .. }
+            | CliError::WatchFiles(_)
             | CliError::Affected(crate::run::affected::AffectedError::Git { .. }) => 1,
             _ => 2,
         }

@@ -16,6 +16,7 @@ mod remote;
 mod report;
 mod run;
 mod secrets;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ enum Command {
     Run(run::RunArgs),
     /// List tasks with their params and descriptions.
     List(list::ListArgs),
+    /// Run targets, then again whenever what they read changes; keep `service` tasks running beside them.
+    Watch(watch::WatchArgs),
     /// Which tasks a change affects: files changed since a commit (the working tree included) matched against
     /// each task's inputs, then every task depending on them.
     Affected(affected::AffectedArgs),
@@ -157,6 +160,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => run::run(&context, args),
         Command::List(args) => list::list(&context, &args),
+        Command::Watch(args) => watch::watch(&context, &args),
         Command::Affected(args) => affected::affected(&context, &args),
         Command::Graph(args) => graph(&context, &args),
         Command::Check => check(&context),

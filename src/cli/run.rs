@@ -78,7 +78,7 @@ pub(super) struct RunArgs {
 /// The task `cairn run` runs when given no target.
 const DEFAULT_TASK: &str = "default";
 
-fn parse_assignment(text: &str) -> Result<(String, String), String> {
+pub(super) fn parse_assignment(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
         _ => Err(format!(
@@ -207,6 +207,7 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
             dry_run: args.dry_run,
             identities: args.identity.clone(),
             remote,
+            stop: None,
         },
     )?;
     for warning in &prepared.warnings {

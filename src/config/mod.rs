@@ -56,6 +56,8 @@ pub struct Config {
     pub tasks: Vec<TaskDef>,
     /// `[remote_cache]`, if the file has one.
     pub remote_cache: Option<RemoteCacheDef>,
+    /// The data files params and matrices read values from, as named (relative to the root).
+    pub data_files: Vec<String>,
 }
 
 /// How long one request to the remote cache may take unless `[remote_cache] timeout` says otherwise.
@@ -223,6 +225,8 @@ pub struct TaskDef {
     pub deps_strategy: DepsStrategy,
     /// `incremental`: give the command only the inputs that changed since the last success.
     pub incremental: bool,
+    /// `service`: a long-running process (a dev server) that `cairn watch` keeps up and restarts on change.
+    pub service: bool,
     /// `secrets`: values from a secrets file, given to the task in its environment or as files.
     pub secrets: Option<TaskSecrets>,
     /// `executor`: a plugin that rewrites each command before cairn starts it.
@@ -420,7 +424,8 @@ pub struct TaskSecrets {
 impl TaskDef {
     /// Whether results may be reused: `cache` when set, else whether `inputs` are declared.
     pub fn cacheable(&self) -> bool {
-        self.cache.unwrap_or(!self.inputs.is_empty())
+        // A service never ends with a result to keep.
+        !self.service && self.cache.unwrap_or(!self.inputs.is_empty())
     }
 }
 

@@ -294,6 +294,7 @@ pub fn schema() -> Value {
             ("serial", boolean()),
             ("max_parallel", json!({ "type": "integer", "minimum": 1 })),
             ("remote", json!({ "enum": [true, false, "read-write", "read", "off"] })),
+            ("service", boolean()),
         ],
     );
     // What the loader says about a task with nothing to do, and about a plugin task with commands too.

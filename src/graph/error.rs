@@ -75,6 +75,23 @@ pub enum GraphError {
         edges: Vec<LabeledSpan>,
     },
 
+    /// A `deps` entry naming a service, which never finishes.
+    #[error("task `{task}` depends on `{service}`, a service: it never finishes, so `{task}` would never start")]
+    #[diagnostic(
+        code(cairn::graph::depends_on_service),
+        help("gather them in a group instead (`deps = [\"{service}\", \"{task}\"]` and no `run`), or drop `service = true`")
+    )]
+    DependsOnService {
+        /// The dependent task instance.
+        task: String,
+        /// The service as named.
+        service: String,
+        #[source_code]
+        src: SourceFile,
+        #[label("a service")]
+        span: SourceSpan,
+    },
+
     /// A target on the command line that names no task.
     #[error("no task named `{target}`")]
     #[diagnostic(code(cairn::graph::unknown_target))]

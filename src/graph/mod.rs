@@ -310,6 +310,19 @@ impl TaskGraph {
             for dep in &def.deps {
                 let name = dep.template.render(&self.vars, &self.nodes[id].params, "");
                 match self.resolver.resolve(&config, &name) {
+                    // A group may gather services (`dev = [serve, lint]`); a task that does something would
+                    // wait for one forever.
+                    Ok((task, _))
+                        if config.tasks[task].service
+                            && (!def.run.is_empty() || def.plugin.is_some()) =>
+                    {
+                        errors.push(GraphError::DependsOnService {
+                            task: self.nodes[id].label.clone(),
+                            service: name.clone(),
+                            src: config.source.clone(),
+                            span: to_source_span(&dep.span),
+                        });
+                    }
                     Ok((task, values)) => {
                         let target = self.intern(task, values, &mut pending);
                         if !deps.contains(&target) {

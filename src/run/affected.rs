@@ -256,7 +256,11 @@ fn resolve_base(root: &Path, since: Option<&str>) -> Result<Base, AffectedError>
         .filter(|c| !c.is_empty())
     };
     if let Some(reference) = since {
-        return match commit_of(reference) {
+        // Never let a value be read as one of git's options.
+        let found = (!reference.starts_with('-'))
+            .then(|| commit_of(reference))
+            .flatten();
+        return match found {
             Some(commit) => Ok(Base {
                 reference: reference.to_owned(),
                 commit,
@@ -439,7 +443,7 @@ fn base_plan(
 
 /// What of a job its definition decides: two plans in one process give equal fingerprints exactly when the
 /// job would run the same way on the same files.
-fn fingerprint(plan: &Plan, i: usize) -> blake3::Hash {
+pub(crate) fn fingerprint(plan: &Plan, i: usize) -> blake3::Hash {
     let job: &Job = &plan.jobs[i];
     let key = &job.key;
     let mut deps: Vec<&str> = plan.deps[i]

@@ -63,6 +63,8 @@ pub struct Settings {
     pub identities: Vec<PathBuf>,
     /// The remote cache, when one is configured and not turned off.
     pub remote: Option<RemoteOptions>,
+    /// Stops the run as SIGTERM would when it turns `true`.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// A run ready to start: its plugins declared, its secrets decrypted, its cache open.
@@ -285,6 +287,7 @@ impl Run {
             keep_going: settings.keep_going,
             handle_signals: true,
             force: settings.force,
+            stop: settings.stop.clone(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -147,6 +147,8 @@ pub struct Job {
     pub rollback: Option<String>,
     /// The rollout it is part of, as an instance of a task's matrix with `serial` or `max_parallel`.
     pub rollout: Option<RolloutSlot>,
+    /// Whether it is a service: a long-running process `cairn watch` keeps up beside the runs.
+    pub service: bool,
 }
 
 /// A job's place in a rollout: the scheduler runs at most `max_parallel` jobs of one group at once, and
@@ -625,6 +627,7 @@ fn job(
             }),
             _ => None,
         },
+        service: def.service && node.role != Role::Group,
     }
 }
 
@@ -715,6 +718,7 @@ fn empty_job(label: &str) -> Job {
         check: None,
         rollback: None,
         rollout: None,
+        service: false,
     }
 }
 

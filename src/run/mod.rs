@@ -15,6 +15,7 @@ pub mod plugins;
 mod process;
 pub mod secrets;
 mod signals;
+pub mod watcher;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -295,6 +296,8 @@ pub struct RunOptions {
     pub handle_signals: bool,
     /// Run tasks even when the cache has their result (and store the new result).
     pub force: bool,
+    /// Stops the run as SIGTERM would when it turns `true` (`cairn watch` stopping a service to restart it).
+    pub stop: Option<watch::Receiver<bool>>,
 }
 
 /// Runs `plan` to the end, or until a failure or signal stops it.
@@ -354,6 +357,7 @@ pub async fn execute(
     let mut running: JoinSet<cached::JobEnd> = JoinSet::new();
     let mut running_index: HashMap<tokio::task::Id, usize> = HashMap::new();
     let limit = options.jobs.max(1);
+    let mut asked_to_stop = options.stop.clone();
 
     loop {
         // Everything that already ended is taken into account before anything new starts: a failure that
@@ -396,7 +400,7 @@ pub async fn execute(
                 let (i, end) = state.identify(joined, &mut running_index, jobs, reporter.as_ref());
                 state.finish(i, end, jobs, reporter.as_ref());
             }
-            signal = Signals::next(&mut signals) => {
+            signal = asked(&mut asked_to_stop, &mut signals) => {
                 state.interrupted.get_or_insert(signal);
                 state.stopping = true;
                 let harder = if *stop_tx.borrow() == StopRequest::None { StopRequest::Graceful } else { StopRequest::Now };
@@ -414,6 +418,28 @@ pub async fn execute(
         elapsed: start.elapsed(),
         started: start,
     })
+}
+
+/// The next signal, or the caller's request to stop, which counts as SIGTERM.
+async fn asked(
+    stop: &mut Option<watch::Receiver<bool>>,
+    signals: &mut Option<Signals>,
+) -> Interruption {
+    let requested = async {
+        match stop {
+            Some(stop) => {
+                // A dropped sender is no request: the run goes on.
+                if stop.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        signal = Signals::next(signals) => signal,
+        () = requested => Interruption::Terminate,
+    }
 }
 
 /// The scheduler's bookkeeping: what is ready, what waits for what, and how each job ended.

@@ -75,6 +75,7 @@ fn run_plan(plan: &Plan, executor: Arc<Scripted>, jobs: usize, keep_going: bool)
         keep_going,
         handle_signals: false,
         force: false,
+        stop: None,
     };
     runtime
         .block_on(execute(

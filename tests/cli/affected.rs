@@ -459,3 +459,16 @@ fn inputs_naming_params_key_the_cache_per_instance() {
     // mac and arm read susu's home: they run again; box comes from the cache.
     test.run_with(&["run", "deploy"]).success().cached(1);
 }
+
+#[test]
+fn a_since_value_that_looks_like_an_option_is_refused_never_passed_to_git() {
+    let test = project();
+    let target = test.path("written-by-git");
+    test.run_with(&[
+        "affected",
+        &format!("--since=--output={}", target.display()),
+    ])
+    .status(2)
+    .stderr_has("git knows no commit by that name");
+    assert!(!target.exists());
+}

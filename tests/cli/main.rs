@@ -18,4 +18,5 @@ mod reports;
 mod secrets;
 mod support;
 mod vault;
+mod watch;
 mod wsl;

@@ -83,6 +83,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "serial",
     "max_parallel",
     "remote",
+    "service",
 ];
 pub(crate) const QUERY_KEYS: &[&str] = &["from", "key", "where"];
 /// Combinations of param values checked against a matrix's data file at load time; more are checked when used.
@@ -144,6 +145,8 @@ pub(super) fn parse(
     if !walker.errors.is_empty() {
         return Err(ConfigError::collect(&name, walker.errors));
     }
+    let mut data_files: Vec<String> = walker.data_files.into_keys().collect();
+    data_files.sort();
     Ok(Config {
         source,
         path,
@@ -153,6 +156,7 @@ pub(super) fn parse(
         plugins,
         tasks,
         remote_cache,
+        data_files,
     })
 }
 

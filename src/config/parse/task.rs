@@ -53,6 +53,7 @@ impl Walker<'_> {
             span: m.span.clone(),
         }));
         let incremental = self.flag(table, "incremental");
+        let service = self.flag(table, "service");
         let secrets = self.field(table, "secrets", |w, _, v| {
             w.task_secrets(&context, v, &scope_params, vars)
         });
@@ -306,6 +307,7 @@ impl Walker<'_> {
             env_pass,
             deps_strategy,
             incremental,
+            service,
             secrets,
             executor,
             plugin,
