@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod graph;
+pub mod import;
 pub mod lockfile;
 pub mod paths;
 pub mod report;

@@ -44,6 +44,11 @@ pub enum CliError {
     #[diagnostic(transparent)]
     WatchFiles(#[from] crate::run::watcher::WatchError),
 
+    /// Another runner's file could not be imported.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Import(#[from] crate::import::ImportError),
+
     /// A secrets command failed.
     #[error(transparent)]
     #[diagnostic(transparent)]

@@ -8,6 +8,7 @@ mod completions;
 mod error;
 mod history;
 mod hooks;
+mod import;
 mod list;
 mod output;
 mod plugins;
@@ -96,6 +97,8 @@ enum Command {
         #[arg(long = "where", value_name = "FIELD")]
         filter: Option<String>,
     },
+    /// Write a tasks.toml from a justfile, a Taskfile.yml, or package.json scripts with turbo.json.
+    Import(import::ImportArgs),
     /// Print the JSON Schema of tasks.toml (draft 2020-12), for editors; also kept at schema/tasks.schema.json.
     Schema,
     /// Print a completion script for a shell.
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => run::run(&context, args),
         Command::List(args) => list::list(&context, &args),
+        Command::Import(args) => import::import(&args),
         Command::Watch(args) => watch::watch(&context, &args),
         Command::Affected(args) => affected::affected(&context, &args),
         Command::Graph(args) => graph(&context, &args),

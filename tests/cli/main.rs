@@ -8,6 +8,7 @@ mod docs;
 mod engine;
 mod fleet;
 mod hardening;
+mod import;
 mod kills;
 mod matrix;
 mod monitoring;
