@@ -381,3 +381,22 @@ deps = ["serve", "lint"]
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_change_during_a_run_is_queued_and_starts_the_next_run() {
+    let test = Test::new()
+        .tasks("[tasks.slow]\nrun = \"sh -c 'sleep 1; cat src/*.txt; echo slow-done'\"\ninputs = [\"src/**\"]\ncache = false\n")
+        .file("src/a.txt", "a\n");
+    let w = watch(&test, &["slow"]);
+    w.screen.idle(1);
+    test.write("src/a.txt", "a2\n");
+    w.screen.wait_for("changed: src/a.txt", 1);
+    // The second run is under way (its task sleeps): this change must not be lost.
+    test.write("src/b.txt", "b\n");
+    w.screen.idle(3);
+    let text = w.screen.text();
+    assert!(text.contains("changed: src/b.txt"), "{text}");
+    assert_eq!(w.screen.count("slow-done"), 3, "{text}");
+    // The runs did not overlap: each ended before the next began.
+    assert!(text.contains("| b\n"), "{text}");
+}
