@@ -12,6 +12,31 @@ pub struct Test {
     envs: Vec<(String, String)>,
 }
 
+/// Every tasks.toml a test writes that cairn's loader accepts must pass schema/tasks.schema.json too: the tests'
+/// hundreds of files are the schema's corpus of valid ones.
+fn schema_accepts_what_loads(dir: &std::path::Path, text: &str) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let root = dir.to_owned();
+    if cairn::config::Config::parse("tasks.toml", text, root.join("tasks.toml"), root).is_err() {
+        return;
+    }
+    let Ok(document) = toml::from_str::<toml::Value>(text) else {
+        return;
+    };
+    let instance = serde_json::to_value(document).expect("TOML converts to JSON");
+    let validator = VALIDATOR.get_or_init(|| {
+        jsonschema::draft202012::new(&cairn::config::schema::schema()).expect("a valid schema")
+    });
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the schema rejects a tasks.toml the loader accepts:\n{text}\n{errors:#?}"
+    );
+}
+
 /// What a run of cairn produced.
 pub struct Run {
     pub status: i32,
@@ -31,6 +56,7 @@ impl Test {
     }
 
     pub fn tasks(self, text: &str) -> Test {
+        schema_accepts_what_loads(self.dir.path(), text);
         self.file("tasks.toml", text)
     }
 
