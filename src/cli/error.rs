@@ -49,6 +49,16 @@ pub enum CliError {
     #[diagnostic(transparent)]
     Import(#[from] crate::import::ImportError),
 
+    /// A plugin crate could not be created or built.
+    #[error("{message}")]
+    #[diagnostic(code(cairn::plugins::author))]
+    PluginCrate {
+        /// What went wrong.
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+
     /// A secrets command failed.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -163,6 +173,7 @@ impl CliError {
             | CliError::Query { .. }
             | CliError::Hooks { .. }
             | CliError::WatchFiles(_)
+            | CliError::PluginCrate { .. }
             | CliError::Affected(crate::run::affected::AffectedError::Git { .. }) => 1,
             _ => 2,
         }

@@ -11,6 +11,7 @@ mod hooks;
 mod import;
 mod list;
 mod output;
+mod plugin_author;
 mod plugins;
 mod progress;
 mod remote;

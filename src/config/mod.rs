@@ -362,6 +362,39 @@ pub struct PluginDef {
     pub trust_full: bool,
 }
 
+/// Where a plugin's `source` is downloaded from when it is not a file of the repository: `Some(Ok(url))` for
+/// `https://…`, `http://…` and `github:OWNER/REPO@TAG/ASSET` (a release asset), `Some(Err(why))` for a
+/// malformed one, `None` for a path. Plain `http://` is accepted: the pinned hash, not the transport, is what
+/// is trusted.
+pub fn remote_source(source: &str) -> Option<Result<String, String>> {
+    if source.starts_with("https://") || source.starts_with("http://") {
+        let host = source.split("://").nth(1).unwrap_or("");
+        return Some(if host.is_empty() || host.starts_with('/') {
+            Err(format!("`{source}` names no host"))
+        } else {
+            Ok(source.to_owned())
+        });
+    }
+    let rest = source.strip_prefix("github:")?;
+    let parsed = rest.split_once('@').and_then(|(repository, tail)| {
+        let (owner, repo) = repository.split_once('/')?;
+        let (tag, asset) = tail.split_once('/')?;
+        let fine = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        (fine(owner) && fine(repo) && fine(tag) && fine(asset))
+            .then(|| format!("https://github.com/{owner}/{repo}/releases/download/{tag}/{asset}"))
+    });
+    Some(
+        parsed.ok_or_else(|| {
+            format!("`{source}` is not of the form `github:OWNER/REPO@TAG/ASSET.wasm`")
+        }),
+    )
+}
+
 /// One entry of a plugin's `config`.
 #[derive(Debug, Clone)]
 pub struct PluginSetting {

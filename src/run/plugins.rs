@@ -405,6 +405,9 @@ impl Plugins {
 
     /// The module's bytes, after checking them against the pinned hash; also returns the hash.
     pub fn verified_module(&self, def: &PluginDef) -> Result<(Vec<u8>, String), PluginError> {
+        if let Some(Ok(url)) = crate::config::remote_source(&def.source.value) {
+            return self.downloaded_module(def, &url);
+        }
         let path = self.config.root.join(&def.source.value);
         let wasm = std::fs::read(&path).map_err(|e| PluginError::Module {
             plugin: def.name.clone(),
@@ -451,6 +454,83 @@ impl Plugins {
             });
         }
         Ok((wasm, found))
+    }
+
+    /// A module from a URL: its pin (tasks.toml's `sha256`, else plugins.lock's entry for this very URL) says
+    /// which bytes are wanted; they come from the user's cache when it has them, else are downloaded once and
+    /// kept there. Whatever their origin, they are hashed before every load.
+    fn downloaded_module(
+        &self,
+        def: &PluginDef,
+        url: &str,
+    ) -> Result<(Vec<u8>, String), PluginError> {
+        let refuse = |message: String, help: Option<String>| PluginError::Module {
+            plugin: def.name.clone(),
+            message,
+            help,
+        };
+        let lock = self.lock.as_ref().map_err(|e| {
+            refuse(
+                format!("plugins.lock is unreadable: {e}"),
+                Some("rewrite it with `cairn plugins lock`".into()),
+            )
+        })?;
+        let expected = match (&def.sha256, lock.plugins.get(&def.name)) {
+            (Some(pinned), _) => pinned.value.to_ascii_lowercase(),
+            (None, Some(entry)) if entry.source == def.source.value => entry.sha256.to_ascii_lowercase(),
+            (None, Some(entry)) => {
+                return Err(refuse(
+                    format!(
+                        "plugins.lock pins `{}`, not `{}`: a downloaded plugin is loaded only by the hash pinned for its URL",
+                        entry.source, def.source.value
+                    ),
+                    Some("run `cairn plugins lock` to download it and pin what it serves now".into()),
+                ))
+            }
+            (None, None) => {
+                return Err(refuse(
+                    "is downloaded from a URL but not pinned: cairn loads only plugins whose hash is recorded".into(),
+                    Some(format!(
+                        "run `cairn plugins lock` to download `{}` and record its hash, or set `sha256 = \"…\"`",
+                        def.source.value
+                    )),
+                ))
+            }
+        };
+        let cache = plugin_cache();
+        let cached = cache
+            .as_ref()
+            .map(|dir| dir.join(format!("{expected}.wasm")));
+        if let Some(path) = &cached {
+            if let Ok(bytes) = std::fs::read(path) {
+                if sha256_hex(&bytes) == expected {
+                    return Ok((bytes, expected));
+                }
+                // A damaged or altered copy is never used: it is fetched again.
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let bytes = download(url).map_err(|reason| {
+            refuse(
+                format!("cannot download `{}`: {reason}", def.source.value),
+                Some("it is downloaded once, then loaded from the cache offline; check the URL and the network".into()),
+            )
+        })?;
+        let found = sha256_hex(&bytes);
+        if found != expected {
+            return Err(refuse(
+                format!(
+                    "`{}` served bytes with SHA-256 {found}, but the pin says {expected}: refusing to load them",
+                    def.source.value
+                ),
+                Some("if the plugin was updated on purpose, run `cairn plugins lock` (or change `sha256`)".into()),
+            ));
+        }
+        if let Some(path) = &cached {
+            // Best effort: without the copy, the next run downloads again.
+            let _ = crate::atomic::write_atomic_private(path, &bytes);
+        }
+        Ok((bytes, found))
     }
 
     /// Accepts a module built from this repository: it must be byte for byte the output that its `built_by`
@@ -606,6 +686,51 @@ fn compile_cache() -> Option<PathBuf> {
         }
     }
     cairn_plugin_client::compile_cache_config(&dir).ok()
+}
+
+/// Where downloaded plugins are kept, by hash: `$XDG_CACHE_HOME/cairn/plugins` (0700, files 0600), only where
+/// this user alone can write; `None` (download every run) when that cannot be made sure of.
+pub fn plugin_cache() -> Option<PathBuf> {
+    let base = user_cache_base()?;
+    if std::fs::symlink_metadata(&base).is_err() {
+        crate::atomic::private_dir(&base).ok()?;
+    }
+    if !only_we_write(&base) {
+        return None;
+    }
+    let cairn = base.join("cairn");
+    let dir = cairn.join("plugins");
+    for private in [&cairn, &dir] {
+        crate::atomic::private_dir(private).ok()?;
+        if !only_we_write(private) {
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+/// The most a downloaded module may weigh.
+const MAX_MODULE_BYTES: u64 = 256 << 20;
+
+/// Fetches a module: redirects followed (release assets are served from elsewhere), bounded in time and size.
+pub fn download(url: &str) -> Result<Vec<u8>, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(5)
+        .timeout_connect(Some(std::time::Duration::from_secs(10)))
+        .timeout_global(Some(std::time::Duration::from_secs(300)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    match response.status().as_u16() {
+        200 => response
+            .body_mut()
+            .with_config()
+            .limit(MAX_MODULE_BYTES)
+            .read_to_vec()
+            .map_err(|e| e.to_string()),
+        status => Err(format!("the server answered {status}")),
+    }
 }
 
 /// The user's cache directory: `$XDG_CACHE_HOME`, else `~/.cache` (`~/Library/Caches` on macOS).

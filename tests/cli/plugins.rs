@@ -484,7 +484,7 @@ fn plugins_new_scaffolds_a_crate_that_builds_and_passes_its_own_test() {
     }
     test.run_with(&["plugins", "new", "demo-check", "--kind", "task"])
         .success()
-        .stderr_has("plugins/build.sh demo-check");
+        .stderr_has("cairn plugins build");
     let crate_dir = test.path("plugins/demo-check");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let native = Command::new(&cargo)
@@ -920,4 +920,231 @@ fn a_runaway_recursion_traps_its_call_and_the_run_goes_on() {
         .stderr_has("plugin `deep` crashed in `run_task`")
         .stderr_lacks("its host process stopped")
         .stdout_has("other ran");
+}
+
+/// A real HTTP server (Python's) on loopback serving `dir`, stopped when dropped.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Served {
+    fn start(dir: &std::path::Path) -> Served {
+        let port = crate::support::free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "the server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Served { child, port }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_plugin_from_a_url_is_pinned_cached_reused_offline_and_refused_when_its_bytes_change() {
+    let Some(lint) = example("line-lint") else {
+        return;
+    };
+    let Some(other) = example("event-log") else {
+        return;
+    };
+    let site = tempfile::tempdir().expect("temp dir");
+    std::fs::write(site.path().join("lint.wasm"), &lint).expect("write");
+    let server = Served::start(site.path());
+    let url = format!("http://127.0.0.1:{}/lint.wasm", server.port);
+    let cache = tempfile::tempdir().expect("temp dir");
+    let test = Test::new()
+        .tasks(&format!(
+            "[plugins.lint]\nsource = \"{url}\"\n\n[tasks.lint]\nplugin = \"lint\"\ninputs = [\"hosts/*.nix\"]\ncache = false\n"
+        ))
+        .file("hosts/a.nix", "{ }\n")
+        .env("XDG_CACHE_HOME", &cache.path().display().to_string());
+
+    // Not pinned yet: nothing is downloaded, and the fix is named.
+    test.run_with(&["run", "lint"])
+        .status(1)
+        .stderr_has("is downloaded from a URL but not pinned")
+        .stderr_has("cairn plugins lock");
+    // Locking downloads it, pins URL and hash, and keeps the bytes in the user's cache, private.
+    test.run_with(&["plugins", "lock"]).success();
+    let lock = test.read("plugins.lock");
+    assert!(
+        lock.contains(&url) && lock.contains(&sha256(&lint)),
+        "{lock}"
+    );
+    let kept = cache
+        .path()
+        .join(format!("cairn/plugins/{}.wasm", sha256(&lint)));
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(&kept), 0o600);
+    assert_eq!(mode(kept.parent().expect("dir")), 0o700);
+    test.run_with(&["run", "lint"])
+        .success()
+        .stdout_has("checked 1 file(s)");
+
+    // Offline: the server is gone, the cached copy is used.
+    drop(server);
+    test.run_with(&["run", "lint"])
+        .success()
+        .stdout_has("checked 1 file(s)");
+
+    // The bytes at the URL change (a compromised server): a fresh download is refused, naming the plugin.
+    std::fs::write(site.path().join("lint.wasm"), &other).expect("write");
+    let server = Served::start(site.path());
+    let moved = format!("http://127.0.0.1:{}/lint.wasm", server.port);
+    test.edit("tasks.toml", &url, &moved);
+    test.edit("plugins.lock", &url, &moved);
+    std::fs::remove_file(&kept).expect("forget the cached copy");
+    test.run_with(&["run", "lint"])
+        .status(1)
+        .stderr_has("plugin `lint`")
+        .stderr_has(&format!(
+            "but the pin says {}: refusing to load them",
+            sha256(&lint)
+        ));
+    assert!(!kept.exists(), "refused bytes are not kept");
+
+    // A cached copy altered on disk is never loaded: it is fetched again, and refused again here.
+    std::fs::write(&kept, b"not the module").expect("tamper");
+    test.run_with(&["run", "lint"])
+        .status(1)
+        .stderr_has("refusing to load them");
+}
+
+#[test]
+fn a_github_release_source_must_name_owner_repo_tag_and_asset() {
+    let test = Test::new().tasks(
+        "[plugins.p]\nsource = \"github:owner/repo/p.wasm\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+    );
+    test.run_with(&["check"])
+        .status(1)
+        .stderr_has("is not of the form `github:OWNER/REPO@TAG/ASSET.wasm`");
+}
+
+/// cairn with the author's own toolchain: their cargo and rustup homes, and a shared target directory so the
+/// standard library for wasm32 is built once for every test.
+fn author(test: Test) -> Test {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let keep = |name: &str, default: String| std::env::var(name).unwrap_or(default);
+    test.env("CARGO_HOME", &keep("CARGO_HOME", format!("{home}/.cargo")))
+        .env(
+            "RUSTUP_HOME",
+            &keep("RUSTUP_HOME", format!("{home}/.rustup")),
+        )
+        .env(
+            "CAIRN_PLUGIN_TARGET_DIR",
+            &keep(
+                "CAIRN_PLUGIN_TARGET_DIR",
+                format!("{home}/.cache/cairn/plugins-target"),
+            ),
+        )
+}
+
+#[test]
+fn a_plugin_of_each_kind_goes_from_an_empty_directory_to_a_run_outside_the_repository() {
+    if example("line-lint").is_none() {
+        // No wasm toolchain here (CI has one: .ci/run installs it).
+        return;
+    }
+    let pdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/pdk");
+    let expected = [
+        ("task", "1 file(s) checked"),
+        ("secrets", "got a secret of 20 characters"),
+        ("events", "TaskFinished"),
+        ("executor", "run through hello-executor"),
+    ];
+    for (kind, shows) in expected {
+        let name = format!("hello-{kind}");
+        // An empty directory of the author's: no cairn checkout above it.
+        let empty = author(Test::new());
+        empty
+            .run_with(&["plugins", "new", &name, "--kind", kind])
+            .status(1)
+            .stderr_has("cairn-pdk is not on crates.io yet")
+            .stderr_has("--pdk PATH");
+        empty
+            .run_with(&[
+                "plugins",
+                "new",
+                &name,
+                "--kind",
+                kind,
+                "--pdk",
+                &pdk.display().to_string(),
+            ])
+            .success()
+            .stderr_has("cairn plugins build --lock");
+        for file in [
+            "Cargo.toml",
+            "src/lib.rs",
+            "README.md",
+            "tasks.toml",
+            ".gitignore",
+        ] {
+            assert!(
+                empty.path(&format!("{name}/{file}")).is_file(),
+                "{kind}: no {file}"
+            );
+        }
+        let crate_dir = author(empty.cwd(&name));
+        crate_dir
+            .run_with(&["plugins", "build", "--lock"])
+            .success()
+            .stdout_has(&format!("dist/{name}.wasm"))
+            .stdout_has("sha256 ");
+        assert!(
+            crate_dir
+                .read(&format!("{name}/plugins.lock"))
+                .contains(&name),
+            "{kind}"
+        );
+        let run = crate_dir.run_with(&["run", "try"]).success();
+        assert!(
+            run.stdout.contains(shows) || run.stderr.contains(shows),
+            "{kind}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn plugins_build_says_what_is_wrong_with_a_crate_that_is_no_plugin() {
+    let test = Test::new().file(
+        "Cargo.toml",
+        "[package]\nname = \"lib\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    );
+    test.run_with(&["plugins", "build"])
+        .status(1)
+        .stderr_has("does not build a plugin")
+        .stderr_has("crate-type");
+    Test::new()
+        .run_with(&["plugins", "build"])
+        .status(1)
+        .stderr_has("has no Cargo.toml");
 }

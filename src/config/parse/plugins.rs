@@ -81,6 +81,24 @@ impl Walker<'_> {
             let built_by = table
                 .get("built_by")
                 .and_then(|v| self.string("built_by", v));
+            match crate::config::remote_source(&source.value) {
+                Some(Err(reason)) => {
+                    self.invalid("source", reason, &source.span, Some(
+                        "e.g. `https://example.org/lint.wasm` or `github:owner/repo@v1.2.0/lint.wasm`".into(),
+                    ));
+                }
+                Some(Ok(_)) if built_by.is_some() => {
+                    if let Some(task) = &built_by {
+                        self.invalid(
+                            "built_by",
+                            "a downloaded plugin is trusted by its pinned hash, not by a build here",
+                            &task.span,
+                            Some("remove `built_by`, and pin it: `cairn plugins lock` or `sha256 = \"…\"`".into()),
+                        );
+                    }
+                }
+                _ => {}
+            }
             let mut config = Vec::new();
             if let Some(v) = table.get("config") {
                 if let Some(entries) = self.table("config", v) {

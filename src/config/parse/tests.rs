@@ -261,3 +261,28 @@ fn a_field_of_a_param_with_listed_values_explains_where_fields_come_from() {
     ));
     assert!(reason.contains("param `env` has no fields"), "{reason}");
 }
+
+#[test]
+fn a_github_release_source_becomes_its_download_url() {
+    use crate::config::remote_source;
+    assert_eq!(
+        remote_source("github:owner/repo@v1.2.0/lint.wasm"),
+        Some(Ok(
+            "https://github.com/owner/repo/releases/download/v1.2.0/lint.wasm".into()
+        ))
+    );
+    assert_eq!(
+        remote_source("http://127.0.0.1:8080/x.wasm"),
+        Some(Ok("http://127.0.0.1:8080/x.wasm".into()))
+    );
+    assert!(remote_source("plugins/dist/lint.wasm").is_none());
+    assert!(matches!(
+        remote_source("github:owner/repo@v1/../x.wasm"),
+        Some(Err(_))
+    ));
+    assert!(matches!(
+        remote_source("github:owner@v1/x.wasm"),
+        Some(Err(_))
+    ));
+    assert!(matches!(remote_source("https:///x.wasm"), Some(Err(_))));
+}
