@@ -91,6 +91,10 @@ pub(super) fn new_plugin(
         let pdk = Pdk::Path(relative_path(&crate_dir, &plugins_dir.join("pdk")));
         write(&crate_dir.join("Cargo.toml"), &cargo_toml(name, &pdk))?;
         write(&crate_dir.join("src/lib.rs"), &scaffold(name, kind))?;
+        write(
+            &crate_dir.join(REQUESTS_DIR).join("example.json"),
+            recorded_request(kind),
+        )?;
         eprintln!(
             "cairn: created {}\n  build:  cairn plugins build {}   (writes {}/dist/{name}.wasm)\n  test:   cd {} && cargo test\n  use:    [plugins.{}] source = \"…/{name}.wasm\", then `cairn plugins lock`",
             crate_dir.display(),
@@ -148,16 +152,42 @@ pub(super) fn new_plugin(
     write(&crate_dir.join("Cargo.toml"), &cargo_toml(name, &pdk))?;
     write(&crate_dir.join("src/lib.rs"), &scaffold(name, kind))?;
     write(&crate_dir.join("README.md"), &readme(name, kind))?;
+    write(
+        &crate_dir.join(REQUESTS_DIR).join("example.json"),
+        recorded_request(kind),
+    )?;
     write(&crate_dir.join("tasks.toml"), &tasks_toml(name, kind))?;
     write(&crate_dir.join(".gitignore"), "/target\n/.cairn\n")?;
     if kind == Kind::Task {
         write(&crate_dir.join("examples/hello.txt"), "hello from cairn\n")?;
     }
     eprintln!(
-        "cairn: created {dir} (a crate of its own)\n  next:   cd {dir}\n          cargo test                  # the handler, natively\n          cairn plugins build --lock  # dist/{name}.wasm, pinned in plugins.lock\n          cairn run try               # tasks.toml runs it",
+        "cairn: created {dir} (a crate of its own)\n  next:   cd {dir}\n          cargo test                  # the handler, natively\n          cairn plugins build --lock  # dist/{name}.wasm, pinned in plugins.lock\n          cairn plugins test          # the built module, in the sandbox, on tests/requests/\n          cairn run try               # tasks.toml runs it",
         dir = crate_dir.display()
     );
     Ok(0)
+}
+
+/// A recorded request `cairn plugins test` sends the built module, with the answer the scaffold gives.
+fn recorded_request(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Task => concat!(
+            "{\n  \"request\": { \"task\": \"try\", \"files\": [{ \"path\": \"a.txt\", \"contents\": \"x\" }] },\n",
+            "  \"expect\": { \"ok\": { \"status\": 0, \"output\": \"1 file(s) checked\" } }\n}\n"
+        ),
+        Kind::Secrets => concat!(
+            "{\n  \"config\": { \"prefix\": \"value-of-\" },\n  \"request\": { \"ref\": \"db/password\" },\n",
+            "  \"expect\": { \"ok\": { \"value\": \"value-of-db/password\" } }\n}\n"
+        ),
+        Kind::Events => concat!(
+            "{\n  \"request\": { \"events\": [{ \"type\": \"task_started\", \"at_ms\": 1, \"task\": \"build\" }] },\n",
+            "  \"expect\": { \"ok\": null }\n}\n"
+        ),
+        Kind::Executor => concat!(
+            "{\n  \"request\": { \"task\": \"t\", \"argv\": [\"true\"], \"cwd\": \"/\", \"env\": [] },\n",
+            "  \"expect\": { \"ok\": { \"argv\": [\"env\", \"true\"] } }\n}\n"
+        ),
+    }
 }
 
 fn refuse_existing(dir: &Path) -> Result<(), CliError> {
@@ -232,6 +262,7 @@ A [cairn](https://crates.io/crates/cairn) plugin: {what}.
 ```sh
 cargo test                    # the handlers, natively, with cairn_pdk::testing
 cairn plugins build --lock    # dist/{name}.wasm for wasm32, its hash pinned in plugins.lock
+cairn plugins test            # the built module in cairn's plugin host, on each request in tests/requests/
 cairn run try                 # tasks.toml here uses it
 ```
 
@@ -510,4 +541,212 @@ fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
         what: format!("cannot write `{}`", path.display()),
         source,
     })
+}
+
+/// Where a plugin crate keeps the recorded requests `cairn plugins test` sends its built module.
+pub(super) const REQUESTS_DIR: &str = "tests/requests";
+
+/// Prints the plugin's log lines as they come.
+struct PrintedLogs;
+
+impl cairn_plugin_client::Sink for PrintedLogs {
+    fn redact(&self, text: &str) -> String {
+        text.to_owned()
+    }
+    fn log(&self, plugin: &str, level: cairn_plugin_api::LogLevel, message: &str) {
+        eprintln!("      {plugin} {level:?}: {message}");
+    }
+}
+
+/// Whether `expected` is found in `actual`: every key of an expected object with a matching value, arrays of
+/// the same length matching item by item, other values equal. Returns where they first differ.
+fn contains(
+    expected: &serde_json::Value,
+    actual: &serde_json::Value,
+    at: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    match (expected, actual) {
+        (Value::Object(want), Value::Object(have)) => {
+            for (key, value) in want {
+                let here = format!("{at}/{key}");
+                match have.get(key) {
+                    Some(found) => contains(value, found, &here)?,
+                    None => return Err(format!("{here}: expected {value}, found nothing")),
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(want), Value::Array(have)) if want.len() == have.len() => want
+            .iter()
+            .zip(have)
+            .enumerate()
+            .try_for_each(|(i, (w, h))| contains(w, h, &format!("{at}/{i}"))),
+        _ if expected == actual => Ok(()),
+        _ => Err(format!(
+            "{}: expected {expected}, got {actual}",
+            if at.is_empty() { "/" } else { at }
+        )),
+    }
+}
+
+/// Runs the built module of the crate at `path` (`dist/NAME.wasm`) in the real plugin host — the sandbox,
+/// limits and grants of a run — on each recorded request under `tests/requests/`, and compares its replies.
+pub(super) fn test(path: &Path) -> Result<i32, CliError> {
+    let manifest = if path.is_dir() {
+        path.join("Cargo.toml")
+    } else {
+        path.to_owned()
+    };
+    let crate_dir = manifest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let (package, _) = crate_names(&manifest)?;
+    let dist =
+        std::env::var_os("CAIRN_PLUGIN_DIST").map_or_else(|| crate_dir.join("dist"), PathBuf::from);
+    let module = dist.join(format!("{package}.wasm"));
+    let wasm = std::fs::read(&module).map_err(|_| CliError::PluginCrate {
+        message: format!("`{}` is not built", module.display()),
+        help: Some("build it first: `cairn plugins build`".into()),
+    })?;
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(crate_dir.join(REQUESTS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    cases.sort();
+    if cases.is_empty() {
+        return Err(CliError::PluginCrate {
+            message: format!("no recorded requests in `{}`", crate_dir.join(REQUESTS_DIR).display()),
+            help: Some("add JSON files such as `{ \"request\": {…}, \"expect\": { \"ok\": {…} } }` (docs/plugins.md, \"Testing the built module\")".into()),
+        });
+    }
+    let mut failed = 0;
+    for case_path in &cases {
+        let shown = case_path
+            .strip_prefix(&crate_dir)
+            .unwrap_or(case_path)
+            .display()
+            .to_string();
+        match run_case(&package, &wasm, case_path) {
+            Ok(()) => println!("ok    {shown}"),
+            Err(why) => {
+                failed += 1;
+                println!("FAIL  {shown}: {why}");
+            }
+        }
+    }
+    println!(
+        "{} of {} recorded request{} answered as expected by {} ({} bytes, run in the plugin host)",
+        cases.len() - failed,
+        cases.len(),
+        if cases.len() == 1 { "" } else { "s" },
+        module.display(),
+        wasm.len()
+    );
+    Ok(i32::from(failed > 0))
+}
+
+/// One recorded request: `request`, `expect` (`{"ok": …}`, `{"error": {"code": …}}` or `{"fails": "text"}`
+/// for a trap, timeout or refused grant), and optionally `call` (the export; by default the one of the
+/// plugin's capability), `config`, `env`, `hosts`, `clock` and `limits` (`timeout_ms`, `memory`, `fuel`).
+fn run_case(package: &str, wasm: &[u8], case_path: &Path) -> Result<(), String> {
+    use serde_json::Value;
+    let text = std::fs::read_to_string(case_path).map_err(|e| format!("cannot read it: {e}"))?;
+    let case: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let strings = |key: &str| -> Vec<(String, String)> {
+        case.get(key)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
+            .collect()
+    };
+    let mut grants = cairn_plugin_client::Grants {
+        clock: case.get("clock").and_then(Value::as_bool).unwrap_or(false),
+        env: strings("env"),
+        ..cairn_plugin_client::Grants::default()
+    };
+    for host in case
+        .get("hosts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let parsed = host
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| format!("`hosts`: {e}"))?;
+        grants.hosts.push(parsed);
+    }
+    let defaults = cairn_plugin_client::Limits::default();
+    let limits = case.get("limits");
+    let limits = cairn_plugin_client::Limits {
+        timeout: limits
+            .and_then(|l| l.get("timeout_ms"))
+            .and_then(Value::as_u64)
+            .map_or(defaults.timeout, std::time::Duration::from_millis),
+        memory: limits
+            .and_then(|l| l.get("memory"))
+            .and_then(Value::as_u64)
+            .unwrap_or(defaults.memory),
+        fuel: limits.and_then(|l| l.get("fuel")).and_then(Value::as_u64),
+    };
+    let spec = cairn_plugin_client::Spec {
+        name: package.to_owned(),
+        wasm: wasm.to_vec(),
+        config: strings("config").into_iter().collect(),
+        grants,
+        limits,
+        cache_dir: None,
+    };
+    let sink: std::sync::Arc<dyn cairn_plugin_client::Sink> = std::sync::Arc::new(PrintedLogs);
+    let loaded = cairn_plugin_client::Plugin::load(spec, std::sync::Arc::clone(&sink));
+    let expected = case.get("expect").cloned().unwrap_or(Value::Null);
+    let plugin = match loaded {
+        Ok(plugin) => plugin,
+        Err(error) => return fails_as_expected(&expected, &error.to_string()),
+    };
+    let export = match case.get("call").and_then(Value::as_str) {
+        Some(export) => export.to_owned(),
+        None => match plugin.describe.capabilities.as_slice() {
+            [one] => one.export().to_owned(),
+            _ => {
+                return Err(
+                    "the plugin has several capabilities: say which export with `call`".into(),
+                )
+            }
+        },
+    };
+    let request = case.get("request").cloned().unwrap_or(Value::Null);
+    let actual = match plugin.call::<Value, Value>(&export, &request, sink.as_ref()) {
+        Ok(value) => serde_json::json!({ "ok": value }),
+        Err(cairn_plugin_client::HostError::Plugin { error, .. }) => {
+            serde_json::json!({ "error": serde_json::to_value(&error).unwrap_or(Value::Null) })
+        }
+        Err(other) => return fails_as_expected(&expected, &other.to_string()),
+    };
+    if expected.get("fails").is_some() {
+        return Err(format!("expected a failure, got {actual}"));
+    }
+    contains(&expected, &actual, "")
+}
+
+fn fails_as_expected(expected: &serde_json::Value, message: &str) -> Result<(), String> {
+    match expected.get("fails").and_then(serde_json::Value::as_str) {
+        Some(text) if message.contains(text) => Ok(()),
+        Some(text) => Err(format!(
+            "expected a failure saying {text:?}, got: {message}"
+        )),
+        None => Err(message.to_owned()),
+    }
 }

@@ -29,6 +29,11 @@ pub(super) enum PluginsCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Run a plugin crate's built module in the real plugin host on its recorded requests (tests/requests/).
+    Test {
+        /// The crate's directory or Cargo.toml (default: the current directory).
+        path: Option<PathBuf>,
+    },
     /// Build a plugin crate for wasm32 into its dist/ directory, and print the module's size and SHA-256.
     Build {
         /// The crate's directory or Cargo.toml (default: the current directory).
@@ -47,6 +52,9 @@ pub(super) fn plugins(context: &Context, command: &PluginsCommand) -> Result<i32
             pdk,
             dir,
         } => return super::plugin_author::new_plugin(name, *kind, pdk.as_deref(), dir.as_deref()),
+        PluginsCommand::Test { path } => {
+            return super::plugin_author::test(path.as_deref().unwrap_or(Path::new(".")))
+        }
         PluginsCommand::Build { path, lock } => {
             super::plugin_author::build(path.as_deref().unwrap_or(Path::new(".")))?;
             if !*lock {
@@ -120,7 +128,9 @@ pub(super) fn plugins(context: &Context, command: &PluginsCommand) -> Result<i32
             }
             Ok(i32::from(failed > 0))
         }
-        PluginsCommand::New { .. } | PluginsCommand::Build { .. } => unreachable!("handled above"),
+        PluginsCommand::New { .. } | PluginsCommand::Build { .. } | PluginsCommand::Test { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

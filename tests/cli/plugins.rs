@@ -1123,6 +1123,30 @@ fn a_plugin_of_each_kind_goes_from_an_empty_directory_to_a_run_outside_the_repos
                 .contains(&name),
             "{kind}"
         );
+        // The built module, in the real plugin host, answers the scaffold's recorded request.
+        crate_dir
+            .run_with(&["plugins", "test"])
+            .success()
+            .stdout_has("ok    tests/requests/example.json")
+            .stdout_has("1 of 1 recorded request answered as expected");
+        if kind == "task" {
+            crate_dir.write(
+                &format!("{name}/tests/requests/wrong.json"),
+                r#"{ "request": { "task": "t", "files": [] }, "expect": { "ok": { "status": 1 } } }"#,
+            );
+            crate_dir.write(
+                &format!("{name}/tests/requests/starved.json"),
+                r#"{ "request": { "task": "t", "files": [] }, "limits": { "fuel": 1 }, "expect": { "fails": "fuel" } }"#,
+            );
+            crate_dir
+                .run_with(&["plugins", "test"])
+                .status(1)
+                .stdout_has("ok    tests/requests/starved.json")
+                .stdout_has("FAIL  tests/requests/wrong.json: /ok/status: expected 1, got 0")
+                .stdout_has("2 of 3 recorded requests");
+            std::fs::remove_file(crate_dir.path(&format!("{name}/tests/requests/wrong.json")))
+                .expect("remove");
+        }
         let run = crate_dir.run_with(&["run", "try"]).success();
         assert!(
             run.stdout.contains(shows) || run.stderr.contains(shows),
