@@ -61,6 +61,26 @@ for manifest in "${crates[@]}"; do
     echo "plugins: $dist/$name.wasm ($(stat -c %s "$dist/$name.wasm") bytes, sha256 $(sha256sum "$dist/$name.wasm" | cut -c1-16)…)"
     built=$((built + 1))
 done
+# Plugins in other languages: a directory with a package.json whose `build` script writes dist/NAME.wasm
+# (AssemblyScript's compiler and Extism's PDK come from npm, pinned by its package-lock.json).
+mapfile -t packages < <(find "$here" -name package.json -not -path '*/node_modules/*' -not -path '*/target/*' | sort)
+for package in "${packages[@]}"; do
+    dir="$(dirname "$package")"
+    name="$(sed -n 's/^ *"name": *"\(.*\)",*$/\1/p' "$package" | head -1)"
+    if [ "${#wanted[@]}" -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then
+        continue
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "plugins: skipping $name: it is built with npm, which is not installed" >&2
+        continue
+    fi
+    echo "plugins: building $name (npm)"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent && npm run --silent build >/dev/null)
+    cp "$dir/dist/$name.wasm" "$dist/$name.wasm.tmp"
+    mv "$dist/$name.wasm.tmp" "$dist/$name.wasm"
+    echo "plugins: $dist/$name.wasm ($(stat -c %s "$dist/$name.wasm") bytes)"
+    built=$((built + 1))
+done
 if [ "$built" -eq 0 ]; then
     echo "plugins: nothing to build${wanted[*]:+ named ${wanted[*]}}" >&2
     exit 1

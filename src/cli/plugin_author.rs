@@ -558,6 +558,30 @@ impl cairn_plugin_client::Sink for PrintedLogs {
     }
 }
 
+/// The `name` of a plugin's package.json.
+fn package_json_name(path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|_| CliError::PluginCrate {
+        message: format!(
+            "`{}` has no Cargo.toml or package.json",
+            path.parent().unwrap_or(Path::new(".")).display()
+        ),
+        help: Some("run it in a plugin's directory, or name it: `cairn plugins test PATH`".into()),
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CliError::PluginCrate {
+            message: format!("`{}` is not JSON: {e}", path.display()),
+            help: None,
+        })?;
+    value
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::PluginCrate {
+            message: format!("`{}` has no `name`", path.display()),
+            help: None,
+        })
+}
+
 /// Whether `expected` is found in `actual`: every key of an expected object with a matching value, arrays of
 /// the same length matching item by item, other values equal. Returns where they first differ.
 fn contains(
@@ -593,16 +617,19 @@ fn contains(
 /// Runs the built module of the crate at `path` (`dist/NAME.wasm`) in the real plugin host — the sandbox,
 /// limits and grants of a run — on each recorded request under `tests/requests/`, and compares its replies.
 pub(super) fn test(path: &Path) -> Result<i32, CliError> {
-    let manifest = if path.is_dir() {
-        path.join("Cargo.toml")
-    } else {
+    let crate_dir = if path.is_dir() {
         path.to_owned()
+    } else {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     };
-    let crate_dir = manifest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let (package, _) = crate_names(&manifest)?;
+    // A Rust crate, or a plugin of another language with a package.json (AssemblyScript, say).
+    let package = if crate_dir.join("Cargo.toml").is_file() {
+        crate_names(&crate_dir.join("Cargo.toml"))?.0
+    } else {
+        package_json_name(&crate_dir.join("package.json"))?
+    };
     let dist =
         std::env::var_os("CAIRN_PLUGIN_DIST").map_or_else(|| crate_dir.join("dist"), PathBuf::from);
     let module = dist.join(format!("{package}.wasm"));

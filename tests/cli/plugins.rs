@@ -1172,3 +1172,43 @@ fn plugins_build_says_what_is_wrong_with_a_crate_that_is_no_plugin() {
         .status(1)
         .stderr_has("has no Cargo.toml");
 }
+
+#[test]
+fn a_plugin_written_in_assemblyscript_speaks_the_same_protocol_as_the_rust_ones() {
+    let (Some(counter), Some(_)) = (example("as-line-count"), example("line-lint")) else {
+        return;
+    };
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/examples");
+    // The same harness, on each plugin's recorded requests, through the real host.
+    for plugin in ["as-line-count", "line-lint"] {
+        Test::new()
+            .env("CAIRN_PLUGIN_DIST", &dist().display().to_string())
+            .run_with(&[
+                "plugins",
+                "test",
+                &examples.join(plugin).display().to_string(),
+            ])
+            .success()
+            .stdout_has("recorded request");
+    }
+    // And cairn runs it as a task: config checked against what it declares, diagnostics shown.
+    let test = project(
+        &[("count", &counter)],
+        "[tasks.count]\nplugin = \"count\"\ninputs = [\"notes/*.txt\"]\n",
+    );
+    test.edit(
+        "tasks.toml",
+        "[plugins.count]\n",
+        "[plugins.count]\nconfig = { max_lines = 2 }\n",
+    );
+    test.write("notes/a.txt", "one\ntwo\n");
+    test.write("notes/b.txt", "one\ntwo\nthree\n");
+    test.run_with(&["run", "count"])
+        .status(1)
+        .stdout_has("counted 5 line(s) in 2 file(s)")
+        .stderr_has("notes/b.txt:3:1: error: has 3 lines; at most 2 allowed");
+    test.edit("tasks.toml", "max_lines = 2", "max_lines = \"two\"");
+    test.run_with(&["run", "count"])
+        .status(1)
+        .stderr_has("max_lines");
+}
