@@ -246,9 +246,11 @@ pub mod clock {
         // SAFETY: a host function without arguments.
         return unsafe { super::host::cairn_now() };
         #[cfg(not(target_arch = "wasm32"))]
-        return std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        return crate::testing::clock_value().unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
     }
 }
 
@@ -309,6 +311,140 @@ pub mod testing {
         static CONFIG: RefCell<BTreeMap<String, String>> = RefCell::new(BTreeMap::new());
         static LOGS: RefCell<Vec<LogRecord>> = const { RefCell::new(Vec::new()) };
         static HTTP: RefCell<Option<Responder>> = RefCell::new(None);
+        static CLOCK: RefCell<Option<u64>> = const { RefCell::new(None) };
+    }
+
+    /// Grants the handlers host variables, as `allow.env` does (read with `config::env`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_env(pairs: &[(&str, &str)]) {
+        CONFIG.with(|c| {
+            let mut config = c.borrow_mut();
+            config.retain(|k, _| !k.starts_with("env."));
+            for (name, value) in pairs {
+                config.insert(format!("env.{name}"), value.to_string());
+            }
+        });
+    }
+
+    /// Fixes the time `clock::now_ms` answers, as `allow.clock` would give it.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_clock(now_ms: u64) {
+        CLOCK.with(|c| *c.borrow_mut() = Some(now_ms));
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn clock_value() -> Option<u64> {
+        CLOCK.with(|c| *c.borrow())
+    }
+
+    /// A `run_task` request, built up file by file: `testing::task("lint").file("a.nix", "{ }").json()`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn task(name: &str) -> TaskRequestBuilder {
+        TaskRequestBuilder(crate::api::TaskRequest {
+            task: name.to_string(),
+            params: BTreeMap::new(),
+            args: Vec::new(),
+            files: Vec::new(),
+        })
+    }
+
+    /// Builds a [`crate::api::TaskRequest`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub struct TaskRequestBuilder(crate::api::TaskRequest);
+
+    #[cfg(not(target_arch = "wasm32"))]
+    impl TaskRequestBuilder {
+        /// Adds an input file.
+        pub fn file(mut self, path: &str, contents: &str) -> Self {
+            self.0.files.push(crate::api::InputFile {
+                path: path.to_string(),
+                contents: contents.to_string(),
+            });
+            self
+        }
+        /// Sets a param of the task instance.
+        pub fn param(mut self, name: &str, value: &str) -> Self {
+            self.0.params.insert(name.to_string(), value.to_string());
+            self
+        }
+        /// Adds an argument (`-- ARGS`).
+        pub fn arg(mut self, arg: &str) -> Self {
+            self.0.args.push(arg.to_string());
+            self
+        }
+        /// The request as the JSON cairn sends.
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::to_value(&self.0).unwrap_or_default()
+        }
+    }
+
+    /// A `secret_get` request for `reference` (and `field`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn secret(reference: &str, field: Option<&str>) -> serde_json::Value {
+        serde_json::json!({ "ref": reference, "field": field })
+    }
+
+    /// An `on_events` batch of `events`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn events(events: Vec<crate::api::Event>) -> serde_json::Value {
+        serde_json::to_value(crate::api::EventBatch { events }).unwrap_or_default()
+    }
+
+    /// A `wrap_command` request: `argv` of `task`, run in `cwd`, with the variables `env` names.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wrap(task: &str, argv: &[&str], cwd: &str, env: &[&str]) -> serde_json::Value {
+        serde_json::json!({ "task": task, "argv": argv, "cwd": cwd, "env": env })
+    }
+
+    /// The answer of a reply, or a panic naming the plugin's error.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn ok<O: std::fmt::Debug>(reply: Reply<O>) -> O {
+        match reply {
+            Reply::Ok(value) => value,
+            Reply::Error(error) => {
+                panic!("the handler failed: {:?}: {}", error.code, error.message)
+            }
+        }
+    }
+
+    /// The error of a reply, or a panic showing the answer it gave instead.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn error<O: std::fmt::Debug>(reply: Reply<O>) -> PluginError {
+        match reply {
+            Reply::Error(error) => error,
+            Reply::Ok(value) => panic!("expected an error, the handler answered {value:?}"),
+        }
+    }
+
+    /// Asserts that `response` reports a diagnostic at `path:line` with `severity` whose message contains
+    /// `message`, showing every diagnostic it has otherwise.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn assert_diagnostic(
+        response: &crate::api::TaskResponse,
+        path: &str,
+        line: u32,
+        severity: crate::api::Severity,
+        message: &str,
+    ) {
+        let found = response.diagnostics.iter().any(|d| {
+            d.path == path
+                && d.line == line
+                && d.severity == severity
+                && d.message.contains(message)
+        });
+        assert!(
+            found,
+            "no {severity:?} at {path}:{line} containing {message:?}; the diagnostics are:\n{}",
+            response
+                .diagnostics
+                .iter()
+                .map(|d| format!(
+                    "  {}:{}:{}: {:?}: {}",
+                    d.path, d.line, d.column, d.severity, d.message
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 
     /// Sets the config the handlers see (`env.NAME` keys for granted variables).
@@ -382,5 +518,73 @@ pub mod testing {
             )),
         };
         serde_json::to_string(&reply).unwrap_or_default()
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use crate::api::*;
+    use crate::testing;
+
+    /// A handler using what the kit fakes: config, a granted variable and the clock.
+    fn check(request: TaskRequest) -> Result<TaskResponse, PluginError> {
+        let token = crate::config::env("TOKEN").unwrap_or_default();
+        let now = crate::clock::now_ms();
+        let diagnostics = request
+            .files
+            .iter()
+            .filter(|f| f.contents.contains("TODO"))
+            .map(|f| Diagnostic {
+                path: f.path.clone(),
+                line: 1,
+                column: 1,
+                severity: Severity::Warning,
+                message: "a TODO is left".into(),
+            })
+            .collect();
+        Ok(TaskResponse {
+            status: 0,
+            diagnostics,
+            output: format!(
+                "{} {} {now} {}",
+                request.task,
+                token.len(),
+                request.args.join(",")
+            ),
+        })
+    }
+
+    fn refuse(_: SecretRequest) -> Result<SecretValue, PluginError> {
+        Err(PluginError::new(ErrorCode::NotFound, "no such secret"))
+    }
+
+    #[test]
+    fn the_kit_builds_requests_fakes_grants_and_checks_diagnostics() {
+        testing::set_env(&[("TOKEN", "abcd")]);
+        testing::set_clock(42);
+        let request = testing::task("lint")
+            .file("a.nix", "{ }")
+            .file("b.nix", "# TODO")
+            .param("env", "ci")
+            .arg("-v")
+            .json();
+        let response = testing::ok(testing::call(check, &request));
+        assert_eq!(response.output, "lint 4 42 -v");
+        testing::assert_diagnostic(&response, "b.nix", 1, Severity::Warning, "TODO");
+        let error = testing::error(testing::call(
+            refuse,
+            &testing::secret("db", Some("password")),
+        ));
+        assert_eq!(error.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    #[should_panic(expected = "no Error at b.nix:1")]
+    fn a_missing_diagnostic_is_reported_with_the_ones_there_are() {
+        let response = testing::ok(testing::call(
+            check,
+            &testing::task("lint").file("b.nix", "TODO").json(),
+        ));
+        testing::assert_diagnostic(&response, "b.nix", 1, Severity::Error, "TODO");
     }
 }
