@@ -470,6 +470,15 @@ fn crate_names(manifest: &Path) -> Result<(String, String), CliError> {
     Ok((package, library))
 }
 
+/// Whether the manifest names a git dependency.
+fn git_dependencies(manifest: &Path) -> bool {
+    std::fs::read_to_string(manifest)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("dependencies").and_then(|d| d.as_table()).cloned())
+        .is_some_and(|deps| deps.values().any(|d| d.get("git").is_some()))
+}
+
 /// Builds the plugin crate at `path` for wasm32 and writes `dist/NAME.wasm` beside its Cargo.toml (or where
 /// `CAIRN_PLUGIN_DIST` says); returns the module's path.
 pub(super) fn build(path: &Path) -> Result<PathBuf, CliError> {
@@ -507,6 +516,19 @@ pub(super) fn build(path: &Path) -> Result<PathBuf, CliError> {
     }
     if toolchain.build_std {
         command.arg("-Zbuild-std=std,panic_abort");
+    }
+    if toolchain.build_std && git_dependencies(&manifest) {
+        // Debian's cargo cannot fetch git dependencies (the PDK from a tagged release): its libgit2 fails
+        // with "invalid version 0 on git_proxy_options". Another cargo on PATH (rustup's) fetches them into
+        // the shared CARGO_HOME, after which Debian's builds offline from what is there.
+        let fetched = Command::new("cargo")
+            .args(["fetch", "--manifest-path"])
+            .arg(&manifest)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !fetched {
+            eprintln!("cairn: warning: could not fetch the git dependencies with `cargo fetch`; Debian's cargo will try");
+        }
     }
     let status = command.status().map_err(|source| CliError::Io {
         what: format!("cannot start `{}`", toolchain.cargo.display()),

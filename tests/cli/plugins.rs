@@ -1212,3 +1212,54 @@ fn a_plugin_written_in_assemblyscript_speaks_the_same_protocol_as_the_rust_ones(
         .status(1)
         .stderr_has("max_lines");
 }
+
+#[test]
+fn a_plugin_crate_can_take_the_pdk_from_a_tagged_git_release() {
+    if example("line-lint").is_none() {
+        return;
+    }
+    // A release of this repository, served by git: the commit under test, tagged.
+    let origin = tempfile::tempdir().expect("temp dir");
+    let bare = origin.path().join("cairn.git");
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&[
+        "clone",
+        "--quiet",
+        "--bare",
+        env!("CARGO_MANIFEST_DIR"),
+        &bare.display().to_string(),
+    ]);
+    git(&[
+        "--git-dir",
+        &bare.display().to_string(),
+        "tag",
+        "v0.1.0-test",
+        "HEAD",
+    ]);
+    let pdk = format!("git+file://{}#v0.1.0-test", bare.display());
+    let test = author(Test::new());
+    test.run_with(&[
+        "plugins", "new", "from-git", "--kind", "task", "--pdk", &pdk,
+    ])
+    .success();
+    assert!(
+        test.read("from-git/Cargo.toml")
+            .contains("tag = \"v0.1.0-test\""),
+        "{}",
+        test.read("from-git/Cargo.toml")
+    );
+    let crate_dir = author(test.cwd("from-git"));
+    crate_dir.run_with(&["plugins", "build"]).success();
+    crate_dir
+        .run_with(&["plugins", "test"])
+        .success()
+        .stdout_has("1 of 1 recorded request answered as expected");
+}
