@@ -127,8 +127,8 @@ pub(super) fn parse(
         root: root.clone(),
         data_files: HashMap::new(),
     };
-    let document = document.get_ref();
-    walker.check_keys(document, TOP_KEYS, "the top level");
+    let mut document = document.into_inner();
+    walker.check_keys(&document, TOP_KEYS, "the top level");
     let settings = walker.settings(document.get("settings"));
     let vars = walker.vars(document.get("vars"));
     let plugins = walker.plugins(document.get("plugins"));
@@ -138,10 +138,12 @@ pub(super) fn parse(
         .filter(|p| p.trust_full)
         .map(|p| p.name.clone())
         .collect();
-    let tasks = walker.tasks(document.get("tasks"), &vars);
     let remote_cache = document
         .get_key_value("remote_cache")
         .and_then(|(key, value)| walker.remote_cache(key, value));
+    // The tasks are most of a large file: each task's part of the document is freed as soon as it is read, so
+    // the parsed document and the tasks made from it are not all in memory at once.
+    let tasks = walker.tasks(document.remove("tasks"), &vars);
     if !walker.errors.is_empty() {
         return Err(ConfigError::collect(&name, walker.errors));
     }
@@ -484,13 +486,19 @@ impl Walker<'_> {
         vars
     }
 
-    fn tasks(&mut self, value: Option<&Value<'_>>, vars: &[Var]) -> Vec<TaskDef> {
-        let Some(table) = value.and_then(|v| self.table("tasks", v)) else {
+    fn tasks(&mut self, value: Option<Value<'_>>, vars: &[Var]) -> Vec<TaskDef> {
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        if self.table("tasks", &value).is_none() {
+            return Vec::new();
+        }
+        let DeValue::Table(table) = value.into_inner() else {
             return Vec::new();
         };
         let mut tasks = Vec::with_capacity(table.len());
-        for (key, value) in table.iter() {
-            if let Some(task) = self.task(key, value, vars) {
+        for (key, value) in table {
+            if let Some(task) = self.task(&key, &value, vars) {
                 tasks.push(task);
             }
         }
