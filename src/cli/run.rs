@@ -70,9 +70,46 @@ pub(super) struct RunArgs {
     /// branch, else HEAD).
     #[arg(long, value_name = "REF", requires = "affected")]
     since: Option<String>,
+    /// Run only shard K of N (`--shard 2/4`): a deterministic 1/N of the selected tasks that run something,
+    /// for CI matrices; dependencies in other shards come from the cache, or run here too.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
     /// Arguments for the targets (never for their dependencies).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text.split_once('/').and_then(|(k, n)| {
+        Some((
+            k.trim().parse::<usize>().ok()?,
+            n.trim().parse::<usize>().ok()?,
+        ))
+    });
+    match parsed {
+        Some((k, n)) if n >= 1 && (1..=n).contains(&k) => Ok((k, n)),
+        _ => Err(format!(
+            "expected K/N with 1 ≤ K ≤ N, e.g. `--shard 1/4` for the first of four shards; got `{text}`"
+        )),
+    }
+}
+
+/// Which jobs of `plan` are shard `k` of `n`: the jobs that run something, sorted by name and dealt out in
+/// turn, so the shards partition them evenly and every CI machine computes the same split.
+fn shard_mask(plan: &Plan, k: usize, n: usize) -> Vec<bool> {
+    let mut working: Vec<(&str, usize)> = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| !j.commands.is_empty() || j.plugin.is_some())
+        .map(|(i, j)| (j.label.as_str(), i))
+        .collect();
+    working.sort_unstable();
+    let mut mask = vec![false; plan.jobs.len()];
+    for (position, (_, i)) in working.into_iter().enumerate() {
+        mask[i] = position % n == k - 1;
+    }
+    mask
 }
 
 /// The task `cairn run` runs when given no target.
@@ -158,6 +195,47 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
             return Ok(0);
         }
         plan = plan.restrict(&found.mask());
+    }
+    // Labels of the other shards' tasks this shard needs: they come from the cache or run here too.
+    let mut borrowed: Vec<String> = Vec::new();
+    if let Some((k, n)) = args.shard {
+        let mask = shard_mask(&plan, k, n);
+        let own = mask.iter().filter(|m| **m).count();
+        let restricted = plan.restrict(&mask);
+        let mine: std::collections::HashSet<&str> = plan
+            .jobs
+            .iter()
+            .zip(&mask)
+            .filter(|(_, m)| **m)
+            .map(|(j, _)| j.label.as_str())
+            .collect();
+        borrowed = restricted
+            .jobs
+            .iter()
+            .filter(|j| {
+                (!j.commands.is_empty() || j.plugin.is_some()) && !mine.contains(j.label.as_str())
+            })
+            .map(|j| j.label.clone())
+            .collect();
+        eprintln!(
+            "cairn: shard {k}/{n}: {own} of the {} tasks that run something{}",
+            plan.jobs
+                .iter()
+                .filter(|j| !j.commands.is_empty() || j.plugin.is_some())
+                .count(),
+            if borrowed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", and {} of other shards' they depend on (from the cache, else run here too)",
+                    borrowed.len()
+                )
+            }
+        );
+        if own == 0 {
+            return Ok(0);
+        }
+        plan = restricted;
     }
     if !args.args.is_empty() {
         if let Some(job) = plan
@@ -302,6 +380,28 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
             color: context.color,
         };
         eprint!("{}", render_summary(&outcome.plan, &outcome.report, style));
+    }
+    if !borrowed.is_empty() {
+        let ran_here: Vec<&str> = outcome
+            .plan
+            .jobs
+            .iter()
+            .zip(&outcome.report.results)
+            .filter(|(job, result)| {
+                borrowed.contains(&job.label)
+                    && !result.cache.is_hit()
+                    && result.status != run::TaskStatus::NotRun
+            })
+            .map(|(job, _)| job.label.as_str())
+            .collect();
+        if !ran_here.is_empty() {
+            eprintln!(
+                "cairn: ran {} of other shards here too, as the cache did not have {}: {}",
+                ran_here.len(),
+                if ran_here.len() == 1 { "it" } else { "them" },
+                ran_here.join(", ")
+            );
+        }
     }
     Ok(outcome.report.exit_code())
 }

@@ -973,3 +973,71 @@ fn run_without_a_target_runs_the_task_named_default_or_lists_the_tasks() {
         .stdout_has("lint")
         .stdout_lacks("built");
 }
+
+const SHARDED: &str = r#"
+[tasks.gen]
+run = "sh -c 'echo gen >> ran.log; mkdir -p out; echo generated > out/gen'"
+inputs = ["src/**"]
+outputs = ["out/gen"]
+
+[tasks.stamp]
+run = "sh -c 'echo stamp >> ran.log'"
+
+[tasks.a]
+run = "sh -c 'echo a >> ran.log'"
+deps = ["gen"]
+
+[tasks.b]
+run = "sh -c 'echo b >> ran.log'"
+deps = ["stamp"]
+
+[tasks.c]
+run = "sh -c 'echo c >> ran.log'"
+
+[tasks.all]
+deps = ["a", "b", "c"]
+"#;
+
+fn ran(test: &Test) -> Vec<String> {
+    let mut lines: Vec<String> = test.read("ran.log").lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn shards_partition_the_tasks_and_take_other_shards_results_from_the_cache() {
+    let test = Test::new().tasks(SHARDED).file("src/x", "1");
+    // Tasks that run something, sorted: a b c gen stamp; dealt to shards 1, 2, 1, 2, 1.
+    test.run_with(&["run", "all", "--shard", "2/2"])
+        .success()
+        .stderr_has("shard 2/2: 2 of the 5 tasks that run something");
+    assert_eq!(
+        ran(&test),
+        ["b", "gen", "stamp"],
+        "b needs stamp, of shard 1: it ran here too"
+    );
+    std::fs::remove_file(test.path("ran.log")).expect("remove");
+    test.run_with(&["run", "all", "--shard", "1/2"])
+        .success()
+        .stderr_has("shard 1/2: 3 of the 5 tasks that run something, and 1 of other shards'");
+    // gen (shard 2) is cached: a takes its output from the cache; stamp, uncached, is shard 1's own.
+    assert_eq!(ran(&test), ["a", "c", "stamp"]);
+    assert_eq!(test.read("out/gen"), "generated\n");
+}
+
+#[test]
+fn a_shard_says_which_tasks_of_other_shards_it_had_to_run() {
+    let test = Test::new().tasks(SHARDED).file("src/x", "1");
+    test.run_with(&["run", "all", "--shard", "2/2"])
+        .success()
+        .stderr_has("ran 1 of other shards here too, as the cache did not have it: stamp");
+}
+
+#[test]
+fn a_shard_outside_its_count_is_refused_with_an_example() {
+    Test::new()
+        .tasks(SHARDED)
+        .run_with(&["run", "all", "--shard", "3/2"])
+        .status(2)
+        .stderr_has("expected K/N with 1 ≤ K ≤ N, e.g. `--shard 1/4`");
+}
