@@ -361,6 +361,15 @@ impl Session {
             }
             Err(error) => {
                 self.store.remove_entry(key);
+                // A manifest fetched earlier is not fsynced either: torn by a power cut, it is asked for again
+                // (once: the damaged copy is gone, so the next look finds nothing here).
+                let reads = spec.remote != crate::config::RemoteMode::Off;
+                if error.is_damage() && reads && self.remote.is_some() {
+                    notes.refused.push(format!(
+                        "the result kept here was damaged ({error}): asking the remote cache"
+                    ));
+                    return self.restore(key, spec, notes);
+                }
                 return Err(error);
             }
         };

@@ -343,6 +343,16 @@ impl Store {
         write_atomic(&path, &bytes).map_err(io_error("cannot write a cache entry", &path))
     }
 
+    /// Writes the manifest of an entry fetched from the remote cache, not waited onto the disk, like its blobs:
+    /// after a crash it is whole, absent (a miss: fetched again) or torn (read as damaged, dropped, fetched
+    /// again), and nothing local is lost that the remote cache does not still hold.
+    pub fn save_fetched_entry(&self, key: &Key, entry: &Entry) -> Result<(), CacheError> {
+        let path = self.entry_path(key);
+        let bytes = serde_json::to_vec(entry).expect("an entry always serialises");
+        crate::atomic::write_replace_private_with(&path, |file| file.write_all(&bytes))
+            .map_err(io_error("cannot write a cache entry", &path))
+    }
+
     /// Stores the files at `paths` (relative to `root`) as blobs and returns their records.
     pub fn put_outputs(
         &self,

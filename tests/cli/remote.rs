@@ -1207,3 +1207,42 @@ fn a_fetched_blob_torn_by_a_power_cut_is_dropped_and_fetched_again() {
         "no torn blob is left behind"
     );
 }
+
+#[test]
+fn a_fetched_manifest_torn_by_a_power_cut_is_dropped_and_fetched_again() {
+    // Manifests fetched from the remote cache are not fsynced either: an emptied or cut-short one must cost a
+    // fetch, never a wrong output or a stuck cache.
+    let Some(nginx) = Nginx::start() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (_a, published, _, public) = publish(&nginx, work.path(), work.path());
+    let cache = work.path().join("b");
+    let b = project(&nginx.url(), &public, &cache, "");
+    b.run_with(&["run", "build"]).success().fetched(1);
+    let mut manifests = Vec::new();
+    let mut pending = vec![cache.join("entries")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                manifests.push(path);
+            }
+        }
+    }
+    assert!(
+        !manifests.is_empty(),
+        "the fetched entry is in the local store"
+    );
+    for manifest in &manifests {
+        let bytes = std::fs::read(manifest).unwrap();
+        std::fs::write(manifest, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    std::fs::remove_dir_all(b.path("out")).unwrap();
+    b.run_with(&["run", "build"]).success().fetched(1);
+    assert_eq!(
+        outputs(&b),
+        published,
+        "the outputs are the published ones, byte for byte"
+    );
+}

@@ -342,7 +342,7 @@ impl Remote {
             signed_by: Some(public_text(&writer.key)),
         };
         store
-            .save_entry(key, &entry)
+            .save_fetched_entry(key, &entry)
             .map_err(|e| Fault::Bad(format!("cannot store the entry: {e}")))
     }
 
