@@ -82,9 +82,11 @@ fn install(task: &str, hook: &str, force: bool) -> Result<i32, CliError> {
     let quoted_task = crate::config::template::shell_quote(task);
     let quoted_fallback = crate::config::template::shell_quote(&fallback);
     let script = format!(
-        "#!/bin/sh\n{MARKER}: runs `cairn run {task}` before git goes on.\n\
-         # It checks the working tree (cached, so an unchanged tree costs milliseconds). Skip once: git commit --no-verify\n\
+        "#!/bin/sh\n{MARKER}: refuses secrets in the clear, then runs `cairn run {task}` before git goes on.\n\
+         # The scan reads what is staged; the task checks the working tree (cached, so an unchanged tree costs\n\
+         # milliseconds). Skip both once: git commit --no-verify\n\
          cairn=$(command -v cairn || echo {quoted_fallback})\n\
+         \"$cairn\" secrets scan --staged || exit 1\n\
          exec \"$cairn\" run {quoted_task}\n"
     );
     std::fs::create_dir_all(&dir).map_err(|source| CliError::Io {
@@ -102,7 +104,7 @@ fn install(task: &str, hook: &str, force: bool) -> Result<i32, CliError> {
         source,
     })?;
     eprintln!(
-        "cairn: installed {} (runs `cairn run {task}`)",
+        "cairn: installed {} (runs `cairn secrets scan --staged`, then `cairn run {task}`)",
         path.display()
     );
     Ok(0)

@@ -67,6 +67,19 @@ enum SecretsCommand {
         #[arg(long)]
         without_identity: bool,
     },
+    /// Refuse secrets in the clear: decrypted values of this repository's secrets, unencrypted files where
+    /// .sops.yaml says secrets live, and private keys and tokens by their formats (the pre-commit hook runs it).
+    Scan {
+        /// Scan what is staged for the next commit (what `git commit` would record).
+        #[arg(long)]
+        staged: bool,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Files or directories to scan (default: every file git does not ignore).
+        #[arg(value_name = "PATH", conflicts_with = "staged")]
+        paths: Vec<PathBuf>,
+    },
     /// Re-wrap the data key for the recipients .sops.yaml now names (the data key stays the same).
     Updatekeys(ScopeArgs),
     /// Give files a new data key and the recipients .sops.yaml now names, crash-safely.
@@ -114,6 +127,11 @@ pub(super) fn secrets(args: SecretsArgs) -> Result<i32, CliError> {
         SecretsCommand::Encrypt { file } => encrypt(&file),
         SecretsCommand::Ls { file } => ls(file.as_deref(), &keyring()),
         SecretsCommand::Doctor { without_identity } => doctor(&keyring(), without_identity),
+        SecretsCommand::Scan {
+            staged,
+            json,
+            paths,
+        } => scan(staged, json, &paths, &keyring()),
         SecretsCommand::Updatekeys(scope) => updatekeys(&scope, &keyring()),
         SecretsCommand::Rotate {
             scope,
@@ -123,6 +141,99 @@ pub(super) fn secrets(args: SecretsArgs) -> Result<i32, CliError> {
         } => rotate_command(&scope, &keyring(), resume, abort, allow_lockout),
     };
     result.map_err(CliError::Secrets)
+}
+
+fn scan(
+    staged: bool,
+    json: bool,
+    paths: &[PathBuf],
+    keyring: &Keyring,
+) -> Result<i32, SecretsError> {
+    use crate::secrets::scan::{self, KnownValues};
+    let here = cwd()?;
+    let policy = Policy::discover(&here).ok();
+    let root = policy
+        .as_ref()
+        .map_or_else(|| here.clone(), |p| p.root.clone());
+    // The real values, from every file an identity here opens: held in memory only, as the automaton's input.
+    let mut known = KnownValues::default();
+    let mut opened = 0;
+    if let Some(policy) = &policy {
+        for path in files::find(&secrets_dir(policy))? {
+            let Ok(decrypted) = files::decrypt(&path, keyring, Some(policy)) else {
+                continue;
+            };
+            opened += 1;
+            for leaf in crate::secrets::tree::leaf_paths(&decrypted.plain) {
+                if let Some(crate::secrets::tree::Node::Scalar(value)) =
+                    crate::secrets::tree::lookup(&decrypted.plain, &leaf)
+                {
+                    known.add(&value.text, &format!("{}#{leaf}", display(policy, &path)));
+                }
+            }
+        }
+    }
+    let candidates = scan::candidates(&root, staged, paths)
+        .map_err(|message| SecretsError::usage(message, None))?;
+    let allowances = scan::read_allowances(&root).map_err(|message| {
+        SecretsError::usage(message, Some(format!("each entry of {} is `[[allow]] path = \"GLOB\", kind = \"KIND\", reason = \"why\"`", scan::ALLOW_FILE)))
+    })?;
+    let covered = |path: &str| {
+        policy
+            .as_ref()
+            .is_some_and(|p| !p.matching(&root.join(path)).is_empty())
+    };
+    let findings = scan::scan(&candidates, &known, &covered, &allowances);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "scanned": candidates.len(),
+                "known_values_from": opened,
+                "findings": findings,
+            }))
+            .unwrap_or_default()
+        );
+    } else {
+        for finding in &findings {
+            match finding.line {
+                0 => println!("{}: {}: {}", finding.path, finding.kind, finding.detail),
+                line => println!(
+                    "{}:{line}: {}: {}",
+                    finding.path, finding.kind, finding.detail
+                ),
+            }
+        }
+        let values = if opened == 0 {
+            "no identity here opens a secrets file, so their values were not looked for".to_owned()
+        } else {
+            format!(
+                "the values of {opened} secrets file{} looked for",
+                if opened == 1 { "" } else { "s" }
+            )
+        };
+        if findings.is_empty() {
+            eprintln!(
+                "cairn: no secrets in the clear in {} file{} ({values})",
+                candidates.len(),
+                if candidates.len() == 1 { "" } else { "s" }
+            );
+        } else {
+            eprintln!(
+                "cairn: {} secret{} in the clear in {} file{} scanned ({values}); {}",
+                findings.len(),
+                if findings.len() == 1 { "" } else { "s" },
+                candidates.len(),
+                if candidates.len() == 1 { "" } else { "s" },
+                if staged {
+                    "the commit is refused: unstage or encrypt them (`git commit --no-verify` skips the hook once)"
+                } else {
+                    "encrypt them, remove them, or allow a false alarm in .cairn-scan-allow.toml with its reason"
+                }
+            );
+        }
+    }
+    Ok(i32::from(!findings.is_empty()))
 }
 
 fn cwd() -> Result<PathBuf, SecretsError> {

@@ -15,3 +15,4 @@ pub mod keys;
 pub mod policy;
 pub mod redact;
 pub mod rotate;
+pub mod scan;

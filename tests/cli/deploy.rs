@@ -183,7 +183,7 @@ fn the_pre_commit_hook_runs_validate_and_blocks_a_failing_commit() {
     assert!(git(&test, &["init", "-q"]).status.success());
     test.run_with(&["hooks", "install"])
         .success()
-        .stderr_has("pre-commit (runs `cairn run validate`)");
+        .stderr_has("then `cairn run validate`)");
     use std::os::unix::fs::PermissionsExt;
     let hook = test.path(".git/hooks/pre-commit");
     assert_eq!(

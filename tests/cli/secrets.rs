@@ -1007,3 +1007,140 @@ fn doctor_without_identity_checks_what_a_fresh_clone_can() {
         .status(1)
         .stdout_has("secrets/production/leak.env: plaintext");
 }
+
+fn git_in(test: &Test, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("git")
+        .args(args)
+        .current_dir(test.path(""))
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .env("HOME", test.path(""))
+        .env(
+            "SOPS_AGE_KEY_FILE",
+            test.path("keys/alex.txt").display().to_string(),
+        )
+        .output()
+        .expect("git runs")
+}
+
+/// A repository whose secrets are encrypted and committed, with cairn's pre-commit hook installed.
+fn guarded_repository() -> Test {
+    let test = encrypted_project().tasks("[tasks.validate]\nrun = \"true\"\n");
+    // The test's own keys are key material: a real repository keeps them out of git.
+    test.write(".gitignore", "keys/\n.cairn/\n");
+    assert!(git_in(&test, &["init", "-q"]).status.success());
+    test.run_with(&["hooks", "install"]).success();
+    assert!(git_in(&test, &["add", "-A"]).status.success());
+    let first = git_in(&test, &["commit", "-qm", "encrypted secrets"]);
+    assert!(
+        first.status.success(),
+        "a clean commit passes: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    test
+}
+
+fn refused(test: &Test, file: &str, text: &str) -> String {
+    test.write(file, text);
+    assert!(git_in(test, &["add", file]).status.success());
+    let commit = git_in(test, &["commit", "-qm", "oops"]);
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&commit.stdout),
+        String::from_utf8_lossy(&commit.stderr)
+    );
+    assert!(
+        !commit.status.success(),
+        "the hook let {file} through:\n{shown}"
+    );
+    assert!(git_in(test, &["reset", "-q", "HEAD", file])
+        .status
+        .success());
+    std::fs::remove_file(test.path(file)).expect("remove");
+    shown
+}
+
+#[test]
+fn the_pre_commit_hook_refuses_a_decrypted_value_and_never_shows_it() {
+    let test = guarded_repository();
+    // The api token of secrets/production/deploy.yaml, pasted into a config file (and base64'd into another).
+    let shown = refused(
+        &test,
+        "config/app.ini",
+        "[api]\ntoken = tok_live_8f3a9c2e1b\n",
+    );
+    assert!(
+        shown.contains("config/app.ini:2: decrypted-value: the value of secrets/production/deploy.yaml#api_token"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("tok_live_8f3a9c2e1b"),
+        "the value was printed:\n{shown}"
+    );
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode("tok_live_8f3a9c2e1b");
+    let shown = refused(
+        &test,
+        "k8s/secret.yaml",
+        &format!("data:\n  token: {encoded}\n"),
+    );
+    assert!(
+        shown.contains("k8s/secret.yaml:2: decrypted-value"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&encoded), "{shown}");
+}
+
+#[test]
+fn the_pre_commit_hook_refuses_an_unencrypted_secrets_file_and_key_material() {
+    let test = guarded_repository();
+    let shown = refused(&test, "secrets/production/new.yaml", "password: plain\n");
+    assert!(
+        shown.contains("secrets/production/new.yaml: unencrypted-secrets-file"),
+        "{shown}"
+    );
+    let age = std::fs::read_to_string(test.path("keys/outsider.txt")).expect("key");
+    let shown = refused(&test, "notes.txt", &format!("backup of my key:\n{age}"));
+    assert!(shown.contains("notes.txt:"), "{shown}");
+    assert!(shown.contains("age-secret-key"), "{shown}");
+    assert!(!shown.contains("AGE-SECRET-KEY-1"), "{shown}");
+    let shown = refused(
+        &test,
+        "id_deploy",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+    assert!(shown.contains("id_deploy:1: private-key"), "{shown}");
+    // A clean change still goes through.
+    test.write("README.md", "hello\n");
+    git_in(&test, &["add", "README.md"]);
+    assert!(git_in(&test, &["commit", "-qm", "readme"]).status.success());
+}
+
+#[test]
+fn an_allowance_with_a_reason_lets_a_known_false_alarm_through() {
+    let test = guarded_repository();
+    let doc = "Example: AKIAIOSFODNN7EXAMPLE is AWS's documented sample id.\n";
+    test.write("docs/aws.md", doc);
+    test.run_with(&["secrets", "scan", "docs"])
+        .status(1)
+        .stdout_has("docs/aws.md:1: aws-access-key-id");
+    test.write(
+        ".cairn-scan-allow.toml",
+        "[[allow]]\npath = \"docs/*.md\"\nkind = \"aws-access-key-id\"\n",
+    );
+    test.run_with(&["secrets", "scan", "docs"])
+        .status(1)
+        .stderr_has("needs `path` and `reason`");
+    test.write(
+        ".cairn-scan-allow.toml",
+        "[[allow]]\npath = \"docs/*.md\"\nkind = \"aws-access-key-id\"\nreason = \"AWS's documented example\"\n",
+    );
+    let run = test
+        .run_with(&["secrets", "scan", "docs", "--json"])
+        .success();
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(json["findings"], serde_json::json!([]));
+    assert_eq!(json["known_values_from"], 2);
+}
