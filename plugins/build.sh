@@ -41,8 +41,13 @@ else
 fi
 
 # Every directory below plugins/ with a cdylib crate, except the host, the API and the kit.
-mapfile -t crates < <(find "$here" -name Cargo.toml -not -path '*/target/*' -not -path "$here/host/*" \
-    -not -path "$here/api/*" -not -path "$here/pdk/*" -print0 | xargs -0 grep -l 'cdylib' | sort)
+# (A read loop rather than `mapfile`: macOS ships bash 3.2.)
+crates=()
+while IFS= read -r manifest; do crates+=("$manifest"); done < <(find "$here" -name Cargo.toml \
+    -not -path '*/target/*' -not -path "$here/host/*" -not -path "$here/api/*" -not -path "$here/pdk/*" \
+    -not -path "$here/client/*" -print0 | xargs -0 grep -l 'cdylib' | sort)
+size() { wc -c < "$1" | tr -d ' '; }
+sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi; }
 wanted=("$@")
 built=0
 for manifest in "${crates[@]}"; do
@@ -53,17 +58,19 @@ for manifest in "${crates[@]}"; do
     echo "plugins: building $name"
     locked=()
     [ -f "$(dirname "$manifest")/Cargo.lock" ] && locked=(--locked)
-    CARGO_TARGET_DIR="$target_dir" "${cargo[@]}" build --quiet --release "${locked[@]}" --target "$target" \
-        "${build_std[@]}" --manifest-path "$manifest"
+    CARGO_TARGET_DIR="$target_dir" "${cargo[@]}" build --quiet --release ${locked[@]+"${locked[@]}"} --target "$target" \
+        ${build_std[@]+"${build_std[@]}"} --manifest-path "$manifest"
     artifact="$target_dir/$target/release/${name//-/_}.wasm"
     cp "$artifact" "$dist/$name.wasm.tmp"
     mv "$dist/$name.wasm.tmp" "$dist/$name.wasm"
-    echo "plugins: $dist/$name.wasm ($(stat -c %s "$dist/$name.wasm") bytes, sha256 $(sha256sum "$dist/$name.wasm" | cut -c1-16)…)"
+    echo "plugins: $dist/$name.wasm ($(size "$dist/$name.wasm") bytes, sha256 $(sha256 "$dist/$name.wasm" | cut -c1-16)…)"
     built=$((built + 1))
 done
 # Plugins in other languages: a directory with a package.json whose `build` script writes dist/NAME.wasm
 # (AssemblyScript's compiler and Extism's PDK come from npm, pinned by its package-lock.json).
-mapfile -t packages < <(find "$here" -name package.json -not -path '*/node_modules/*' -not -path '*/target/*' | sort)
+packages=()
+while IFS= read -r package; do packages+=("$package"); done < <(find "$here" -name package.json \
+    -not -path '*/node_modules/*' -not -path '*/target/*' | sort)
 for package in "${packages[@]}"; do
     dir="$(dirname "$package")"
     name="$(sed -n 's/^ *"name": *"\(.*\)",*$/\1/p' "$package" | head -1)"
@@ -78,7 +85,7 @@ for package in "${packages[@]}"; do
     (cd "$dir" && npm ci --no-audit --no-fund --silent && npm run --silent build >/dev/null)
     cp "$dir/dist/$name.wasm" "$dist/$name.wasm.tmp"
     mv "$dist/$name.wasm.tmp" "$dist/$name.wasm"
-    echo "plugins: $dist/$name.wasm ($(stat -c %s "$dist/$name.wasm") bytes)"
+    echo "plugins: $dist/$name.wasm ($(size "$dist/$name.wasm") bytes)"
     built=$((built + 1))
 done
 if [ "$built" -eq 0 ]; then

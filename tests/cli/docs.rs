@@ -331,3 +331,41 @@ fn cairn_schema_prints_the_schema_the_repository_keeps_for_editors() {
     .expect("tasks.toml");
     assert!(tasks.starts_with("#:schema ./schema/tasks.schema.json\n"));
 }
+
+#[test]
+fn every_cairn_command_in_the_workflows_is_one_cairn_accepts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    let mut rejected = Vec::new();
+    for entry in std::fs::read_dir(root.join(".github/workflows")).expect("workflows") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("workflow");
+        for line in text.lines() {
+            let Some(run) = line
+                .trim_start()
+                .strip_prefix("- run: ")
+                .or_else(|| line.trim_start().strip_prefix("run: "))
+            else {
+                continue;
+            };
+            // `target/release/cairn …` is the cairn the job just built.
+            let Some(arguments) = run.trim().strip_prefix("target/release/cairn ") else {
+                continue;
+            };
+            checked += 1;
+            let command = words(&format!("cairn {arguments}"));
+            if let Err(error) = cairn::cli::check_command_line(&command) {
+                rejected.push(format!(
+                    "{}: `{run}`: {}",
+                    path.display(),
+                    error.lines().next().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    assert!(
+        checked >= 4,
+        "only {checked} cairn commands found in the workflows"
+    );
+    assert!(rejected.is_empty(), "{}", rejected.join("\n"));
+}
