@@ -291,7 +291,8 @@ fn every_module_imports_only_what_the_map_allows() {
             .iter()
             .filter(|f| f.extension().is_some_and(|e| e == "rs"))
         {
-            let text = std::fs::read_to_string(file).expect("source");
+            let text =
+                std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             for (at, _) in text.match_indices("crate::") {
                 let name: String = text[at + 7..]
                     .chars()
