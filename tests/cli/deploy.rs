@@ -6,9 +6,10 @@ use crate::support::Test;
 
 #[test]
 fn a_named_lock_lets_one_process_at_a_time_run_the_task() {
-    let test = Test::new().tasks(
-        "[tasks.\"deploy:{env}\"]\nparams.env.values = [\"production\", \"staging\"]\nlock = \"deploy-{{env}}\"\nrun = \"echo start $(date +%s%N) >> spans.{{env}}; sleep 0.6; echo end $(date +%s%N) >> spans.{{env}}\"\n",
-    );
+    let now = crate::support::NOW_NS;
+    let test = Test::new().tasks(&format!(
+        "[tasks.\"deploy:{{env}}\"]\nparams.env.values = [\"production\", \"staging\"]\nlock = \"deploy-{{{{env}}}}\"\nrun = \"echo start {now} >> spans.{{{{env}}}}; sleep 0.6; echo end {now} >> spans.{{{{env}}}}\"\n",
+    ));
     let first = test
         .command_with(&["run", "deploy:production"])
         .stdout(Stdio::piped())

@@ -518,14 +518,20 @@ fn retries_give_up_after_the_last_attempt() {
 }
 
 pub fn pid_gone(pid: i32) -> bool {
-    // A reparented process may linger as a zombie until init reaps it; that is not a running orphan.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    // SAFETY: signal 0 only asks whether the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return true;
     }
+    // A reparented process may linger as a zombie until init reaps it; that is not a running orphan. `ps`
+    // says so on Linux and macOS alike (there is no /proc on macOS).
+    std::process::Command::new("ps")
+        .args(["-o", "stat=", "-p", &pid.to_string()])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim_start()
+                .starts_with('Z')
+        })
 }
 
 pub fn wait_for(path: &Path) {

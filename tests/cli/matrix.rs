@@ -19,6 +19,7 @@ hosts = ["beta"]
 "#;
 
 fn fleet(rollout: &str) -> Test {
+    let now = crate::support::NOW_NS;
     Test::new().file("inventory.toml", INVENTORY).tasks(&format!(
         r#"
 [tasks."build:{{host}}"]
@@ -30,7 +31,7 @@ params.env = {{ values = ["production", "staging"] }}
 matrix.host = {{ from = "inventory.toml", key = "environments.{{{{env}}}}.hosts" }}
 {rollout}
 deps = ["build:{{{{host}}}}"]
-run = "echo start {{{{host}}}} $(date +%s%N) >> spans; sleep 0.2; echo end {{{{host}}}} $(date +%s%N) >> spans; test {{{{host}}}} != ${{FAIL_ON:-none}}"
+run = "echo start {{{{host}}}} {now} >> spans; sleep 0.2; echo end {{{{host}}}} {now} >> spans; test {{{{host}}}} != ${{FAIL_ON:-none}}"
 env_pass = ["FAIL_ON"]
 rollback = "echo rolled back $CAIRN_PARAM_HOST >> log"
 "#

@@ -447,7 +447,7 @@ fn edit_runs_the_editor_on_a_private_copy_and_encrypts_the_result() {
     let test = encrypted_project();
     let runtime = test.path("runtime");
     std::fs::create_dir_all(&runtime).unwrap();
-    write_editor(&test, "#!/bin/sh\nset -e\necho \"$1\" > \"$EDIT_LOG\"\nstat -c %a \"$1\" \"$(dirname \"$1\")\" >> \"$EDIT_LOG\"\nsed -i 's/^api_token: .*/api_token: edited-token-42/' \"$1\"\n");
+    write_editor(&test, "#!/bin/sh\nset -e\necho \"$1\" > \"$EDIT_LOG\"\nperl -e 'printf qq(%o\\n), (stat)[2] & 07777 for @ARGV' \"$1\" \"$(dirname \"$1\")\" >> \"$EDIT_LOG\"\nperl -pi -e 's/^api_token: .*/api_token: edited-token-42/' \"$1\"\n");
     let (editor, log) = (test.path("editor.sh"), test.path("edit.log"));
     let test = test
         .env("EDITOR", editor.to_str().unwrap())
@@ -776,7 +776,7 @@ run = [
   "echo b64=$(printf %s \"$API_TOKEN\" | base64) >&2",
   "echo pw=\"$DB_PASSWORD\"",
   "cat \"$TLS_KEY\"",
-  "stat -c '%a %n' \"$TLS_KEY\" \"$(dirname \"$TLS_KEY\")\" > perms.txt",
+  "perl -e 'printf qq(%o %s\\n), (stat)[2] & 07777, $_ for @ARGV' \"$TLS_KEY\" \"$(dirname \"$TLS_KEY\")\" > perms.txt",
 ]
 "#;
 
@@ -960,7 +960,7 @@ fn edit_stopped_by_a_signal_removes_the_plaintext_copy_and_saves_nothing() {
     let before = test.read("secrets/production/deploy.yaml");
     let runtime = test.path("runtime");
     std::fs::create_dir_all(&runtime).unwrap();
-    write_editor(&test, "#!/bin/sh\necho \"$1\" > \"$EDIT_LOG\"\necho 'api_token: half-edited' >> \"$1\"\np=$PPID\nwhile [ \"$(cat /proc/$p/comm)\" != cairn ]; do p=$(awk '{print $4}' /proc/$p/stat); done\nkill -TERM $p\nsleep 1\n");
+    write_editor(&test, "#!/bin/sh\necho \"$1\" > \"$EDIT_LOG\"\necho 'api_token: half-edited' >> \"$1\"\np=$PPID\nwhile [ \"$(basename \"$(ps -o comm= -p $p)\")\" != cairn ]; do p=$(ps -o ppid= -p $p | tr -d ' '); done\nkill -TERM $p\nsleep 1\n");
     let (editor, log) = (test.path("editor.sh"), test.path("edit.log"));
     let test = test
         .env("EDITOR", editor.to_str().unwrap())

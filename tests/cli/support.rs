@@ -266,8 +266,16 @@ pub fn span_of(test: &Test, name: &str) -> (u128, u128) {
 }
 
 pub fn stamped(name: &str) -> String {
-    format!("[tasks.{name}]\nrun = \"s=$(date +%s%N); sleep 0.4; echo $s $(date +%s%N) > {name}.span\"\n")
+    let now = NOW_NS;
+    format!("[tasks.{name}]\nrun = \"s={now}; sleep 0.4; echo $s {now} > {name}.span\"\n")
 }
+
+/// A shell expression for the time in nanoseconds: GNU `date +%s%N` on Linux; macOS's `date` has no `%N`.
+pub const NOW_NS: &str = if cfg!(target_os = "macos") {
+    "$(perl -MTime::HiRes=time -e 'printf q(%.0f), time*1e9')"
+} else {
+    "$(date +%s%N)"
+};
 
 /// A plugin module built by plugins/build.sh, or `None` (and a note) when it is not built; in CI, which
 /// builds every plugin first, a missing module is a failure.
@@ -341,8 +349,14 @@ pub fn in_terminal(test: &Test, args: &str) -> Option<String> {
         return None;
     }
     let command = format!("{} {args}", env!("CARGO_BIN_EXE_cairn"));
-    let output = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
+    let mut script = std::process::Command::new("script");
+    // util-linux's `script -qec CMD FILE` on Linux; BSD's `script -q FILE CMD…` on macOS.
+    if cfg!(target_os = "macos") {
+        script.args(["-q", "/dev/null", "sh", "-c", &command]);
+    } else {
+        script.args(["-qec", &command, "/dev/null"]);
+    }
+    let output = script
         .current_dir(test.path(""))
         .env("TERM", "xterm")
         .env_remove("CI")
