@@ -43,8 +43,12 @@ pub struct WatchSet {
     outputs: Vec<GlobList>,
     /// tasks.toml and the data files it reads, relative to the root.
     config_files: Vec<String>,
-    /// Directories to watch, relative to the root (`""` is the root), each recursively.
+    /// Directories to watch with everything below them, relative to the root (`""` is the root): the fixed
+    /// part of each pattern with a wildcard.
     directories: Vec<String>,
+    /// Directories to watch without their subdirectories: where a pattern without wildcard (a file such as
+    /// `Cargo.toml`) lives, so naming one file at the root does not watch a whole `target/` or `node_modules/`.
+    parents: Vec<String>,
     root: PathBuf,
 }
 
@@ -58,6 +62,7 @@ impl WatchSet {
         let mut inputs = Vec::with_capacity(plan.jobs.len());
         let mut outputs = Vec::with_capacity(plan.jobs.len());
         let mut bases: Vec<String> = Vec::new();
+        let mut parents: Vec<String> = Vec::new();
         for job in &plan.jobs {
             if !job.key.inputs.is_empty() {
                 // A pattern that fails to expand (it was checked at load) only leaves its files unwatched.
@@ -65,8 +70,13 @@ impl WatchSet {
                     files.extend(found.files);
                 }
                 for pattern in &job.key.input_globs {
-                    if !pattern.starts_with('!') {
+                    if pattern.starts_with('!') {
+                        continue;
+                    }
+                    if pattern.contains(['*', '?', '[', '{']) {
                         bases.push(literal_base(pattern));
+                    } else {
+                        parents.push(literal_base(pattern));
                     }
                 }
             }
@@ -85,12 +95,24 @@ impl WatchSet {
                 directories.push(base);
             }
         }
+        // tasks.toml and the data files: their directories, on their own.
+        for file in &config_files {
+            parents.push(literal_base(file));
+        }
+        let inside = |dir: &str, of: &[String]| {
+            of.iter()
+                .any(|d| d.is_empty() || dir == d || dir.starts_with(&format!("{d}/")))
+        };
+        parents.sort();
+        parents.dedup();
+        parents.retain(|p| !inside(p, &directories));
         WatchSet {
             files,
             inputs,
             outputs,
             config_files,
             directories,
+            parents,
             root: root.to_owned(),
         }
     }
@@ -263,33 +285,31 @@ impl FileEvents {
                 path: root.display().to_string(),
                 reason: e.to_string(),
             })?;
+        let plan = set
+            .directories
+            .iter()
+            .map(|d| (d, notify::RecursiveMode::Recursive))
+            .chain(
+                set.parents
+                    .iter()
+                    .map(|d| (d, notify::RecursiveMode::NonRecursive)),
+            );
         let mut watched: Vec<PathBuf> = Vec::new();
-        let mut directories = set.directories.clone();
-        // tasks.toml and the data files live at the root or below it.
-        for file in &set.config_files {
-            directories.push(match file.rfind('/') {
-                Some(i) => file[..i].to_owned(),
-                None => String::new(),
-            });
-        }
-        for directory in directories {
+        for (directory, mode) in plan {
             let mut path = if directory.is_empty() {
                 root.to_owned()
             } else {
-                root.join(&directory)
+                root.join(directory)
             };
+            // Not created yet: its nearest existing parent is watched, whole, so its creation is seen.
+            let mut mode = mode;
             while !path.is_dir() && path != root {
                 path = path
                     .parent()
                     .map_or_else(|| root.to_owned(), Path::to_path_buf);
+                mode = notify::RecursiveMode::Recursive;
             }
-            // The root itself holds tasks.toml: when only that is needed, its subdirectories are not.
-            let mode = if directory.is_empty() && !set.directories.iter().any(String::is_empty) {
-                notify::RecursiveMode::NonRecursive
-            } else {
-                notify::RecursiveMode::Recursive
-            };
-            if watched.contains(&path) && mode == notify::RecursiveMode::NonRecursive {
+            if watched.contains(&path) {
                 continue;
             }
             watcher.watch(&path, mode).map_err(|e| WatchError::Notify {
@@ -349,6 +369,25 @@ impl FileEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_named_at_the_root_watches_the_root_alone_and_a_wildcard_its_tree() {
+        let root = std::env::temp_dir();
+        let config = crate::config::Config::parse(
+            "tasks.toml",
+            "[tasks.build]\nrun = \"true\"\ninputs = [\"Cargo.toml\", \"src/**/*.rs\", \"docs/guide.md\", \"src/lib.rs\"]\n",
+            root.join("tasks.toml"),
+            root.clone(),
+        )
+        .expect("valid");
+        let mut graph = crate::graph::TaskGraph::build(std::sync::Arc::new(config)).expect("graph");
+        let selection = graph.select(&["build".to_owned()]).expect("selects");
+        let plan = Plan::new(&graph, &selection, &[]);
+        let set = WatchSet::of(&plan, &root, vec!["tasks.toml".into()]);
+        assert_eq!(set.directories, ["src"]);
+        // `src/lib.rs` is inside the watched `src` tree already.
+        assert_eq!(set.parents, ["", "docs"]);
+    }
 
     #[test]
     fn the_literal_base_of_a_pattern_is_the_directory_before_its_first_wildcard() {
