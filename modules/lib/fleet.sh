@@ -9,6 +9,7 @@
 #   fleet.sh check HOST        HOST runs this tree's revision, and (NixOS) its services are up
 #   fleet.sh rollback HOST     switch HOST back to its previous generation
 #   fleet.sh preflight ENV     production: the tree is clean and pushed; elsewhere: a warning if it is not
+#   fleet.sh update [INPUT…]   update the flake's inputs (all, or those named) and write what changed
 set -euo pipefail
 
 cairn="${CAIRN:-cairn}"
@@ -60,9 +61,56 @@ on_host() {
 
 command="${1:-}"
 subject="${2:-}"
+# `update` alone updates every input.
+[ "$command" = update ] && [ -z "$subject" ] && subject=all
 [ -n "$command" ] && [ -n "$subject" ] || die "usage: fleet.sh build|activate|check|rollback HOST, fleet.sh test all, or fleet.sh preflight ENV"
 
 case "$command" in
+    update)
+        require_nix "updating the flake's inputs"
+        before="$(mktemp)"
+        trap 'rm -f "$before"' EXIT
+        if [ -f flake.lock ]; then cp flake.lock "$before"; else echo '{"nodes":{}}' > "$before"; fi
+        if [ "$subject" = all ]; then
+            nix "${nix_flags[@]}" flake update
+        else
+            for input in "${@:2}"; do
+                nix "${nix_flags[@]}" flake lock --update-input "$input"
+            done
+        fi
+        # What changed, read by Nix itself from both lock files: name, old and new revision (or hash), and when
+        # the new one was made.
+        changes="$(nix "${nix_flags[@]}" eval --raw --impure --expr "
+          let
+            old = (builtins.fromJSON (builtins.readFile $before)).nodes;
+            new = (builtins.fromJSON (builtins.readFile $PWD/flake.lock)).nodes;
+            id = l: l.rev or l.narHash or \"?\";
+            changed = builtins.filter
+              (n: n != \"root\" && (new.\${n}.locked or {}) != ((old.\${n} or {}).locked or {}))
+              (builtins.attrNames new);
+            line = n: let o = (old.\${n} or {}).locked or {}; w = new.\${n}.locked; in
+              \"\${n} \${if o == {} then \"(new)\" else id o} \${id w} \${toString (w.lastModified or 0)}\";
+          in builtins.concatStringsSep \"\\n\" (map line changed)")"
+        summary="${FLEET_UPDATE_SUMMARY:-.cairn/update-summary.md}"
+        mkdir -p "$(dirname "$summary")"
+        {
+            echo "## Flake input updates"
+            echo
+            if [ -z "$changes" ]; then
+                echo "No input changed."
+            else
+                echo "| input | from | to | date |"
+                echo "|---|---|---|---|"
+                while read -r name from to modified; do
+                    # GNU date takes -d @SECONDS, BSD date (macOS) -r SECONDS.
+                    day="$(date -u -d "@$modified" +%F 2>/dev/null || date -u -r "$modified" +%F)"
+                    echo "| $name | ${from:0:12} | ${to:0:12} | $day |"
+                done <<< "$changes"
+            fi
+        } > "$summary"
+        cat "$summary"
+        echo "fleet: the summary is in $summary (for the pull request's description)"
+        ;;
     build)
         require_nix "building $subject"
         attr="$(attribute "$subject")"

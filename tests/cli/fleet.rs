@@ -435,3 +435,116 @@ fn rotate_keys_gives_an_environment_new_data_keys_then_validates() {
         .read(".cairn/audit.log")
         .contains("\"task\":\"rotate-keys:staging\""));
 }
+
+/// The real Nix (Debian's nix-bin, which .ci/run installs); `None` (skip) outside CI only.
+fn real_nix() -> Option<()> {
+    let found = Command::new("nix")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "nix is missing: .ci/run installs nix-bin"
+    );
+    if !found {
+        eprintln!("skipped: no nix to lock a flake with");
+    }
+    found.then_some(())
+}
+
+#[test]
+fn update_moves_a_flake_input_to_its_newest_revision_and_says_what_changed() {
+    if real_nix().is_none() {
+        return;
+    }
+    // A flake whose input is a local git repository: what `nix flake lock` does to a GitHub input, offline.
+    let test = Test::new();
+    let dep = test.path("dep");
+    std::fs::create_dir_all(&dep).unwrap();
+    std::fs::write(dep.join("flake.nix"), "{ outputs = _: { value = 1; }; }\n").unwrap();
+    let in_dep = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.name=alex", "-c", "user.email=alex@example.org"])
+            .args(args)
+            .current_dir(&dep)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    };
+    in_dep(&["init", "-q"]);
+    in_dep(&["add", "-A"]);
+    in_dep(&["commit", "-qm", "one"]);
+    let project = test.path("project");
+    std::fs::create_dir_all(project.join("modules/lib")).unwrap();
+    std::fs::copy(
+        repo().join("modules/lib/fleet.sh"),
+        project.join("modules/lib/fleet.sh"),
+    )
+    .unwrap();
+    executable(&project.join("modules/lib/fleet.sh"));
+    std::fs::write(
+        project.join("flake.nix"),
+        format!(
+            "{{\n  inputs.dep.url = \"git+file://{}\";\n  outputs = {{ self, dep }}: {{ v = dep.value; }};\n}}\n",
+            dep.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("tasks.toml"),
+        "[tasks.update]\nenv_pass = [\"NIX_*\"]\nrun = \"modules/lib/fleet.sh update {{args}}\"\n",
+    )
+    .unwrap();
+    let nix = |args: &[&str]| {
+        let output = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
+            .args(args)
+            .current_dir(&project)
+            .env("HOME", test.path(""))
+            .output()
+            .expect("nix runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    nix(&["flake", "lock"]);
+    let first = std::fs::read_to_string(project.join("flake.lock")).unwrap();
+    std::fs::write(dep.join("flake.nix"), "{ outputs = _: { value = 2; }; }\n").unwrap();
+    in_dep(&["commit", "-qam", "two"]);
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&dep)
+        .output()
+        .unwrap();
+    let new_rev = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+
+    let run = test
+        .command_with(&["run", "update", "--", "dep"])
+        .current_dir(&project)
+        .output()
+        .expect("cairn runs");
+    let shown =
+        String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{shown}");
+    let lock = std::fs::read_to_string(project.join("flake.lock")).unwrap();
+    assert!(lock.contains(&new_rev) && lock != first, "{lock}");
+    let summary = std::fs::read_to_string(project.join(".cairn/update-summary.md")).unwrap();
+    assert!(
+        summary.contains(&format!("| dep | ")) && summary.contains(&new_rev[..12]),
+        "{summary}"
+    );
+    // Nothing newer: said so.
+    let again = test
+        .command_with(&["run", "update"])
+        .current_dir(&project)
+        .output()
+        .expect("cairn runs");
+    assert!(again.status.success());
+    assert!(
+        std::fs::read_to_string(project.join(".cairn/update-summary.md"))
+            .unwrap()
+            .contains("No input changed.")
+    );
+}
