@@ -532,7 +532,7 @@ fn update_moves_a_flake_input_to_its_newest_revision_and_says_what_changed() {
     assert!(lock.contains(&new_rev) && lock != first, "{lock}");
     let summary = std::fs::read_to_string(project.join(".cairn/update-summary.md")).unwrap();
     assert!(
-        summary.contains(&format!("| dep | ")) && summary.contains(&new_rev[..12]),
+        summary.contains("| dep | ") && summary.contains(&new_rev[..12]),
         "{summary}"
     );
     // Nothing newer: said so.
