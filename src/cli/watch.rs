@@ -139,6 +139,12 @@ pub(super) fn watch(context: &Context, args: &WatchArgs) -> Result<i32, CliError
             }
         }
         services.update(&loaded, &rerun, &succeeded, args, context.color);
+        if first && set.is_empty() {
+            // Only tasks.toml can start another run: say why, so nobody waits for an edit that does nothing.
+            eprintln!(
+                "cairn: warning: the targets declare no `inputs` that match a file, so only a change to tasks.toml starts another run; declare what each task reads in `inputs`"
+            );
+        }
         first = false;
         eprintln!(
             "cairn: watching {} file{} for changes (Ctrl-C to stop)",

@@ -400,3 +400,20 @@ fn a_change_during_a_run_is_queued_and_starts_the_next_run() {
     // The runs did not overlap: each ended before the next began.
     assert!(text.contains("| b\n"), "{text}");
 }
+
+#[test]
+fn targets_without_inputs_are_watched_through_tasks_toml_only_and_cairn_says_so() {
+    let test = Test::new().tasks("[tasks.hello]\nrun = \"echo hello-ran\"\n");
+    let w = watch(&test, &["hello"]);
+    w.screen.idle(1);
+    assert!(
+        w.screen
+            .text()
+            .contains("declare no `inputs` that match a file"),
+        "{}",
+        w.screen.text()
+    );
+    // tasks.toml still counts: a new command runs.
+    test.write("tasks.toml", "[tasks.hello]\nrun = \"echo hello-again\"\n");
+    w.screen.wait_for("hello-again", 1);
+}
