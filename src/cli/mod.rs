@@ -74,9 +74,9 @@ enum Command {
     /// Inspect or trim the local cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
-    /// Manage SOPS-encrypted secrets (age recipients): init, edit, set, get, ls, doctor, updatekeys, rotate.
+    /// Manage SOPS-encrypted secrets (age recipients): init, edit, set, get, ls, doctor, scan, updatekeys, rotate.
     Secrets(secrets::SecretsArgs),
-    /// List, check, pin (plugins.lock) or create WebAssembly plugins.
+    /// List, check and pin (plugins.lock) WebAssembly plugins; create, build and test your own.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
     /// Run targets repeatedly, cold and warm, and report their timings (and regressions against a saved result).
@@ -85,7 +85,7 @@ enum Command {
     Report(report::ReportArgs),
     /// Statistics of the last runs per task (durations, cache hit rate, failures, flakiness), or one task's runs.
     History(history::HistoryArgs),
-    /// Install or remove the git pre-commit hook that runs the cached `validate`.
+    /// Install or remove the git pre-commit hook: a secrets scan of what is staged, then the cached `validate`.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),
     /// Print the values at a dotted key of a TOML data file (an inventory, say), one per line.
