@@ -10,6 +10,7 @@
 #   fleet.sh rollback HOST     switch HOST back to its previous generation
 #   fleet.sh preflight ENV     production: the tree is clean and pushed; elsewhere: a warning if it is not
 #   fleet.sh update [INPUT…]   update the flake's inputs (all, or those named) and write what changed
+#   fleet.sh status ENV [--json]  what each host of ENV runs, against this tree (drift), read over ssh
 set -euo pipefail
 
 cairn="${CAIRN:-cairn}"
@@ -65,7 +66,53 @@ subject="${2:-}"
 [ "$command" = update ] && [ -z "$subject" ] && subject=all
 [ -n "$command" ] && [ -n "$subject" ] || die "usage: fleet.sh build|activate|check|rollback HOST, fleet.sh test all, or fleet.sh preflight ENV"
 
+# The revision a host runs (what its configuration recorded), or nothing when it cannot be asked.
+running_revision() {
+    case "$(fact "$1" kind)" in
+        darwin) on_host "$1" darwin-version --configuration-revision 2>/dev/null ;;
+        nixos) on_host "$1" nixos-version --configuration-revision 2>/dev/null ;;
+        *) return 1 ;;
+    esac
+}
+
 case "$command" in
+    status)
+        json=false
+        [ "${3:-}" = --json ] && json=true
+        want="$(git rev-parse HEAD)"
+        [ -z "$(git status --porcelain --untracked-files=no)" ] || want=dirty
+        hosts="$("$cairn" query "$inventory" "environments.$subject.hosts")" || die "no environment $subject in $inventory"
+        ssh_options
+        drift=0
+        first=true
+        $json && printf '['
+        for host in $hosts; do
+            if running="$(running_revision "$host")" && [ -n "$running" ]; then
+                if [ "$running" = "$want" ]; then state=current; else state=behind; drift=$((drift + 1)); fi
+            else
+                running=""
+                state=unreachable
+                drift=$((drift + 1))
+            fi
+            if $json; then
+                $first || printf ','
+                printf '{"host":"%s","kind":"%s","running":"%s","tree":"%s","state":"%s"}' \
+                    "$host" "$(fact "$host" kind)" "$running" "$want" "$state"
+            else
+                case "$state" in
+                    current) echo "$host  runs ${running:0:12}, this tree" ;;
+                    behind) echo "$host  runs ${running:0:12}, this tree is ${want:0:12}: DRIFT (deploy:$subject brings it here)" ;;
+                    unreachable) echo "$host  cannot be asked what it runs (unreachable, or not deployed by this fleet yet)" ;;
+                esac
+            fi
+            first=false
+        done
+        if $json; then
+            printf ']\n'
+        else
+            echo "fleet: $subject: $drift of $(echo "$hosts" | wc -w | tr -d ' ') host(s) differ from this tree"
+        fi
+        ;;
     update)
         require_nix "updating the flake's inputs"
         before="$(mktemp)"

@@ -548,3 +548,67 @@ fn update_moves_a_flake_input_to_its_newest_revision_and_says_what_changed() {
             .contains("No input changed.")
     );
 }
+
+#[test]
+fn status_shows_what_each_host_runs_and_the_drift_from_this_tree() {
+    if !plugins_built() {
+        return;
+    }
+    let Fleet {
+        repo: test,
+        outside,
+    } = fleet_copy();
+    // Before any deploy, the stand-in hosts cannot say what they run.
+    test.run_with(&["run", "status:production"])
+        .success()
+        .stdout_has("NIXY  cannot be asked what it runs")
+        .stdout_has("fleet: production: 2 of 2 host(s) differ from this tree");
+    test.run_with(&["run", "deploy:production", "--yes"])
+        .success();
+    let head = String::from_utf8_lossy(
+        &Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(test.path(""))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    test.run_with(&["run", "status:production"])
+        .success()
+        .stdout_has(&format!("NIXY  runs {}, this tree", &head[..12]))
+        .stdout_has(&format!("NIXSTATION64  runs {}, this tree", &head[..12]))
+        .stdout_has("0 of 2 host(s) differ");
+    // A new commit: both hosts are behind it, and the JSON form says so for scripts.
+    test.write(
+        "modules/home/common.nix",
+        &(test.read("modules/home/common.nix") + "\n"),
+    );
+    git(&test, &["commit", "-qam", "next"]);
+    let run = test
+        .run_with(&[
+            "run",
+            "status:production",
+            "--output",
+            "raw",
+            "--",
+            "--json",
+        ])
+        .success();
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with('['))
+        .unwrap_or_else(|| panic!("no JSON in {}", run.stdout));
+    let hosts: serde_json::Value = serde_json::from_str(line).expect("JSON");
+    assert_eq!(hosts[0]["host"], "NIXY");
+    assert_eq!(hosts[0]["state"], "behind");
+    assert_eq!(hosts[0]["running"], head);
+    assert_eq!(hosts[1]["state"], "behind");
+    // The deploy key reached the stand-in ssh, never the output.
+    assert!(!run.stdout.contains("deploy-key-for-tests"));
+    assert!(outside
+        .read("deploy.log")
+        .contains("configuration-revision key=production-deploy-key-for-tests"));
+}
