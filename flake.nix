@@ -35,8 +35,21 @@
       nixosConfigurations = builtins.mapAttrs mk.nixos (enabledOfKind "nixos");
       # nixOnDroidConfigurations = builtins.mapAttrs mk.droid (enabledOfKind "droid");
 
+      packages = forAllSystems (system: rec {
+        cairn = nixpkgs.legacyPackages.${system}.callPackage ./modules/packages/cairn.nix { };
+        default = cairn;
+      });
+
+      apps = forAllSystems (system: {
+        default = {
+          type = "app";
+          program = "${self.packages.${system}.cairn}/bin/cairn";
+        };
+      });
+
       devShells = forAllSystems (system: import ./modules/devshells.nix {
         pkgs = nixpkgs.legacyPackages.${system};
+        cairn = self.packages.${system}.cairn;
       });
 
       formatter = forAllSystems (system: nixpkgs.legacyPackages.${system}.nixpkgs-fmt);
