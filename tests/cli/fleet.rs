@@ -412,7 +412,7 @@ fn rotate_keys_gives_an_environment_new_data_keys_then_validates() {
         .stderr_has("asks for confirmation");
     test.run_with(&["run", "rotate-keys:staging", "--yes"])
         .success()
-        .stdout_has("nix: 18 file(s) checked");
+        .stdout_has("nix: 19 file(s) checked");
     let after = test.read("secrets/staging/deploy.yaml");
     assert_ne!(
         before, after,
