@@ -11,6 +11,10 @@
 #   fleet.sh preflight ENV     production: the tree is clean and pushed; elsewhere: a warning if it is not
 #   fleet.sh update [INPUT…]   update the flake's inputs (all, or those named) and write what changed
 #   fleet.sh status ENV [--json]  what each host of ENV runs, against this tree (drift), read over ssh
+#   fleet.sh trust HOST        first contact: record HOST's ssh host keys in modules/known_hosts (to review)
+#
+# ssh only ever trusts the host keys in modules/known_hosts (committed, reviewed like any change): a host whose
+# key is not there, or has changed, is refused — never `StrictHostKeyChecking=no`.
 set -euo pipefail
 
 cairn="${CAIRN:-cairn}"
@@ -39,10 +43,15 @@ attribute() {
     esac
 }
 
-# ssh options for nixos-rebuild and darwin-rebuild: the deploy key, when the task was given one.
+known_hosts="${FLEET_KNOWN_HOSTS:-$PWD/modules/known_hosts}"
+pinned=(-o "UserKnownHostsFile=$known_hosts" -o StrictHostKeyChecking=yes)
+
+# ssh options for nixos-rebuild and darwin-rebuild: the pinned host keys, and the deploy key when the task was
+# given one.
 ssh_options() {
+    export NIX_SSHOPTS="${pinned[*]} ${NIX_SSHOPTS:-}"
     if [ -n "${DEPLOY_SSH_KEY:-}" ]; then
-        export NIX_SSHOPTS="-i $DEPLOY_SSH_KEY -o IdentitiesOnly=yes ${NIX_SSHOPTS:-}"
+        export NIX_SSHOPTS="-i $DEPLOY_SSH_KEY -o IdentitiesOnly=yes $NIX_SSHOPTS"
     fi
 }
 
@@ -56,7 +65,7 @@ on_host() {
     else
         local key=()
         [ -n "${DEPLOY_SSH_KEY:-}" ] && key=(-i "$DEPLOY_SSH_KEY" -o IdentitiesOnly=yes)
-        ssh "${key[@]}" -o BatchMode=yes "$target" "$*"
+        ssh ${key[@]+"${key[@]}"} "${pinned[@]}" -o BatchMode=yes "$target" "$*"
     fi
 }
 
@@ -76,6 +85,25 @@ running_revision() {
 }
 
 case "$command" in
+    trust)
+        target="$(fact "$subject" target)"
+        [ "$target" != local ] || die "$subject is deployed locally: there is no host key to trust"
+        address="${target#*@}"
+        scanned="$(ssh-keyscan -T 10 "$address" 2>/dev/null | grep -v '^#' || true)"
+        [ -n "$scanned" ] || die "$subject ($address) did not answer ssh-keyscan: is it up, and is sshd listening?"
+        touch "$known_hosts"
+        if grep -q "^$address " "$known_hosts"; then
+            if [ "$(grep "^$address " "$known_hosts" | sort)" = "$(echo "$scanned" | sort)" ]; then
+                echo "fleet: $subject ($address) is already trusted with these keys"
+                exit 0
+            fi
+            die "$subject ($address) offers host keys other than those in $known_hosts: a reinstalled machine, or someone in between. Compare the fingerprints on the machine itself (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then remove its lines from $known_hosts and run this again"
+        fi
+        echo "$scanned" >> "$known_hosts"
+        echo "fleet: recorded the host keys of $subject ($address) in $known_hosts:"
+        echo "$scanned" | ssh-keygen -lf - | sed 's/^/  /'
+        echo "fleet: check these fingerprints on $subject itself (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) before committing the file"
+        ;;
     status)
         json=false
         [ "${3:-}" = --json ] && json=true

@@ -214,7 +214,11 @@ host_of_flake() { for a in "$@"; do case $a in .#*) echo "${a#.#}";; esac; done;
         ),
         (
             "ssh",
-            "key=none\nwhile [ $# -gt 0 ]; do case $1 in -i) key=$(sed -n 2p \"$2\"); shift 2;; -o) shift 2;; *) break;; esac; done\ntarget=$1; shift\nhost=$(echo \"${target#*@}\" | cut -d. -f1 | tr a-z A-Z)\nlog \"ssh $target $* key=$key\"\ncase \"$*\" in\n  *configuration-revision*) if [ -e \"$HOME/unhealthy-$host\" ]; then echo 0000000; else cat \"$HOME/state/$host\"; fi;;\n  *is-system-running*) echo running;;\nesac\n",
+            "key=none\nwhile [ $# -gt 0 ]; do case $1 in -i) key=$(sed -n 2p \"$2\"); shift 2;; -o) echo \"$2\" >> \"$HOME/ssh-options.log\"; shift 2;; *) break;; esac; done\ntarget=$1; shift\nhost=$(echo \"${target#*@}\" | cut -d. -f1 | tr a-z A-Z)\nlog \"ssh $target $* key=$key\"\ncase \"$*\" in\n  *configuration-revision*) if [ -e \"$HOME/unhealthy-$host\" ]; then echo 0000000; else cat \"$HOME/state/$host\"; fi;;\n  *is-system-running*) echo running;;\nesac\n",
+        ),
+        (
+            "ssh-keyscan",
+            "for a in \"$@\"; do address=$a; done\nlog \"ssh-keyscan $address\"\n[ -e \"$HOME/hostkey-$address\" ] && echo \"$address $(cat \"$HOME/hostkey-$address\")\"\n",
         ),
     ];
     for (name, body) in scripts {
@@ -611,4 +615,59 @@ fn status_shows_what_each_host_runs_and_the_drift_from_this_tree() {
     assert!(outside
         .read("deploy.log")
         .contains("configuration-revision key=production-deploy-key-for-tests"));
+}
+
+#[test]
+fn first_contact_records_a_hosts_keys_and_a_changed_key_is_refused() {
+    if !plugins_built() {
+        return;
+    }
+    let Fleet {
+        repo: test,
+        outside,
+    } = fleet_copy();
+    let keygen = |name: &str| {
+        let path = outside.path(name);
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+            .arg(&path)
+            .status()
+            .expect("ssh-keygen runs");
+        assert!(status.success());
+        let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+        public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let address = "nixstation64.home.arpa";
+    outside.write(&format!("hostkey-{address}"), &keygen("first"));
+    test.run_with(&["run", "trust-host:NIXSTATION64"])
+        .success()
+        .stdout_has("recorded the host keys of NIXSTATION64")
+        .stdout_has("ED25519");
+    let known = test.read("modules/known_hosts");
+    assert!(
+        known.starts_with(&format!("{address} ssh-ed25519 ")),
+        "{known}"
+    );
+    test.run_with(&["run", "trust-host:NIXSTATION64"])
+        .success()
+        .stdout_has("already trusted");
+    // Reinstalled, or someone in between: refused, and the recorded key is kept.
+    outside.write(&format!("hostkey-{address}"), &keygen("second"));
+    test.run_with(&["run", "trust-host:NIXSTATION64"])
+        .status(1)
+        .stderr_has("offers host keys other than those in");
+    assert_eq!(test.read("modules/known_hosts"), known);
+    // Every ssh the deploy makes trusts only that file, strictly.
+    test.run_with(&["run", "status:production"]).success();
+    let options = outside.read("ssh-options.log");
+    assert!(options.contains("StrictHostKeyChecking=yes"), "{options}");
+    assert!(
+        options.contains("UserKnownHostsFile=") && options.contains("modules/known_hosts"),
+        "{options}"
+    );
+    assert!(!options.contains("StrictHostKeyChecking=no"));
 }
