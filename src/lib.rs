@@ -15,6 +15,7 @@ pub mod graph;
 pub mod import;
 pub mod lockfile;
 pub mod paths;
+pub mod reapi;
 pub mod report;
 pub mod run;
 pub mod secrets;

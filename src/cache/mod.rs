@@ -259,6 +259,11 @@ impl Session {
         self.remote.as_ref()
     }
 
+    /// The repository root the session's paths are relative to.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

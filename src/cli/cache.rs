@@ -119,7 +119,7 @@ pub(super) fn why(context: &Context, args: &WhyArgs) -> Result<i32, CliError> {
         let remote = cache::remote::Remote::new(options, &cache::dir_for(&config.root));
         Some(match remote.holder_of(&keyed.key) {
             Ok(Some(writer)) => format!(
-                "the remote cache ({}) has a result for this key, signed by {writer}: it will be fetched if it verifies",
+                "the remote cache ({}) has a result for this key, {writer}: it will be fetched if it verifies",
                 remote.shown_url()
             ),
             Ok(None) => format!(

@@ -8,7 +8,10 @@ use zeroize::Zeroizing;
 use super::CliError;
 use crate::cache::remote::{RemoteOptions, SigningKey};
 use crate::config::source::to_source_span;
-use crate::config::{Config, ConfigError, Credential, RemoteMode, Spanned, DEFAULT_REMOTE_TIMEOUT};
+use crate::config::{
+    Config, ConfigError, Credential, ExecutionMode, RemoteMode, Spanned, DEFAULT_REMOTE_TIMEOUT,
+};
+use crate::run::remote::RemoteExecutionOptions;
 
 /// The server's URL, overriding `[remote_cache] url`; `off` turns the remote cache off.
 pub const URL_VAR: &str = "CAIRN_REMOTE_CACHE";
@@ -22,6 +25,123 @@ pub const KEY_VAR: &str = "CAIRN_REMOTE_SIGNING_KEY";
 pub const KEY_FILE_VAR: &str = "CAIRN_REMOTE_SIGNING_KEY_FILE";
 /// A PEM bundle of certificate authorities to trust, overriding `[remote_cache] ca_file`.
 pub const CA_FILE_VAR: &str = "CAIRN_REMOTE_CACHE_CA_FILE";
+
+/// The execution engine's URL, overriding `[remote_execution] url`; `off` turns remote execution off.
+pub const EXECUTION_URL_VAR: &str = "CAIRN_REMOTE_EXECUTION";
+/// The engine's bearer token, when `[remote_execution]` names no `token`.
+pub const EXECUTION_TOKEN_VAR: &str = "CAIRN_REMOTE_EXECUTION_TOKEN";
+/// A PEM bundle of certificate authorities to trust for the engine, overriding `[remote_execution] ca_file`.
+pub const EXECUTION_CA_FILE_VAR: &str = "CAIRN_REMOTE_EXECUTION_CA_FILE";
+
+/// The execution engine a run uses, or `None` when it uses none: `[remote_execution]`, then
+/// CAIRN_REMOTE_EXECUTION, then `--remote-exec`.
+pub(super) fn resolve_execution(
+    config: &Config,
+    flag: Option<ExecutionMode>,
+    identities: &[PathBuf],
+    warn: Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<Option<RemoteExecutionOptions>, CliError> {
+    let Some(endpoint) = execution_endpoint(config, flag, identities)? else {
+        return Ok(None);
+    };
+    let def = config.remote_execution.as_ref();
+    let mode = flag.unwrap_or(def.map_or(ExecutionMode::Auto, |d| d.mode));
+    let client = crate::reapi::Client::new(endpoint).map_err(|error| {
+        execution_problem(error.to_string(), "write it as `grpc://HOST:PORT` or `grpcs://HOST:PORT`")
+    })?;
+    Ok(Some(RemoteExecutionOptions {
+        client,
+        mode,
+        platform: def.map(|d| d.platform.clone()).unwrap_or_default(),
+        jobs: def.map_or(crate::config::DEFAULT_REMOTE_JOBS, |d| d.jobs),
+        warn,
+    }))
+}
+
+/// Where the engine is and how to reach it, or `None` when remote execution is off for this run.
+pub(super) fn execution_endpoint(
+    config: &Config,
+    flag: Option<ExecutionMode>,
+    identities: &[PathBuf],
+) -> Result<Option<crate::reapi::Endpoint>, CliError> {
+    let def = config.remote_execution.as_ref();
+    let env_url = std::env::var(EXECUTION_URL_VAR)
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    if env_url.as_deref() == Some("off") {
+        return Ok(None);
+    }
+    let mode = flag.unwrap_or(def.map_or(ExecutionMode::Auto, |d| d.mode));
+    if mode == ExecutionMode::Off {
+        return Ok(None);
+    }
+    let url = match env_url.or_else(|| def.and_then(|d| d.url.as_ref()).map(|u| u.value.clone())) {
+        Some(url) => url,
+        None if flag.is_some() => {
+            return Err(execution_problem(
+                "`--remote-exec` needs an execution engine, and none is configured",
+                &format!("set `url` in [remote_execution] of tasks.toml, or {EXECUTION_URL_VAR}=grpcs://…"),
+            ))
+        }
+        None => return Ok(None),
+    };
+    if !(url.starts_with("grpc://") || url.starts_with("grpcs://")) {
+        return Err(execution_problem(
+            format!("{EXECUTION_URL_VAR}=`{url}` is not a gRPC URL"),
+            "write it as `grpcs://remote.example.com:443` (or `grpc://127.0.0.1:8980`), or `off`",
+        ));
+    }
+    let token = match def.and_then(|d| d.token.as_ref()) {
+        Some(source) => read_credential(config, "remote_execution.token", source, identities)?,
+        None => std::env::var(EXECUTION_TOKEN_VAR).ok().map(Zeroizing::new),
+    };
+    let ca_pem = match (
+        std::env::var_os(EXECUTION_CA_FILE_VAR),
+        def.and_then(|d| d.ca_file.as_ref()),
+    ) {
+        (Some(path), _) => Some(read_pem(Path::new(&path)).map_err(|why| {
+            execution_problem(
+                format!("{EXECUTION_CA_FILE_VAR}: {why}"),
+                "name a PEM file of the certificate authorities that signed the engine's certificate",
+            )
+        })?),
+        (None, Some(path)) => Some(read_pem(&expand(config, &path.value)).map_err(|why| {
+            CliError::Config(ConfigError::InvalidValue {
+                key: "remote_execution.ca_file".into(),
+                reason: why,
+                src: config.source.clone(),
+                span: to_source_span(&path.span),
+                help: Some(
+                    "name a PEM file of the certificate authorities that signed the engine's certificate"
+                        .into(),
+                ),
+            })
+        })?),
+        (None, None) => None,
+    };
+    Ok(Some(crate::reapi::Endpoint {
+        url,
+        instance_name: def.map(|d| d.instance_name.clone()).unwrap_or_default(),
+        token,
+        ca_pem,
+        timeout: def.map_or(crate::config::DEFAULT_EXECUTION_CALL_TIMEOUT, |d| d.timeout),
+    }))
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    let pem =
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    // Checked here so that a wrong file is named now, not as a handshake failure later.
+    crate::cache::remote::parse_roots(&pem).map_err(|why| format!("{}: {why}", path.display()))?;
+    Ok(pem)
+}
+
+fn execution_problem(message: impl Into<String>, help: &str) -> CliError {
+    CliError::RemoteCache {
+        message: message.into(),
+        help: Some(help.to_owned()),
+    }
+}
 
 /// The remote cache options for a run, or `None` when it uses none.
 pub(super) fn resolve(
@@ -45,10 +165,11 @@ pub(super) fn resolve(
         }
         None => return Ok(None),
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    let grpc = url.starts_with("grpc://") || url.starts_with("grpcs://");
+    if !(url.starts_with("http://") || url.starts_with("https://") || grpc) {
         return Err(problem(
-            format!("{URL_VAR} is not an HTTP URL"),
-            "write it as `https://cache.example.com/cairn`, or `off`".into(),
+            format!("{URL_VAR} is not an HTTP or gRPC URL"),
+            "write it as `https://cache.example.com/cairn` (a Bazel HTTP cache) or `grpcs://remote.example.com:443` (a REAPI server), or `off`".into(),
         ));
     }
     let env_mode = match std::env::var(MODE_VAR) {
@@ -73,7 +194,8 @@ pub(super) fn resolve(
         None => std::env::var(TOKEN_VAR).ok().map(Zeroizing::new),
     };
     let mut signing_key = None;
-    if mode == RemoteMode::ReadWrite {
+    // A REAPI server's entries are trusted through its authentication: there is nothing to sign.
+    if mode == RemoteMode::ReadWrite && !grpc {
         let found = match def.and_then(|d| d.signing_key.as_ref()) {
             Some(source) => read_credential(config, "signing_key", source, identities)?
                 .map(|text| (text, Some(source))),
@@ -136,7 +258,7 @@ pub(super) fn resolve(
         (None, None) => None,
     };
     let trusted = def.map(|d| d.trusted_writers.clone()).unwrap_or_default();
-    if trusted.is_empty() && signing_key.is_none() {
+    if trusted.is_empty() && signing_key.is_none() && !grpc {
         warn("the remote cache trusts no writer (`trusted_writers` in [remote_cache] is empty): nothing will be read from it");
     }
     Ok(Some(RemoteOptions {
@@ -146,6 +268,7 @@ pub(super) fn resolve(
         roots,
         trusted,
         signing_key,
+        publish_unsigned: grpc && mode == RemoteMode::ReadWrite,
         warn,
     }))
 }
@@ -202,7 +325,12 @@ fn in_tasks_toml(
     why: String,
 ) -> CliError {
     CliError::Config(ConfigError::InvalidValue {
-        key: format!("remote_cache.{what}"),
+        // `token` and `signing_key` are [remote_cache]'s; other tables name their key in full.
+        key: if what.contains('.') {
+            what.to_owned()
+        } else {
+            format!("remote_cache.{what}")
+        },
         reason: why,
         src: config.source.clone(),
         span: to_source_span(&source.span),

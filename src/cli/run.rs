@@ -63,6 +63,10 @@ pub(super) struct RunArgs {
     /// Use the remote cache this way for this run (default: `[remote_cache] mode`, or CAIRN_REMOTE_CACHE_MODE).
     #[arg(long, value_enum, value_name = "MODE")]
     remote: Option<RemoteArg>,
+    /// Run tasks on the execution engine this way for this run (default: `[remote_execution] mode`; the
+    /// engine's URL may come from CAIRN_REMOTE_EXECUTION, which `off` turns off).
+    #[arg(long = "remote-exec", value_enum, value_name = "MODE")]
+    remote_exec: Option<RemoteExecArg>,
     /// Run only the tasks a change affects (see `cairn affected`) and what they need.
     #[arg(long)]
     affected: bool,
@@ -140,6 +144,26 @@ impl From<RemoteArg> for RemoteMode {
             RemoteArg::Off => RemoteMode::Off,
             RemoteArg::Read => RemoteMode::Read,
             RemoteArg::ReadWrite => RemoteMode::ReadWrite,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum RemoteExecArg {
+    /// Remotely when a task can, here otherwise, and here for the rest of the run if the engine fails.
+    Auto,
+    /// Remotely when a task can; if the engine fails, the tasks sent to it fail.
+    Required,
+    /// Everything runs here.
+    Off,
+}
+
+impl From<RemoteExecArg> for crate::config::ExecutionMode {
+    fn from(arg: RemoteExecArg) -> crate::config::ExecutionMode {
+        match arg {
+            RemoteExecArg::Auto => crate::config::ExecutionMode::Auto,
+            RemoteExecArg::Required => crate::config::ExecutionMode::Required,
+            RemoteExecArg::Off => crate::config::ExecutionMode::Off,
         }
     }
 }
@@ -269,6 +293,16 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
             &config,
             args.remote.map(RemoteMode::from),
             &args.identity,
+            Arc::clone(&warn),
+        )?
+    } else {
+        None
+    };
+    let remote_execution = if use_cache {
+        super::remote::resolve_execution(
+            &config,
+            args.remote_exec.map(Into::into),
+            &args.identity,
             warn,
         )?
     } else {
@@ -288,6 +322,7 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
             dry_run: args.dry_run,
             identities: args.identity.clone(),
             remote,
+            remote_execution,
             stop: None,
         },
     )?;
@@ -314,7 +349,8 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
                 prepared.plan(),
                 jobs,
                 predictions.as_deref(),
-                holders.as_deref()
+                holders.as_deref(),
+                prepared.placements().as_deref(),
             )
         );
         return Ok(0);
@@ -562,6 +598,7 @@ fn describe_plan(
     jobs: usize,
     predictions: Option<&[Prediction]>,
     remote_holders: Option<&[Option<String>]>,
+    placements: Option<&[run::remote::Placement]>,
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -655,7 +692,7 @@ fn describe_plan(
                 Ok((keyed, true)) => format!("hit ({})", &keyed.key.to_string()[..12]),
                 Ok((keyed, false)) => match remote_holders.and_then(|h| h[i].as_deref()) {
                     Some(writer) => format!(
-                        "miss here ({}); the remote cache holds it, signed by {writer}",
+                        "miss here ({}); the remote cache holds it, {writer}",
                         &keyed.key.to_string()[..12]
                     ),
                     None => format!("miss ({})", &keyed.key.to_string()[..12]),
@@ -663,6 +700,13 @@ fn describe_plan(
                 Err(error) => format!("unknown: {error}"),
             };
             let _ = writeln!(out, "       cache {verdict}");
+        }
+        if let Some(placements) = placements {
+            let place = match &placements[i] {
+                run::remote::Placement::Remote => "remote (on the execution engine)".to_owned(),
+                run::remote::Placement::Local(reason) => format!("local: {reason}"),
+            };
+            let _ = writeln!(out, "       runs  {place}");
         }
     }
     out

@@ -245,6 +245,7 @@ fn run_once(
             dry_run: false,
             identities: args.identity.clone(),
             remote: None,
+            remote_execution: None,
             stop: None,
         },
     )?;
@@ -368,6 +369,7 @@ impl Services {
             dry_run: false,
             identities: args.identity.clone(),
             remote: None,
+            remote_execution: None,
             stop: Some(asked),
         };
         let thread = std::thread::spawn(move || {

@@ -56,6 +56,8 @@ pub struct Config {
     pub tasks: Vec<TaskDef>,
     /// `[remote_cache]`, if the file has one.
     pub remote_cache: Option<RemoteCacheDef>,
+    /// `[remote_execution]`, if the file has one.
+    pub remote_execution: Option<RemoteExecutionDef>,
     /// The data files params and matrices read values from, as named (relative to the root).
     pub data_files: Vec<String>,
 }
@@ -82,6 +84,59 @@ pub struct RemoteCacheDef {
     pub ca_file: Option<Spanned<String>>,
     /// The table's header, for diagnostics.
     pub span: Span,
+}
+
+/// How long one call to the execution engine (other than running an action) may take unless
+/// `[remote_execution] timeout` says otherwise.
+pub const DEFAULT_EXECUTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Remote actions in flight at once unless `[remote_execution] jobs` says otherwise.
+pub const DEFAULT_REMOTE_JOBS: usize = 32;
+
+/// `[remote_execution]`: an engine speaking REAPI v2 that runs tasks with declared inputs and outputs.
+#[derive(Debug, Clone)]
+pub struct RemoteExecutionDef {
+    /// `grpc://host:port` or `grpcs://host:port`; `CAIRN_REMOTE_EXECUTION` may give it instead.
+    pub url: Option<Spanned<String>>,
+    /// The engine's instance name.
+    pub instance_name: String,
+    /// Platform properties every action asks for (a task's `platform` adds to and overrides them).
+    pub platform: Vec<(String, String)>,
+    /// Remote actions in flight at once.
+    pub jobs: usize,
+    /// How long one call other than `Execute` may take.
+    pub timeout: Duration,
+    /// Where the bearer token comes from, if the engine wants one.
+    pub token: Option<Spanned<Credential>>,
+    /// When tasks run remotely.
+    pub mode: ExecutionMode,
+    /// A PEM file of the certificate authorities to trust for `grpcs://` instead of the built-in roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// The table's header, for diagnostics.
+    pub span: Span,
+}
+
+/// When tasks run on the execution engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionMode {
+    /// Remotely when a task can, locally otherwise, and locally for the rest of the run if the engine fails.
+    Auto,
+    /// Remotely when a task can; an engine that fails fails the tasks sent to it.
+    Required,
+    /// Never.
+    Off,
+}
+
+impl ExecutionMode {
+    /// Parses `auto`, `required` or `off`.
+    pub fn parse(text: &str) -> Option<ExecutionMode> {
+        match text {
+            "auto" => Some(ExecutionMode::Auto),
+            "required" => Some(ExecutionMode::Required),
+            "off" => Some(ExecutionMode::Off),
+            _ => None,
+        }
+    }
 }
 
 /// What a machine may do with the remote cache.
@@ -250,6 +305,10 @@ pub struct TaskDef {
     /// How far the task's results may use the remote cache (`remote = false | true | "off" | "read" |
     /// "read-write"`); unset, tasks with secrets stay local.
     pub remote: Option<RemoteMode>,
+    /// `remote_execution`: `false` keeps the task on this machine; `true` sends it even with its secrets.
+    pub remote_execution: Option<bool>,
+    /// `platform`: REAPI platform properties this task adds to `[remote_execution] platform`.
+    pub platform: Vec<(String, String)>,
 }
 
 /// A variable a task fans out over (`matrix.NAME`), usable as `{{NAME}}` like a param.

@@ -139,6 +139,7 @@ mod tests {
             blocked_by: None,
             cache: cache.into(),
             cache_reason: None,
+            ran_on: None,
             started_ms: Some(0.0),
             ended_ms: Some(duration_ms),
             duration_ms,

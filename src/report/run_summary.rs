@@ -108,6 +108,9 @@ pub struct TaskSummary {
     pub cache: String,
     /// For a miss: forced, no earlier success, or what changed.
     pub cache_reason: Option<String>,
+    /// Where it ran: `local`, `remote` (the execution engine) or `remote cache`; absent for a local hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_on: Option<String>,
     /// When it started, in milliseconds since the run started.
     pub started_ms: Option<f64>,
     /// When it ended.
@@ -204,6 +207,7 @@ impl RunSummary {
                 },
                 cache: result.cache.name().to_owned(),
                 cache_reason: result.cache_reason.clone(),
+                ran_on: result.ran_on.map(str::to_owned),
                 started_ms: started_ms.filter(|_| ran),
                 ended_ms: started_ms.filter(|_| ran).map(|s| s + ms(result.duration)),
                 duration_ms: if ran { ms(result.duration) } else { 0.0 },
@@ -389,6 +393,7 @@ mod tests {
             blocked_by: None,
             cache: "off".into(),
             cache_reason: None,
+            ran_on: None,
             started_ms: Some(0.0),
             ended_ms: Some(duration_ms),
             duration_ms,

@@ -22,10 +22,12 @@ pub fn render_summary(plan: &Plan, report: &RunReport, style: SummaryStyle) -> S
     let mut succeeded = 0;
     let mut cached = 0;
     let mut remote = 0;
+    let mut ran_remotely = 0;
     let mut failed = 0;
     let mut interrupted = 0;
     let mut not_run = 0;
     for result in &report.results {
+        ran_remotely += usize::from(result.ran_on == Some("remote"));
         match result.status {
             TaskStatus::Succeeded => {
                 succeeded += 1;
@@ -45,6 +47,9 @@ pub fn render_summary(plan: &Plan, report: &RunReport, style: SummaryStyle) -> S
     } else {
         format!("{succeeded} succeeded")
     }];
+    if ran_remotely > 0 {
+        parts.push(format!("{ran_remotely} ran on the execution engine"));
+    }
     if failed > 0 {
         parts.push(paint("31", &format!("{failed} failed")));
     }

@@ -32,6 +32,7 @@ pub fn chrome_trace(summary: &RunSummary) -> String {
                 "status": task.status,
                 "cache": task.cache,
                 "cache_reason": task.cache_reason,
+                "ran_on": task.ran_on,
                 "key": task.key,
                 "exit_code": task.exit_code,
                 "attempts": task.attempts,

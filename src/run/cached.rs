@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{Claim, DepInput, Key, Keyed, RestoreNotes, Session};
 
+use super::remote::{Placement, RemoteEnd, RemoteExecution};
 use super::{
     attempts, Executor, Job, JobContext, Reporter, Reporters, StopRequest, Stream, TaskStatus,
 };
@@ -47,6 +48,30 @@ pub(super) struct JobEnd {
     pub key: Option<Key>,
     pub cache: CacheUse,
     pub cache_reason: Option<String>,
+    pub ran_on: Option<&'static str>,
+}
+
+/// Where a job may run besides here, and the local slots when remote actions run beside local jobs.
+#[derive(Clone, Default)]
+pub(super) struct Placing {
+    pub remote: Option<Arc<RemoteExecution>>,
+    pub local_slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Placing {
+    /// Runs the job's attempts here, in one of the local slots when they are counted.
+    async fn here(
+        &self,
+        job: Arc<Job>,
+        executor: Arc<dyn Executor>,
+        context: JobContext,
+    ) -> (TaskStatus, u32) {
+        let _slot = match &self.local_slots {
+            Some(slots) => slots.acquire().await.ok(),
+            None => None,
+        };
+        attempts(job, executor, context).await
+    }
 }
 
 /// Keeps a job's output lines, to be stored with its entry (beside the run's reporter, in a [`Reporters`]).
@@ -75,6 +100,7 @@ pub(super) async fn run_job(
     cache: Option<Arc<Session>>,
     deps: Vec<DepInput>,
     force: bool,
+    placing: Placing,
 ) -> JobEnd {
     let uncached = |status, attempts| JobEnd {
         status,
@@ -82,10 +108,11 @@ pub(super) async fn run_job(
         key: None,
         cache: CacheUse::Off,
         cache_reason: None,
+        ran_on: Some("local"),
     };
     let Some(cache) = cache.filter(|_| job.needs_key) else {
         let began = Instant::now();
-        let (status, tries) = attempts(Arc::clone(&job), executor, context.clone()).await;
+        let (status, tries) = placing.here(Arc::clone(&job), executor, context.clone()).await;
         context.reporter.phase(&job, "run", began, Instant::now());
         return uncached(status, tries);
     };
@@ -127,7 +154,7 @@ pub(super) async fn run_job(
             context
                 .reporter
                 .note(&job, &format!("{error}; running it without the cache"));
-            let (status, tries) = attempts(job, executor, context).await;
+            let (status, tries) = placing.here(job, executor, context).await;
             return uncached(status, tries);
         }
         Err(_) => {
@@ -135,7 +162,7 @@ pub(super) async fn run_job(
                 &job,
                 "computing its cache key failed; running it without the cache",
             );
-            let (status, tries) = attempts(job, executor, context).await;
+            let (status, tries) = placing.here(job, executor, context).await;
             return uncached(status, tries);
         }
     };
@@ -147,7 +174,7 @@ pub(super) async fn run_job(
     if !job.key.cacheable {
         // Its key only feeds its dependents' keys; there is no result of its own to record.
         let began = Instant::now();
-        let (status, tries) = attempts(Arc::clone(&job), executor, context.clone()).await;
+        let (status, tries) = placing.here(Arc::clone(&job), executor, context.clone()).await;
         context.reporter.phase(&job, "run", began, Instant::now());
         return JobEnd {
             status,
@@ -155,6 +182,7 @@ pub(super) async fn run_job(
             key: Some(keyed.key),
             cache: CacheUse::Off,
             cache_reason: None,
+            ran_on: Some("local"),
         };
     }
 
@@ -178,6 +206,45 @@ pub(super) async fn run_job(
         None
     };
     let cache_reason = Some(miss_reason(&cache, &job, &keyed, force));
+    if let Some(remote) = placing
+        .remote
+        .as_ref()
+        .filter(|r| r.placement(&job) == Placement::Remote)
+    {
+        match remote.run(&job, &keyed, &cache, &context, force).await {
+            RemoteEnd::Done {
+                status,
+                cached,
+                reason,
+                reached,
+            } => {
+                if status == TaskStatus::Succeeded {
+                    remember(&cache, &job, &keyed, &context);
+                }
+                return JobEnd {
+                    status,
+                    attempts: u32::from(!cached),
+                    key: Some(keyed.key),
+                    cache: if cached {
+                        CacheUse::RemoteHit
+                    } else {
+                        CacheUse::Miss
+                    },
+                    cache_reason: Some(if cached {
+                        reason
+                    } else {
+                        format!("{}; {reason}", cache_reason.unwrap_or_default())
+                    }),
+                    ran_on: match (reached, cached) {
+                        (false, _) => None,
+                        (true, true) => Some("remote cache"),
+                        (true, false) => Some("remote"),
+                    },
+                };
+            }
+            RemoteEnd::Local => {}
+        }
+    }
     // Incremental tasks get only the inputs that changed since their last success, in a file and in
     // `{{changed}}`; the file lives in a private directory that goes with the run.
     let mut list_dir = None;
@@ -199,7 +266,7 @@ pub(super) async fn run_job(
                     &job,
                     &format!("cannot write the list of changed files: {error}"),
                 );
-                let (status, tries) = attempts(job, executor, context).await;
+                let (status, tries) = placing.here(job, executor, context).await;
                 return uncached(status, tries);
             }
         }
@@ -218,7 +285,7 @@ pub(super) async fn run_job(
         ])),
     };
     let started = Instant::now();
-    let (status, tries) = attempts(run, executor, recording).await;
+    let (status, tries) = placing.here(run, executor, recording).await;
     context.reporter.phase(&job, "run", started, Instant::now());
     drop(list_dir);
     if status == TaskStatus::Succeeded {
@@ -250,6 +317,7 @@ pub(super) async fn run_job(
         key: Some(keyed.key),
         cache: CacheUse::Miss,
         cache_reason,
+        ran_on: Some("local"),
     }
 }
 
@@ -265,7 +333,7 @@ fn replay(
     if let Some(writer) = &restored.from_remote {
         context.reporter.note(
             job,
-            &format!("fetched from the remote cache (signed by {writer})"),
+            &format!("fetched from the remote cache ({writer})"),
         );
     }
     context.reporter.cache_hit(job, &keyed.key);
@@ -287,10 +355,11 @@ fn replay(
         } else {
             CacheUse::Hit
         },
+        ran_on: restored.from_remote.as_ref().map(|_| "remote cache"),
         cache_reason: reason.or_else(|| {
             restored
                 .from_remote
-                .map(|writer| format!("remote cache, signed by {writer}"))
+                .map(|writer| format!("remote cache, {writer}"))
         }),
     }
 }

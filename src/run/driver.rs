@@ -13,6 +13,7 @@ use super::events::{now_ms, EventReporter, EventSinks};
 use super::plugins::Plugins;
 use super::secrets::RunSecrets;
 use super::signals::Signals;
+use super::remote::{Placement, RemoteExecution, RemoteExecutionOptions, RemoteExecutionReport};
 use super::{
     audit, CacheUse, Plan, ProcessExecutor, Reporter, Reporters, RunOptions, RunReport, Streams,
     TaskStatus,
@@ -63,6 +64,8 @@ pub struct Settings {
     pub identities: Vec<PathBuf>,
     /// The remote cache, when one is configured and not turned off.
     pub remote: Option<RemoteOptions>,
+    /// The execution engine, when one is configured and not turned off.
+    pub remote_execution: Option<RemoteExecutionOptions>,
     /// Stops the run as SIGTERM would when it turns `true`.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -75,6 +78,7 @@ pub struct Run {
     plugins: Option<Arc<Plugins>>,
     secrets: Option<Arc<RunSecrets>>,
     session: Option<Arc<Session>>,
+    remote_execution: Option<Arc<RemoteExecution>>,
     /// Lines the user should read before anything runs (already worded, `cairn: warning: …`).
     pub warnings: Vec<String>,
 }
@@ -89,6 +93,8 @@ pub struct Outcome {
     pub started_at: SystemTime,
     /// The remote cache's part, when there was one.
     pub remote: Option<RemoteTotals>,
+    /// The execution engine's part, when there was one.
+    pub remote_execution: Option<(String, RemoteExecutionReport)>,
 }
 
 /// The remote cache's part in a run.
@@ -165,6 +171,18 @@ impl Run {
             }
             Some(Arc::new(session))
         };
+        // Remote execution needs the cache: results come back into it, and are restored from it.
+        let remote_execution = settings
+            .remote_execution
+            .take()
+            .filter(|_| session.is_some())
+            .map(|options| {
+                Arc::new(RemoteExecution::new(
+                    options,
+                    secrets.as_ref().map(|s| Arc::clone(&s.redactor)),
+                    false,
+                ))
+            });
         Ok(Run {
             config,
             plan,
@@ -172,6 +190,7 @@ impl Run {
             plugins,
             secrets,
             session,
+            remote_execution,
             warnings,
         })
     }
@@ -184,6 +203,12 @@ impl Run {
     /// Whether the run's tasks hold decrypted secrets (their output must then be captured and redacted).
     pub fn holds_secrets(&self) -> bool {
         self.secrets.is_some()
+    }
+
+    /// Where each job would run, when the run has an execution engine.
+    pub fn placements(&self) -> Option<Vec<Placement>> {
+        let remote = self.remote_execution.as_ref()?;
+        Some(self.plan.jobs.iter().map(|job| remote.placement(job)).collect())
     }
 
     /// Whether the run reads and writes the cache.
@@ -251,8 +276,12 @@ impl Run {
             plugins,
             secrets,
             session,
+            remote_execution,
             warnings: _,
         } = self;
+        if let (Some(remote), Streams::Inherited { foreground: true }) = (&remote_execution, &streams) {
+            remote.set_interactive();
+        }
         let sinks = plugins.as_ref().and_then(EventSinks::start);
         if let Some(plugins) = &plugins {
             let reporter = Arc::clone(&reporter);
@@ -288,6 +317,7 @@ impl Run {
             handle_signals: true,
             force: settings.force,
             stop: settings.stop.clone(),
+            remote: remote_execution.clone(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -358,6 +388,7 @@ impl Run {
             report,
             started_at,
             remote,
+            remote_execution: remote_execution.map(|r| (r.shown_url().to_owned(), r.report())),
         })
     }
 }

@@ -44,6 +44,7 @@ pub const CREDENTIAL_VARS: &[&str] = &[
     "CAIRN_REMOTE_CACHE_TOKEN",
     "CAIRN_REMOTE_SIGNING_KEY",
     "CAIRN_REMOTE_SIGNING_KEY_FILE",
+    "CAIRN_REMOTE_EXECUTION_TOKEN",
 ];
 
 /// Credential variables whose value is itself the credential (not a path to it): these are redacted.
@@ -51,6 +52,7 @@ const CREDENTIAL_VALUES: &[&str] = &[
     "SOPS_AGE_KEY",
     "CAIRN_REMOTE_CACHE_TOKEN",
     "CAIRN_REMOTE_SIGNING_KEY",
+    "CAIRN_REMOTE_EXECUTION_TOKEN",
 ];
 
 /// The names of every variable holding one of cairn's credentials for this configuration: the fixed ones
@@ -62,12 +64,15 @@ pub fn credential_vars(config: &Config) -> Vec<String> {
 }
 
 fn named_credential_envs(config: &Config) -> Vec<String> {
-    let Some(remote) = &config.remote_cache else {
-        return Vec::new();
-    };
-    [&remote.token, &remote.signing_key]
-        .into_iter()
-        .flatten()
+    let cache = config.remote_cache.as_ref();
+    let engine = config.remote_execution.as_ref();
+    [
+        cache.and_then(|c| c.token.as_ref()),
+        cache.and_then(|c| c.signing_key.as_ref()),
+        engine.and_then(|e| e.token.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
         .filter_map(|c| match &c.value {
             crate::config::Credential::Env(var) => Some(var.clone()),
             _ => None,
@@ -149,6 +154,10 @@ pub struct Job {
     pub rollout: Option<RolloutSlot>,
     /// Whether it is a service: a long-running process `cairn watch` keeps up beside the runs.
     pub service: bool,
+    /// `remote_execution` as written: `false` keeps it here, `true` sends it even with its secrets.
+    pub remote_execution: Option<bool>,
+    /// Its own REAPI platform properties (over `[remote_execution] platform`).
+    pub platform: Vec<(String, String)>,
 }
 
 /// A job's place in a rollout: the scheduler runs at most `max_parallel` jobs of one group at once, and
@@ -628,6 +637,8 @@ fn job(
             _ => None,
         },
         service: def.service && node.role != Role::Group,
+        remote_execution: def.remote_execution,
+        platform: def.platform.clone(),
     }
 }
 
@@ -719,6 +730,8 @@ fn empty_job(label: &str) -> Job {
         rollback: None,
         rollout: None,
         service: false,
+        remote_execution: None,
+        platform: Vec::new(),
     }
 }
 

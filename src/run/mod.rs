@@ -13,6 +13,7 @@ mod job;
 pub mod lock;
 pub mod plugins;
 mod process;
+pub mod remote;
 pub mod secrets;
 mod signals;
 pub mod watcher;
@@ -128,6 +129,9 @@ pub struct TaskResult {
     pub key: Option<Key>,
     /// Why the cache did not have its result, for a miss: forced, never succeeded before, or what changed.
     pub cache_reason: Option<String>,
+    /// Where it ran: `local`, `remote` (on the execution engine) or `remote cache` (the engine's action
+    /// cache had it); `None` for a local cache hit or a job that never started.
+    pub ran_on: Option<&'static str>,
 }
 
 /// A signal that stopped the run.
@@ -298,6 +302,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Stops the run as SIGTERM would when it turns `true` (`cairn watch` stopping a service to restart it).
     pub stop: Option<watch::Receiver<bool>>,
+    /// The execution engine tasks may run on; its actions do not take the local `jobs` slots.
+    pub remote: Option<Arc<remote::RemoteExecution>>,
 }
 
 /// Runs `plan` to the end, or until a failure or signal stops it.
@@ -334,6 +340,7 @@ pub async fn execute(
                 cache: CacheUse::Off,
                 key: None,
                 cache_reason: None,
+                ran_on: None,
             };
             count
         ],
@@ -356,7 +363,13 @@ pub async fn execute(
     };
     let mut running: JoinSet<cached::JobEnd> = JoinSet::new();
     let mut running_index: HashMap<tokio::task::Id, usize> = HashMap::new();
-    let limit = options.jobs.max(1);
+    // With an engine, up to its own number of actions run beside the local jobs: the scheduler starts that
+    // many more, and whatever runs here takes one of the local slots first.
+    let limit = options.jobs.max(1) + options.remote.as_ref().map_or(0, |r| r.jobs());
+    let local_slots = options
+        .remote
+        .as_ref()
+        .map(|_| Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1))));
     let mut asked_to_stop = options.stop.clone();
 
     loop {
@@ -388,6 +401,10 @@ pub async fn execute(
                 cache.clone(),
                 deps,
                 options.force,
+                cached::Placing {
+                    remote: options.remote.clone(),
+                    local_slots: local_slots.clone(),
+                },
             ));
             running_index.insert(handle.id(), i);
         }
@@ -510,6 +527,7 @@ impl Progress {
                         key: None,
                         cache: CacheUse::Off,
                         cache_reason: None,
+                        ran_on: None,
                     },
                 )
             }
@@ -533,6 +551,7 @@ impl Progress {
             cache: end.cache,
             key: end.key,
             cache_reason: end.cache_reason,
+            ran_on: end.ran_on,
         };
         reporter.finished(&jobs[i], &self.results[i]);
         if let Some(slot) = jobs[i].rollout {

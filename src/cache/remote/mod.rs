@@ -15,6 +15,7 @@
 //! Nothing here fails a run. The first request that fails or times out turns the remote off for the rest of
 //! the run with one warning; an entry that does not verify is reported against its task and treated as a miss.
 
+pub mod grpc;
 mod http;
 pub mod trust;
 
@@ -61,6 +62,8 @@ pub struct RemoteOptions {
     pub trusted: Vec<TrustedWriter>,
     /// This machine's key, when it publishes.
     pub signing_key: Option<SigningKey>,
+    /// Whether this machine publishes to a REAPI server (which needs no signing key).
+    pub publish_unsigned: bool,
     /// Where the one warning about an unusable remote goes.
     pub warn: Arc<dyn Fn(&str) + Send + Sync>,
 }
@@ -165,8 +168,12 @@ impl Health {
 /// The remote cache as one run uses it.
 pub struct Remote {
     client: Arc<Client>,
+    /// A REAPI server instead of an HTTP one (`grpc://`, `grpcs://`).
+    reapi: Option<Arc<grpc::ReapiCache>>,
     trusted: Vec<TrustedWriter>,
     signer: Option<Arc<SigningKey>>,
+    /// Whether this machine publishes (with a signing key over HTTP; by the server's leave over REAPI).
+    publishing: bool,
     health: Arc<Health>,
     uploads: Mutex<Option<Uploads>>,
 }
@@ -189,7 +196,7 @@ impl Remote {
     pub fn new(options: RemoteOptions, store_dir: &Path) -> Remote {
         let client = Arc::new(Client::new(
             &options.url,
-            options.token,
+            options.token.clone(),
             options.timeout,
             options.roots.as_deref(),
         ));
@@ -204,8 +211,26 @@ impl Remote {
             pending: AtomicU64::new(0),
             cut: AtomicBool::new(false),
         });
+        let reapi = if options.url.starts_with("grpc://") || options.url.starts_with("grpcs://") {
+            let endpoint = crate::reapi::Endpoint {
+                url: options.url.clone(),
+                instance_name: String::new(),
+                token: options.token,
+                ca_pem: options.roots.as_deref().map(pem_of),
+                timeout: options.timeout,
+            };
+            match crate::reapi::Client::new(endpoint) {
+                Ok(client) => Some(Arc::new(grpc::ReapiCache::new(client))),
+                Err(error) => {
+                    health.fail(&Unavailable(error.to_string()));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut trusted = options.trusted;
-        let signer = options.signing_key.map(Arc::new);
+        let signer = options.signing_key.map(Arc::new).filter(|_| reapi.is_none());
         // A writer reads back what it wrote itself, whether or not the repository lists its key.
         if let Some(signer) = &signer {
             if !trusted.iter().any(|t| t.key == signer.public()) {
@@ -216,7 +241,32 @@ impl Remote {
                 });
             }
         }
-        let uploads = signer.as_ref().and_then(|signer| {
+        let publishing = signer.is_some() || (reapi.is_some() && options.publish_unsigned);
+        let send: Option<Sender> = match (&reapi, &signer) {
+            (Some(reapi), _) if publishing => {
+                let reapi = Arc::clone(reapi);
+                Some(Arc::new(move |store: &Store, entry: &Entry| {
+                    let key = super::fingerprint::parse_hex(&entry.key)
+                        .map(Key)
+                        .ok_or_else(|| Fault::Bad("the entry's key is not hex".into()))?;
+                    reapi.publish(store, entry, &key).map_err(|error| {
+                        if error.is_engine_down() {
+                            Fault::Unavailable(Unavailable(error.to_string()))
+                        } else {
+                            Fault::Bad(error.to_string())
+                        }
+                    })
+                }))
+            }
+            (None, Some(signer)) => {
+                let (client, signer) = (Arc::clone(&client), Arc::clone(signer));
+                Some(Arc::new(move |store: &Store, entry: &Entry| {
+                    upload(&client, &signer, store, entry)
+                }))
+            }
+            _ => None,
+        };
+        let uploads = send.and_then(|send| {
             let store = match Store::open(store_dir, LockMode::Shared) {
                 Ok(store) => Arc::new(store),
                 Err(error) => {
@@ -226,17 +276,14 @@ impl Remote {
                     return None;
                 }
             };
-            Some(Uploads::start(
-                Arc::clone(&client),
-                Arc::clone(signer),
-                Arc::clone(&health),
-                store,
-            ))
+            Some(Uploads::start(send, Arc::clone(&health), store))
         });
         Remote {
             client,
+            reapi,
             trusted,
             signer,
+            publishing,
             health,
             uploads: Mutex::new(uploads),
         }
@@ -249,13 +296,43 @@ impl Remote {
 
     /// Whether this machine publishes.
     pub fn publishes(&self) -> bool {
-        self.signer.is_some()
+        self.publishing
+    }
+
+    /// Whether the server is a REAPI server (trusted through its authentication, not signatures).
+    pub fn is_reapi(&self) -> bool {
+        self.reapi.is_some() || self.client.shown().starts_with("grpc")
     }
 
     /// Looks `key` up in each trusted writer's slot; on a verified hit, the entry and its blobs are written
     /// to `store`, and `allowed` (the task's declared outputs) was checked for every path first.
     pub fn fetch(&self, key: &Key, store: &Store, allowed: &dyn Fn(&str) -> bool) -> Lookup {
         let mut lookup = Lookup::default();
+        if self.is_reapi() {
+            let Some(reapi) = self.reapi.as_ref().filter(|_| !self.health.is_down()) else {
+                return lookup;
+            };
+            match reapi.fetch(key, store, allowed) {
+                Ok(grpc::Fetched::Hit) => {
+                    self.health.fetched.fetch_add(1, Ordering::Relaxed);
+                    lookup.writer = Some(format!(
+                        "trusted through {}'s authentication",
+                        reapi.shown()
+                    ));
+                }
+                Ok(grpc::Fetched::Miss) => {}
+                Ok(grpc::Fetched::Refused(reason)) => lookup
+                    .refused
+                    .push(format!("ignored the remote cache's entry: {reason}")),
+                Err(error) if error.is_engine_down() => {
+                    self.health.fail(&Unavailable(error.to_string()));
+                }
+                Err(error) => lookup
+                    .refused
+                    .push(format!("ignored the remote cache's entry: {error}")),
+            }
+            return lookup;
+        }
         let key_text = key.to_string();
         for writer in &self.trusted {
             if self.health.is_down() {
@@ -288,7 +365,7 @@ impl Remote {
             match self.import(key, &manifest, writer, store) {
                 Ok(()) => {
                     self.health.fetched.fetch_add(1, Ordering::Relaxed);
-                    lookup.writer = Some(name);
+                    lookup.writer = Some(format!("signed by {name}"));
                     return lookup;
                 }
                 Err(Fault::Unavailable(error)) => {
@@ -349,13 +426,23 @@ impl Remote {
     /// The first trusted writer whose slot holds an entry for `key` (existence only: nothing is verified or
     /// fetched), for `cairn why`.
     pub fn holder_of(&self, key: &Key) -> Result<Option<String>, Unavailable> {
+        if self.is_reapi() {
+            let Some(reapi) = &self.reapi else {
+                return Err(Unavailable(format!("{} cannot be reached", self.client.shown())));
+            };
+            return match reapi.holds(key) {
+                Ok(true) => Ok(Some("trusted through the server's authentication".into())),
+                Ok(false) => Ok(None),
+                Err(error) => Err(Unavailable(error.to_string())),
+            };
+        }
         let key_text = key.to_string();
         for writer in &self.trusted {
             if self
                 .client
                 .has(Space::Ac, &trust::slot(&key_text, &writer.key))?
             {
-                return Ok(Some(writer.name.clone()));
+                return Ok(Some(format!("signed by {}", writer.name)));
             }
         }
         Ok(None)
@@ -394,6 +481,13 @@ impl Remote {
     /// fixed blob: content-addressed, so sending it again changes nothing).
     pub fn probe(&self) -> Probe {
         const PROBE: &[u8] = b"cairn remote cache probe\n";
+        if self.is_reapi() {
+            let read = match &self.reapi {
+                Some(reapi) => reapi.probe().map_err(|e| Unavailable(e.to_string())),
+                None => Err(Unavailable(format!("{} cannot be reached", self.client.shown()))),
+            };
+            return Probe { read, write: None };
+        }
         let hash = hex(&Sha256::digest(PROBE));
         let began = Instant::now();
         let read = self.client.has(Space::Cas, &hash).map(|_| began.elapsed());
@@ -488,21 +582,18 @@ enum Fault {
     Bad(String),
 }
 
+/// Publishes one entry (HTTP: signed manifest and blobs; REAPI: blobs and an action result).
+type Sender = Arc<dyn Fn(&Store, &Entry) -> Result<u64, Fault> + Send + Sync>;
+
 impl Uploads {
-    fn start(
-        client: Arc<Client>,
-        signer: Arc<SigningKey>,
-        health: Arc<Health>,
-        store: Arc<Store>,
-    ) -> Uploads {
+    fn start(send: Sender, health: Arc<Health>, store: Arc<Store>) -> Uploads {
         let (sender, receiver) = mpsc::channel::<Entry>();
         let receiver = Arc::new(Mutex::new(receiver));
         let deadline: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
         let workers = (0..UPLOAD_THREADS)
             .map(|_| {
-                let (client, signer, health, store, receiver, deadline) = (
-                    Arc::clone(&client),
-                    Arc::clone(&signer),
+                let (send, health, store, receiver, deadline) = (
+                    Arc::clone(&send),
                     Arc::clone(&health),
                     Arc::clone(&store),
                     Arc::clone(&receiver),
@@ -522,7 +613,7 @@ impl Uploads {
                         health.abandoned.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    match upload(&client, &signer, &store, &entry) {
+                    match send(&store, &entry) {
                         Ok(sent) => {
                             health.published.fetch_add(1, Ordering::Relaxed);
                             health.bytes_sent.fetch_add(sent, Ordering::Relaxed);
@@ -625,6 +716,22 @@ fn upload(
         .put(Space::Ac, &slot, &envelope)
         .map_err(Fault::Unavailable)?;
     Ok(sent + envelope.len() as u64)
+}
+
+/// PEM text of DER certificates, for the gRPC client's TLS settings.
+fn pem_of(roots: &[Vec<u8>]) -> Vec<u8> {
+    use base64::Engine;
+    let mut pem = String::new();
+    for der in roots {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.into_bytes()
 }
 
 /// Applies `work` to every item on up to [`BLOB_THREADS`] threads, in order of the results; the first failure

@@ -14,10 +14,10 @@ use super::suggest::did_you_mean;
 use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
     parse_duration, parse_public_key, CheckDef, Config, ConfigError, Credential, DepDef,
-    DepsStrategy, MatrixDef, MatrixValues, NamePart, ParamDef, PluginDef, PluginLimits,
-    PluginSetting, PluginValue, RemoteCacheDef, RemoteMode, Rollout, Settings, Spanned, TaskDef,
+    DepsStrategy, ExecutionMode, MatrixDef, MatrixValues, NamePart, ParamDef, PluginDef, PluginLimits,
+    PluginSetting, PluginValue, RemoteCacheDef, RemoteExecutionDef, RemoteMode, Rollout, Settings, Spanned, TaskDef,
     TaskName, TaskSecrets, TrustedWriter, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
-    DEFAULT_KILL_GRACE, DEFAULT_REMOTE_TIMEOUT, DEFAULT_SHELL, PUBLIC_KEY_PREFIX,
+    DEFAULT_EXECUTION_CALL_TIMEOUT, DEFAULT_KILL_GRACE, DEFAULT_REMOTE_JOBS, DEFAULT_REMOTE_TIMEOUT, DEFAULT_SHELL, PUBLIC_KEY_PREFIX,
 };
 
 type Value<'i> = TomlSpanned<DeValue<'i>>;
@@ -31,7 +31,24 @@ mod task;
 #[cfg(test)]
 mod tests;
 
-pub(crate) const TOP_KEYS: &[&str] = &["settings", "vars", "plugins", "tasks", "remote_cache"];
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "settings",
+    "vars",
+    "plugins",
+    "tasks",
+    "remote_cache",
+    "remote_execution",
+];
+pub(crate) const EXECUTION_KEYS: &[&str] = &[
+    "url",
+    "instance_name",
+    "platform",
+    "jobs",
+    "timeout",
+    "token",
+    "mode",
+    "ca_file",
+];
 pub(crate) const REMOTE_KEYS: &[&str] = &[
     "url",
     "mode",
@@ -84,6 +101,8 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "max_parallel",
     "remote",
     "service",
+    "remote_execution",
+    "platform",
 ];
 pub(crate) const QUERY_KEYS: &[&str] = &["from", "key", "where"];
 /// Combinations of param values checked against a matrix's data file at load time; more are checked when used.
@@ -141,6 +160,9 @@ pub(super) fn parse(
     let remote_cache = document
         .get_key_value("remote_cache")
         .and_then(|(key, value)| walker.remote_cache(key, value));
+    let remote_execution = document
+        .get_key_value("remote_execution")
+        .and_then(|(key, value)| walker.remote_execution(key, value));
     // The tasks are most of a large file: each task's part of the document is freed as soon as it is read, so
     // the parsed document and the tasks made from it are not all in memory at once.
     let tasks = walker.tasks(document.remove("tasks"), &vars);
@@ -158,6 +180,7 @@ pub(super) fn parse(
         plugins,
         tasks,
         remote_cache,
+        remote_execution,
         data_files,
     })
 }

@@ -1,8 +1,9 @@
 //! `[remote_cache]`: the server, the mode, credentials and trusted writers.
 
 use super::{
-    parse_public_key, Credential, DeValue, Key, RemoteCacheDef, RemoteMode, Spanned, TrustedWriter,
-    Value, Walker, DEFAULT_REMOTE_TIMEOUT, PUBLIC_KEY_PREFIX, REMOTE_KEYS,
+    parse_public_key, Credential, DeValue, ExecutionMode, Key, RemoteCacheDef, RemoteExecutionDef,
+    RemoteMode, Spanned, TrustedWriter, Value, Walker, DEFAULT_EXECUTION_CALL_TIMEOUT,
+    DEFAULT_REMOTE_JOBS, DEFAULT_REMOTE_TIMEOUT, EXECUTION_KEYS, PUBLIC_KEY_PREFIX, REMOTE_KEYS,
 };
 
 impl Walker<'_> {
@@ -16,13 +17,15 @@ impl Walker<'_> {
         self.check_keys(table, REMOTE_KEYS, "[remote_cache]");
         let url = table.get("url").and_then(|v| self.string("url", v));
         if let Some(url) = &url {
-            let scheme_ok = url.value.starts_with("http://") || url.value.starts_with("https://");
+            let scheme_ok = ["http://", "https://", "grpc://", "grpcs://"]
+                .iter()
+                .any(|scheme| url.value.starts_with(scheme));
             if !scheme_ok {
                 self.invalid(
                     "url",
-                    "the remote cache is reached over HTTP",
+                    "the remote cache is reached over HTTP (the Bazel HTTP cache protocol) or gRPC (a REAPI server)",
                     &url.span,
-                    Some("write it as `https://cache.example.com/cairn` (or `http://` on a trusted network)".into()),
+                    Some("write it as `https://cache.example.com/cairn` or `grpcs://remote.example.com:443` (`http://`, `grpc://` on a trusted network)".into()),
                 );
             }
         }
@@ -78,6 +81,86 @@ impl Walker<'_> {
             ca_file,
             span: key.span(),
         })
+    }
+
+    /// `[remote_execution]`.
+    pub(super) fn remote_execution(
+        &mut self,
+        key: &Key<'_>,
+        value: &Value<'_>,
+    ) -> Option<RemoteExecutionDef> {
+        let table = self.table("remote_execution", value)?;
+        self.check_keys(table, EXECUTION_KEYS, "[remote_execution]");
+        let url = table.get("url").and_then(|v| self.string("url", v));
+        if let Some(url) = &url {
+            if !(url.value.starts_with("grpc://") || url.value.starts_with("grpcs://")) {
+                self.invalid(
+                    "url",
+                    "an execution engine is reached over gRPC",
+                    &url.span,
+                    Some("write it as `grpcs://remote.example.com:443` (or `grpc://127.0.0.1:8980` on a trusted network)".into()),
+                );
+            }
+        }
+        let instance_name = table
+            .get("instance_name")
+            .and_then(|v| self.string("instance_name", v))
+            .map(|s| s.value)
+            .unwrap_or_default();
+        let platform = table
+            .get("platform")
+            .and_then(|v| self.platform("platform", v))
+            .unwrap_or_default();
+        let jobs = table
+            .get("jobs")
+            .and_then(|v| self.integer("jobs", v, 1, 10_000))
+            .map_or(DEFAULT_REMOTE_JOBS, |n| n as usize);
+        let timeout = table
+            .get("timeout")
+            .and_then(|v| self.duration("timeout", v))
+            .unwrap_or(DEFAULT_EXECUTION_CALL_TIMEOUT);
+        let token = table.get("token").and_then(|v| {
+            Some(Spanned {
+                value: self.credential("token", v)?,
+                span: v.span(),
+            })
+        });
+        let mut mode = ExecutionMode::Auto;
+        if let Some(text) = table.get("mode").and_then(|v| self.string("mode", v)) {
+            match ExecutionMode::parse(&text.value) {
+                Some(parsed) => mode = parsed,
+                None => self.invalid(
+                    "mode",
+                    format!("`{}` is not a mode", text.value),
+                    &text.span,
+                    Some("use `\"auto\"` (the default), `\"required\"` or `\"off\"`".into()),
+                ),
+            }
+        }
+        let ca_file = table.get("ca_file").and_then(|v| self.string("ca_file", v));
+        Some(RemoteExecutionDef {
+            url,
+            instance_name,
+            platform,
+            jobs,
+            timeout,
+            token,
+            mode,
+            ca_file,
+            span: key.span(),
+        })
+    }
+
+    /// A table of REAPI platform properties: names to string values.
+    pub(super) fn platform(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<(String, String)>> {
+        let table = self.table(key, value)?;
+        let mut properties = Vec::new();
+        for (name, value) in table.iter() {
+            let text = self.scalar_text(&format!("{key}.{}", name.get_ref()), value)?;
+            properties.push((name.get_ref().to_string(), text.value));
+        }
+        properties.sort();
+        Some(properties)
     }
 
     /// `{ env = "VAR" }`, `{ file = "path" }` or `{ secret = "key", from = "secrets/file" }`.

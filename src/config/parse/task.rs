@@ -190,6 +190,10 @@ impl Walker<'_> {
             .unwrap_or(0) as u32;
         let cache = self.field(table, "cache", Self::boolean);
         let remote = self.field(table, "remote", |w, _, v| w.task_remote(v));
+        let remote_execution = self.field(table, "remote_execution", Self::boolean);
+        let platform = self
+            .field(table, "platform", Self::platform)
+            .unwrap_or_default();
         let shell = self.field(table, "shell", Self::shell);
         let mut confirm_when = Vec::new();
         let confirm = match lookup(table, "confirm") {
@@ -319,6 +323,8 @@ impl Walker<'_> {
             matrix,
             rollout,
             remote,
+            remote_execution,
+            platform,
         })
     }
 
