@@ -96,6 +96,7 @@ fn engine(c: &mut Criterion) {
         handle_signals: false,
         force: false,
         stop: None,
+        remote: None,
     };
     let mut group = c.benchmark_group("engine");
     group.sample_size(20);

@@ -292,7 +292,7 @@ mod tests {
         ] {
             assert!(flags.contains(&flag.to_owned()), "{flag} in {flags:?}");
         }
-        assert_eq!(complete("cairn run --rem"), ["--remote"]);
+        assert_eq!(complete("cairn run --rem"), ["--remote", "--remote-exec"]);
         assert!(!complete("cairn cache gc --").contains(&"--remote".to_owned()));
     }
 

@@ -5,6 +5,7 @@ mod affected;
 mod bench;
 mod cache;
 mod completions;
+mod engine;
 mod error;
 mod history;
 mod hooks;
@@ -74,6 +75,8 @@ enum Command {
     /// Inspect or trim the local cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Check the execution engine: resolved settings, its capabilities, a round trip and a live probe action.
+    Remote(engine::RemoteArgs),
     /// Manage SOPS-encrypted secrets (age recipients): init, edit, set, get, ls, doctor, scan, updatekeys, rotate.
     Secrets(secrets::SecretsArgs),
     /// List, check and pin (plugins.lock) WebAssembly plugins; create, build and test your own.
@@ -175,6 +178,7 @@ pub fn main() -> ExitCode {
         }
         Command::Why(args) => cache::why(&context, &args),
         Command::Cache(command) => cache::cache(&context, &command),
+        Command::Remote(args) => engine::remote(&context, &args),
         Command::Secrets(args) => secrets::secrets(args),
         Command::Plugins(command) => plugins::plugins(&context, &command),
         Command::Hooks(command) => hooks::hooks(&command),

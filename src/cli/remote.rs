@@ -47,7 +47,10 @@ pub(super) fn resolve_execution(
     let def = config.remote_execution.as_ref();
     let mode = flag.unwrap_or(def.map_or(ExecutionMode::Auto, |d| d.mode));
     let client = crate::reapi::Client::new(endpoint).map_err(|error| {
-        execution_problem(error.to_string(), "write it as `grpc://HOST:PORT` or `grpcs://HOST:PORT`")
+        execution_problem(
+            error.to_string(),
+            "write it as `grpc://HOST:PORT` or `grpcs://HOST:PORT`",
+        )
     })?;
     Ok(Some(RemoteExecutionOptions {
         client,
@@ -80,7 +83,9 @@ pub(super) fn execution_endpoint(
         None if flag.is_some() => {
             return Err(execution_problem(
                 "`--remote-exec` needs an execution engine, and none is configured",
-                &format!("set `url` in [remote_execution] of tasks.toml, or {EXECUTION_URL_VAR}=grpcs://…"),
+                &format!(
+                "set `url` in [remote_execution] of tasks.toml, or {EXECUTION_URL_VAR}=grpcs://…"
+            ),
             ))
         }
         None => return Ok(None),

@@ -298,7 +298,8 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
     } else {
         None
     };
-    let remote_execution = if use_cache {
+    // Asked for on the command line, a missing engine is an error even when nothing would be cached.
+    let remote_execution = if use_cache || args.remote_exec.is_some() {
         super::remote::resolve_execution(
             &config,
             args.remote_exec.map(Into::into),

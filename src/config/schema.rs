@@ -26,13 +26,14 @@ const SIZE: &str = r"^\s*[0-9]+\s*(B|KiB|MiB|GiB|TiB|KB|kB|MB|GB|TB)?\s*$";
 const IDENTIFIER: &str = "^[A-Za-z_][A-Za-z0-9_-]*$";
 
 /// The sections of the reference whose tables describe keys, by the heading they stand under.
-const SECTIONS: [(&str, &str); 6] = [
+const SECTIONS: [(&str, &str); 7] = [
     ("settings", "## `[settings]`"),
     ("task", "## `[tasks.NAME]`"),
     ("param", "### Pattern tasks and params"),
     ("query", "### Values from a data file"),
     ("plugin", "## `[plugins.NAME]`"),
     ("remote", "## `[remote_cache]`"),
+    ("execution", "## `[remote_execution]`"),
 ];
 
 /// Tables whose keys the reference describes one by one (`check.run`, `allow.hosts`): what the table itself is.
@@ -295,6 +296,8 @@ pub fn schema() -> Value {
             ("max_parallel", json!({ "type": "integer", "minimum": 1 })),
             ("remote", json!({ "enum": [true, false, "read-write", "read", "off"] })),
             ("service", boolean()),
+            ("remote_execution", boolean()),
+            ("platform", platform()),
         ],
     );
     // What the loader says about a task with nothing to do, and about a plugin task with commands too.
@@ -367,10 +370,13 @@ pub fn schema() -> Value {
         "remote",
         "",
         vec![
-            ("url", json!({ "type": "string", "pattern": "^https?://" })),
+            (
+                "url",
+                json!({ "type": "string", "pattern": "^(https?|grpcs?)://" }),
+            ),
             ("mode", json!({ "enum": ["read", "read-write", "off"] })),
             ("token", credential.clone()),
-            ("signing_key", credential),
+            ("signing_key", credential.clone()),
             (
                 "trusted_writers",
                 json!({
@@ -392,6 +398,25 @@ pub fn schema() -> Value {
             ("ca_file", non_empty_string()),
         ],
     );
+
+    let mut execution = b.object(
+        "execution",
+        "",
+        vec![
+            ("url", json!({ "type": "string", "pattern": "^grpcs?://" })),
+            ("instance_name", string()),
+            ("platform", platform()),
+            (
+                "jobs",
+                json!({ "type": "integer", "minimum": 1, "maximum": 10000 }),
+            ),
+            ("timeout", duration()),
+            ("token", credential),
+            ("mode", json!({ "enum": ["auto", "required", "off"] })),
+            ("ca_file", non_empty_string()),
+        ],
+    );
+    execution["description"] = json!("An engine speaking REAPI v2 that runs tasks with declared inputs and outputs (docs/remote-execution.md)");
 
     let mut settings = settings;
     settings["description"] = json!("Settings of every run: jobs, shell, kill_grace, cache limits");
@@ -423,8 +448,17 @@ pub fn schema() -> Value {
                 "additionalProperties": plugin
             },
             "remote_cache": remote,
+            "remote_execution": execution,
         },
         "additionalProperties": false
+    })
+}
+
+/// REAPI platform properties: names to string values (numbers and booleans are taken as their text).
+fn platform() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": { "type": ["string", "integer", "number", "boolean"] }
     })
 }
 
@@ -493,6 +527,10 @@ mod tests {
         );
         let remote = &s["properties"]["remote_cache"];
         assert_eq!(keys(remote), set(parse::REMOTE_KEYS));
+        assert_eq!(
+            keys(&s["properties"]["remote_execution"]),
+            set(parse::EXECUTION_KEYS)
+        );
         let credentials: BTreeSet<String> = remote["properties"]["token"]["oneOf"]
             .as_array()
             .expect("alternatives")

@@ -21,8 +21,8 @@ use zeroize::Zeroizing;
 use super::proto::{
     self, action_cache_client::ActionCacheClient, batch_update_blobs_request,
     capabilities_client::CapabilitiesClient,
-    content_addressable_storage_client::ContentAddressableStorageClient,
-    digest_function, execution_client::ExecutionClient, execution_stage, ActionResult, Digest,
+    content_addressable_storage_client::ContentAddressableStorageClient, digest_function,
+    execution_client::ExecutionClient, execution_stage, ActionResult, Digest,
 };
 use super::tree::{BlobSource, Blobs};
 use super::ReapiError;
@@ -89,7 +89,10 @@ pub struct Finished {
 struct Auth(Option<MetadataValue<Ascii>>);
 
 impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
             request
                 .metadata_mut()
@@ -165,7 +168,9 @@ impl Client {
         };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') || authority.contains('@') {
-            return Err(bad("write it as `grpc://HOST:PORT` (no path, no credentials)"));
+            return Err(bad(
+                "write it as `grpc://HOST:PORT` (no path, no credentials)",
+            ));
         }
         let uri = format!("{}://{authority}", if tls { "https" } else { "http" });
         let mut channel = tonic::transport::Endpoint::from_shared(uri)
@@ -180,7 +185,9 @@ impl Client {
                 Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
                 None => config.with_webpki_roots(),
             };
-            channel = channel.tls_config(config).map_err(|e| bad(&e.to_string()))?;
+            channel = channel
+                .tls_config(config)
+                .map_err(|e| bad(&e.to_string()))?;
         }
         let auth = match &endpoint.token {
             Some(token) => Some(
@@ -258,7 +265,9 @@ impl Client {
     }
 
     /// The server's capabilities (asked once per client).
-    pub fn capabilities(&self) -> impl Future<Output = Result<Limits, ReapiError>> + Send + 'static {
+    pub fn capabilities(
+        &self,
+    ) -> impl Future<Output = Result<Limits, ReapiError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         self.spawn(async move { inner.limits().await.cloned() })
     }
@@ -343,10 +352,14 @@ impl Client {
     }
 
     /// Asks the server to cancel an operation (best effort: the answer is not waited for long).
-    pub fn cancel(&self, name: String) -> impl Future<Output = Result<(), ReapiError>> + Send + 'static {
+    pub fn cancel(
+        &self,
+        name: String,
+    ) -> impl Future<Output = Result<(), ReapiError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         self.spawn(async move {
-            let mut client = OperationsClient::with_interceptor(inner.channel.clone(), inner.auth.clone());
+            let mut client =
+                OperationsClient::with_interceptor(inner.channel.clone(), inner.auth.clone());
             let mut request = tonic::Request::new(CancelOperationRequest { name });
             request.set_timeout(Duration::from_secs(2));
             client
@@ -455,7 +468,10 @@ impl Inner {
         let mut batch_size = 0usize;
         for digest in missing {
             let source = blobs.source(&digest.hash).ok_or_else(|| {
-                ReapiError::Protocol(format!("it asked for blob {} it was never offered", digest.hash))
+                ReapiError::Protocol(format!(
+                    "it asked for blob {} it was never offered",
+                    digest.hash
+                ))
             })?;
             if let Some(max) = limits.max_blob {
                 if digest.size_bytes as u64 > max {
@@ -528,7 +544,11 @@ impl Inner {
         loop {
             let end = (offset + CHUNK).min(bytes.len());
             requests.push(WriteRequest {
-                resource_name: if offset == 0 { resource.clone() } else { String::new() },
+                resource_name: if offset == 0 {
+                    resource.clone()
+                } else {
+                    String::new()
+                },
                 write_offset: offset as i64,
                 finish_write: end == bytes.len(),
                 data: bytes[offset..end].to_vec(),
@@ -557,7 +577,10 @@ impl Inner {
         Ok(())
     }
 
-    async fn read_blobs(&self, digests: Vec<Digest>) -> Result<HashMap<String, Vec<u8>>, ReapiError> {
+    async fn read_blobs(
+        &self,
+        digests: Vec<Digest>,
+    ) -> Result<HashMap<String, Vec<u8>>, ReapiError> {
         let limits = self.limits().await?.clone();
         let batch_limit = Self::batch_limit(&limits);
         let mut found = HashMap::new();
@@ -580,7 +603,8 @@ impl Inner {
                 continue;
             }
             if batch_size + size > batch_limit {
-                self.read_batch(std::mem::take(&mut batch), &mut found).await?;
+                self.read_batch(std::mem::take(&mut batch), &mut found)
+                    .await?;
                 batch_size = 0;
             }
             batch_size += size;
@@ -609,9 +633,9 @@ impl Inner {
             .map_err(|s| ReapiError::status("BatchReadBlobs", s))?
             .into_inner();
         for answer in response.responses {
-            let digest = answer
-                .digest
-                .ok_or_else(|| ReapiError::Protocol("a BatchReadBlobs answer without its digest".into()))?;
+            let digest = answer.digest.ok_or_else(|| {
+                ReapiError::Protocol("a BatchReadBlobs answer without its digest".into())
+            })?;
             if let Some(status) = answer.status.filter(|s| s.code != 0) {
                 return Err(ReapiError::Status {
                     call: "BatchReadBlobs",
@@ -731,7 +755,9 @@ fn finish(
 ) -> Result<Option<Finished>, ReapiError> {
     if let Some(metadata) = &update.metadata {
         if let Ok(metadata) = proto::ExecuteOperationMetadata::decode(metadata.value.as_slice()) {
-            if metadata.stage == execution_stage::Value::Executing as i32 && executing_since.is_none() {
+            if metadata.stage == execution_stage::Value::Executing as i32
+                && executing_since.is_none()
+            {
                 *executing_since = Some(Instant::now());
             }
         }
@@ -741,8 +767,9 @@ fn finish(
     }
     match &update.result {
         Some(OperationResult::Response(any)) => {
-            let response = proto::ExecuteResponse::decode(any.value.as_slice())
-                .map_err(|e| ReapiError::Protocol(format!("an ExecuteResponse that does not decode: {e}")))?;
+            let response = proto::ExecuteResponse::decode(any.value.as_slice()).map_err(|e| {
+                ReapiError::Protocol(format!("an ExecuteResponse that does not decode: {e}"))
+            })?;
             Ok(Some(Finished {
                 response,
                 executing_since: *executing_since,

@@ -1,7 +1,7 @@
 //! A client of Bazel's Remote Execution API v2 (REAPI): the content-addressable storage, the action cache,
 //! execution and capabilities, over gRPC (tonic, rustls). Engines that speak it — BuildBuddy, Buildbarn,
-//! NativeLink, EngFlow, BuildGrid, buildbox-casd — run cairn's tasks ([`crate::run`]'s remote path) and hold
-//! its results ([`crate::cache::remote`] with a `grpc://` URL).
+//! NativeLink, EngFlow, BuildGrid, buildbox-casd — run cairn's tasks (the run module's remote path) and hold
+//! its results (the remote cache with a `grpc://` URL).
 //!
 //! The client owns a small tokio runtime on a thread of its own, so that it serves the scheduler's async code
 //! and the cache's blocking code alike, and its connections outlive neither.

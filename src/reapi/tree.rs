@@ -47,7 +47,9 @@ impl Blobs {
 
     /// Adds a blob known by digest.
     pub fn add(&mut self, digest: Digest, source: BlobSource) {
-        self.by_hash.entry(digest.hash.clone()).or_insert((digest, source));
+        self.by_hash
+            .entry(digest.hash.clone())
+            .or_insert((digest, source));
     }
 
     /// Every digest.
@@ -183,7 +185,13 @@ impl InputRoot {
         let mut digests: HashMap<String, Digest> = HashMap::new();
         // Longer paths first: every child is encoded before its parent needs its digest.
         let mut paths: Vec<&String> = self.dirs.keys().collect();
-        paths.sort_by_key(|p| std::cmp::Reverse(if p.is_empty() { 0 } else { p.split('/').count() }));
+        paths.sort_by_key(|p| {
+            std::cmp::Reverse(if p.is_empty() {
+                0
+            } else {
+                p.split('/').count()
+            })
+        });
         for path in paths {
             let mut directory = Directory::default();
             for (name, node) in &self.dirs[path] {
@@ -262,7 +270,10 @@ mod tests {
         let error = tree
             .add_file(dir.path(), "x", Some(&stale), &mut Blobs::default())
             .unwrap_err();
-        assert!(error.to_string().contains("changed after its cache key"), "{error}");
+        assert!(
+            error.to_string().contains("changed after its cache key"),
+            "{error}"
+        );
     }
 
     #[test]

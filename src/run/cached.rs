@@ -112,7 +112,9 @@ pub(super) async fn run_job(
     };
     let Some(cache) = cache.filter(|_| job.needs_key) else {
         let began = Instant::now();
-        let (status, tries) = placing.here(Arc::clone(&job), executor, context.clone()).await;
+        let (status, tries) = placing
+            .here(Arc::clone(&job), executor, context.clone())
+            .await;
         context.reporter.phase(&job, "run", began, Instant::now());
         return uncached(status, tries);
     };
@@ -174,7 +176,9 @@ pub(super) async fn run_job(
     if !job.key.cacheable {
         // Its key only feeds its dependents' keys; there is no result of its own to record.
         let began = Instant::now();
-        let (status, tries) = placing.here(Arc::clone(&job), executor, context.clone()).await;
+        let (status, tries) = placing
+            .here(Arc::clone(&job), executor, context.clone())
+            .await;
         context.reporter.phase(&job, "run", began, Instant::now());
         return JobEnd {
             status,
@@ -205,7 +209,7 @@ pub(super) async fn run_job(
     } else {
         None
     };
-    let cache_reason = Some(miss_reason(&cache, &job, &keyed, force));
+    let miss = miss_reason(&cache, &job, &keyed, force);
     if let Some(remote) = placing
         .remote
         .as_ref()
@@ -233,7 +237,7 @@ pub(super) async fn run_job(
                     cache_reason: Some(if cached {
                         reason
                     } else {
-                        format!("{}; {reason}", cache_reason.unwrap_or_default())
+                        format!("{miss}; {reason}")
                     }),
                     ran_on: match (reached, cached) {
                         (false, _) => None,
@@ -245,6 +249,7 @@ pub(super) async fn run_job(
             RemoteEnd::Local => {}
         }
     }
+    let cache_reason = Some(miss);
     // Incremental tasks get only the inputs that changed since their last success, in a file and in
     // `{{changed}}`; the file lives in a private directory that goes with the run.
     let mut list_dir = None;
@@ -331,10 +336,9 @@ fn replay(
     reason: Option<String>,
 ) -> JobEnd {
     if let Some(writer) = &restored.from_remote {
-        context.reporter.note(
-            job,
-            &format!("fetched from the remote cache ({writer})"),
-        );
+        context
+            .reporter
+            .note(job, &format!("fetched from the remote cache ({writer})"));
     }
     context.reporter.cache_hit(job, &keyed.key);
     for (is_stderr, line) in restored.log {

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{now_ms, EventReporter, EventSinks};
 use super::plugins::Plugins;
+use super::remote::{Placement, RemoteExecution, RemoteExecutionOptions, RemoteExecutionReport};
 use super::secrets::RunSecrets;
 use super::signals::Signals;
-use super::remote::{Placement, RemoteExecution, RemoteExecutionOptions, RemoteExecutionReport};
 use super::{
     audit, CacheUse, Plan, ProcessExecutor, Reporter, Reporters, RunOptions, RunReport, Streams,
     TaskStatus,
@@ -208,7 +208,13 @@ impl Run {
     /// Where each job would run, when the run has an execution engine.
     pub fn placements(&self) -> Option<Vec<Placement>> {
         let remote = self.remote_execution.as_ref()?;
-        Some(self.plan.jobs.iter().map(|job| remote.placement(job)).collect())
+        Some(
+            self.plan
+                .jobs
+                .iter()
+                .map(|job| remote.placement(job))
+                .collect(),
+        )
     }
 
     /// Whether the run reads and writes the cache.
@@ -279,7 +285,9 @@ impl Run {
             remote_execution,
             warnings: _,
         } = self;
-        if let (Some(remote), Streams::Inherited { foreground: true }) = (&remote_execution, &streams) {
+        if let (Some(remote), Streams::Inherited { foreground: true }) =
+            (&remote_execution, &streams)
+        {
             remote.set_interactive();
         }
         let sinks = plugins.as_ref().and_then(EventSinks::start);

@@ -73,11 +73,11 @@ fn named_credential_envs(config: &Config) -> Vec<String> {
     ]
     .into_iter()
     .flatten()
-        .filter_map(|c| match &c.value {
-            crate::config::Credential::Env(var) => Some(var.clone()),
-            _ => None,
-        })
-        .collect()
+    .filter_map(|c| match &c.value {
+        crate::config::Credential::Env(var) => Some(var.clone()),
+        _ => None,
+    })
+    .collect()
 }
 
 /// `(name, value)` of every credential variable set in cairn's environment whose value is a credential, for

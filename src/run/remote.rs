@@ -173,9 +173,10 @@ impl RemoteExecution {
     fn failed(&self, job: &Job, context: &JobContext, error: &ReapiError) -> RemoteEnd {
         let engine_down = error.is_engine_down();
         if self.mode == ExecutionMode::Required {
-            context
-                .reporter
-                .note(job, &format!("remote execution is required and failed: {error}"));
+            context.reporter.note(
+                job,
+                &format!("remote execution is required and failed: {error}"),
+            );
             return RemoteEnd::Done {
                 status: TaskStatus::Failed { code: 1 },
                 cached: false,
@@ -253,7 +254,10 @@ impl RemoteExecution {
                     context
                         .reporter
                         .phase(job, "remote cache", asked, Instant::now());
-                    return match self.finish(job, keyed, cache, context, &action, result, true).await {
+                    return match self
+                        .finish(job, keyed, cache, context, &action, result, true)
+                        .await
+                    {
                         Ok(end) => end,
                         Err(error) => self.failed(job, context, &error),
                     };
@@ -287,9 +291,9 @@ impl RemoteExecution {
         if *stop.borrow() != StopRequest::None {
             return interrupted();
         }
-        let execution = self
-            .client
-            .execute(action.digest.clone(), skip_cache_lookup, operation.clone());
+        let execution =
+            self.client
+                .execute(action.digest.clone(), skip_cache_lookup, operation.clone());
         let finished = tokio::select! {
             finished = execution => finished,
             _ = stop.changed() => {
@@ -306,7 +310,9 @@ impl RemoteExecution {
         let ended = Instant::now();
         match finished.executing_since {
             Some(since) => {
-                context.reporter.phase(job, "remote queue", execute_began, since);
+                context
+                    .reporter
+                    .phase(job, "remote queue", execute_began, since);
                 context.reporter.phase(job, "remote execute", since, ended);
             }
             None => context
@@ -345,7 +351,15 @@ impl RemoteExecution {
         };
         self.executed.fetch_add(1, Ordering::Relaxed);
         match self
-            .finish(job, keyed, cache, context, &action, result, response.cached_result)
+            .finish(
+                job,
+                keyed,
+                cache,
+                context,
+                &action,
+                result,
+                response.cached_result,
+            )
             .await
         {
             Ok(end) => end,
@@ -374,8 +388,18 @@ impl RemoteExecution {
                 Content::Link { .. } => None,
             })
             .collect();
-        wanted.extend(result.stdout_digest.clone().filter(|_| result.stdout_raw.is_empty()));
-        wanted.extend(result.stderr_digest.clone().filter(|_| result.stderr_raw.is_empty()));
+        wanted.extend(
+            result
+                .stdout_digest
+                .clone()
+                .filter(|_| result.stdout_raw.is_empty()),
+        );
+        wanted.extend(
+            result
+                .stderr_digest
+                .clone()
+                .filter(|_| result.stderr_raw.is_empty()),
+        );
         let blobs = self.client.read_blobs(wanted).await?;
         context
             .reporter
@@ -401,8 +425,15 @@ impl RemoteExecution {
         let took = result
             .execution_metadata
             .as_ref()
-            .and_then(|m| Some(timestamp(m.worker_completed_timestamp.as_ref()?)? - timestamp(m.worker_start_timestamp.as_ref()?)?))
-            .map_or(Duration::ZERO, |nanos| Duration::from_nanos(nanos.max(0) as u64));
+            .and_then(|m| {
+                Some(
+                    timestamp(m.worker_completed_timestamp.as_ref()?)?
+                        - timestamp(m.worker_start_timestamp.as_ref()?)?,
+                )
+            })
+            .map_or(Duration::ZERO, |nanos| {
+                Duration::from_nanos(nanos.max(0) as u64)
+            });
         let store_began = Instant::now();
         let restored = {
             let (cache, job, keyed) = (Arc::clone(cache), Arc::clone(job), keyed.clone());
@@ -423,7 +454,11 @@ impl RemoteExecution {
             context.reporter.cache_hit(job, &keyed.key);
         }
         for (is_stderr, line) in restored {
-            let stream = if is_stderr { Stream::Stderr } else { Stream::Stdout };
+            let stream = if is_stderr {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
             context.reporter.output(job, stream, &line);
         }
         Ok(RemoteEnd::Done {
@@ -478,11 +513,7 @@ impl RemoteExecution {
             .output_file_symlinks
             .iter()
             .chain(&result.output_directory_symlinks);
-        for link in result
-            .output_symlinks
-            .iter()
-            .chain(older_links)
-        {
+        for link in result.output_symlinks.iter().chain(older_links) {
             outputs.push(Output {
                 path: under(&link.path)?,
                 content: Content::Link {
@@ -505,7 +536,10 @@ impl RemoteExecution {
                     ReapiError::Protocol(format!("the tree of `{}` is missing", directory.path))
                 })?;
                 let tree = proto::Tree::decode(bytes.as_slice()).map_err(|e| {
-                    ReapiError::Protocol(format!("the tree of `{}` does not decode: {e}", directory.path))
+                    ReapiError::Protocol(format!(
+                        "the tree of `{}` does not decode: {e}",
+                        directory.path
+                    ))
                 })?;
                 let base = under(&directory.path)?;
                 expand_tree(&tree, &base, &mut outputs)?;
@@ -537,7 +571,11 @@ impl RemoteExecution {
             }
         }
         for (is_stderr, line) in log_lines(result, &blobs, self.redactor.as_deref()) {
-            let stream = if is_stderr { Stream::Stderr } else { Stream::Stdout };
+            let stream = if is_stderr {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
             context.reporter.output(job, stream, &line);
         }
     }
@@ -723,10 +761,12 @@ fn prepare(
     let action = proto::Action {
         command_digest: Some(command_digest),
         input_root_digest: Some(input_root),
-        timeout: job.timeout.map(|t| bazel_remote_apis::google::protobuf::Duration {
-            seconds: t.as_secs() as i64,
-            nanos: t.subsec_nanos() as i32,
-        }),
+        timeout: job
+            .timeout
+            .map(|t| bazel_remote_apis::google::protobuf::Duration {
+                seconds: t.as_secs() as i64,
+                nanos: t.subsec_nanos() as i32,
+            }),
         do_not_cache: false,
         salt: Vec::new(),
         platform,
@@ -776,7 +816,11 @@ enum Content {
 }
 
 /// Adds the files and links of an output directory's `Tree` under `base`.
-fn expand_tree(tree: &proto::Tree, base: &str, outputs: &mut Vec<Output>) -> Result<(), ReapiError> {
+fn expand_tree(
+    tree: &proto::Tree,
+    base: &str,
+    outputs: &mut Vec<Output>,
+) -> Result<(), ReapiError> {
     let children: HashMap<String, &proto::Directory> = tree
         .children
         .iter()
@@ -789,12 +833,18 @@ fn expand_tree(tree: &proto::Tree, base: &str, outputs: &mut Vec<Output>) -> Res
     let mut stack = vec![(base.to_owned(), root, 0usize)];
     while let Some((path, directory, depth)) = stack.pop() {
         if depth > 256 {
-            return Err(ReapiError::Protocol("an output tree nested too deep".into()));
+            return Err(ReapiError::Protocol(
+                "an output tree nested too deep".into(),
+            ));
         }
-        let name_ok = |name: &str| !name.is_empty() && name != "." && name != ".." && !name.contains('/');
+        let name_ok =
+            |name: &str| !name.is_empty() && name != "." && name != ".." && !name.contains('/');
         for file in &directory.files {
             if !name_ok(&file.name) {
-                return Err(ReapiError::Protocol(format!("an output named `{}`", file.name)));
+                return Err(ReapiError::Protocol(format!(
+                    "an output named `{}`",
+                    file.name
+                )));
             }
             outputs.push(Output {
                 path: format!("{path}/{}", file.name),
@@ -806,7 +856,10 @@ fn expand_tree(tree: &proto::Tree, base: &str, outputs: &mut Vec<Output>) -> Res
         }
         for link in &directory.symlinks {
             if !name_ok(&link.name) {
-                return Err(ReapiError::Protocol(format!("an output named `{}`", link.name)));
+                return Err(ReapiError::Protocol(format!(
+                    "an output named `{}`",
+                    link.name
+                )));
             }
             outputs.push(Output {
                 path: format!("{path}/{}", link.name),
@@ -817,9 +870,16 @@ fn expand_tree(tree: &proto::Tree, base: &str, outputs: &mut Vec<Output>) -> Res
         }
         for child in &directory.directories {
             if !name_ok(&child.name) {
-                return Err(ReapiError::Protocol(format!("an output named `{}`", child.name)));
+                return Err(ReapiError::Protocol(format!(
+                    "an output named `{}`",
+                    child.name
+                )));
             }
-            let digest = child.digest.as_ref().map(|d| d.hash.clone()).unwrap_or_default();
+            let digest = child
+                .digest
+                .as_ref()
+                .map(|d| d.hash.clone())
+                .unwrap_or_default();
             let found = children.get(&digest).ok_or_else(|| {
                 ReapiError::Protocol(format!("the tree lacks the directory `{}`", child.name))
             })?;
@@ -874,7 +934,7 @@ fn store_and_restore(
     blobs: &HashMap<String, Vec<u8>>,
     log: &[(bool, Vec<u8>)],
     took: Duration,
-) -> Result<(Vec<(bool, Vec<u8>)>, Vec<String>), ReapiError> {
+) -> Result<(crate::cache::LogLines, Vec<String>), ReapiError> {
     let store = cache.store();
     let cache_error = |e: crate::cache::CacheError| ReapiError::Protocol(e.to_string());
     let mut records = Vec::with_capacity(outputs.len());
@@ -906,9 +966,14 @@ fn store_and_restore(
     let log_blob = if log.is_empty() {
         None
     } else {
-        Some(store.put_fetched_blob(&encode_log(log)).map_err(cache_error)?)
+        Some(
+            store
+                .put_fetched_blob(&encode_log(log))
+                .map_err(cache_error)?,
+        )
     };
-    let fingerprint = serde_json::to_vec(&keyed.fingerprint).map_err(|e| ReapiError::Protocol(e.to_string()))?;
+    let fingerprint =
+        serde_json::to_vec(&keyed.fingerprint).map_err(|e| ReapiError::Protocol(e.to_string()))?;
     let entry = Entry {
         key: keyed.key.to_string(),
         task: job.label.clone(),
@@ -947,7 +1012,10 @@ mod tests {
 
     #[test]
     fn output_patterns_become_their_fixed_paths_relative_to_the_working_directory() {
-        let job = job_with(&["dist/**", "out/report.txt", "dist/sub/*.js", "!dist/tmp/**"], ".");
+        let job = job_with(
+            &["dist/**", "out/report.txt", "dist/sub/*.js", "!dist/tmp/**"],
+            ".",
+        );
         assert_eq!(output_paths(&job).unwrap(), vec!["dist", "out/report.txt"]);
         let job = job_with(&["pkg/a/build/**"], "pkg/a");
         assert_eq!(output_paths(&job).unwrap(), vec!["build"]);
@@ -956,7 +1024,9 @@ mod tests {
     #[test]
     fn an_output_without_a_fixed_directory_keeps_the_task_here() {
         let job = job_with(&["**/*.o"], ".");
-        assert!(matches!(placement(&job), Placement::Local(reason) if reason.contains("no fixed directory")));
+        assert!(
+            matches!(placement(&job), Placement::Local(reason) if reason.contains("no fixed directory"))
+        );
         let job = job_with(&["other/x"], "pkg");
         assert!(matches!(placement(&job), Placement::Local(_)));
     }

@@ -76,6 +76,7 @@ fn run_plan(plan: &Plan, executor: Arc<Scripted>, jobs: usize, keep_going: bool)
         handle_signals: false,
         force: false,
         stop: None,
+        remote: None,
     };
     runtime
         .block_on(execute(

@@ -14,6 +14,7 @@ mod matrix;
 mod monitoring;
 mod nix;
 mod plugins;
+mod reapi;
 mod remote;
 mod reports;
 mod secrets;

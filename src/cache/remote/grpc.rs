@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::cache::fingerprint::Key;
 use crate::cache::store::{decode_log, Entry, OutputRecord, Store};
 use crate::reapi::proto::{self, ActionResult, Digest, NodeProperties};
-use crate::reapi::tree::{digest_of, Blobs, BlobSource};
+use crate::reapi::tree::{digest_of, BlobSource, Blobs};
 use crate::reapi::{Client, ReapiError};
 
 /// The first argument of every cache entry's action, so that they can never be taken for a real action.
@@ -85,7 +85,10 @@ impl ReapiCache {
         allowed: &dyn Fn(&str) -> bool,
     ) -> Result<Fetched, ReapiError> {
         let (action, _) = Self::action(key);
-        let Some(result) = self.client.blocking(self.client.get_action_result(action))? else {
+        let Some(result) = self
+            .client
+            .blocking(self.client.get_action_result(action))?
+        else {
             return Ok(Fetched::Miss);
         };
         let mut outputs = Vec::new();
@@ -102,7 +105,9 @@ impl ReapiCache {
                 .node_properties
                 .as_ref()
                 .and_then(|p| p.unix_mode)
-                .map_or(if file.is_executable { 0o755 } else { 0o644 }, |m| m.value & 0o777);
+                .map_or(if file.is_executable { 0o755 } else { 0o644 }, |m| {
+                    m.value & 0o777
+                });
             outputs.push((file.path.clone(), Some(digest.clone()), None, mode));
         }
         for link in &result.output_symlinks {
@@ -152,7 +157,9 @@ impl ReapiCache {
             Some(digest) => {
                 let bytes = blobs.get(&digest.hash).cloned().unwrap_or_default();
                 if decode_log(&bytes).is_none() {
-                    return Ok(Fetched::Refused("its recorded output cannot be decoded".into()));
+                    return Ok(Fetched::Refused(
+                        "its recorded output cannot be decoded".into(),
+                    ));
                 }
                 Some(stored(&bytes)?)
             }
@@ -240,7 +247,9 @@ fn plain(path: &str, allowed: &dyn Fn(&str) -> bool) -> Result<(), String> {
         return Err(format!("`{path}` is not a plain relative path"));
     }
     if !allowed(path) {
-        return Err(format!("`{path}` is not one of the task's declared outputs"));
+        return Err(format!(
+            "`{path}` is not one of the task's declared outputs"
+        ));
     }
     Ok(())
 }

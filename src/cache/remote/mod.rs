@@ -230,7 +230,10 @@ impl Remote {
             None
         };
         let mut trusted = options.trusted;
-        let signer = options.signing_key.map(Arc::new).filter(|_| reapi.is_none());
+        let signer = options
+            .signing_key
+            .map(Arc::new)
+            .filter(|_| reapi.is_none());
         // A writer reads back what it wrote itself, whether or not the repository lists its key.
         if let Some(signer) = &signer {
             if !trusted.iter().any(|t| t.key == signer.public()) {
@@ -428,7 +431,10 @@ impl Remote {
     pub fn holder_of(&self, key: &Key) -> Result<Option<String>, Unavailable> {
         if self.is_reapi() {
             let Some(reapi) = &self.reapi else {
-                return Err(Unavailable(format!("{} cannot be reached", self.client.shown())));
+                return Err(Unavailable(format!(
+                    "{} cannot be reached",
+                    self.client.shown()
+                )));
             };
             return match reapi.holds(key) {
                 Ok(true) => Ok(Some("trusted through the server's authentication".into())),
@@ -484,7 +490,10 @@ impl Remote {
         if self.is_reapi() {
             let read = match &self.reapi {
                 Some(reapi) => reapi.probe().map_err(|e| Unavailable(e.to_string())),
-                None => Err(Unavailable(format!("{} cannot be reached", self.client.shown()))),
+                None => Err(Unavailable(format!(
+                    "{} cannot be reached",
+                    self.client.shown()
+                ))),
             };
             return Probe { read, write: None };
         }

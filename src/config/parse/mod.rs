@@ -14,10 +14,12 @@ use super::suggest::did_you_mean;
 use super::template::{self, Part, Piece, Template, ARGS_NAME, CHANGED_NAME, RESERVED_NAMES};
 use super::{
     parse_duration, parse_public_key, CheckDef, Config, ConfigError, Credential, DepDef,
-    DepsStrategy, ExecutionMode, MatrixDef, MatrixValues, NamePart, ParamDef, PluginDef, PluginLimits,
-    PluginSetting, PluginValue, RemoteCacheDef, RemoteExecutionDef, RemoteMode, Rollout, Settings, Spanned, TaskDef,
-    TaskName, TaskSecrets, TrustedWriter, Var, DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE,
-    DEFAULT_EXECUTION_CALL_TIMEOUT, DEFAULT_KILL_GRACE, DEFAULT_REMOTE_JOBS, DEFAULT_REMOTE_TIMEOUT, DEFAULT_SHELL, PUBLIC_KEY_PREFIX,
+    DepsStrategy, ExecutionMode, MatrixDef, MatrixValues, NamePart, ParamDef, PluginDef,
+    PluginLimits, PluginSetting, PluginValue, RemoteCacheDef, RemoteExecutionDef, RemoteMode,
+    Rollout, Settings, Spanned, TaskDef, TaskName, TaskSecrets, TrustedWriter, Var,
+    DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE, DEFAULT_EXECUTION_CALL_TIMEOUT,
+    DEFAULT_KILL_GRACE, DEFAULT_REMOTE_JOBS, DEFAULT_REMOTE_TIMEOUT, DEFAULT_SHELL,
+    PUBLIC_KEY_PREFIX,
 };
 
 type Value<'i> = TomlSpanned<DeValue<'i>>;

@@ -152,7 +152,11 @@ impl Walker<'_> {
     }
 
     /// A table of REAPI platform properties: names to string values.
-    pub(super) fn platform(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<(String, String)>> {
+    pub(super) fn platform(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+    ) -> Option<Vec<(String, String)>> {
         let table = self.table(key, value)?;
         let mut properties = Vec::new();
         for (name, value) in table.iter() {
