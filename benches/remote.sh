@@ -6,17 +6,26 @@
 #   R3  publishing: a writer's cold run                                      vs  the same run without a remote
 #   R4  one task with 500 small output files restored from the remote cache  vs  running it
 #
+# With a REAPI engine (buildbox-casd, from CAIRN_TEST_BUILDBOX or .ci/run's install), also:
+#   E1  the cost of the remote path per action beyond the command, from each task's phases in the run record,
+#       one action at a time: cairn's side (prepare, upload, download, store) and the engine's (Execute's
+#       time minus its worker's), median over 200 small tasks              (goal: <= 5 ms)
+#   E2  200 results from the engine's action cache into an empty local cache  vs  the same as local hits (goal <= 2x)
+#   E3  200 small tasks on the engine                                         vs  the same run here
+#
 # Each task sleeps 50 ms and writes a 64 KiB output: a stand-in for a short compile step.
 # Usage: bash benches/remote.sh [--runs N] [--tasks N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=10
 tasks=200
+only_engine=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs="$2"; shift 2 ;;
         --tasks) tasks="$2"; shift 2 ;;
-        *) echo "usage: bash benches/remote.sh [--runs N] [--tasks N]" >&2; exit 2 ;;
+        --engine-only) only_engine=true; shift ;;
+        *) echo "usage: bash benches/remote.sh [--runs N] [--tasks N] [--engine-only]" >&2; exit 2 ;;
     esac
 done
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine; }
@@ -27,6 +36,78 @@ cargo build --release -q
 cairn="$CARGO_TARGET_DIR/release/cairn"
 
 work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+engine_rows() {
+    local bin="${CAIRN_TEST_BUILDBOX:-$HOME/.cache/cairn/tools/buildbox/bin}"
+    if [ ! -x "$bin/buildbox-casd" ]; then
+        echo "E rows skipped: no buildbox-casd (run .ci/run once, or set CAIRN_TEST_BUILDBOX)" >&2
+        return
+    fi
+    local eport
+    eport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$work/casd"
+    "$bin/buildbox-casd" --bind="127.0.0.1:$eport" --buildbox-run="$bin/buildbox-run" --jobs=2 \
+        --runner-arg=--ro-bind-mount=/usr:/usr --runner-arg=--ro-bind-mount=/usr/bin:/bin \
+        --runner-arg=--ro-bind-mount=/usr/lib:/lib --runner-arg=--ro-bind-mount=/usr/lib64:/lib64 \
+        --runner-arg=--ro-bind-mount=/etc:/etc "$work/casd" >"$work/casd.log" 2>&1 &
+    local casd_pid=$!
+    until (exec 3<>"/dev/tcp/127.0.0.1/$eport") 2>/dev/null; do sleep 0.05; done
+    local ep="$work/engine-project"
+    mkdir -p "$ep/src"
+    echo 'input' >"$ep/src/in.txt"
+    {
+        printf '[remote_execution]\nurl = "grpc://127.0.0.1:%s"\n\n' "$eport"
+        for i in $(seq 1 "$tasks"); do
+            printf '[tasks.e%s]\ninputs = ["src/**"]\noutputs = ["out/e%s.txt"]\nrun = "mkdir -p out && echo %s > out/e%s.txt"\n\n' "$i" "$i" "$i" "$i"
+        done
+        printf '[tasks.all]\ndeps = [%s]\n' "$(seq 1 "$tasks" | sed 's/.*/"e&"/' | paste -sd,)"
+    } >"$ep/tasks.toml"
+    (
+        cd "$ep"
+        git init -q . 2>/dev/null || true
+        # E1: one action at a time (so that the engine's queue is empty), then each task's phases from the run
+        # record; then the E2 cache is filled with all actions at once.
+        sed -i.bak 's/^url = .*/&\njobs = 1/' tasks.toml
+        CAIRN_CACHE_DIR="$work/e1" "$cairn" run all --force --progress plain >/dev/null 2>&1
+        python3 - "$ep/.cairn/runs" <<'PY'
+import json, pathlib, statistics, sys
+record = json.loads(sorted(pathlib.Path(sys.argv[1]).glob("*.json"))[-1].read_text())
+client, engine, worker = [], [], []
+for task in record["tasks"]:
+    if task.get("ran_on") != "remote":
+        continue
+    phases = {p["name"]: p["duration_ms"] for p in task["phases"]}
+    # cairn's side: building the action, the uploads, the downloads and the local store.
+    client.append(sum(phases.get(k, 0.0) for k in
+                      ("remote prepare", "remote upload", "remote download", "cache store")))
+    # The engine's side beyond the command: from Execute to its answer, minus its worker's time.
+    engine.append(phases.get("remote queue", 0.0) + phases.get("remote execute", 0.0)
+                  - phases.get("remote worker", 0.0))
+    worker.append(phases.get("remote worker", 0.0))
+med = statistics.median
+print(f"E1 {len(client)} remote actions, one at a time: cairn's side per action, median {med(client):.2f} ms; "
+      f"the engine's beyond its worker, median {med(engine):.2f} ms; the worker (sandbox and command), "
+      f"median {med(worker):.2f} ms")
+PY
+        mv tasks.toml.bak tasks.toml
+        hyperfine --runs "$runs" --style basic --export-markdown "$work/e2.md" \
+            --prepare "rm -rf $work/e2 out" \
+            -n "E2 engine action-cache hits" "CAIRN_CACHE_DIR=$work/e2 $cairn run all --progress plain" \
+            --prepare "rm -rf out" \
+            -n "E2 local hits" "CAIRN_CACHE_DIR=$work/e1 $cairn run all --progress plain"
+        hyperfine --runs "$runs" --style basic --export-markdown "$work/e3.md" \
+            --prepare "rm -rf out" \
+            -n "E3 on the engine" "CAIRN_CACHE_DIR=$work/e3 $cairn run all --force --progress plain" \
+            --prepare "rm -rf out" \
+            -n "E3 here" "CAIRN_CACHE_DIR=$work/e3 $cairn run all --force --remote-exec off --progress plain"
+    )
+    kill "$casd_pid" 2>/dev/null || true
+    cat "$work/e2.md" "$work/e3.md"
+}
+if $only_engine; then
+    engine_rows
+    exit 0
+fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$work/nginx/root/cairn/ac" "$work/nginx/root/cairn/cas" "$work/nginx/tmp"
 chmod -R 0777 "$work/nginx/root" "$work/nginx/tmp"
@@ -89,3 +170,4 @@ hyperfine --runs "$runs" --style basic --export-markdown "$work/r4.md" \
     --prepare "rm -rf $work/none many" \
     -n "R4 run (no cache)" "CAIRN_CACHE_DIR=$work/none $cairn run many --no-cache --progress plain"
 cat "$work/r1.md" "$work/r2.md" "$work/r3.md" "$work/r4.md"
+engine_rows

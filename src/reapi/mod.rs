@@ -49,6 +49,9 @@ pub enum ReapiError {
     /// The server's answer breaks the protocol (a blob that does not match its digest, a missing field).
     #[error("the server's answer is not usable: {0}")]
     Protocol(String),
+    /// The server cannot serve this client (it does not execute, or not with SHA-256).
+    #[error("{0}")]
+    Unsupported(String),
     /// The client's thread is gone (cairn is shutting down).
     #[error("the REAPI client has stopped")]
     Stopped,
@@ -59,7 +62,7 @@ impl ReapiError {
     /// as opposed to one action or input going wrong: remote execution is then off for the rest of the run.
     pub fn is_engine_down(&self) -> bool {
         match self {
-            ReapiError::BadUrl { .. } | ReapiError::Stopped => true,
+            ReapiError::BadUrl { .. } | ReapiError::Unsupported(_) | ReapiError::Stopped => true,
             ReapiError::Status { code, .. } => matches!(
                 code,
                 tonic::Code::Unavailable

@@ -223,7 +223,7 @@ pub(super) async fn run_job(
                 reached,
             } => {
                 if status == TaskStatus::Succeeded {
-                    remember(&cache, &job, &keyed, &context);
+                    remember(&cache, &job, &keyed, &context, true);
                 }
                 return JobEnd {
                     status,
@@ -311,7 +311,7 @@ pub(super) async fn run_job(
                 .reporter
                 .note(&job, "not cached: storing the result failed"),
         }
-        remember(&cache, &job, &keyed, &context);
+        remember(&cache, &job, &keyed, &context, false);
         context
             .reporter
             .phase(&job, "cache store", save_began, Instant::now());
@@ -349,7 +349,7 @@ fn replay(
         };
         context.reporter.output(job, stream, &line);
     }
-    remember(cache, job, keyed, context);
+    remember(cache, job, keyed, context, restored.from_remote.is_some());
     JobEnd {
         status: TaskStatus::Succeeded,
         attempts: 0,
@@ -474,8 +474,9 @@ fn miss_reason(cache: &Session, job: &Job, keyed: &Keyed, force: bool) -> String
     }
 }
 
-/// Records a success for `cairn why` and, for incremental tasks, the inputs now known to pass.
-fn remember(cache: &Session, job: &Job, keyed: &Keyed, context: &JobContext) {
+/// Records a success for `cairn why` and, for incremental tasks, the inputs now known to pass; `fetched`
+/// when the result came from elsewhere (its record need not be durable: see `record_fetched_success`).
+fn remember(cache: &Session, job: &Job, keyed: &Keyed, context: &JobContext, fetched: bool) {
     if cache.is_recorded(&job.label, keyed) {
         return;
     }
@@ -486,7 +487,12 @@ fn remember(cache: &Session, job: &Job, keyed: &Keyed, context: &JobContext) {
             context.reporter.note(job, &error.to_string());
         }
     }
-    if let Err(error) = cache.record_success(&job.label, keyed) {
+    let recorded = if fetched {
+        cache.record_fetched_success(&job.label, keyed)
+    } else {
+        cache.record_success(&job.label, keyed)
+    };
+    if let Err(error) = recorded {
         context.reporter.note(job, &error.to_string());
     }
 }

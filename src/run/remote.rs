@@ -219,6 +219,25 @@ impl RemoteExecution {
         if !self.usable() {
             return RemoteEnd::Local;
         }
+        // Asked once per run (the client keeps the answer): an engine that cannot run cairn's actions is off.
+        match self.client.capabilities().await {
+            Ok(limits) if !limits.exec_enabled => {
+                let error = ReapiError::Unsupported(
+                    "the server does not execute actions (a cache-only server: name it in [remote_cache] url instead)"
+                        .into(),
+                );
+                return self.failed(job, context, &error);
+            }
+            Ok(limits) if !limits.sha256 => {
+                let error = ReapiError::Unsupported(
+                    "the server does not accept SHA-256 digests, the only function cairn uses"
+                        .into(),
+                );
+                return self.failed(job, context, &error);
+            }
+            Ok(_) => {}
+            Err(error) => return self.failed(job, context, &error),
+        }
         // The input root: every declared input, digested (and checked against the key) on the blocking pool.
         let prepare_began = Instant::now();
         let prepared = {
@@ -320,6 +339,20 @@ impl RemoteExecution {
                 .phase(job, "remote execute", execute_began, ended),
         }
         let response = finished.response;
+        // The engine's own time for the action (its worker, sandbox set-up included): what is left of the
+        // execute phase around it is the queue and the wire.
+        if let Some(worker) = response
+            .result
+            .as_ref()
+            .and_then(|r| r.execution_metadata.as_ref())
+            .and_then(worker_time)
+        {
+            let began = ended
+                .checked_sub(worker)
+                .unwrap_or(execute_began)
+                .max(execute_began);
+            context.reporter.phase(job, "remote worker", began, ended);
+        }
         let status = response.status.unwrap_or_default();
         if status.code == tonic::Code::DeadlineExceeded as i32 {
             if let Some(result) = &response.result {
@@ -588,6 +621,13 @@ fn interrupted() -> RemoteEnd {
         reason: "interrupted; the remote operation was cancelled".into(),
         reached: true,
     }
+}
+
+/// How long the engine's worker had the action, by the engine's own clock.
+fn worker_time(metadata: &proto::ExecutedActionMetadata) -> Option<Duration> {
+    let nanos = timestamp(metadata.worker_completed_timestamp.as_ref()?)?
+        - timestamp(metadata.worker_start_timestamp.as_ref()?)?;
+    u64::try_from(nanos).ok().map(Duration::from_nanos)
 }
 
 /// Nanoseconds since the epoch of a protobuf timestamp.
@@ -972,8 +1012,6 @@ fn store_and_restore(
                 .map_err(cache_error)?,
         )
     };
-    let fingerprint =
-        serde_json::to_vec(&keyed.fingerprint).map_err(|e| ReapiError::Protocol(e.to_string()))?;
     let entry = Entry {
         key: keyed.key.to_string(),
         task: job.label.clone(),
@@ -981,7 +1019,9 @@ fn store_and_restore(
         duration_ms: took.as_millis() as u64,
         outputs: records,
         log: log_blob,
-        fingerprint: Some(store.put_fetched_blob(&fingerprint).map_err(cache_error)?),
+        // The success record keeps the fingerprint for `cairn why`, as for entries fetched from a remote cache:
+        // a blob of it here would be one more file to create per result.
+        fingerprint: None,
         signed_by: None,
     };
     store

@@ -653,3 +653,38 @@ fn a_forged_reapi_cache_entry_cannot_write_outside_the_declared_outputs() {
         "the task ran here instead"
     );
 }
+
+#[test]
+fn ctrl_c_cancels_the_remote_action_and_exits_130() {
+    let Some(engine) = Casd::start() else {
+        return;
+    };
+    let test = Test::new()
+        .tasks(&format!(
+            "[remote_execution]\nurl = \"{}\"\n\n[tasks.long]\ninputs = [\"src/**\"]\noutputs = [\"out/**\"]\nrun = \"sleep 30; mkdir -p out && echo late > out/x\"\n",
+            engine.url()
+        ))
+        .file("src/input.txt", "x\n");
+    init_git(&test);
+    let mut child = test
+        .command_with(&["run", "long"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn starts");
+    let began = Instant::now();
+    while engine.stored_bytes().len() < 3 && began.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let interrupted = Instant::now();
+    // SIGINT, as Ctrl-C in a terminal sends it.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().expect("cairn ends");
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(10),
+        "cairn waited for the remote action instead of cancelling it"
+    );
+    assert!(!test.path("out/x").exists());
+}
