@@ -265,8 +265,9 @@ impl RemoteExecution {
             .phase(job, "remote prepare", prepare_began, Instant::now());
 
         // The engine's action cache first.
-        let mut skip_cache_lookup = force;
-        if !force {
+        let shareable = job.key.remote != crate::config::RemoteMode::Off;
+        let mut skip_cache_lookup = force || !shareable;
+        if !skip_cache_lookup {
             let asked = Instant::now();
             match self.client.get_action_result(action.digest.clone()).await {
                 Ok(Some(result)) if result.exit_code == 0 => {
@@ -807,7 +808,9 @@ fn prepare(
                 seconds: t.as_secs() as i64,
                 nanos: t.subsec_nanos() as i32,
             }),
-        do_not_cache: false,
+        // A task whose results stay on this machine (`remote = false`, or its secrets) must not leave one in
+        // the engine's cache for others either.
+        do_not_cache: job.key.remote == crate::config::RemoteMode::Off,
         salt: Vec::new(),
         platform,
     };
@@ -1101,6 +1104,76 @@ mod tests {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&status.stdout), "one\n");
         assert_eq!(status.status.code(), Some(1));
+    }
+
+    #[test]
+    fn the_tasks_platform_adds_to_and_overrides_the_runs_and_unshared_results_are_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = job_with(&["out/x"], ".");
+        job.platform = vec![
+            ("OSFamily".into(), "linux".into()),
+            ("pool".into(), "big".into()),
+        ];
+        let keyed = Keyed {
+            fingerprint: crate::cache::Fingerprint {
+                version: 1,
+                platform: String::new(),
+                task: "t".into(),
+                params: Default::default(),
+                commands: vec![],
+                shell: vec![],
+                dir: ".".into(),
+                args: vec![],
+                outputs: vec![],
+                input_globs: vec![],
+                env: Default::default(),
+                inputs: Default::default(),
+                deps: Default::default(),
+            },
+            key: crate::cache::Key([0; 32]),
+            unmatched: vec![],
+        };
+        let run = [
+            ("OSFamily".to_owned(), "Linux".to_owned()),
+            ("arch".to_owned(), "x86_64".to_owned()),
+        ];
+        let decode = |prepared: &Prepared| {
+            let action_bytes = match prepared.blobs.source(&prepared.digest.hash) {
+                Some(crate::reapi::tree::BlobSource::Bytes(b)) => b.clone(),
+                _ => panic!("the action is in memory"),
+            };
+            let action = proto::Action::decode(action_bytes.as_slice()).unwrap();
+            let command_digest = action.command_digest.clone().unwrap();
+            let command_bytes = match prepared.blobs.source(&command_digest.hash) {
+                Some(crate::reapi::tree::BlobSource::Bytes(b)) => b.clone(),
+                _ => panic!("the command is in memory"),
+            };
+            (
+                action,
+                proto::Command::decode(command_bytes.as_slice()).unwrap(),
+            )
+        };
+        let (action, command) = decode(&prepare(&job, &keyed, dir.path(), &run).unwrap());
+        let properties: Vec<(String, String)> = action
+            .platform
+            .unwrap()
+            .properties
+            .into_iter()
+            .map(|p| (p.name, p.value))
+            .collect();
+        assert_eq!(
+            properties,
+            vec![
+                ("OSFamily".to_owned(), "linux".to_owned()),
+                ("arch".to_owned(), "x86_64".to_owned()),
+                ("pool".to_owned(), "big".to_owned())
+            ]
+        );
+        assert_eq!(command.output_paths, vec!["out/x"]);
+        assert!(!action.do_not_cache);
+        job.key.remote = crate::config::RemoteMode::Off;
+        let (action, _) = decode(&prepare(&job, &keyed, dir.path(), &run).unwrap());
+        assert!(action.do_not_cache);
     }
 
     #[test]
