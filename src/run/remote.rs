@@ -1048,6 +1048,7 @@ mod tests {
         let mut job = super::super::job::test_job("t");
         job.commands = vec!["true".into()];
         job.key.cacheable = true;
+        job.key.remote = crate::config::RemoteMode::ReadWrite;
         job.key.dir = dir.into();
         job.key.output_globs = outputs.iter().map(|s| (*s).to_owned()).collect();
         job
