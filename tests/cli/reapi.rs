@@ -688,3 +688,143 @@ fn ctrl_c_cancels_the_remote_action_and_exits_130() {
     );
     assert!(!test.path("out/x").exists());
 }
+
+/// nginx terminating TLS in front of an engine (casd speaks plain gRPC only), checking a bearer token.
+struct TlsProxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+}
+
+impl TlsProxy {
+    fn start(engine: &Casd, token: &str) -> Option<TlsProxy> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+        let Some(binary) = binary else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nginx is not installed; .ci/run installs it"
+            );
+            eprintln!("skipped: nginx is not installed");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (certificate, key) = crate::remote::issue_certificates(dir.path());
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    location / {{\n      if ($http_authorization != \"Bearer {token}\") {{ return 401; }}\n      grpc_pass grpc://127.0.0.1:{};\n    }}\n  }}\n}}\n",
+            certificate.display(),
+            key.display(),
+            engine.port
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).expect("conf");
+        let child = Command::new(binary)
+            .args(["-e", &format!("{d}/error.log"), "-p"])
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        let began = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "nginx did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ca = dir.path().join("ca.pem");
+        Some(TlsProxy {
+            child,
+            port,
+            _dir: dir,
+            ca,
+        })
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn grpcs_with_a_private_ca_and_a_token_reaches_the_engine_and_the_token_never_shows() {
+    let Some(engine) = Casd::start() else {
+        return;
+    };
+    let token = "engine-token-71c3e9a0";
+    let Some(proxy) = TlsProxy::start(&engine, token) else {
+        return;
+    };
+    let tasks = |ca: bool| {
+        TASKS.replace(
+            "url = \"ENGINE\"",
+            &format!(
+                "url = \"grpcs://127.0.0.1:{}\"\ntoken = {{ env = \"ENGINE_TOKEN\" }}{}",
+                proxy.port,
+                if ca { "\nca_file = \"ca.pem\"" } else { "" }
+            ),
+        )
+    };
+    let test = Test::new()
+        .tasks(&tasks(true))
+        .file("src/input.txt", "the input\n")
+        .env("ENGINE_TOKEN", token);
+    std::fs::copy(&proxy.ca, test.path("ca.pem")).expect("ca");
+    init_git(&test);
+    let run = test
+        .run_with(&["run", "build"])
+        .success()
+        .stderr_has("1 ran on the execution engine");
+    assert_eq!(test.read("out/where.txt").trim(), "buildbox");
+    assert!(!run.stderr.contains(token) && !run.stdout.contains(token));
+    test.run_with(&["remote"])
+        .success()
+        .stdout_has("token      from $ENGINE_TOKEN")
+        .stdout_lacks(token);
+
+    // A wrong token: the engine refuses, one warning, the task runs here.
+    let wrong = Test::new()
+        .tasks(&tasks(true))
+        .file("src/input.txt", "the input\n")
+        .env("ENGINE_TOKEN", "not-the-token");
+    std::fs::copy(&proxy.ca, wrong.path("ca.pem")).expect("ca");
+    init_git(&wrong);
+    let run = wrong.run_with(&["run", "build"]).success();
+    assert_eq!(
+        run.stderr.matches("cairn: warning:").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    // nginx refuses with HTTP 401 rather than a gRPC status: either way the reason is named.
+    assert!(
+        run.stderr.contains("401 Unauthorized") || run.stderr.contains("Unauthenticated"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("not-the-token"));
+    // Without the private CA the certificate is not trusted: one warning, the task runs here.
+    let untrusted = Test::new()
+        .tasks(&tasks(false))
+        .file("src/input.txt", "the input\n")
+        .env("ENGINE_TOKEN", token);
+    init_git(&untrusted);
+    let run = untrusted.run_with(&["run", "build"]).success();
+    assert_eq!(
+        run.stderr.matches("cairn: warning:").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_ne!(untrusted.read("out/where.txt").trim(), "buildbox");
+}

@@ -143,7 +143,7 @@ impl Drop for Nginx {
 
 /// A test CA and a server certificate it issued for 127.0.0.1, made with the openssl command; returns the
 /// server's certificate and key.
-fn issue_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn issue_certificates(dir: &Path) -> (PathBuf, PathBuf) {
     let openssl = |args: &[&str]| {
         let output = Command::new("openssl")
             .args(args)
