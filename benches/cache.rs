@@ -153,6 +153,7 @@ fn restore(c: &mut Criterion) {
         duration_ms: 0,
         outputs: store.put_outputs(&repo, &paths).expect("stored"),
         log: None,
+        log_inline: None,
         fingerprint: None,
         signed_by: None,
     };

@@ -25,7 +25,8 @@ pub use files::{GlobList, Matches};
 pub use fingerprint::{hex, platform, Change, FileDigest, Fingerprint, Key, FORMAT_VERSION};
 pub use hasher::{hash_file, FileHasher};
 pub use store::{
-    decode_log, encode_log, Claim, Entry, GcReport, LockMode, LogLines, OutputRecord, Stats, Store,
+    decode_log, encode_log, place_fetched_log, Claim, Entry, GcReport, LockMode, LogLines,
+    OutputRecord, Stats, Store,
 };
 
 use crate::config::DepsStrategy;
@@ -174,10 +175,10 @@ pub struct Keyed {
 /// The last successful run of a task instance, for `cairn why`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SuccessRecord {
+    /// Its key then. First, so that checking a record against a key reads only the start of the file.
+    pub key: String,
     /// The task instance.
     pub task: String,
-    /// Its key then.
-    pub key: String,
     /// When, in seconds since the epoch.
     pub at: u64,
     /// Its fingerprint then.
@@ -383,6 +384,17 @@ impl Session {
             let current = |output: &OutputRecord| self.is_current(output);
             self.store
                 .restore_outputs(&self.root, &entry, &allowed, &current)?;
+            if let Some(inline) = &entry.log_inline {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(inline)
+                    .ok()
+                    .and_then(|bytes| decode_log(&bytes));
+                return bytes.ok_or_else(|| CacheError::CorruptEntry {
+                    key: entry.key.clone(),
+                    reason: "its recorded output cannot be decoded".into(),
+                });
+            }
             match &entry.log {
                 Some(blob) => {
                     decode_log(&self.store.get_blob(blob)?).ok_or_else(|| CacheError::CorruptBlob {
@@ -470,6 +482,7 @@ impl Session {
             duration_ms: took.as_millis() as u64,
             outputs: records,
             log,
+            log_inline: None,
             fingerprint,
             signed_by: None,
         };
@@ -484,8 +497,12 @@ impl Session {
     /// Whether `keyed` is already recorded as the last success of `task` (then nothing needs writing: on a
     /// hit, this saves rewriting a record as large as the task's input list).
     pub fn is_recorded(&self, task: &str, keyed: &Keyed) -> bool {
-        let marker = self.store.task_file("tasks", task).with_extension("key");
-        std::fs::read(marker).is_ok_and(|k| k == keyed.key.to_string().as_bytes())
+        use std::io::Read;
+        let expected = format!("{{\"key\":\"{}\"", keyed.key);
+        let mut start = vec![0u8; expected.len()];
+        std::fs::File::open(self.store.task_file("tasks", task))
+            .and_then(|mut file| file.read_exact(&mut start))
+            .is_ok_and(|()| start == expected.as_bytes())
     }
 
     /// Remembers `keyed` as the last success of `task`, for `cairn why`.
@@ -526,11 +543,10 @@ impl Session {
                 })
             }
         };
+        // One file: the key at its start is what `is_recorded` reads (earlier versions kept it in a `.key` file
+        // beside the record: one more file to create per success).
         let bytes = serde_json::to_vec(&record).expect("records serialise");
-        write(&path, &bytes).map_err(store_error(path.clone()))?;
-        // The key goes last: a crash in between leaves a mismatch, and the record is simply written again.
-        let marker = path.with_extension("key");
-        write(&marker, keyed.key.to_string().as_bytes()).map_err(store_error(marker))
+        write(&path, &bytes).map_err(store_error(path.clone()))
     }
 
     /// The last success of `task`, if one was recorded.

@@ -64,6 +64,10 @@ pub struct Entry {
     pub outputs: Vec<OutputRecord>,
     /// The blob of the recorded output (see [`encode_log`]).
     pub log: Option<String>,
+    /// A short recorded output kept in the manifest itself (base64 of [`encode_log`]'s bytes) instead of a
+    /// blob: one file fewer to create for a result fetched from elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_inline: Option<String>,
     /// The blob of the fingerprint the key was computed from (JSON), kept apart so that a hit, which only
     /// needs the outputs, does not read it.
     pub fingerprint: Option<String>,
@@ -684,6 +688,27 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
 /// A task's recorded output: each line with whether it came from stderr.
 pub type LogLines = Vec<(bool, Vec<u8>)>;
 
+/// Recorded output up to this size (encoded) is kept in a fetched result's manifest instead of a blob.
+pub const INLINE_LOG_MAX: usize = 4096;
+
+/// Where a fetched result's recorded output goes: `(log blob, inline log)`, inline when it is short.
+pub fn place_fetched_log(
+    store: &Store,
+    encoded: &[u8],
+) -> Result<(Option<String>, Option<String>), CacheError> {
+    use base64::Engine;
+    if encoded.is_empty() {
+        Ok((None, None))
+    } else if encoded.len() <= INLINE_LOG_MAX {
+        Ok((
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(encoded)),
+        ))
+    } else {
+        Ok((Some(store.put_fetched_blob(encoded)?), None))
+    }
+}
+
 /// Encodes recorded output lines: per line, one byte for the stream (0 stdout, 1 stderr), its length as u32,
 /// then its bytes.
 pub fn encode_log(lines: &[(bool, Vec<u8>)]) -> Vec<u8> {
@@ -861,6 +886,7 @@ mod tests {
                 duration_ms: 0,
                 outputs,
                 log: None,
+                log_inline: None,
                 fingerprint: None,
                 signed_by: None,
             };

@@ -1006,15 +1006,8 @@ fn store_and_restore(
             },
         });
     }
-    let log_blob = if log.is_empty() {
-        None
-    } else {
-        Some(
-            store
-                .put_fetched_blob(&encode_log(log))
-                .map_err(cache_error)?,
-        )
-    };
+    let (log_blob, log_inline) =
+        crate::cache::place_fetched_log(store, &encode_log(log)).map_err(cache_error)?;
     let entry = Entry {
         key: keyed.key.to_string(),
         task: job.label.clone(),
@@ -1022,6 +1015,7 @@ fn store_and_restore(
         duration_ms: took.as_millis() as u64,
         outputs: records,
         log: log_blob,
+        log_inline,
         // The success record keeps the fingerprint for `cairn why`, as for entries fetched from a remote cache:
         // a blob of it here would be one more file to create per result.
         fingerprint: None,

@@ -15,7 +15,7 @@ use std::path::{Component, Path};
 use std::sync::Arc;
 
 use crate::cache::fingerprint::Key;
-use crate::cache::store::{decode_log, Entry, OutputRecord, Store};
+use crate::cache::store::{decode_log, place_fetched_log, Entry, OutputRecord, Store};
 use crate::reapi::proto::{self, ActionResult, Digest, NodeProperties};
 use crate::reapi::tree::{digest_of, BlobSource, Blobs};
 use crate::reapi::{Client, ReapiError};
@@ -153,7 +153,7 @@ impl ReapiCache {
             };
             records.push(record);
         }
-        let log = match &result.stdout_digest {
+        let (log, log_inline) = match &result.stdout_digest {
             Some(digest) => {
                 let bytes = blobs.get(&digest.hash).cloned().unwrap_or_default();
                 if decode_log(&bytes).is_none() {
@@ -161,9 +161,11 @@ impl ReapiCache {
                         "its recorded output cannot be decoded".into(),
                     ));
                 }
-                Some(stored(&bytes)?)
+                place_fetched_log(store, &bytes).map_err(|e| {
+                    ReapiError::Protocol(format!("cannot store a fetched blob: {e}"))
+                })?
             }
-            None => None,
+            None => (None, None),
         };
         let entry = Entry {
             key: key.to_string(),
@@ -172,6 +174,7 @@ impl ReapiCache {
             duration_ms: 0,
             outputs: records,
             log,
+            log_inline,
             fingerprint: None,
             signed_by: None,
         };
@@ -218,6 +221,12 @@ impl ReapiCache {
         if let Some(log) = &entry.log {
             let bytes = store
                 .get_blob(log)
+                .map_err(|e| ReapiError::Protocol(e.to_string()))?;
+            result.stdout_digest = Some(blobs.add_bytes(bytes));
+        } else if let Some(inline) = &entry.log_inline {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(inline)
                 .map_err(|e| ReapiError::Protocol(e.to_string()))?;
             result.stdout_digest = Some(blobs.add_bytes(bytes));
         }

@@ -418,6 +418,7 @@ impl Remote {
                 })
                 .collect(),
             log: manifest.log.as_ref().map(|b| b.blake3.clone()),
+            log_inline: None,
             fingerprint: None,
             signed_by: Some(public_text(&writer.key)),
         };
@@ -661,6 +662,22 @@ fn upload(
     store: &Store,
     entry: &Entry,
 ) -> Result<u64, Fault> {
+    // A short log kept inside the manifest travels as a blob like any other.
+    let inline_log = match &entry.log_inline {
+        Some(text) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| Fault::Bad(format!("the inline log does not decode: {e}")))?;
+            Some(
+                store
+                    .put_fetched_blob(&bytes)
+                    .map_err(|e| Fault::Bad(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let log_hash = entry.log.as_ref().or(inline_log.as_ref());
     let sent = AtomicU64::new(0);
     let send_blob = |hash: &&String| -> Result<RemoteBlob, Fault> {
         let content = store
@@ -689,7 +706,7 @@ fn upload(
         .outputs
         .iter()
         .filter_map(|o| o.blob.as_ref())
-        .chain(entry.log.as_ref())
+        .chain(log_hash)
         .collect();
     let sent_blobs = in_parallel(&hashes, send_blob)?;
     let by_hash: std::collections::HashMap<&str, &RemoteBlob> = sent_blobs
@@ -707,7 +724,7 @@ fn upload(
             mode: output.mode,
         })
         .collect();
-    let log = entry.log.as_ref().and_then(remote_blob);
+    let log = log_hash.and_then(remote_blob);
     let sent = sent.into_inner();
     let manifest = Manifest {
         key: entry.key.clone(),
