@@ -85,6 +85,10 @@ for task in record["tasks"]:
                   - phases.get("remote worker", 0.0))
     worker.append(phases.get("remote worker", 0.0))
 med = statistics.median
+names = ("remote prepare", "remote upload", "remote download", "cache store")
+per_phase = {n: med([{p["name"]: p["duration_ms"] for p in t["phases"]}.get(n, 0.0)
+                     for t in record["tasks"] if t.get("ran_on") == "remote"]) for n in names}
+print("E1 phases, medians: " + ", ".join(f"{n} {v:.2f} ms" for n, v in per_phase.items()))
 print(f"E1 {len(client)} remote actions, one at a time: cairn's side per action, median {med(client):.2f} ms; "
       f"the engine's beyond its worker, median {med(engine):.2f} ms; the worker (sandbox and command), "
       f"median {med(worker):.2f} ms")

@@ -110,6 +110,8 @@ const MAX_MESSAGE: usize = 256 << 20;
 const CHUNK: usize = 1 << 20;
 /// A batch is kept this far under the server's limit, for the message's own framing.
 const BATCH_MARGIN: usize = 64 << 10;
+/// Blobs of an action totalling at most this many bytes are sent without `FindMissingBlobs` first.
+const SEND_WITHOUT_ASKING: usize = 64 << 10;
 /// How many times a broken `Execute` stream is resumed with `WaitExecution`.
 const RESUMES: u32 = 3;
 
@@ -448,8 +450,12 @@ impl Inner {
 
     async fn upload_missing(&self, blobs: &Blobs) -> Result<(u64, u64), ReapiError> {
         let limits = self.limits().await?.clone();
-        let mut missing = Vec::new();
-        for part in blobs.digests().chunks(10_000) {
+        let all = blobs.digests();
+        let total: i64 = all.iter().map(|d| d.size_bytes).sum();
+        // A small action is cheaper to send whole than to ask about first: one round trip instead of two.
+        let ask = total as usize > SEND_WITHOUT_ASKING;
+        let mut missing = if ask { Vec::new() } else { all };
+        for part in blobs.digests().chunks(10_000).filter(|_| ask) {
             let response = self
                 .cas()
                 .find_missing_blobs(self.bounded(proto::FindMissingBlobsRequest {
