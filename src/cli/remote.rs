@@ -100,30 +100,13 @@ pub(super) fn execution_endpoint(
         Some(source) => read_credential(config, "remote_execution.token", source, identities)?,
         None => std::env::var(EXECUTION_TOKEN_VAR).ok().map(Zeroizing::new),
     };
-    let ca_pem = match (
-        std::env::var_os(EXECUTION_CA_FILE_VAR),
+    let ca_pem = certificate_authorities(
+        config,
+        EXECUTION_CA_FILE_VAR,
         def.and_then(|d| d.ca_file.as_ref()),
-    ) {
-        (Some(path), _) => Some(read_pem(Path::new(&path)).map_err(|why| {
-            execution_problem(
-                format!("{EXECUTION_CA_FILE_VAR}: {why}"),
-                "name a PEM file of the certificate authorities that signed the engine's certificate",
-            )
-        })?),
-        (None, Some(path)) => Some(read_pem(&expand(config, &path.value)).map_err(|why| {
-            CliError::Config(ConfigError::InvalidValue {
-                key: "remote_execution.ca_file".into(),
-                reason: why,
-                src: config.source.clone(),
-                span: to_source_span(&path.span),
-                help: Some(
-                    "name a PEM file of the certificate authorities that signed the engine's certificate"
-                        .into(),
-                ),
-            })
-        })?),
-        (None, None) => None,
-    };
+        "remote_execution.ca_file",
+        read_pem,
+    )?;
     Ok(Some(crate::reapi::Endpoint {
         url,
         instance_name: def.map(|d| d.instance_name.clone()).unwrap_or_default(),
@@ -131,6 +114,34 @@ pub(super) fn execution_endpoint(
         ca_pem,
         timeout: def.map_or(crate::config::DEFAULT_EXECUTION_CALL_TIMEOUT, |d| d.timeout),
     }))
+}
+
+/// The certificate authorities to trust instead of the built-in roots: the file `env_var` names, else the one
+/// tasks.toml names at `key` (an error there points at it), read by `read`.
+fn certificate_authorities<T>(
+    config: &Config,
+    env_var: &str,
+    written: Option<&Spanned<String>>,
+    key: &str,
+    read: fn(&Path) -> Result<T, String>,
+) -> Result<Option<T>, CliError> {
+    const HELP: &str =
+        "name a PEM file of the certificate authorities that signed the server's certificate";
+    match (std::env::var_os(env_var), written) {
+        (Some(path), _) => read(Path::new(&path))
+            .map(Some)
+            .map_err(|why| problem(format!("{env_var}: {why}"), HELP.into())),
+        (None, Some(path)) => read(&expand(config, &path.value)).map(Some).map_err(|why| {
+            CliError::Config(ConfigError::InvalidValue {
+                key: key.into(),
+                reason: why,
+                src: config.source.clone(),
+                span: to_source_span(&path.span),
+                help: Some(HELP.into()),
+            })
+        }),
+        (None, None) => Ok(None),
+    }
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
@@ -238,30 +249,13 @@ pub(super) fn resolve(
             )),
         }
     }
-    let roots = match (
-        std::env::var_os(CA_FILE_VAR),
+    let roots = certificate_authorities(
+        config,
+        CA_FILE_VAR,
         def.and_then(|d| d.ca_file.as_ref()),
-    ) {
-        (Some(path), _) => Some(read_roots(Path::new(&path)).map_err(|why| {
-            problem(
-                format!("{CA_FILE_VAR}: {why}"),
-                "name a PEM file of the certificate authorities that signed the server's certificate".into(),
-            )
-        })?),
-        (None, Some(path)) => Some(read_roots(&expand(config, &path.value)).map_err(|why| {
-            CliError::Config(ConfigError::InvalidValue {
-                key: "remote_cache.ca_file".into(),
-                reason: why,
-                src: config.source.clone(),
-                span: to_source_span(&path.span),
-                help: Some(
-                    "name a PEM file of the certificate authorities that signed the server's certificate"
-                        .into(),
-                ),
-            })
-        })?),
-        (None, None) => None,
-    };
+        "remote_cache.ca_file",
+        read_roots,
+    )?;
     let trusted = def.map(|d| d.trusted_writers.clone()).unwrap_or_default();
     if trusted.is_empty() && signing_key.is_none() && !grpc {
         warn("the remote cache trusts no writer (`trusted_writers` in [remote_cache] is empty): nothing will be read from it");

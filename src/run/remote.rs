@@ -880,15 +880,15 @@ fn expand_tree(
                 "an output tree nested too deep".into(),
             ));
         }
-        let name_ok =
-            |name: &str| !name.is_empty() && name != "." && name != ".." && !name.contains('/');
-        for file in &directory.files {
-            if !name_ok(&file.name) {
-                return Err(ReapiError::Protocol(format!(
-                    "an output named `{}`",
-                    file.name
-                )));
+        let checked = |name: &str| {
+            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+                Err(ReapiError::Protocol(format!("an output named `{name}`")))
+            } else {
+                Ok(())
             }
+        };
+        for file in &directory.files {
+            checked(&file.name)?;
             outputs.push(Output {
                 path: format!("{path}/{}", file.name),
                 content: Content::File {
@@ -898,12 +898,7 @@ fn expand_tree(
             });
         }
         for link in &directory.symlinks {
-            if !name_ok(&link.name) {
-                return Err(ReapiError::Protocol(format!(
-                    "an output named `{}`",
-                    link.name
-                )));
-            }
+            checked(&link.name)?;
             outputs.push(Output {
                 path: format!("{path}/{}", link.name),
                 content: Content::Link {
@@ -912,12 +907,7 @@ fn expand_tree(
             });
         }
         for child in &directory.directories {
-            if !name_ok(&child.name) {
-                return Err(ReapiError::Protocol(format!(
-                    "an output named `{}`",
-                    child.name
-                )));
-            }
+            checked(&child.name)?;
             let digest = child
                 .digest
                 .as_ref()

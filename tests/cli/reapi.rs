@@ -173,9 +173,12 @@ run = "mkdir -p local && hostname > local/where.txt"
 "#;
 
 fn project(engine: &Casd) -> Test {
-    let test = Test::new()
-        .tasks(&TASKS.replace("ENGINE", &engine.url()))
-        .file("src/input.txt", "the input\n");
+    checkout(&TASKS.replace("ENGINE", &engine.url()), "the input\n")
+}
+
+/// A project with `tasks`, one input file and a git repository (affected-file logic wants one).
+fn checkout(tasks: &str, input: &str) -> Test {
+    let test = Test::new().tasks(tasks).file("src/input.txt", input);
     init_git(&test);
     test
 }
@@ -285,10 +288,7 @@ fn a_second_checkout_with_an_empty_cache_takes_the_result_from_the_engine() {
     let stamp = first.read("out/stamp");
     assert!(!stamp.is_empty());
 
-    let second = Test::new()
-        .file("tasks.toml", &first.read("tasks.toml"))
-        .file("src/input.txt", "the input\n");
-    init_git(&second);
+    let second = checkout(&first.read("tasks.toml"), "the input\n");
     let run = second
         .run_with(&["run", "stamp"])
         .success()
@@ -377,24 +377,30 @@ outputs = ["out/**"]
 run = "sleep 2; mkdir -p out && echo done > out/result"
 "#;
 
-fn killed_mid_run(mode: &str) -> Option<(Test, crate::support::Run)> {
-    let mut engine = Casd::start()?;
-    let test = Test::new()
-        .tasks(&LONG.replace("ENGINE", &engine.url()).replace("MODE", mode))
-        .file("src/input.txt", "x\n");
-    init_git(&test);
+/// Starts `cairn run TASK` and returns once its action is on the engine (casd's storage holds the uploaded
+/// blobs, and a moment more for Execute to begin).
+fn start_on_engine(test: &Test, engine: &Casd, task: &str) -> Child {
     let child = test
-        .command_with(&["run", "long"])
+        .command_with(&["run", task])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cairn starts");
-    // The action is on the engine once casd's storage holds the uploaded command.
     let began = Instant::now();
     while engine.stored_bytes().len() < 3 && began.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn killed_mid_run(mode: &str) -> Option<(Test, crate::support::Run)> {
+    let mut engine = Casd::start()?;
+    let test = checkout(
+        &LONG.replace("ENGINE", &engine.url()).replace("MODE", mode),
+        "x\n",
+    );
+    let child = start_on_engine(&test, &engine, "long");
     engine.stop();
     let output = child.wait_with_output().expect("cairn ends");
     Some((test, crate::support::Run::from(output)))
@@ -436,10 +442,10 @@ fn an_engine_killed_mid_run_fails_the_task_in_required_mode_and_names_why() {
 #[test]
 fn an_engine_that_is_down_from_the_start_warns_once_and_everything_runs_here() {
     let port = free_port();
-    let test = Test::new()
-        .tasks(&TASKS.replace("ENGINE", &format!("grpc://127.0.0.1:{port}")))
-        .file("src/input.txt", "the input\n");
-    init_git(&test);
+    let test = checkout(
+        &TASKS.replace("ENGINE", &format!("grpc://127.0.0.1:{port}")),
+        "the input\n",
+    );
     let run = test.run_with(&["run", "build", "local-only"]).success();
     assert_eq!(
         run.stderr.matches("cairn: warning:").count(),
@@ -452,10 +458,11 @@ fn an_engine_that_is_down_from_the_start_warns_once_and_everything_runs_here() {
     test.run_with(&["run", "build", "--force", "--remote-exec", "off"])
         .success()
         .stderr_lacks("warning");
-    let off = Test::new()
-        .tasks(&TASKS.replace("ENGINE", &format!("grpc://127.0.0.1:{port}")))
-        .file("src/input.txt", "the input\n")
-        .env("CAIRN_REMOTE_EXECUTION", "off");
+    let off = checkout(
+        &TASKS.replace("ENGINE", &format!("grpc://127.0.0.1:{port}")),
+        "the input\n",
+    )
+    .env("CAIRN_REMOTE_EXECUTION", "off");
     off.run_with(&["run", "build"])
         .success()
         .stderr_lacks("warning");
@@ -495,14 +502,12 @@ fn a_reapi_server_serves_as_the_remote_cache_for_a_second_checkout() {
         "[remote_cache]\nurl = \"{}\"\nmode = \"read-write\"\n\n[tasks.build]\ninputs = [\"src/**\"]\noutputs = [\"out/**\"]\nrun = \"mkdir -p out && cp src/input.txt out/copy && chmod 640 out/copy && ln -sf copy out/link && date +%s%N > out/stamp && echo built\"\n",
         engine.url()
     );
-    let first = Test::new().tasks(&tasks).file("src/input.txt", "shared\n");
-    init_git(&first);
+    let first = checkout(&tasks, "shared\n");
     first
         .run_with(&["run", "build"])
         .success()
         .stderr_has("remote cache: published 1 result");
-    let second = Test::new().tasks(&tasks).file("src/input.txt", "shared\n");
-    init_git(&second);
+    let second = checkout(&tasks, "shared\n");
     second
         .run_with(&["run", "build", "--dry-run"])
         .success()
@@ -565,13 +570,10 @@ fn an_engine_result_with_a_link_out_of_the_repository_is_refused_and_the_task_ru
     let Some(engine) = Casd::start() else {
         return;
     };
-    let test = Test::new()
-        .tasks(&format!(
+    let test = checkout(&format!(
             "[remote_execution]\nurl = \"{}\"\n\n[tasks.linky]\ninputs = [\"src/**\"]\noutputs = [\"out/**\"]\nrun = \"mkdir -p out && ln -sf /etc/passwd out/evil && hostname > out/where\"\n",
             engine.url()
-        ))
-        .file("src/input.txt", "x\n");
-    init_git(&test);
+        ), "x\n");
     test.run_with(&["run", "linky"])
         .success()
         .stderr_has("the link points out of the repository")
@@ -594,8 +596,7 @@ fn a_forged_reapi_cache_entry_cannot_write_outside_the_declared_outputs() {
         "[remote_cache]\nurl = \"{}\"\nmode = \"read-write\"\n\n[tasks.build]\ninputs = [\"src/**\"]\noutputs = [\"out/**\"]\nrun = \"mkdir -p out && cp src/input.txt out/copy\"\n",
         engine.url()
     );
-    let first = Test::new().tasks(&tasks).file("src/input.txt", "shared\n");
-    init_git(&first);
+    let first = checkout(&tasks, "shared\n");
     first.run_with(&["run", "build"]).success();
     let key = last_record(&first)["tasks"][0]["key"]
         .as_str()
@@ -639,8 +640,7 @@ fn a_forged_reapi_cache_entry_cannot_write_outside_the_declared_outputs() {
         .blocking(client.update_action_result(action, forged))
         .expect("update");
 
-    let second = Test::new().tasks(&tasks).file("src/input.txt", "shared\n");
-    init_git(&second);
+    let second = checkout(&tasks, "shared\n");
     second
         .run_with(&["run", "build"])
         .success()
@@ -659,24 +659,11 @@ fn ctrl_c_cancels_the_remote_action_and_exits_130() {
     let Some(engine) = Casd::start() else {
         return;
     };
-    let test = Test::new()
-        .tasks(&format!(
+    let test = checkout(&format!(
             "[remote_execution]\nurl = \"{}\"\n\n[tasks.long]\ninputs = [\"src/**\"]\noutputs = [\"out/**\"]\nrun = \"sleep 30; mkdir -p out && echo late > out/x\"\n",
             engine.url()
-        ))
-        .file("src/input.txt", "x\n");
-    init_git(&test);
-    let mut child = test
-        .command_with(&["run", "long"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cairn starts");
-    let began = Instant::now();
-    while engine.stored_bytes().len() < 3 && began.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+        ), "x\n");
+    let mut child = start_on_engine(&test, &engine, "long");
     let interrupted = Instant::now();
     // SIGINT, as Ctrl-C in a terminal sends it.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
@@ -775,12 +762,8 @@ fn grpcs_with_a_private_ca_and_a_token_reaches_the_engine_and_the_token_never_sh
             ),
         )
     };
-    let test = Test::new()
-        .tasks(&tasks(true))
-        .file("src/input.txt", "the input\n")
-        .env("ENGINE_TOKEN", token);
+    let test = checkout(&tasks(true), "the input\n").env("ENGINE_TOKEN", token);
     std::fs::copy(&proxy.ca, test.path("ca.pem")).expect("ca");
-    init_git(&test);
     let run = test
         .run_with(&["run", "build"])
         .success()
@@ -793,12 +776,8 @@ fn grpcs_with_a_private_ca_and_a_token_reaches_the_engine_and_the_token_never_sh
         .stdout_lacks(token);
 
     // A wrong token: the engine refuses, one warning, the task runs here.
-    let wrong = Test::new()
-        .tasks(&tasks(true))
-        .file("src/input.txt", "the input\n")
-        .env("ENGINE_TOKEN", "not-the-token");
+    let wrong = checkout(&tasks(true), "the input\n").env("ENGINE_TOKEN", "not-the-token");
     std::fs::copy(&proxy.ca, wrong.path("ca.pem")).expect("ca");
-    init_git(&wrong);
     let run = wrong.run_with(&["run", "build"]).success();
     assert_eq!(
         run.stderr.matches("cairn: warning:").count(),
@@ -814,11 +793,7 @@ fn grpcs_with_a_private_ca_and_a_token_reaches_the_engine_and_the_token_never_sh
     );
     assert!(!run.stderr.contains("not-the-token"));
     // Without the private CA the certificate is not trusted: one warning, the task runs here.
-    let untrusted = Test::new()
-        .tasks(&tasks(false))
-        .file("src/input.txt", "the input\n")
-        .env("ENGINE_TOKEN", token);
-    init_git(&untrusted);
+    let untrusted = checkout(&tasks(false), "the input\n").env("ENGINE_TOKEN", token);
     let run = untrusted.run_with(&["run", "build"]).success();
     assert_eq!(
         run.stderr.matches("cairn: warning:").count(),
