@@ -686,18 +686,7 @@ struct TlsProxy {
 
 impl TlsProxy {
     fn start(engine: &Casd, token: &str) -> Option<TlsProxy> {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists());
-        let Some(binary) = binary else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "nginx is not installed; .ci/run installs it"
-            );
-            eprintln!("skipped: nginx is not installed");
-            return None;
-        };
+        let binary = crate::remote::nginx_binary()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let (certificate, key) = crate::remote::issue_certificates(dir.path());
         let port = free_port();

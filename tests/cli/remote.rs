@@ -27,18 +27,7 @@ impl Nginx {
 
     /// With TLS, the certificate is issued for 127.0.0.1 by a test CA whose certificate is `ca.pem`.
     fn start_with(token: Option<&str>, tls: bool) -> Option<Nginx> {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists());
-        let Some(binary) = binary else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "nginx is not installed; .ci/run installs it"
-            );
-            eprintln!("skipped: nginx is not installed (apt-get install nginx)");
-            return None;
-        };
+        let binary = nginx_binary()?;
         let dir = tempfile::tempdir().expect("temp dir");
         for sub in ["root/cairn/ac", "root/cairn/cas", "tmp"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
@@ -139,6 +128,22 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Debian's nginx, or `None` (and a note) when it is not installed; in CI, which installs it, that fails.
+pub(crate) fn nginx_binary() -> Option<PathBuf> {
+    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if binary.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx is not installed; .ci/run installs it"
+        );
+        eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+    }
+    binary
 }
 
 /// A test CA and a server certificate it issued for 127.0.0.1, made with the openssl command; returns the
