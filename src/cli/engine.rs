@@ -101,7 +101,7 @@ pub(super) fn remote(context: &Context, args: &RemoteArgs) -> Result<i32, CliErr
         // The connection is open now: this is the engine's own answer time.
         let (action, blobs) = probe_action();
         let began = Instant::now();
-        client.blocking(client.get_action_result(action.clone()))?;
+        client.blocking(client.get_action_result(action.clone(), Vec::new()))?;
         findings.round_trip_ms = Some(ms(began.elapsed()));
         if !limits.exec_enabled {
             return Ok(());

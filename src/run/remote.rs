@@ -269,7 +269,12 @@ impl RemoteExecution {
         let mut skip_cache_lookup = force || !shareable;
         if !skip_cache_lookup {
             let asked = Instant::now();
-            match self.client.get_action_result(action.digest.clone()).await {
+            let inline = action.output_paths.clone();
+            match self
+                .client
+                .get_action_result(action.digest.clone(), inline)
+                .await
+            {
                 Ok(Some(result)) if result.exit_code == 0 => {
                     context
                         .reporter
@@ -415,11 +420,27 @@ impl RemoteExecution {
     ) -> Result<RemoteEnd, ReapiError> {
         let download_began = Instant::now();
         let outputs = self.collect_outputs(job, action, &result).await?;
+        // Small files the engine sent inline, each checked against its digest like any download.
+        let mut inline: HashMap<String, Vec<u8>> = HashMap::new();
+        for file in &result.output_files {
+            if let (Some(digest), false) = (&file.digest, file.contents.is_empty()) {
+                let sent = digest_of(&file.contents);
+                if sent.hash != digest.hash || sent.size_bytes != digest.size_bytes {
+                    return Err(ReapiError::Protocol(format!(
+                        "the inline content of `{}` does not match its digest",
+                        file.path
+                    )));
+                }
+                inline.insert(digest.hash.clone(), file.contents.clone());
+            }
+        }
         let mut wanted: Vec<Digest> = outputs
             .iter()
             .filter_map(|o| match &o.content {
-                Content::File { digest, .. } => Some(digest.clone()),
-                Content::Link { .. } => None,
+                Content::File { digest, .. } if !inline.contains_key(&digest.hash) => {
+                    Some(digest.clone())
+                }
+                Content::File { .. } | Content::Link { .. } => None,
             })
             .collect();
         wanted.extend(
@@ -434,7 +455,8 @@ impl RemoteExecution {
                 .clone()
                 .filter(|_| result.stderr_raw.is_empty()),
         );
-        let blobs = self.client.read_blobs(wanted).await?;
+        let mut blobs = self.client.read_blobs(wanted).await?;
+        blobs.extend(inline);
         context
             .reporter
             .phase(job, "remote download", download_began, Instant::now());
@@ -744,6 +766,8 @@ struct Prepared {
     digest: Digest,
     blobs: Arc<Blobs>,
     work_dir: String,
+    /// The action's output paths (the engine may send small output files of a cached result inline).
+    output_paths: Vec<String>,
 }
 
 /// Builds the input root, `Command` and `Action` of `job`.
@@ -785,6 +809,7 @@ fn prepare(
             .collect(),
     });
     let output_paths = output_paths(job).map_err(ReapiError::Protocol)?;
+    let inline_paths = output_paths.clone();
     // The platform goes in the `Command` too: engines before REAPI 2.2 read it only there.
     #[allow(deprecated)]
     let command = proto::Command {
@@ -819,6 +844,7 @@ fn prepare(
         digest,
         blobs: Arc::new(blobs),
         work_dir: dir,
+        output_paths: inline_paths,
     })
 }
 

@@ -73,7 +73,7 @@ impl ReapiCache {
         let (action, _) = Self::action(key);
         Ok(self
             .client
-            .blocking(self.client.get_action_result(action))?
+            .blocking(self.client.get_action_result(action, Vec::new()))?
             .is_some())
     }
 
@@ -87,7 +87,7 @@ impl ReapiCache {
         let (action, _) = Self::action(key);
         let Some(result) = self
             .client
-            .blocking(self.client.get_action_result(action))?
+            .blocking(self.client.get_action_result(action, Vec::new()))?
         else {
             return Ok(Fetched::Miss);
         };
