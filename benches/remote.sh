@@ -66,7 +66,7 @@ engine_rows() {
         cd "$ep"
         git init -q . 2>/dev/null || true
         # E1: one action at a time (so that the engine's queue is empty), then each task's phases from the run
-        # record; then the E2 cache is filled with all actions at once.
+        # record; that run also fills the engine's action cache and the local cache E2 compares with.
         sed -i.bak 's/^url = .*/&\njobs = 1/' tasks.toml
         CAIRN_CACHE_DIR="$work/e1" "$cairn" run all --force --progress plain >/dev/null 2>&1
         python3 - "$ep/.cairn/runs" <<'PY'
@@ -93,13 +93,25 @@ print(f"E1 {len(client)} remote actions, one at a time: cairn's side per action,
       f"the engine's beyond its worker, median {med(engine):.2f} ms; the worker (sandbox and command), "
       f"median {med(worker):.2f} ms")
 PY
+        e1_record=$(find "$ep/.cairn/runs" -name '*.json' | sort | tail -n 1)
+        mv tasks.toml.bak tasks.toml
+        # E2 next, before anything deletes files: ext4 skips inodes freed in the last minutes when it allocates
+        # new ones (`recently_deleted` was half of a run's CPU in perf after a mass delete), which would charge
+        # this script's deletions to whichever command creates the most files next. So each E2 run gets a cache
+        # directory never used before, and the outputs are moved aside rather than deleted.
+        mkdir -p "$work/e2" "$work/aside"
+        hyperfine --runs "$runs" --style basic --export-markdown "$work/e2.md" \
+            --prepare "mv out $work/aside/\$(date +%s%N) 2>/dev/null || true" \
+            -n "E2 engine action-cache hits" "CAIRN_CACHE_DIR=$work/e2/\$(date +%s%N) $cairn run all --progress plain" \
+            --prepare "mv out $work/aside/\$(date +%s%N) 2>/dev/null || true" \
+            -n "E2 local hits" "CAIRN_CACHE_DIR=$work/e1 $cairn run all --progress plain"
         # The same tasks run here store their results too (more durably: blob, log and manifest fsynced), so the
         # store phase a local run pays is taken off the remote path's cost to give its overhead over a local run.
         CAIRN_CACHE_DIR="$work/e1-local" "$cairn" run all --force --remote-exec off --jobs 1 --progress plain >/dev/null 2>&1
-        python3 - "$ep/.cairn/runs" <<'PY'
+        python3 - "$e1_record" "$ep/.cairn/runs" <<'PY'
 import json, pathlib, statistics, sys
-runs = sorted(pathlib.Path(sys.argv[1]).glob("*.json"))
-remote, local = (json.loads(r.read_text()) for r in runs[-2:])
+remote = json.loads(pathlib.Path(sys.argv[1]).read_text())
+local = json.loads(sorted(pathlib.Path(sys.argv[2]).glob("*.json"))[-1].read_text())
 def phase(record, name, where):
     return statistics.median({p["name"]: p["duration_ms"] for p in t["phases"]}.get(name, 0.0)
                              for t in record["tasks"] if t.get("ran_on") == where)
@@ -109,12 +121,6 @@ local_store = phase(local, "cache store", "local")
 print(f"E1 the same tasks run here: cache store, median {local_store:.2f} ms; so the remote path costs "
       f"{remote_side - local_store:.2f} ms per action over a local run of the same command")
 PY
-        mv tasks.toml.bak tasks.toml
-        hyperfine --runs "$runs" --style basic --export-markdown "$work/e2.md" \
-            --prepare "rm -rf $work/e2 out" \
-            -n "E2 engine action-cache hits" "CAIRN_CACHE_DIR=$work/e2 $cairn run all --progress plain" \
-            --prepare "rm -rf out" \
-            -n "E2 local hits" "CAIRN_CACHE_DIR=$work/e1 $cairn run all --progress plain"
         hyperfine --runs "$runs" --style basic --export-markdown "$work/e3.md" \
             --prepare "rm -rf out" \
             -n "E3 on the engine" "CAIRN_CACHE_DIR=$work/e3 $cairn run all --force --progress plain" \

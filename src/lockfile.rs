@@ -25,6 +25,19 @@ pub fn open(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Like [`open`], creating the file readable by its owner only: for locks inside the private cache, whose
+/// every file is its owner's alone.
+pub fn open_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Locks `file` in `mode`, waiting for other holders.
 pub fn wait(file: &File, mode: Mode) -> io::Result<()> {
     match mode {

@@ -25,8 +25,8 @@ pub use files::{GlobList, Matches};
 pub use fingerprint::{hex, platform, Change, FileDigest, Fingerprint, Key, FORMAT_VERSION};
 pub use hasher::{hash_file, FileHasher};
 pub use store::{
-    decode_log, encode_log, place_fetched_log, Claim, Entry, GcReport, LockMode, LogLines,
-    OutputRecord, Stats, Store,
+    decode_log, encode_log, place_fetched_log, place_fetched_output, Claim, Entry, GcReport,
+    LockMode, LogLines, OutputRecord, Stats, Store, INLINE_OUTPUTS_TOTAL_MAX,
 };
 
 use crate::config::DepsStrategy;
@@ -379,32 +379,7 @@ impl Session {
                 return Err(error);
             }
         };
-        let result = (|| {
-            let allowed = |path: &str| spec.outputs.matches_path(path);
-            let current = |output: &OutputRecord| self.is_current(output);
-            self.store
-                .restore_outputs(&self.root, &entry, &allowed, &current)?;
-            if let Some(inline) = &entry.log_inline {
-                use base64::Engine;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(inline)
-                    .ok()
-                    .and_then(|bytes| decode_log(&bytes));
-                return bytes.ok_or_else(|| CacheError::CorruptEntry {
-                    key: entry.key.clone(),
-                    reason: "its recorded output cannot be decoded".into(),
-                });
-            }
-            match &entry.log {
-                Some(blob) => {
-                    decode_log(&self.store.get_blob(blob)?).ok_or_else(|| CacheError::CorruptBlob {
-                        hash: blob.clone(),
-                        reason: "the recorded output cannot be decoded".into(),
-                    })
-                }
-                None => Ok(Vec::new()),
-            }
-        })();
+        let result = self.restore_entry(&entry, spec);
         match result {
             Ok(log) => {
                 self.store.touch(key);
@@ -425,6 +400,47 @@ impl Session {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Restores an entry this process just stored (a result from the execution engine) without reading it back;
+    /// a damaged one is removed.
+    pub fn restore_stored(&self, entry: &Entry, spec: &KeySpec) -> Result<LogLines, CacheError> {
+        self.restore_entry(entry, spec).inspect_err(|error| {
+            if error.is_damage() {
+                self.store.scrub(entry);
+                if let Some(key) = Key::parse(&entry.key) {
+                    self.store.remove_entry(&key);
+                }
+            }
+        })
+    }
+
+    /// Writes an entry's outputs into the tree (the declared ones only) and decodes its recorded output.
+    fn restore_entry(&self, entry: &Entry, spec: &KeySpec) -> Result<LogLines, CacheError> {
+        let allowed = |path: &str| spec.outputs.matches_path(path);
+        let current = |output: &OutputRecord| self.is_current(output);
+        self.store
+            .restore_outputs(&self.root, entry, &allowed, &current)?;
+        if let Some(inline) = &entry.log_inline {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(inline)
+                .ok()
+                .and_then(|bytes| decode_log(&bytes));
+            return bytes.ok_or_else(|| CacheError::CorruptEntry {
+                key: entry.key.clone(),
+                reason: "its recorded output cannot be decoded".into(),
+            });
+        }
+        match &entry.log {
+            Some(blob) => {
+                decode_log(&self.store.get_blob(blob)?).ok_or_else(|| CacheError::CorruptBlob {
+                    hash: blob.clone(),
+                    reason: "the recorded output cannot be decoded".into(),
+                })
+            }
+            None => Ok(Vec::new()),
         }
     }
 
@@ -614,25 +630,65 @@ pub fn auto_gc(
     max_age: Duration,
 ) -> Result<Option<GcReport>, CacheError> {
     let marker = dir.join("last-gc");
-    let recent = std::fs::metadata(&marker)
-        .and_then(|m| m.modified())
-        .is_ok_and(|at| SystemTime::now().duration_since(at).unwrap_or_default() < AUTO_GC_EVERY);
-    if recent {
+    let record_now = |marker: PathBuf| {
+        write_atomic_private(&marker, b"").map_err(|source| CacheError::Store {
+            what: "cannot record the time of the last gc".into(),
+            path: marker,
+            source,
+        })
+    };
+    let last = match std::fs::metadata(&marker).and_then(|m| m.modified()) {
+        Ok(at) => at,
+        // A cache without the marker is new (its first run just filled it): walking every entry it holds
+        // would find nothing to trim, and was a fifth of a first run's time. Its clock starts now.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            record_now(marker)?;
+            return Ok(None);
+        }
+        Err(_) => SystemTime::UNIX_EPOCH,
+    };
+    if SystemTime::now().duration_since(last).unwrap_or_default() < AUTO_GC_EVERY {
         return Ok(None);
     }
     let Some(store) = Store::open_locked(dir, LockMode::TryExclusive)? else {
         return Ok(None);
     };
     let report = store.gc(max_size, max_age)?;
-    write_atomic_private(&marker, b"").map_err(|source| CacheError::Store {
-        what: "cannot record the time of the last gc".into(),
-        path: marker,
-        source,
-    })?;
+    record_now(marker)?;
     Ok(Some(report))
 }
 
 /// Where the cache of the repository at `root` lives: `CAIRN_CACHE_DIR`, else [`DEFAULT_DIR`] below the root.
 pub fn dir_for(root: &Path) -> PathBuf {
     std::env::var_os("CAIRN_CACHE_DIR").map_or_else(|| root.join(DEFAULT_DIR), PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_cache_starts_its_gc_clock_instead_of_trimming() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(Store::open(dir.path(), LockMode::Shared).expect("opens"));
+        let marker = dir.path().join("last-gc");
+        assert!(auto_gc(dir.path(), 0, Duration::ZERO)
+            .expect("runs")
+            .is_none());
+        assert!(marker.is_file(), "the clock started");
+        // Within the hour: nothing.
+        assert!(auto_gc(dir.path(), 0, Duration::ZERO)
+            .expect("runs")
+            .is_none());
+        // An hour later it trims.
+        let file = std::fs::File::options()
+            .append(true)
+            .open(&marker)
+            .expect("opens");
+        file.set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .expect("sets");
+        assert!(auto_gc(dir.path(), 0, Duration::ZERO)
+            .expect("runs")
+            .is_some());
+    }
 }

@@ -47,6 +47,10 @@ pub struct OutputRecord {
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
+    /// A fetched result's small file, kept in the manifest (base64) instead of a blob file of its own; `blob`
+    /// still names its content's hash, which is checked when it is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
 }
 
 /// A stored result: what the task produced and printed, under its key.
@@ -82,6 +86,7 @@ impl Entry {
     pub fn blobs(&self) -> impl Iterator<Item = &String> {
         self.outputs
             .iter()
+            .filter(|o| o.inline.is_none())
             .filter_map(|o| o.blob.as_ref())
             .chain(self.log.as_ref())
             .chain(self.fingerprint.as_ref())
@@ -299,6 +304,28 @@ impl Store {
         Ok(bytes)
     }
 
+    /// The content of an output file whose blob is `hash`: from the manifest when it is kept there, checked
+    /// against the hash like a blob read from disk, else the blob.
+    pub fn output_content(&self, output: &OutputRecord, hash: &str) -> Result<Vec<u8>, CacheError> {
+        use base64::Engine;
+        let Some(text) = &output.inline else {
+            return self.get_blob(hash);
+        };
+        let corrupt = |reason: &str| CacheError::CorruptBlob {
+            hash: hash.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| corrupt("the manifest's inline content does not decode"))?;
+        if hex(blake3::hash(&bytes).as_bytes()) != hash {
+            return Err(corrupt(
+                "the manifest's inline content does not match its hash",
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// The entry stored under `key`, if any. A manifest that cannot be read is reported as corrupt.
     pub fn load_entry(&self, key: &Key) -> Result<Option<Entry>, CacheError> {
         let path = self.entry_path(key);
@@ -378,6 +405,7 @@ impl Store {
                     target: Some(target.to_string_lossy().into_owned()),
                     size: 0,
                     mode,
+                    inline: None,
                 });
             } else {
                 let bytes = fs::read(&full).map_err(io_error("cannot read an output", &full))?;
@@ -387,6 +415,7 @@ impl Store {
                     target: None,
                     size: bytes.len() as u64,
                     mode,
+                    inline: None,
                 });
             }
         }
@@ -472,7 +501,7 @@ impl Store {
             let destination = root.join(relative);
             let written = match (&output.blob, &output.target) {
                 (Some(blob), _) => {
-                    let bytes = self.get_blob(blob)?;
+                    let bytes = self.output_content(output, blob)?;
                     if bytes.len() as u64 != output.size {
                         return Err(CacheError::CorruptBlob {
                             hash: blob.clone(),
@@ -516,11 +545,11 @@ impl Store {
     /// computing the same result).
     pub fn try_claim(&self, key: &Key) -> Result<Option<Claim>, CacheError> {
         let path = self.dir.join("running").join(format!("{key}.lock"));
-        let file = match crate::lockfile::open(&path) {
+        let file = match crate::lockfile::open_private(&path) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 crate::atomic::private_dir(&self.dir.join("running"))
-                    .and_then(|()| crate::lockfile::open(&path))
+                    .and_then(|()| crate::lockfile::open_private(&path))
                     .map_err(io_error("cannot create a task's claim", &path))?
             }
             Err(error) => return Err(io_error("cannot open a task's claim", &path)(error)),
@@ -691,6 +720,33 @@ pub type LogLines = Vec<(bool, Vec<u8>)>;
 /// Recorded output up to this size (encoded) is kept in a fetched result's manifest instead of a blob.
 pub const INLINE_LOG_MAX: usize = 4096;
 
+/// A fetched output file up to this size is kept in its manifest instead of a blob: a result taken from the
+/// engine then costs one new file (its manifest) instead of one per output, which is most of what a fetch
+/// costs beside the network.
+pub const INLINE_OUTPUT_MAX: usize = 4096;
+
+/// The most a fetched manifest holds inline in all, so a result with many small files keeps a small manifest.
+pub const INLINE_OUTPUTS_TOTAL_MAX: usize = 64 * 1024;
+
+/// Where a fetched output file's content goes: `(blob hash, inline content)`, inline (and not stored as a
+/// blob) when it is small and `budget` allows, which it then shrinks.
+pub fn place_fetched_output(
+    store: &Store,
+    bytes: &[u8],
+    budget: &mut usize,
+) -> Result<(String, Option<String>), CacheError> {
+    use base64::Engine;
+    if bytes.len() <= INLINE_OUTPUT_MAX && bytes.len() <= *budget {
+        *budget -= bytes.len();
+        Ok((
+            hex(blake3::hash(bytes).as_bytes()),
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ))
+    } else {
+        Ok((store.put_fetched_blob(bytes)?, None))
+    }
+}
+
 /// Where a fetched result's recorded output goes: `(log blob, inline log)`, inline when it is short.
 pub fn place_fetched_log(
     store: &Store,
@@ -754,6 +810,65 @@ mod tests {
         fs::write(&path, bytes).expect("write");
         assert!(matches!(
             store.get_blob(&small),
+            Err(CacheError::CorruptBlob { .. })
+        ));
+    }
+
+    #[test]
+    fn small_fetched_outputs_stay_in_the_manifest_within_the_budget_and_are_checked() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), LockMode::Shared).expect("opens");
+        let mut budget = 10;
+        let (hash, inline) = place_fetched_output(&store, b"hello", &mut budget).expect("places");
+        assert_eq!(budget, 5);
+        assert!(inline.is_some());
+        assert!(
+            !store.has_blob(&hash),
+            "an inline output is not also a blob"
+        );
+        // Over the budget: a blob.
+        let (big, none) =
+            place_fetched_output(&store, b"too long now", &mut budget).expect("places");
+        assert!(none.is_none());
+        assert!(store.has_blob(&big));
+        let mut record = OutputRecord {
+            path: "out/a".into(),
+            blob: Some(hash.clone()),
+            target: None,
+            size: 5,
+            mode: 0o644,
+            inline,
+        };
+        assert_eq!(
+            store.output_content(&record, &hash).expect("reads"),
+            b"hello"
+        );
+        let entry = Entry {
+            key: "k".into(),
+            task: "t".into(),
+            created: 0,
+            duration_ms: 0,
+            outputs: vec![record.clone()],
+            log: None,
+            log_inline: None,
+            fingerprint: None,
+            signed_by: None,
+        };
+        assert_eq!(
+            entry.blobs().count(),
+            0,
+            "gc and scrub look for no blob file"
+        );
+        // A manifest whose inline content was changed no longer matches the hash it names.
+        record.inline = Some(base64::engine::general_purpose::STANDARD.encode(b"hellO"));
+        assert!(matches!(
+            store.output_content(&record, &hash),
+            Err(CacheError::CorruptBlob { .. })
+        ));
+        record.inline = Some("not base64!".into());
+        assert!(matches!(
+            store.output_content(&record, &hash),
             Err(CacheError::CorruptBlob { .. })
         ));
     }
@@ -854,6 +969,7 @@ mod tests {
                     target: target.map(|i| TARGETS[i].to_owned()),
                     size: if target.is_none() { 7 } else { 0 },
                     mode,
+                    inline: None,
                 }
             })
     }

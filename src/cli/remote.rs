@@ -46,7 +46,8 @@ pub(super) fn resolve_execution(
     };
     let def = config.remote_execution.as_ref();
     let mode = flag.unwrap_or(def.map_or(ExecutionMode::Auto, |d| d.mode));
-    let client = crate::reapi::Client::new(endpoint).map_err(|error| {
+    // The scheduler awaits every call: on its runtime, a call is not handed to another thread and back.
+    let client = crate::reapi::Client::on_caller_runtime(endpoint).map_err(|error| {
         execution_problem(
             error.to_string(),
             "write it as `grpc://HOST:PORT` or `grpcs://HOST:PORT`",

@@ -1,5 +1,5 @@
-//! The gRPC client: one connection (opened on first use), its own runtime thread, every call with the
-//! instance name, the SHA-256 digest function and the bearer token.
+//! The gRPC client: one connection (opened on first use), on its own runtime thread or on its caller's
+//! runtime, every call with the instance name, the SHA-256 digest function and the bearer token.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -116,7 +116,9 @@ const SEND_WITHOUT_ASKING: usize = 64 << 10;
 const RESUMES: u32 = 3;
 
 struct Inner {
-    channel: Channel,
+    endpoint: tonic::transport::Endpoint,
+    /// Made on first use, on the runtime the calls run on (its connection task lives there).
+    channel: std::sync::OnceLock<Channel>,
     auth: Auth,
     instance: String,
     timeout: Duration,
@@ -141,10 +143,13 @@ impl Drop for Worker {
     }
 }
 
-/// A REAPI client. Cheap to share (`Arc`); calls from any thread, async or blocking.
+/// A REAPI client. Cheap to share (`Arc`). With its own runtime thread ([`Client::new`]), calls come from any
+/// thread, async or blocking; on its caller's runtime ([`Client::on_caller_runtime`]), from async code on one
+/// runtime only.
 pub struct Client {
     inner: Arc<Inner>,
-    worker: Worker,
+    /// `None`: calls run where they are awaited.
+    worker: Option<Worker>,
     shown: String,
 }
 
@@ -157,6 +162,38 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `endpoint`. Nothing is sent yet: the connection opens on the first call.
     pub fn new(endpoint: Endpoint) -> Result<Client, ReapiError> {
+        let bad = |reason: &str| ReapiError::BadUrl {
+            url: endpoint.url.clone(),
+            reason: reason.to_owned(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| bad(&format!("cannot start its runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("cairn-reapi".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| bad(&format!("cannot start its thread: {e}")))?;
+        Ok(Client {
+            worker: Some(Worker {
+                handle,
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            ..Client::on_caller_runtime(endpoint)?
+        })
+    }
+
+    /// A client whose calls run on the runtime that awaits them: for a caller that is itself async and on one
+    /// runtime (the scheduler), this saves two hand-offs between threads per call. [`Client::blocking`] is
+    /// refused.
+    pub fn on_caller_runtime(endpoint: Endpoint) -> Result<Client, ReapiError> {
         let bad = |reason: &str| ReapiError::BadUrl {
             url: endpoint.url.clone(),
             reason: reason.to_owned(),
@@ -198,38 +235,16 @@ impl Client {
             ),
             None => None,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| bad(&format!("cannot start its runtime: {e}")))?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("cairn-reapi".into())
-            .spawn(move || {
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })
-            .map_err(|e| bad(&format!("cannot start its thread: {e}")))?;
-        // The channel's connection task belongs to the client's runtime.
-        let channel = {
-            let _entered = handle.enter();
-            channel.connect_lazy()
-        };
         Ok(Client {
             inner: Arc::new(Inner {
-                channel,
+                endpoint: channel,
+                channel: std::sync::OnceLock::new(),
                 auth: Auth(auth),
                 instance: endpoint.instance_name,
                 timeout: endpoint.timeout,
                 limits: tokio::sync::OnceCell::new(),
             }),
-            worker: Worker {
-                handle,
-                stop: Some(stop),
-                thread: Some(thread),
-            },
+            worker: None,
             shown: endpoint.url,
         })
     }
@@ -249,8 +264,17 @@ impl Client {
         &self,
         call: impl Future<Output = Result<T, ReapiError>> + Send + 'static,
     ) -> impl Future<Output = Result<T, ReapiError>> + Send + 'static {
-        let task = self.worker.handle.spawn(call);
-        async move { task.await.unwrap_or(Err(ReapiError::Stopped)) }
+        let (task, here) = match &self.worker {
+            Some(worker) => (Some(worker.handle.spawn(call)), None),
+            None => (None, Some(call)),
+        };
+        async move {
+            match (task, here) {
+                (Some(task), _) => task.await.unwrap_or(Err(ReapiError::Stopped)),
+                (None, Some(call)) => call.await,
+                (None, None) => Err(ReapiError::Stopped),
+            }
+        }
     }
 
     /// Runs `call` on the client's runtime and waits for it, from code that may block (not from inside an
@@ -259,8 +283,13 @@ impl Client {
         &self,
         call: impl Future<Output = Result<T, ReapiError>> + Send + 'static,
     ) -> Result<T, ReapiError> {
+        let Some(worker) = &self.worker else {
+            return Err(ReapiError::Protocol(
+                "a client on its caller's runtime cannot be waited for by blocking".into(),
+            ));
+        };
         let (sender, receiver) = std::sync::mpsc::channel();
-        self.worker.handle.spawn(async move {
+        worker.handle.spawn(async move {
             let _ = sender.send(call.await);
         });
         receiver.recv().unwrap_or(Err(ReapiError::Stopped))
@@ -386,7 +415,7 @@ impl Client {
         let inner = Arc::clone(&self.inner);
         self.spawn(async move {
             let mut client =
-                OperationsClient::with_interceptor(inner.channel.clone(), inner.auth.clone());
+                OperationsClient::with_interceptor(inner.channel(), inner.auth.clone());
             let mut request = tonic::Request::new(CancelOperationRequest { name });
             request.set_timeout(Duration::from_secs(2));
             client
@@ -399,6 +428,13 @@ impl Client {
 }
 
 impl Inner {
+    /// The channel, made on first use on the runtime of the calling task.
+    fn channel(&self) -> Channel {
+        self.channel
+            .get_or_init(|| self.endpoint.connect_lazy())
+            .clone()
+    }
+
     fn bounded<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
@@ -406,18 +442,18 @@ impl Inner {
     }
 
     fn action_cache(&self) -> ActionCacheClient<Service> {
-        ActionCacheClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        ActionCacheClient::with_interceptor(self.channel(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
     fn cas(&self) -> ContentAddressableStorageClient<Service> {
-        ContentAddressableStorageClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        ContentAddressableStorageClient::with_interceptor(self.channel(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
     fn byte_stream(&self) -> ByteStreamClient<Service> {
-        ByteStreamClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        ByteStreamClient::with_interceptor(self.channel(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
@@ -425,7 +461,7 @@ impl Inner {
         self.limits
             .get_or_try_init(|| async {
                 let mut client =
-                    CapabilitiesClient::with_interceptor(self.channel.clone(), self.auth.clone());
+                    CapabilitiesClient::with_interceptor(self.channel(), self.auth.clone());
                 let capabilities = client
                     .get_capabilities(self.bounded(proto::GetCapabilitiesRequest {
                         instance_name: self.instance.clone(),
@@ -727,7 +763,7 @@ impl Inner {
             digest_function: digest_function::Value::Sha256 as i32,
             ..Default::default()
         };
-        let mut client = ExecutionClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        let mut client = ExecutionClient::with_interceptor(self.channel(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE);
         let mut stream = client
             .execute(request)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{Claim, DepInput, Key, Keyed, RestoreNotes, Session};
 
-use super::remote::{Placement, RemoteEnd, RemoteExecution};
+use super::remote::{Looked, Placement, RemoteEnd, RemoteExecution};
 use super::{
     attempts, Executor, Job, JobContext, Reporter, Reporters, StopRequest, Stream, TaskStatus,
 };
@@ -121,22 +121,34 @@ pub(super) async fn run_job(
     // The key and, when it may hit, the restore share one trip to the blocking pool: for a cached task this
     // is all the work there is, and each trip is a hand-off between threads.
     let try_restore = job.key.cacheable && !force;
+    let remote = placing
+        .remote
+        .clone()
+        .filter(|r| job.key.cacheable && r.placement(&job) == Placement::Remote);
     let lookup_began = Instant::now();
     let computed = {
-        let (cache, job) = (Arc::clone(&cache), Arc::clone(&job));
+        let (cache, job, remote) = (Arc::clone(&cache), Arc::clone(&job), remote.clone());
         tokio::task::spawn_blocking(move || {
             let keyed = cache.key(&job.key, &deps)?;
             let mut notes = RestoreNotes::default();
             let restored = try_restore.then(|| cache.restore(&keyed.key, &job.key, &mut notes));
-            Ok::<_, crate::cache::CacheError>((keyed, restored, notes))
+            // A miss that goes to the engine needs its action built from the inputs just hashed: on this same
+            // trip, while they are in the page cache.
+            let missed = !matches!(restored, Some(Ok(Some(_))) | Some(Err(_)));
+            let prepared = remote
+                .filter(|_| missed)
+                .map(|remote| remote.prepare(&job, &keyed, cache.root()));
+            Ok::<_, crate::cache::CacheError>((keyed, restored, notes, prepared))
         })
         .await
     };
     context
         .reporter
         .phase(&job, "cache lookup", lookup_began, Instant::now());
+    let mut prepared = None;
     let (keyed, restored) = match computed {
-        Ok(Ok((keyed, restored, notes))) => {
+        Ok(Ok((keyed, restored, notes, early))) => {
+            prepared = early;
             if let Some((asked, answered)) = notes.remote {
                 context
                     .reporter
@@ -200,6 +212,23 @@ pub(super) async fn run_job(
         }
     }
 
+    // The engine's action cache is asked before the key is claimed, like the remote cache inside `restore`:
+    // taking a stored result in needs no coordination, and a claim is a file to create per task.
+    let mut missed = None;
+    if let Some(remote) = &remote {
+        match remote
+            .look_up(&job, &keyed, &cache, &context, force, prepared)
+            .await
+        {
+            Looked::End(end) => {
+                let miss = || miss_reason(&cache, &job, &keyed, force);
+                if let Some(end) = remote_end(&keyed, end, miss) {
+                    return end;
+                }
+            }
+            Looked::Missed(action) => missed = Some(action),
+        }
+    }
     // Held until the result is stored: another cairn run that wants the same key waits for it.
     let _claim = if try_restore {
         match claim(&cache, &job, &keyed, &context).await {
@@ -210,43 +239,10 @@ pub(super) async fn run_job(
         None
     };
     let miss = miss_reason(&cache, &job, &keyed, force);
-    if let Some(remote) = placing
-        .remote
-        .as_ref()
-        .filter(|r| r.placement(&job) == Placement::Remote)
-    {
-        match remote.run(&job, &keyed, &cache, &context, force).await {
-            RemoteEnd::Done {
-                status,
-                cached,
-                reason,
-                reached,
-            } => {
-                if status == TaskStatus::Succeeded {
-                    remember(&cache, &job, &keyed, &context, true);
-                }
-                return JobEnd {
-                    status,
-                    attempts: u32::from(!cached),
-                    key: Some(keyed.key),
-                    cache: if cached {
-                        CacheUse::RemoteHit
-                    } else {
-                        CacheUse::Miss
-                    },
-                    cache_reason: Some(if cached {
-                        reason
-                    } else {
-                        format!("{miss}; {reason}")
-                    }),
-                    ran_on: match (reached, cached) {
-                        (false, _) => None,
-                        (true, true) => Some("remote cache"),
-                        (true, false) => Some("remote"),
-                    },
-                };
-            }
-            RemoteEnd::Local => {}
+    if let (Some(remote), Some(missed)) = (remote, missed) {
+        let end = remote.execute(&job, &keyed, &cache, &context, missed).await;
+        if let Some(end) = remote_end(&keyed, end, || miss.clone()) {
+            return end;
         }
     }
     let cache_reason = Some(miss);
@@ -297,10 +293,19 @@ pub(super) async fn run_job(
         let took = started.elapsed();
         let save_began = Instant::now();
         let log = std::mem::take(&mut *recorder.lines.lock().unwrap_or_else(|e| e.into_inner()));
+        // The success is recorded on the blocking pool too: it is a durable write, and the scheduler's thread
+        // would hold up every other task while it waits for the disk.
         let stored = {
-            let (cache, job, keyed) = (Arc::clone(&cache), Arc::clone(&job), keyed.clone());
+            let (cache, job, keyed, context) = (
+                Arc::clone(&cache),
+                Arc::clone(&job),
+                keyed.clone(),
+                context.clone(),
+            );
             tokio::task::spawn_blocking(move || {
-                cache.save(&keyed, &job.label, &job.key, &log, took)
+                let saved = cache.save(&keyed, &job.label, &job.key, &log, took);
+                remember(&cache, &job, &keyed, &context, false);
+                saved
             })
             .await
         };
@@ -311,7 +316,6 @@ pub(super) async fn run_job(
                 .reporter
                 .note(&job, "not cached: storing the result failed"),
         }
-        remember(&cache, &job, &keyed, &context, false);
         context
             .reporter
             .phase(&job, "cache store", save_began, Instant::now());
@@ -324,6 +328,41 @@ pub(super) async fn run_job(
         cache_reason,
         ran_on: Some("local"),
     }
+}
+
+/// The end of a job the engine settled (run there, or taken from its action cache); `None` when it was sent
+/// back to run here. `miss` says why the local cache could not answer.
+fn remote_end(keyed: &Keyed, end: RemoteEnd, miss: impl FnOnce() -> String) -> Option<JobEnd> {
+    let RemoteEnd::Done {
+        status,
+        cached,
+        reason,
+        reached,
+    } = end
+    else {
+        return None;
+    };
+    // A success was recorded where it was stored (`remote::store_and_restore`).
+    Some(JobEnd {
+        status,
+        attempts: u32::from(!cached),
+        key: Some(keyed.key),
+        cache: if cached {
+            CacheUse::RemoteHit
+        } else {
+            CacheUse::Miss
+        },
+        cache_reason: Some(if cached {
+            reason
+        } else {
+            format!("{}; {reason}", miss())
+        }),
+        ran_on: match (reached, cached) {
+            (false, _) => None,
+            (true, true) => Some("remote cache"),
+            (true, false) => Some("remote"),
+        },
+    })
 }
 
 /// Replays a restored result: its outputs are in place; its recorded output is shown again.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use super::{Job, JobContext, StopRequest, Stream, TaskStatus};
-use crate::cache::{encode_log, Entry, Keyed, OutputRecord, RestoreNotes, Session};
+use crate::cache::{encode_log, Entry, Keyed, OutputRecord, Session};
 use crate::config::template::shell_quote;
 use crate::config::ExecutionMode;
 use crate::reapi::proto::{self, command, platform, ActionResult, Digest};
@@ -104,6 +104,34 @@ pub(super) enum RemoteEnd {
     Local,
 }
 
+/// What the engine's action cache said about a job.
+pub(super) enum Looked {
+    /// Settled: a hit taken in, or the job runs here (or failed, when remote execution is required).
+    End(RemoteEnd),
+    /// Not there: run it on the engine with [`RemoteExecution::execute`].
+    Missed(Missed),
+}
+
+impl From<Result<Missed, RemoteEnd>> for Looked {
+    fn from(looked: Result<Missed, RemoteEnd>) -> Looked {
+        looked.map_or_else(Looked::End, Looked::Missed)
+    }
+}
+
+/// A job's action built ahead of asking the engine, and when that was done (for the run record's phases).
+pub(super) struct Early {
+    action: Result<Prepared, ReapiError>,
+    began: Instant,
+    ended: Instant,
+}
+
+/// An action the engine's cache did not have, ready to upload and execute.
+pub(super) struct Missed {
+    action: Prepared,
+    /// A failure the engine kept was found, or the cache was not asked: Execute must not answer from it.
+    skip_cache_lookup: bool,
+}
+
 impl RemoteExecution {
     /// Remote execution for a run; `interactive` (one task attached to the terminal) keeps everything here.
     pub fn new(
@@ -163,6 +191,17 @@ impl RemoteExecution {
         placement(job)
     }
 
+    /// Builds `job`'s action (input root, command, action) from the inputs `keyed` was computed from; blocking.
+    pub(super) fn prepare(&self, job: &Job, keyed: &Keyed, root: &std::path::Path) -> Early {
+        let began = Instant::now();
+        let action = prepare(job, keyed, root, &self.platform);
+        Early {
+            action,
+            began,
+            ended: Instant::now(),
+        }
+    }
+
     /// Whether the engine is still in use for this run.
     fn usable(&self) -> bool {
         !self.down.load(Ordering::Relaxed)
@@ -200,25 +239,43 @@ impl RemoteExecution {
         RemoteEnd::Local
     }
 
-    /// Runs `job` on the engine (or takes its result from the engine's action cache), stores the result in
-    /// the local cache under `keyed` and restores it; `force` skips the engine's cache.
-    pub(super) async fn run(
+    /// Builds `job`'s action and asks the engine's action cache for it: a hit is stored in the local cache
+    /// under `keyed` and restored; a miss comes back ready for [`RemoteExecution::execute`]. `force` skips
+    /// the engine's cache. Needs no claim on the key: like a fetch from the remote cache, two runs taking the
+    /// same result in write the same files atomically.
+    pub(super) async fn look_up(
         self: &Arc<Self>,
         job: &Arc<Job>,
         keyed: &Keyed,
         cache: &Arc<Session>,
         context: &JobContext,
         force: bool,
-    ) -> RemoteEnd {
+        early: Option<Early>,
+    ) -> Looked {
         if !self.usable() {
-            return RemoteEnd::Local;
+            return Looked::End(RemoteEnd::Local);
         }
         let Ok(_slot) = self.slots.acquire().await else {
-            return RemoteEnd::Local;
+            return Looked::End(RemoteEnd::Local);
         };
         if !self.usable() {
-            return RemoteEnd::Local;
+            return Looked::End(RemoteEnd::Local);
         }
+        Looked::from(
+            self.look_up_holding_slot(job, keyed, cache, context, force, early)
+                .await,
+        )
+    }
+
+    async fn look_up_holding_slot(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        keyed: &Keyed,
+        cache: &Arc<Session>,
+        context: &JobContext,
+        force: bool,
+        early: Option<Early>,
+    ) -> Result<Missed, RemoteEnd> {
         // Asked once per run (the client keeps the answer): an engine that cannot run cairn's actions is off.
         match self.client.capabilities().await {
             Ok(limits) if !limits.exec_enabled => {
@@ -226,43 +283,50 @@ impl RemoteExecution {
                     "the server does not execute actions (a cache-only server: name it in [remote_cache] url instead)"
                         .into(),
                 );
-                return self.failed(job, context, &error);
+                return Err(self.failed(job, context, &error));
             }
             Ok(limits) if !limits.sha256 => {
                 let error = ReapiError::Unsupported(
                     "the server does not accept SHA-256 digests, the only function cairn uses"
                         .into(),
                 );
-                return self.failed(job, context, &error);
+                return Err(self.failed(job, context, &error));
             }
             Ok(_) => {}
-            Err(error) => return self.failed(job, context, &error),
+            Err(error) => return Err(self.failed(job, context, &error)),
         }
-        // The input root: every declared input, digested (and checked against the key) on the blocking pool.
-        let prepare_began = Instant::now();
-        let prepared = {
-            let (job, keyed, root, platform) = (
-                Arc::clone(job),
-                keyed.clone(),
-                cache.root().to_owned(),
-                self.platform.clone(),
-            );
-            tokio::task::spawn_blocking(move || prepare(&job, &keyed, &root, &platform)).await
-        };
-        let action = match prepared {
-            Ok(Ok(action)) => action,
-            Ok(Err(error)) => return self.failed(job, context, &error),
-            Err(_) => {
-                return self.failed(
-                    job,
-                    context,
-                    &ReapiError::Protocol("preparing the action failed".into()),
-                )
+        // The input root: every declared input, digested (and checked against the key) on the blocking pool,
+        // usually already on the cache lookup's trip there.
+        let early = match early {
+            Some(early) => early,
+            None => {
+                let (remote, owned_job, keyed, root) = (
+                    Arc::clone(self),
+                    Arc::clone(job),
+                    keyed.clone(),
+                    cache.root().to_owned(),
+                );
+                match tokio::task::spawn_blocking(move || remote.prepare(&owned_job, &keyed, &root))
+                    .await
+                {
+                    Ok(early) => early,
+                    Err(_) => {
+                        return Err(self.failed(
+                            job,
+                            context,
+                            &ReapiError::Protocol("preparing the action failed".into()),
+                        ))
+                    }
+                }
             }
         };
         context
             .reporter
-            .phase(job, "remote prepare", prepare_began, Instant::now());
+            .phase(job, "remote prepare", early.began, early.ended);
+        let action = match early.action {
+            Ok(action) => action,
+            Err(error) => return Err(self.failed(job, context, &error)),
+        };
 
         // The engine's action cache first.
         let shareable = job.key.remote != crate::config::RemoteMode::Off;
@@ -279,24 +343,55 @@ impl RemoteExecution {
                     context
                         .reporter
                         .phase(job, "remote cache", asked, Instant::now());
-                    return match self
-                        .finish(job, keyed, cache, context, &action, result, true)
-                        .await
-                    {
-                        Ok(end) => end,
-                        Err(error) => self.failed(job, context, &error),
-                    };
+                    return Err(
+                        match self
+                            .finish(job, keyed, cache, context, &action, result, true)
+                            .await
+                        {
+                            Ok(end) => end,
+                            Err(error) => self.failed(job, context, &error),
+                        },
+                    );
                 }
                 // A failure the engine kept is not a result to reuse: run it again.
                 Ok(Some(_)) => skip_cache_lookup = true,
                 Ok(None) => {}
-                Err(error) => return self.failed(job, context, &error),
+                Err(error) => return Err(self.failed(job, context, &error)),
             }
             context
                 .reporter
                 .phase(job, "remote cache", asked, Instant::now());
         }
 
+        Ok(Missed {
+            action,
+            skip_cache_lookup,
+        })
+    }
+
+    /// Uploads a missed action's inputs, runs it on the engine, stores the result in the local cache under
+    /// `keyed` and restores it.
+    pub(super) async fn execute(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        keyed: &Keyed,
+        cache: &Arc<Session>,
+        context: &JobContext,
+        missed: Missed,
+    ) -> RemoteEnd {
+        if !self.usable() {
+            return RemoteEnd::Local;
+        }
+        let Ok(_slot) = self.slots.acquire().await else {
+            return RemoteEnd::Local;
+        };
+        if !self.usable() {
+            return RemoteEnd::Local;
+        }
+        let Missed {
+            action,
+            skip_cache_lookup,
+        } = missed;
         context.reporter.started(job, 1);
         let upload_began = Instant::now();
         match self.client.upload_missing(Arc::clone(&action.blobs)).await {
@@ -997,20 +1092,24 @@ fn store_and_restore(
     let store = cache.store();
     let cache_error = |e: crate::cache::CacheError| ReapiError::Protocol(e.to_string());
     let mut records = Vec::with_capacity(outputs.len());
+    let mut budget = crate::cache::INLINE_OUTPUTS_TOTAL_MAX;
     for output in outputs {
         records.push(match &output.content {
             Content::File { digest, executable } => {
                 let bytes = blobs.get(&digest.hash).ok_or_else(|| {
                     ReapiError::Protocol(format!("the content of `{}` was not sent", output.path))
                 })?;
-                // Not waited onto the disk: the engine keeps the result, and a torn blob is found and refetched.
-                let blob = store.put_fetched_blob(bytes).map_err(cache_error)?;
+                // Small files stay in the manifest; larger blobs are not waited onto the disk: the engine keeps
+                // the result, and a torn blob is found and refetched.
+                let (blob, inline) = crate::cache::place_fetched_output(store, bytes, &mut budget)
+                    .map_err(cache_error)?;
                 OutputRecord {
                     path: output.path.clone(),
                     blob: Some(blob),
                     target: None,
                     size: bytes.len() as u64,
                     mode: if *executable { 0o755 } else { 0o644 },
+                    inline,
                 }
             }
             Content::Link { target } => OutputRecord {
@@ -1019,6 +1118,7 @@ fn store_and_restore(
                 target: Some(target.clone()),
                 size: 0,
                 mode: 0o777,
+                inline: None,
             },
         });
     }
@@ -1040,10 +1140,18 @@ fn store_and_restore(
     store
         .save_fetched_entry(&keyed.key, &entry)
         .map_err(cache_error)?;
-    let mut notes = RestoreNotes::default();
-    match cache.restore(&keyed.key, &job.key, &mut notes) {
-        Ok(Some(restored)) => Ok((restored.log, notes.refused)),
-        Ok(None) => Err(ReapiError::Protocol("the stored result vanished".into())),
+    let mut refused = Vec::new();
+    match cache.restore_stored(&entry, &job.key) {
+        Ok(log) => {
+            // Recorded here, on the blocking pool, rather than by the scheduler: a write per task there holds up
+            // every other task's progress.
+            if !cache.is_recorded(&job.label, keyed) {
+                if let Err(error) = cache.record_fetched_success(&job.label, keyed) {
+                    refused.push(error.to_string());
+                }
+            }
+            Ok((log, refused))
+        }
         Err(error) => Err(ReapiError::Protocol(format!(
             "the engine's result cannot be restored: {error}"
         ))),

@@ -15,7 +15,9 @@ use std::path::{Component, Path};
 use std::sync::Arc;
 
 use crate::cache::fingerprint::Key;
-use crate::cache::store::{decode_log, place_fetched_log, Entry, OutputRecord, Store};
+use crate::cache::store::{
+    decode_log, place_fetched_log, place_fetched_output, Entry, OutputRecord, Store,
+};
 use crate::reapi::proto::{self, ActionResult, Digest, NodeProperties};
 use crate::reapi::tree::{digest_of, BlobSource, Blobs};
 use crate::reapi::{Client, ReapiError};
@@ -123,11 +125,7 @@ impl ReapiCache {
             Err(ReapiError::Protocol(reason)) => return Ok(Fetched::Refused(reason)),
             Err(error) => return Err(error),
         };
-        let stored = |bytes: &[u8]| {
-            store
-                .put_fetched_blob(bytes)
-                .map_err(|e| ReapiError::Protocol(format!("cannot store a fetched blob: {e}")))
-        };
+        let mut budget = crate::cache::INLINE_OUTPUTS_TOTAL_MAX;
         let mut records = Vec::with_capacity(outputs.len());
         for (path, digest, target, mode) in outputs {
             let record = match digest {
@@ -135,12 +133,17 @@ impl ReapiCache {
                     let bytes = blobs.get(&digest.hash).ok_or_else(|| {
                         ReapiError::Protocol(format!("the content of `{path}` was not sent"))
                     })?;
+                    let (blob, inline) =
+                        place_fetched_output(store, bytes, &mut budget).map_err(|e| {
+                            ReapiError::Protocol(format!("cannot store a fetched blob: {e}"))
+                        })?;
                     OutputRecord {
                         path,
-                        blob: Some(stored(bytes)?),
+                        blob: Some(blob),
                         target: None,
                         size: bytes.len() as u64,
                         mode,
+                        inline,
                     }
                 }
                 None => OutputRecord {
@@ -149,6 +152,7 @@ impl ReapiCache {
                     target,
                     size: 0,
                     mode,
+                    inline: None,
                 },
             };
             records.push(record);
@@ -193,7 +197,7 @@ impl ReapiCache {
             match (&output.blob, &output.target) {
                 (Some(blob), _) => {
                     let bytes = store
-                        .get_blob(blob)
+                        .output_content(output, blob)
                         .map_err(|e| ReapiError::Protocol(e.to_string()))?;
                     let digest = digest_of(&bytes);
                     blobs.add(digest.clone(), BlobSource::Bytes(Arc::new(bytes)));

@@ -415,6 +415,7 @@ impl Remote {
                     target: o.target.clone(),
                     size: o.blob.as_ref().map_or(0, |b| b.size),
                     mode: o.mode,
+                    inline: None,
                 })
                 .collect(),
             log: manifest.log.as_ref().map(|b| b.blake3.clone()),
@@ -678,6 +679,17 @@ fn upload(
         None => None,
     };
     let log_hash = entry.log.as_ref().or(inline_log.as_ref());
+    // So are small files a fetched result keeps in its manifest.
+    for output in entry.outputs.iter().filter(|o| o.inline.is_some()) {
+        if let Some(hash) = &output.blob {
+            let bytes = store
+                .output_content(output, hash)
+                .map_err(|e| Fault::Bad(e.to_string()))?;
+            store
+                .put_fetched_blob(&bytes)
+                .map_err(|e| Fault::Bad(e.to_string()))?;
+        }
+    }
     let sent = AtomicU64::new(0);
     let send_blob = |hash: &&String| -> Result<RemoteBlob, Fault> {
         let content = store
