@@ -612,8 +612,13 @@ fn read_secret_from_stdin(key: &str) -> Result<String, SecretsError> {
             .read_to_string(&mut value)
             .map_err(|e| SecretsError::io("read", "stdin", e))?;
     }
+    // `echo pw | cairn secrets set …` means `pw`; a multi-line value (a PEM or OpenSSH key) is kept exactly,
+    // since its last newline is part of the format (ssh refuses a key file without it).
     if let Some(stripped) = value.strip_suffix('\n') {
-        value.truncate(stripped.strip_suffix('\r').unwrap_or(stripped).len());
+        let stripped = stripped.strip_suffix('\r').unwrap_or(stripped);
+        if !stripped.contains('\n') {
+            value.truncate(stripped.len());
+        }
     }
     Ok(value)
 }
