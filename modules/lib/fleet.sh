@@ -5,9 +5,10 @@
 #
 #   fleet.sh build HOST        build HOST's system closure (no activation)
 #   fleet.sh test all          evaluate the configuration's tests (modules/tests.nix)
-#   fleet.sh activate HOST     switch HOST to this tree's configuration (locally, or over ssh)
+#   fleet.sh activate HOST     switch HOST to this tree's configuration: copy it over ssh, set the system
+#                              profile's next generation, run it
 #   fleet.sh check HOST        HOST runs this tree's revision, and (NixOS) its services are up
-#   fleet.sh rollback HOST     switch HOST back to its previous generation
+#   fleet.sh rollback HOST     roll HOST's system profile back to its previous generation and run that
 #   fleet.sh preflight ENV     production: the tree is clean and pushed; elsewhere: a warning if it is not
 #   fleet.sh update [INPUT…]   update the flake's inputs (all, or those named) and write what changed
 #   fleet.sh status ENV [--json]  what each host of ENV runs, against this tree (drift), read over ssh
@@ -45,28 +46,84 @@ attribute() {
 
 known_hosts="${FLEET_KNOWN_HOSTS:-$PWD/modules/known_hosts}"
 pinned=(-o "UserKnownHostsFile=$known_hosts" -o StrictHostKeyChecking=yes)
+# Where a host keeps its system generations (a test host's sshd names another, inside its own store).
+profile_on_host='"${FLEET_SYSTEM_PROFILE:-/nix/var/nix/profiles/system}"'
 
-# ssh options for nixos-rebuild and darwin-rebuild: the pinned host keys, and the deploy key when the task was
-# given one.
+# ssh options for every connection, ours and `nix copy`'s (NIX_SSHOPTS): the pinned host keys, the deploy key
+# when the task was given one, and whatever NIX_SSHOPTS already says (`-F ssh_config`, `-p PORT`, …).
 ssh_options() {
-    export NIX_SSHOPTS="${pinned[*]} ${NIX_SSHOPTS:-}"
+    export NIX_SSHOPTS="${pinned[*]} -o BatchMode=yes ${NIX_SSHOPTS:-}"
     if [ -n "${DEPLOY_SSH_KEY:-}" ]; then
         export NIX_SSHOPTS="-i $DEPLOY_SSH_KEY -o IdentitiesOnly=yes $NIX_SSHOPTS"
     fi
 }
 
-# Runs a command on HOST: here when its target is "local", else over ssh with the deploy key.
+# Runs a shell command line on HOST: here when its target is "local", else over ssh with ssh_options's options.
 on_host() {
     local host="$1"; shift
     local target
     target="$(fact "$host" target)"
     if [ "$target" = local ]; then
-        "$@"
+        sh -c "$*"
     else
-        local key=()
-        [ -n "${DEPLOY_SSH_KEY:-}" ] && key=(-i "$DEPLOY_SSH_KEY" -o IdentitiesOnly=yes)
-        ssh ${key[@]+"${key[@]}"} "${pinned[@]}" -o BatchMode=yes "$target" "$*"
+        # NIX_SSHOPTS is a list of words, as Nix reads it.
+        # shellcheck disable=SC2086
+        ssh ${NIX_SSHOPTS:-} "$target" "$*"
     fi
+}
+
+# Says why HOST could not be reached, from ssh's exit (255) and message, then stops.
+unreachable() {
+    die "$1 ($(fact "$1" target)) cannot be reached over ssh: $2. Is it up and is sshd listening? A changed host key is refused: see 'fleet.sh trust $1'"
+}
+
+# ---- The one stand-in -----------------------------------------------------------------------------------------
+# Everything a deploy does is real: the build, the copy over ssh into the host's store, the new generation of its
+# system profile, the rollback to the previous one. Only running a generation is not possible in the tests (it
+# would reconfigure this machine): a test host, whose sshd sets FLEET_TEST_HOST to a directory of its own,
+# records the generation it "runs" there, reports its revision from it, and is unhealthy while
+# $FLEET_TEST_HOST/unhealthy exists. These three functions are the whole seam; real hosts never set the variable.
+
+# Runs the system at store path $2 on host $1 (after it became the current generation).
+activate_generation() {
+    local host="$1" path="$2" real
+    case "$(fact "$host" kind)/$(fact "$host" target)" in
+        nixos/local) real="sudo $path/bin/switch-to-configuration switch" ;;
+        nixos/*) real="$path/bin/switch-to-configuration switch" ;;
+        darwin/local) real="if [ -x $path/activate-user ]; then $path/activate-user; fi; sudo $path/activate" ;;
+        darwin/*) real="if [ -x $path/activate-user ]; then $path/activate-user; fi; sudo -n $path/activate" ;;
+        *) die "$host is a $(fact "$host" kind) host: it switches on the device itself (nix-on-droid switch)" ;;
+    esac
+    on_host "$host" "if [ -n \"\${FLEET_TEST_HOST:-}\" ]; then ln -sfn $path \"\$FLEET_TEST_HOST/current-system\"; else $real; fi"
+}
+
+# The revision host $1 runs (what its configuration recorded), or nothing when it cannot be asked.
+running_revision() {
+    local real
+    case "$(fact "$1" kind)" in
+        darwin) real="darwin-version --configuration-revision" ;;
+        nixos) real="nixos-version --configuration-revision" ;;
+        *) return 1 ;;
+    esac
+    on_host "$1" "if [ -n \"\${FLEET_TEST_HOST:-}\" ]; then sed -n 's/.*\"revision\":\"\([^\"]*\)\".*/\1/p' \"\$FLEET_TEST_HOST/current-system/manifest.nix\"; else $real; fi" 2>/dev/null
+}
+
+# What systemd says of NixOS host $1: `running` when it is healthy.
+system_state() {
+    on_host "$1" "if [ -n \"\${FLEET_TEST_HOST:-}\" ]; then if [ -e \"\$FLEET_TEST_HOST/unhealthy\" ]; then echo degraded; else echo running; fi; else systemctl is-system-running; fi" || true
+}
+# ---- end of the stand-in ----------------------------------------------------------------------------------------
+
+# The number of the current generation of host $1's system profile, or nothing.
+generation() {
+    on_host "$1" "readlink $profile_on_host" 2>/dev/null | sed -n 's/.*-\([0-9][0-9]*\)-link$/\1/p'
+}
+
+# Builds host $1's system (at once when build:HOST did already) and prints its store path.
+system_path() {
+    local attr
+    attr="$(attribute "$1")"
+    nix "${nix_flags[@]}" build --no-link --json ".#$attr" | sed -n 's/.*"out":"\([^"]*\)".*/\1/p'
 }
 
 command="${1:-}"
@@ -75,25 +132,26 @@ subject="${2:-}"
 [ "$command" = update ] && [ -z "$subject" ] && subject=all
 [ -n "$command" ] && [ -n "$subject" ] || die "usage: fleet.sh build|activate|check|rollback HOST, fleet.sh test all, or fleet.sh preflight ENV"
 
-# The revision a host runs (what its configuration recorded), or nothing when it cannot be asked.
-running_revision() {
-    case "$(fact "$1" kind)" in
-        darwin) on_host "$1" darwin-version --configuration-revision 2>/dev/null ;;
-        nixos) on_host "$1" nixos-version --configuration-revision 2>/dev/null ;;
-        *) return 1 ;;
-    esac
-}
-
 case "$command" in
     trust)
         target="$(fact "$subject" target)"
         [ "$target" != local ] || die "$subject is deployed locally: there is no host key to trust"
-        address="${target#*@}"
-        scanned="$(ssh-keyscan -T 10 "$address" 2>/dev/null | grep -v '^#' || true)"
+        # Where ssh would connect, through any ssh config NIX_SSHOPTS names (`-F`): host name and port.
+        # shellcheck disable=SC2086
+        resolved="$(ssh ${NIX_SSHOPTS:-} -G "$target" 2>/dev/null || true)"
+        hostname="$(echo "$resolved" | sed -n 's/^hostname //p')"
+        port="$(echo "$resolved" | sed -n 's/^port //p')"
+        [ -n "$hostname" ] || hostname="${target#*@}"
+        [ -n "$port" ] || port=22
+        # known_hosts names a host on another port than 22 as [host]:port, as ssh-keyscan prints it.
+        address="$hostname"
+        [ "$port" = 22 ] || address="[$hostname]:$port"
+        scanned="$(ssh-keyscan -T 10 -p "$port" "$hostname" 2>/dev/null | grep -v '^#' || true)"
         [ -n "$scanned" ] || die "$subject ($address) did not answer ssh-keyscan: is it up, and is sshd listening?"
         touch "$known_hosts"
-        if grep -q "^$address " "$known_hosts"; then
-            if [ "$(grep "^$address " "$known_hosts" | sort)" = "$(echo "$scanned" | sort)" ]; then
+        pattern="^$(printf '%s' "$address" | sed 's/[].[]/\\&/g') "
+        if grep -q "$pattern" "$known_hosts"; then
+            if [ "$(grep "$pattern" "$known_hosts" | sort)" = "$(echo "$scanned" | sort)" ]; then
                 echo "fleet: $subject ($address) is already trusted with these keys"
                 exit 0
             fi
@@ -115,21 +173,25 @@ case "$command" in
         first=true
         $json && printf '['
         for host in $hosts; do
+            number=""
             if running="$(running_revision "$host")" && [ -n "$running" ]; then
                 if [ "$running" = "$want" ]; then state=current; else state=behind; drift=$((drift + 1)); fi
+                number="$(generation "$host" || true)"
             else
                 running=""
                 state=unreachable
                 drift=$((drift + 1))
             fi
+            shown_generation=""
+            [ -n "$number" ] && shown_generation=" (generation $number)"
             if $json; then
                 $first || printf ','
-                printf '{"host":"%s","kind":"%s","running":"%s","tree":"%s","state":"%s"}' \
-                    "$host" "$(fact "$host" kind)" "$running" "$want" "$state"
+                printf '{"host":"%s","kind":"%s","running":"%s","generation":%s,"tree":"%s","state":"%s"}' \
+                    "$host" "$(fact "$host" kind)" "$running" "${number:-null}" "$want" "$state"
             else
                 case "$state" in
-                    current) echo "$host  runs ${running:0:12}, this tree" ;;
-                    behind) echo "$host  runs ${running:0:12}, this tree is ${want:0:12}: DRIFT (deploy:$subject brings it here)" ;;
+                    current) echo "$host  runs ${running:0:12}$shown_generation, this tree" ;;
+                    behind) echo "$host  runs ${running:0:12}$shown_generation, this tree is ${want:0:12}: DRIFT (deploy:$subject brings it here)" ;;
                     unreachable) echo "$host  cannot be asked what it runs (unreachable, or not deployed by this fleet yet)" ;;
                 esac
             fi
@@ -199,26 +261,33 @@ case "$command" in
         echo "fleet: every evaluation test passes"
         ;;
     activate)
-        kind="$(fact "$subject" kind)"
+        # What nixos-rebuild and darwin-rebuild do, step by step, so each step is real where it can be: build,
+        # copy the closure into the host's store over ssh, make it the next generation of the host's system
+        # profile, run it. A failure before the last step leaves the host on its previous generation.
+        require_nix "deploying $subject"
         target="$(fact "$subject" target)"
         ssh_options
-        case "$kind/$target" in
-            darwin/local) sudo darwin-rebuild switch --flake ".#$subject" ;;
-            darwin/*) darwin-rebuild switch --flake ".#$subject" --target-host "$target" ;;
-            nixos/local) sudo nixos-rebuild switch --flake ".#$subject" ;;
-            nixos/*) nixos-rebuild switch --flake ".#$subject" --target-host "$target" ;;
-            *) die "$subject is a $kind host: it switches on the device itself (nix-on-droid switch)" ;;
-        esac
+        path="$(system_path "$subject")"
+        [ -n "$path" ] || die "$subject: building its system gave no store path"
+        if [ "$target" = local ]; then
+            sudo nix-env -p /nix/var/nix/profiles/system --set "$path"
+        else
+            copied="$(nix "${nix_flags[@]}" copy --to "ssh://$target" "$path" 2>&1)" || unreachable "$subject" "copying $path failed: $(echo "$copied" | tail -n 3 | tr '\n' ' ')"
+            on_host "$subject" "nix-env -p $profile_on_host --set $path" || die "$subject: its system profile could not be set to $path"
+        fi
+        activate_generation "$subject" "$path"
+        echo "fleet: $subject: generation $(generation "$subject") runs $path"
         ;;
     check)
         # A flake built from an uncommitted tree records "dirty" as its revision (self.rev is unset).
         want="$(git rev-parse HEAD)"
         [ -z "$(git status --porcelain --untracked-files=no)" ] || want=dirty
+        ssh_options
         case "$(fact "$subject" kind)" in
-            darwin) running="$(on_host "$subject" darwin-version --configuration-revision)" ;;
+            darwin) running="$(running_revision "$subject")" || unreachable "$subject" "it did not say what it runs" ;;
             nixos)
-                running="$(on_host "$subject" nixos-version --configuration-revision)"
-                state="$(on_host "$subject" systemctl is-system-running || true)"
+                running="$(running_revision "$subject")" || unreachable "$subject" "it did not say what it runs"
+                state="$(system_state "$subject")"
                 [ "$state" = running ] || die "$subject: systemd says the system is '$state', not 'running' (see: systemctl --failed)"
                 ;;
             *) die "$subject cannot be checked remotely" ;;
@@ -227,17 +296,19 @@ case "$command" in
         echo "fleet: $subject runs $want"
         ;;
     rollback)
-        kind="$(fact "$subject" kind)"
+        # The previous generation of the host's system profile becomes current again (a real profile rollback),
+        # then runs.
         target="$(fact "$subject" target)"
         ssh_options
-        case "$kind/$target" in
-            darwin/local) sudo darwin-rebuild --rollback ;;
-            darwin/*) darwin-rebuild --rollback --target-host "$target" ;;
-            nixos/local) sudo nixos-rebuild switch --rollback ;;
-            nixos/*) nixos-rebuild switch --rollback --target-host "$target" ;;
-            *) die "$subject cannot be rolled back remotely" ;;
-        esac
-        echo "fleet: $subject is back on its previous generation"
+        if [ "$target" = local ]; then
+            sudo nix-env -p /nix/var/nix/profiles/system --rollback
+            path="$(readlink -f /nix/var/nix/profiles/system)"
+        else
+            path="$(on_host "$subject" "nix-env -p $profile_on_host --rollback >&2 && readlink -f $profile_on_host")" ||
+                unreachable "$subject" "its profile could not be rolled back"
+        fi
+        activate_generation "$subject" "$path"
+        echo "fleet: $subject is back on its previous generation ($(generation "$subject"): $path)"
         ;;
     preflight)
         dirty="$(git status --porcelain --untracked-files=normal)"

@@ -1,6 +1,7 @@
 //! This repository's own configuration (tasks.toml, flake.nix, modules/, secrets/) driven through the real
-//! binary: `validate` on the repository itself, and the whole deploy path on a copy, with stand-ins for the
-//! programs that would touch real machines (nix, sudo, darwin-rebuild, nixos-rebuild, ssh, darwin-version).
+//! binary: `validate` on the repository itself, and on a copy what a deploy checks before it touches a host
+//! (stand-ins for nix and ssh record that nothing was sent), the build without Nix, key rotation and updates.
+//! Deploys to real hosts (sshd, Nix stores) are in fleet_ssh.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +13,7 @@ fn repo() -> PathBuf {
 }
 
 /// The plugins validate uses, built by plugins/build.sh; in CI (which builds them first) a missing one fails.
-fn plugins_built() -> bool {
+pub(crate) fn plugins_built() -> bool {
     let built = ["nix", "fleet"]
         .iter()
         .all(|p| repo().join(format!("plugins/dist/{p}.wasm")).is_file());
@@ -76,14 +77,19 @@ fn validate_passes_on_the_repository_hits_the_cache_and_rechecks_only_a_changed_
 
 /// A copy of the configuration, and a directory outside it for what is not part of the repository: the test
 /// identity, the git remote, the stand-in programs and the state they keep (it is their HOME).
-struct Fleet {
-    repo: Test,
-    outside: Test,
+pub(crate) struct Fleet {
+    pub(crate) repo: Test,
+    pub(crate) outside: Test,
 }
 
 /// Copies the configuration into a fresh project: tracked layout, the built plugins (with a build.sh that
 /// leaves them as they are), and secrets re-created for a test identity that stands in for alex.
 fn fleet_copy() -> Fleet {
+    fleet_copy_with(true)
+}
+
+/// [`fleet_copy`], with the stand-in programs on PATH or (`false`) this machine's own nix, ssh and ssh-keyscan.
+pub(crate) fn fleet_copy_with(stand_in_programs: bool) -> Fleet {
     let test = Test::new();
     let outside = Test::new();
     let root = repo();
@@ -142,11 +148,12 @@ fn fleet_copy() -> Fleet {
     git(&test, &["init", "-q", "--bare", &remote]);
     git(&test, &["remote", "add", "origin", &remote]);
     git(&test, &["push", "-q", "-u", "origin", "main"]);
-    let path = format!(
-        "{}:{}",
-        outside.path("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let system_path = std::env::var("PATH").unwrap_or_default();
+    let path = if stand_in_programs {
+        format!("{}:{system_path}", outside.path("bin").display())
+    } else {
+        system_path
+    };
     let home = outside.path("").display().to_string();
     Fleet {
         repo: test.env("PATH", &path).env("HOME", &home),
@@ -176,7 +183,7 @@ fn executable(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn git(test: &Test, args: &[&str]) {
+pub(crate) fn git(test: &Test, args: &[&str]) {
     let status = Command::new("git")
         .args(args)
         .current_dir(test.path(""))
@@ -190,150 +197,17 @@ fn git(test: &Test, args: &[&str]) {
     assert!(status.success(), "git {args:?}");
 }
 
-/// Programs that would touch real machines, each logging to $HOME/deploy.log. A host "runs" the revision
-/// its last switch recorded in $HOME/state/HOST; $HOME/unhealthy-HOST makes its health check see an old one.
+/// A stand-in for `nix` and `ssh`, each logging its arguments to $HOME/deploy.log, for the tests that check what
+/// happens before any host is touched (tests/cli/fleet_ssh.rs deploys to real hosts).
 fn stand_ins(test: &Test) {
-    let common = r#"log() { echo "$*" >> "$HOME/deploy.log"; }
-key_of() { set -- ${NIX_SSHOPTS:-}; [ "${1:-}" = -i ] && sed -n 2p "$2" || echo none; }
-host_of_flake() { for a in "$@"; do case $a in .#*) echo "${a#.#}";; esac; done; }
-"#;
-    let scripts = [
-        ("nix", "log \"nix $*\"\n"),
-        ("sudo", "log \"sudo $1 $2\"\nexec \"$@\"\n"),
-        (
-            "darwin-rebuild",
-            "host=$(host_of_flake \"$@\")\nlog \"darwin-rebuild $* key=$(key_of)\"\ncase \" $* \" in *\" switch \"*) mkdir -p \"$HOME/state\"; git rev-parse HEAD > \"$HOME/state/$host\";; esac\n",
-        ),
-        (
-            "nixos-rebuild",
-            "host=$(host_of_flake \"$@\")\nlog \"nixos-rebuild $* key=$(key_of)\"\ncase \" $* \" in *\" --rollback \"*) ;; *\" switch \"*) mkdir -p \"$HOME/state\"; git rev-parse HEAD > \"$HOME/state/$host\";; esac\n",
-        ),
-        (
-            "darwin-version",
-            "if [ -e \"$HOME/unhealthy-NIXY\" ]; then echo 0000000; else cat \"$HOME/state/NIXY\"; fi\n",
-        ),
-        (
-            "ssh",
-            "key=none\nwhile [ $# -gt 0 ]; do case $1 in -i) key=$(sed -n 2p \"$2\"); shift 2;; -o) echo \"$2\" >> \"$HOME/ssh-options.log\"; shift 2;; *) break;; esac; done\ntarget=$1; shift\nhost=$(echo \"${target#*@}\" | cut -d. -f1 | tr a-z A-Z)\nlog \"ssh $target $* key=$key\"\ncase \"$*\" in\n  *configuration-revision*) if [ -e \"$HOME/unhealthy-$host\" ]; then echo 0000000; else cat \"$HOME/state/$host\"; fi;;\n  *is-system-running*) echo running;;\nesac\n",
-        ),
-        (
-            "ssh-keyscan",
-            "for a in \"$@\"; do address=$a; done\nlog \"ssh-keyscan $address\"\n[ -e \"$HOME/hostkey-$address\" ] && echo \"$address $(cat \"$HOME/hostkey-$address\")\"\n",
-        ),
-    ];
-    for (name, body) in scripts {
+    for name in ["nix", "ssh"] {
         let path = test.path(&format!("bin/{name}"));
         test.write(
             &format!("bin/{name}"),
-            &format!("#!/bin/bash\nset -eu\n{common}{body}"),
+            &format!("#!/bin/bash\nset -eu\necho \"{name} $*\" >> \"$HOME/deploy.log\"\n"),
         );
         executable(&path);
     }
-}
-
-#[test]
-fn deploying_production_switches_each_host_in_turn_and_rolls_back_the_one_that_fails() {
-    if !plugins_built() {
-        return;
-    }
-    let Fleet {
-        repo: test,
-        outside,
-    } = fleet_copy();
-    test.run_with(&["run", "deploy:production", "--dry-run"])
-        .success()
-        .stdout_has("deploy:production[NIXY]")
-        .stdout_has("deploy:production[NIXSTATION64]")
-        .stdout_has("$ modules/lib/fleet.sh activate NIXSTATION64")
-        .stdout_has("check modules/lib/fleet.sh check NIXY (tries 4, every 20ms)")
-        .stdout_has("rollback modules/lib/fleet.sh rollback NIXSTATION64")
-        .stdout_has("rollout one at a time; a failure stops the rest")
-        .stdout_has("asks  Deploy this tree to production (one host at a time)?");
-    // No terminal to ask on: nothing runs without --yes.
-    test.run_with(&["run", "deploy:production"])
-        .status(2)
-        .stderr_has("asks for confirmation");
-    assert!(outside.read("deploy.log").is_empty());
-
-    test.run_with(&["run", "deploy:production", "--yes"])
-        .success()
-        .stdout_has("fleet: the tree is clean and")
-        .stdout_has("fleet: NIXY runs ")
-        .stdout_has("fleet: NIXSTATION64 runs ");
-    let log = outside.read("deploy.log");
-    let mut order: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.starts_with("ssh") && !l.starts_with("sudo"))
-        .collect();
-    // Both builds come before any activation, in either order (they run in parallel).
-    order[..2].sort_unstable();
-    assert_eq!(
-        order,
-        [
-            "nix --extra-experimental-features nix-command flakes build --no-link .#darwinConfigurations.NIXY.system",
-            "nix --extra-experimental-features nix-command flakes build --no-link .#nixosConfigurations.NIXSTATION64.config.system.build.toplevel",
-            "darwin-rebuild switch --flake .#NIXY key=production-deploy-key-for-tests",
-            "nixos-rebuild switch --flake .#NIXSTATION64 --target-host root@nixstation64.home.arpa key=production-deploy-key-for-tests",
-        ],
-        "{log}"
-    );
-    assert!(log.contains("ssh root@nixstation64.home.arpa systemctl is-system-running key=production-deploy-key-for-tests"), "{log}");
-
-    // NIXY, first in the rollout, comes up on the wrong revision: it is rolled back, NIXSTATION64 is left alone.
-    std::fs::remove_file(outside.path("deploy.log")).unwrap();
-    outside.write("unhealthy-NIXY", "");
-    let failed = test
-        .run_with(&["run", "deploy:production", "--yes"])
-        .status(1)
-        .stderr_has("`deploy:production[NIXY]`: rolling back")
-        .stderr_has(
-            "not run because of it: `deploy:production[NIXSTATION64]`, `deploy:production`",
-        );
-    assert!(
-        failed.stderr.contains("NIXY runs revision '0000000'"),
-        "{}",
-        failed.stderr
-    );
-    let log = outside.read("deploy.log");
-    assert!(
-        log.contains("darwin-rebuild --rollback key=production-deploy-key-for-tests"),
-        "{log}"
-    );
-    assert!(!log.contains("nixos-rebuild switch"), "{log}");
-    // The secret reached the stand-ins, never cairn's output.
-    assert!(
-        !failed.stdout.contains("deploy-key-for-tests")
-            && !failed.stderr.contains("deploy-key-for-tests")
-    );
-
-    let audit = test.read(".cairn/audit.log");
-    let lines: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let results: Vec<(String, String)> = lines
-        .iter()
-        .map(|l| {
-            (
-                l["task"].as_str().unwrap().to_owned(),
-                l["result"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        results,
-        [
-            ("deploy:production[NIXY]".to_owned(), "succeeded".to_owned()),
-            (
-                "deploy:production[NIXSTATION64]".to_owned(),
-                "succeeded".to_owned()
-            ),
-            ("deploy:production[NIXY]".to_owned(), "failed".to_owned()),
-        ]
-    );
-    assert_eq!(lines[2]["params"]["host"], "NIXY");
-    assert_eq!(lines[2]["params"]["env"], "production");
-    assert!(!audit.contains("deploy-key-for-tests"));
 }
 
 #[test]
@@ -350,7 +224,7 @@ fn production_refuses_a_dirty_or_unpushed_tree_and_staging_only_warns() {
         .status(1)
         .stderr_has("production deploys only a committed tree")
         .stderr_has("modules/hosts/NIXI/default.nix");
-    assert!(!outside.read("deploy.log").contains("rebuild"));
+    assert!(!outside.read("deploy.log").contains(" copy "));
     // Staging asks nothing and deploys, warning about the uncommitted change; its host reports "dirty".
     test.run_with(&["run", "deploy:staging"])
         .stdout_has("warning: deploying staging from a tree with uncommitted changes");
@@ -416,7 +290,7 @@ fn rotate_keys_gives_an_environment_new_data_keys_then_validates() {
         .stderr_has("asks for confirmation");
     test.run_with(&["run", "rotate-keys:staging", "--yes"])
         .success()
-        .stdout_has("nix: 19 file(s) checked");
+        .stdout_has("nix: 20 file(s) checked");
     let after = test.read("secrets/staging/deploy.yaml");
     assert_ne!(
         before, after,
@@ -441,7 +315,7 @@ fn rotate_keys_gives_an_environment_new_data_keys_then_validates() {
 }
 
 /// The real Nix (Debian's nix-bin, which .ci/run installs); `None` (skip) outside CI only.
-fn real_nix() -> Option<()> {
+pub(crate) fn real_nix() -> Option<()> {
     let found = Command::new("nix")
         .arg("--version")
         .output()
@@ -551,125 +425,4 @@ fn update_moves_a_flake_input_to_its_newest_revision_and_says_what_changed() {
             .unwrap()
             .contains("No input changed.")
     );
-}
-
-#[test]
-fn status_shows_what_each_host_runs_and_the_drift_from_this_tree() {
-    if !plugins_built() {
-        return;
-    }
-    let Fleet {
-        repo: test,
-        outside,
-    } = fleet_copy();
-    // Before any deploy, the stand-in hosts cannot say what they run.
-    test.run_with(&["run", "status:production"])
-        .success()
-        .stdout_has("NIXY  cannot be asked what it runs")
-        .stdout_has("fleet: production: 2 of 2 host(s) differ from this tree");
-    test.run_with(&["run", "deploy:production", "--yes"])
-        .success();
-    let head = String::from_utf8_lossy(
-        &Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(test.path(""))
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    test.run_with(&["run", "status:production"])
-        .success()
-        .stdout_has(&format!("NIXY  runs {}, this tree", &head[..12]))
-        .stdout_has(&format!("NIXSTATION64  runs {}, this tree", &head[..12]))
-        .stdout_has("0 of 2 host(s) differ");
-    // A new commit: both hosts are behind it, and the JSON form says so for scripts.
-    test.write(
-        "modules/home/common.nix",
-        &(test.read("modules/home/common.nix") + "\n"),
-    );
-    git(&test, &["commit", "-qam", "next"]);
-    let run = test
-        .run_with(&[
-            "run",
-            "status:production",
-            "--output",
-            "raw",
-            "--",
-            "--json",
-        ])
-        .success();
-    let line = run
-        .stdout
-        .lines()
-        .find(|l| l.starts_with('['))
-        .unwrap_or_else(|| panic!("no JSON in {}", run.stdout));
-    let hosts: serde_json::Value = serde_json::from_str(line).expect("JSON");
-    assert_eq!(hosts[0]["host"], "NIXY");
-    assert_eq!(hosts[0]["state"], "behind");
-    assert_eq!(hosts[0]["running"], head);
-    assert_eq!(hosts[1]["state"], "behind");
-    // The deploy key reached the stand-in ssh, never the output.
-    assert!(!run.stdout.contains("deploy-key-for-tests"));
-    assert!(outside
-        .read("deploy.log")
-        .contains("configuration-revision key=production-deploy-key-for-tests"));
-}
-
-#[test]
-fn first_contact_records_a_hosts_keys_and_a_changed_key_is_refused() {
-    if !plugins_built() {
-        return;
-    }
-    let Fleet {
-        repo: test,
-        outside,
-    } = fleet_copy();
-    let keygen = |name: &str| {
-        let path = outside.path(name);
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
-            .arg(&path)
-            .status()
-            .expect("ssh-keygen runs");
-        assert!(status.success());
-        let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-        public
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let address = "nixstation64.home.arpa";
-    outside.write(&format!("hostkey-{address}"), &keygen("first"));
-    test.run_with(&["run", "trust-host:NIXSTATION64"])
-        .success()
-        .stdout_has("recorded the host keys of NIXSTATION64")
-        .stdout_has("ED25519");
-    let known = test.read("modules/known_hosts");
-    assert!(
-        known
-            .lines()
-            .any(|l| l.starts_with(&format!("{address} ssh-ed25519 "))),
-        "{known}"
-    );
-    test.run_with(&["run", "trust-host:NIXSTATION64"])
-        .success()
-        .stdout_has("already trusted");
-    // Reinstalled, or someone in between: refused, and the recorded key is kept.
-    outside.write(&format!("hostkey-{address}"), &keygen("second"));
-    test.run_with(&["run", "trust-host:NIXSTATION64"])
-        .status(1)
-        .stderr_has("offers host keys other than those in");
-    assert_eq!(test.read("modules/known_hosts"), known);
-    // Every ssh the deploy makes trusts only that file, strictly.
-    test.run_with(&["run", "status:production"]).success();
-    let options = outside.read("ssh-options.log");
-    assert!(options.contains("StrictHostKeyChecking=yes"), "{options}");
-    assert!(
-        options.contains("UserKnownHostsFile=") && options.contains("modules/known_hosts"),
-        "{options}"
-    );
-    assert!(!options.contains("StrictHostKeyChecking=no"));
 }

@@ -7,6 +7,7 @@ mod deploy;
 mod docs;
 mod engine;
 mod fleet;
+mod fleet_ssh;
 mod hardening;
 mod import;
 mod kills;
