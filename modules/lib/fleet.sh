@@ -269,13 +269,18 @@ case "$command" in
         ssh_options
         path="$(system_path "$subject")"
         [ -n "$path" ] || die "$subject: building its system gave no store path"
+        # From the profile switch to the end of the activation, Ctrl-C waits (this script and the ssh it runs
+        # ignore it): the host is never left with a new profile it does not run.
         if [ "$target" = local ]; then
+            trap '' INT TERM HUP
             sudo nix-env -p /nix/var/nix/profiles/system --set "$path"
         else
             copied="$(nix "${nix_flags[@]}" copy --to "ssh://$target" "$path" 2>&1)" || unreachable "$subject" "copying $path failed: $(echo "$copied" | tail -n 3 | tr '\n' ' ')"
+            trap '' INT TERM HUP
             on_host "$subject" "nix-env -p $profile_on_host --set $path" || die "$subject: its system profile could not be set to $path"
         fi
         activate_generation "$subject" "$path"
+        trap - INT TERM HUP
         echo "fleet: $subject: generation $(generation "$subject") runs $path"
         ;;
     check)
@@ -300,6 +305,8 @@ case "$command" in
         # then runs.
         target="$(fact "$subject" target)"
         ssh_options
+        # As for activate: the rolled-back generation runs before Ctrl-C is heard.
+        trap '' INT TERM HUP
         if [ "$target" = local ]; then
             sudo nix-env -p /nix/var/nix/profiles/system --rollback
             path="$(readlink -f /nix/var/nix/profiles/system)"
@@ -308,6 +315,7 @@ case "$command" in
                 unreachable "$subject" "its profile could not be rolled back"
         fi
         activate_generation "$subject" "$path"
+        trap - INT TERM HUP
         echo "fleet: $subject is back on its previous generation ($(generation "$subject"): $path)"
         ;;
     preflight)

@@ -400,3 +400,121 @@ fn deploys_go_over_real_ssh_into_each_hosts_own_store_and_roll_back_its_profile(
         .status(1)
         .stderr_has("offers host keys other than those in");
 }
+
+/// The store path a host's profile names as its current generation, and the one it runs.
+fn profile_and_running(host: &Host) -> (Option<PathBuf>, Option<PathBuf>) {
+    let profile = host.dir.join("root/nix/var/nix/profiles/system");
+    let current = std::fs::read_link(&profile)
+        .ok()
+        .and_then(|generation| std::fs::read_link(profile.with_file_name(generation)).ok());
+    (
+        current,
+        std::fs::read_link(host.dir.join("current-system")).ok(),
+    )
+}
+
+#[test]
+fn ctrl_c_mid_rollout_leaves_every_host_on_a_whole_generation_and_status_says_which() {
+    // Health checks a second apart, so that the interrupt lands while a host is being checked.
+    let Some((test, _outside, hosts, _user)) = test_fleet("1s") else {
+        return;
+    };
+    for host in &hosts {
+        test.run_with(&["run", &format!("trust-host:{}", host.name)])
+            .success();
+    }
+    git(&test, &["add", "modules/known_hosts"]);
+    git(&test, &["commit", "-qm", "trust the test fleet"]);
+    git(&test, &["push", "-q"]);
+    test.run_with(&["run", "deploy:production", "--yes"])
+        .success();
+    let first = head(&test);
+
+    test.write(
+        "modules/home/common.nix",
+        &(test.read("modules/home/common.nix") + "\n"),
+    );
+    git(&test, &["commit", "-qam", "next"]);
+    git(&test, &["push", "-q"]);
+    let second = head(&test);
+    // The second host comes up unhealthy and is checked again and again: Ctrl-C arrives meanwhile.
+    std::fs::write(hosts[1].dir.join("unhealthy"), "").expect("write");
+    let child = test
+        .command_with(&["run", "deploy:production", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn starts");
+    let began = Instant::now();
+    while hosts[1].generation() != Some(2) {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "the second host never got its new generation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on the pid of a child this test started and has not waited for yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().expect("cairn ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+
+    // Each host runs what its profile names (old or new, never a mix), and the third was not touched. A switch
+    // under way when the interrupt came ends on the host first, within moments.
+    for host in &hosts {
+        let began = Instant::now();
+        let (profile, running) = loop {
+            let (profile, running) = profile_and_running(host);
+            if profile == running || began.elapsed() > Duration::from_secs(10) {
+                break (profile, running);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(profile.is_some(), "{} has a current generation", host.name);
+        assert_eq!(
+            profile, running,
+            "{} runs its current generation; cairn said: {stderr}",
+            host.name
+        );
+    }
+    assert_eq!(
+        hosts[0].running_revision().as_deref(),
+        Some(second.as_str())
+    );
+    assert_eq!(hosts[2].generation(), Some(1));
+    assert_eq!(hosts[2].running_revision().as_deref(), Some(first.as_str()));
+    // status says which: each host's revision and generation, as they are on the hosts.
+    std::fs::remove_file(hosts[1].dir.join("unhealthy")).expect("remove");
+    let run = test
+        .run_with(&[
+            "run",
+            "status:production",
+            "--output",
+            "raw",
+            "--",
+            "--json",
+        ])
+        .success();
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with('['))
+        .unwrap_or_else(|| panic!("no JSON in {}", run.stdout));
+    let status: serde_json::Value = serde_json::from_str(line).expect("JSON");
+    for (index, host) in hosts.iter().enumerate() {
+        assert_eq!(
+            status[index]["generation"].as_u64(),
+            host.generation().map(u64::from),
+            "{}",
+            host.name
+        );
+        assert_eq!(
+            status[index]["running"].as_str(),
+            host.running_revision().as_deref(),
+            "{}",
+            host.name
+        );
+    }
+}
