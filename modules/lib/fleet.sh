@@ -11,7 +11,7 @@
 #   fleet.sh rollback HOST     roll HOST's system profile back to its previous generation and run that
 #   fleet.sh preflight ENV     production: the tree is clean and pushed; elsewhere: a warning if it is not
 #   fleet.sh update [INPUT…]   update the flake's inputs (all, or those named) and write what changed
-#   fleet.sh status ENV [--json]  what each host of ENV runs, against this tree (drift), read over ssh
+#   fleet.sh status ENV [--json]  what each host of ENV runs (revision and generation), against this tree (drift)
 #   fleet.sh trust HOST        first contact: record HOST's ssh host keys in modules/known_hosts (to review)
 #
 # ssh only ever trusts the host keys in modules/known_hosts (committed, reviewed like any change): a host whose
