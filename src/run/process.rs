@@ -57,6 +57,9 @@ pub struct ProcessExecutor {
 #[derive(Debug)]
 struct ProgramCache {
     path: Option<String>,
+    /// cairn's own working directory (it never changes it): a task that runs there needs no `chdir` in the
+    /// child, which is on every task's critical path.
+    cwd: Option<PathBuf>,
     found: std::sync::Mutex<std::collections::HashMap<String, Option<PathBuf>>>,
 }
 
@@ -64,6 +67,7 @@ impl Default for ProgramCache {
     fn default() -> ProgramCache {
         ProgramCache {
             path: std::env::var("PATH").ok(),
+            cwd: std::env::current_dir().ok(),
             found: std::sync::Mutex::default(),
         }
     }
@@ -380,8 +384,10 @@ impl ProcessExecutor {
         if job.clear_env {
             command.env_clear();
         }
+        if self.programs.cwd.as_deref() != Some(job.dir.as_path()) {
+            command.current_dir(&job.dir);
+        }
         command
-            .current_dir(&job.dir)
             .envs(job.base_env.iter().map(|(k, v)| (k, v)))
             .envs(job.env.iter().map(|(k, v)| (k, v)));
         self.connect(&mut command);
