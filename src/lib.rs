@@ -20,3 +20,4 @@ pub mod report;
 pub mod run;
 pub mod secrets;
 pub mod time;
+pub mod ui;

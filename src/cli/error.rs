@@ -44,6 +44,14 @@ pub enum CliError {
     #[diagnostic(transparent)]
     WatchFiles(#[from] crate::run::watcher::WatchError),
 
+    /// The dashboard could not start.
+    #[error("{0}")]
+    #[diagnostic(
+        code(cairn::ui),
+        help("pick another port with `--port`, or 0 for any free one")
+    )]
+    Ui(#[from] crate::ui::UiError),
+
     /// Another runner's file could not be imported.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -173,6 +181,7 @@ impl CliError {
             | CliError::Query { .. }
             | CliError::Hooks { .. }
             | CliError::WatchFiles(_)
+            | CliError::Ui(_)
             | CliError::PluginCrate { .. }
             | CliError::Affected(crate::run::affected::AffectedError::Git { .. }) => 1,
             _ => 2,

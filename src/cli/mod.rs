@@ -19,6 +19,7 @@ mod remote;
 mod report;
 mod run;
 mod secrets;
+mod ui;
 mod watch;
 
 use std::io::IsTerminal;
@@ -101,6 +102,8 @@ enum Command {
         #[arg(long = "where", value_name = "FIELD")]
         filter: Option<String>,
     },
+    /// Serve a local web dashboard: fleet, runs, tasks, cache, secrets layout and plugins.
+    Ui(ui::UiArgs),
     /// Write a tasks.toml from a justfile, a Taskfile.yml, or package.json scripts with turbo.json.
     Import(import::ImportArgs),
     /// Print the JSON Schema of tasks.toml (draft 2020-12), for editors; also kept at schema/tasks.schema.json.
@@ -185,6 +188,7 @@ pub fn main() -> ExitCode {
         Command::History(args) => history::history(&context, &args),
         Command::Bench(args) => bench::bench(&context, &args),
         Command::Report(args) => report::report(&context, &args),
+        Command::Ui(args) => ui::ui(&context, &args),
         Command::Query { file, key, filter } => query(&file, &key, filter.as_deref()),
         Command::Completions { shell } => {
             print!("{}", completions::script(shell));

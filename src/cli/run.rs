@@ -10,8 +10,8 @@ use super::progress::StatusLine;
 use super::{CliError, Context};
 use crate::config::{Config, RemoteMode};
 use crate::report::{
-    prune_runs, render_summary, runs_dir, RunContext, RunRecorder, RunSummary, SummaryStyle,
-    KEPT_RUNS, KEPT_RUNS_BYTES,
+    prune_runs, render_summary, runs_dir, LiveFeed, RunContext, RunRecorder, RunSummary,
+    SummaryStyle, KEPT_RUNS, KEPT_RUNS_BYTES,
 };
 use crate::run::driver::{Prediction, Run, Settings};
 use crate::run::{self, is_direct, Plan, Streams};
@@ -391,12 +391,18 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
             .with_ci_groups(CiGroups::detect().filter(|_| layout == Layout::Grouped)),
     );
     let recorder = Arc::new(RunRecorder::new());
-    // Everyone who watches the run, in the order they hear of each thing: the record, then the terminal.
-    let reporter: Arc<dyn run::Reporter> = Arc::new(run::Reporters(vec![
-        Arc::clone(&recorder) as Arc<dyn run::Reporter>,
-        terminal,
-    ]));
+    let live = LiveFeed::open(&config.root, &args.targets).map(Arc::new);
+    // Everyone who watches the run, in the order they hear of each thing: the record, then the terminal,
+    // then a dashboard's live view when one is up.
+    let mut reporters = vec![Arc::clone(&recorder) as Arc<dyn run::Reporter>, terminal];
+    if let Some(live) = &live {
+        reporters.push(Arc::clone(live) as Arc<dyn run::Reporter>);
+    }
+    let reporter: Arc<dyn run::Reporter> = Arc::new(run::Reporters(reporters));
     let outcome = prepared.execute(stdio, reporter)?;
+    if let Some(live) = &live {
+        live.end(outcome.report.exit_code());
+    }
     if let Some(status) = &status {
         status.finish();
     }

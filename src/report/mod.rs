@@ -4,6 +4,7 @@
 mod bench;
 mod history;
 mod html;
+mod live;
 mod record;
 mod run_summary;
 mod summary;
@@ -12,6 +13,7 @@ mod trace;
 pub use bench::{compare, BenchResult, Comparison, ModeStats, BENCH_SCHEMA};
 pub use history::{percentile, task_history, TaskHistory};
 pub use html::html_report;
+pub use live::{LiveFeed, LIVE_DIR, UI_MARKER};
 pub use record::{JobRecord, PhaseTiming, RunRecorder};
 pub use run_summary::{
     list_runs, prune_runs, rfc3339_millis, runs_dir, CriticalPath, PhaseSummary, RemoteTotals,

@@ -20,6 +20,7 @@ mod remote;
 mod reports;
 mod secrets;
 mod support;
+mod ui;
 mod vault;
 mod watch;
 mod wsl;

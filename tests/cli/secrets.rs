@@ -780,7 +780,7 @@ run = [
 ]
 "#;
 
-fn deploy_project() -> Test {
+pub(crate) fn deploy_project() -> Test {
     let test = encrypted_project().tasks(DEPLOY_TASKS);
     test.write("secrets/staging/deploy.yaml", &plain("deploy.yaml"));
     test.run_with(&["secrets", "encrypt", "secrets/staging/deploy.yaml"])
@@ -788,7 +788,7 @@ fn deploy_project() -> Test {
     test
 }
 
-fn assert_no_secret(text: &str, what: &str) {
+pub(crate) fn assert_no_secret(text: &str, what: &str) {
     use base64::Engine;
     for secret in [TOKEN, PASSWORD, "abc123", "-----BEGIN KEY-----"] {
         assert!(!text.contains(secret), "{what} shows {secret:?}:\n{text}");

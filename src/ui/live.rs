@@ -1,0 +1,218 @@
+//! The Live view: every `cairn run` of the project in progress, from the feeds runs write while a dashboard
+//! is up (see `report::live`), whether the run was started from a terminal or from the dashboard.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::html::{badge, duration_ms, escape, table};
+use crate::report::LIVE_DIR;
+
+#[derive(Debug, Deserialize)]
+struct Event {
+    event: String,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    cached: bool,
+    #[serde(default)]
+    duration_ms: Option<u64>,
+    #[serde(default)]
+    ms: Option<u64>,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    time: Option<u64>,
+}
+
+/// What a feed says of one task.
+enum TaskState {
+    Running {
+        since_ms: u64,
+    },
+    Ended {
+        status: String,
+        cached: bool,
+        duration_ms: u64,
+    },
+}
+
+/// One run in progress (or just ended), as its feed tells it.
+struct LiveRun {
+    pid: u32,
+    targets: Vec<String>,
+    tasks: BTreeMap<String, TaskState>,
+    last_ms: u64,
+    started_unix_ms: Option<u64>,
+    exit_code: Option<i32>,
+}
+
+/// The feeds in the project's live directory.
+pub fn feeds(root: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join(LIVE_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    found.sort();
+    found
+}
+
+fn read_run(path: &Path) -> Option<LiveRun> {
+    let pid: u32 = path.file_stem()?.to_str()?.parse().ok()?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut run = LiveRun {
+        pid,
+        targets: Vec::new(),
+        tasks: BTreeMap::new(),
+        last_ms: 0,
+        started_unix_ms: None,
+        exit_code: None,
+    };
+    // A line still being written is not complete yet: only whole lines count.
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let Ok(event) = serde_json::from_str::<Event>(line) else {
+            continue;
+        };
+        run.last_ms = run.last_ms.max(event.ms.unwrap_or(0));
+        match (event.event.as_str(), event.task) {
+            ("run", _) => {
+                run.targets = event.targets;
+                run.started_unix_ms = event.time;
+            }
+            ("started", Some(task)) => {
+                run.tasks.insert(
+                    task,
+                    TaskState::Running {
+                        since_ms: event.ms.unwrap_or(0),
+                    },
+                );
+            }
+            ("finished", Some(task)) => {
+                run.tasks.insert(
+                    task,
+                    TaskState::Ended {
+                        status: event.status.unwrap_or_default(),
+                        cached: event.cached,
+                        duration_ms: event.duration_ms.unwrap_or(0),
+                    },
+                );
+            }
+            ("end", _) => run.exit_code = event.exit_code,
+            _ => {}
+        }
+    }
+    Some(run)
+}
+
+/// Whether process `pid` still exists (a feed whose run was killed stays behind).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only asks whether the process exists and may be signalled.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The Live view's changing part: each run in progress with its tasks.
+pub fn fragment(root: &Path) -> String {
+    let runs: Vec<LiveRun> = feeds(root).iter().filter_map(|p| read_run(p)).collect();
+    if runs.is_empty() {
+        return "<p class=\"empty\" id=\"no-runs\">No run in progress. Start one here or in a terminal; it \
+                shows up as it starts.</p>"
+            .into();
+    }
+    let mut out = String::new();
+    for run in runs {
+        let state = match run.exit_code {
+            Some(0) => badge("succeeded"),
+            Some(_) => badge("failed"),
+            None if alive(run.pid) => badge("running"),
+            None => badge("interrupted"),
+        };
+        // A running run's age is the clock's; an ended one's is its last event's.
+        let elapsed = match (run.exit_code, run.started_unix_ms) {
+            (None, Some(started)) => crate::time::unix_now_ms().saturating_sub(started),
+            _ => run.last_ms,
+        };
+        let done = run
+            .tasks
+            .values()
+            .filter(|t| matches!(t, TaskState::Ended { .. }))
+            .count();
+        let _ = write!(
+            out,
+            "<section class=\"live-run\" data-pid=\"{pid}\"><h2>cairn run {targets} {state}</h2>\
+             <p>process {pid} · {done} of {seen} tasks seen have ended · {elapsed}</p>",
+            pid = run.pid,
+            targets = escape(&run.targets.join(" ")),
+            seen = run.tasks.len(),
+            elapsed = duration_ms(elapsed as f64),
+        );
+        let mut rows: Vec<(u8, Vec<String>)> = run
+            .tasks
+            .iter()
+            .map(|(label, state)| match state {
+                TaskState::Running { since_ms } => (
+                    0,
+                    vec![
+                        escape(label),
+                        badge("running"),
+                        match run.started_unix_ms {
+                            Some(started) => format!(
+                                "for {}",
+                                duration_ms(
+                                    crate::time::unix_now_ms().saturating_sub(started + since_ms)
+                                        as f64
+                                )
+                            ),
+                            None => String::new(),
+                        },
+                    ],
+                ),
+                TaskState::Ended {
+                    status,
+                    cached,
+                    duration_ms: took,
+                } => (
+                    1,
+                    vec![
+                        escape(label),
+                        badge(if *cached { "hit" } else { status }),
+                        duration_ms(*took as f64),
+                    ],
+                ),
+            })
+            .collect();
+        rows.sort_by_key(|(order, _)| *order);
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, row)| row).collect();
+        out.push_str(&table(&["task", "state", "time"], &rows));
+        out.push_str("</section>");
+    }
+    out
+}
+
+/// A fingerprint of what the Live view shows: the feeds (names and sizes) and the newest run record, so a run
+/// too short to be seen between two looks still changes it when its record appears.
+pub fn signature(root: &Path) -> Vec<(PathBuf, u64)> {
+    let mut seen: Vec<(PathBuf, u64)> = feeds(root)
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+            (p, len)
+        })
+        .collect();
+    if let Some(newest) = crate::report::list_runs(&crate::report::runs_dir(root)).pop() {
+        seen.push((newest, 0));
+    }
+    seen
+}
