@@ -25,8 +25,8 @@ pub use files::{GlobList, Matches};
 pub use fingerprint::{hex, platform, Change, FileDigest, Fingerprint, Key, FORMAT_VERSION};
 pub use hasher::{hash_file, FileHasher};
 pub use store::{
-    decode_log, encode_log, place_fetched_log, place_fetched_output, Claim, Entry, GcReport,
-    LockMode, LogLines, OutputRecord, Stats, Store, INLINE_OUTPUTS_TOTAL_MAX,
+    decode_log, encode_log, place_fetched_log, place_fetched_output, Claim, Entry, EntrySize,
+    GcReport, LockMode, LogLines, OutputRecord, Stats, Store, INLINE_OUTPUTS_TOTAL_MAX,
 };
 
 use crate::config::DepsStrategy;

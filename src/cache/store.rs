@@ -129,6 +129,21 @@ pub struct Stats {
     pub bytes: u64,
 }
 
+/// One entry and the room it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrySize {
+    /// The task instance that produced it.
+    pub task: String,
+    /// Its key, in hex.
+    pub key: String,
+    /// How many output files it holds.
+    pub outputs: usize,
+    /// Its manifest and blobs, in bytes.
+    pub bytes: u64,
+    /// When it was stored, in seconds since the epoch.
+    pub created: u64,
+}
+
 /// What `gc` removed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GcReport {
@@ -586,6 +601,40 @@ impl Store {
         stats
     }
 
+    /// The `limit` entries that take the most room (their manifest and every blob they name, a blob shared
+    /// by several counted for each), largest first: what `cairn ui` lists and `gc` would gain most from.
+    pub fn largest_entries(&self, limit: usize) -> Vec<EntrySize> {
+        let blob_sizes: HashMap<String, u64> = files_under(&self.dir.join("blobs"))
+            .into_iter()
+            .filter_map(|(path, meta)| {
+                let name = path.file_name()?.to_str()?;
+                Some((name.trim_end_matches(".zst").to_owned(), meta.size()))
+            })
+            .collect();
+        let mut sizes: Vec<EntrySize> = files_under(&self.dir.join("entries"))
+            .into_iter()
+            .filter(|(path, _)| path.extension().is_some_and(|e| e == "json"))
+            .filter_map(|(path, meta)| {
+                let entry: Entry = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+                let bytes = meta.size()
+                    + entry
+                        .blobs()
+                        .filter_map(|b| blob_sizes.get(b.as_str()))
+                        .sum::<u64>();
+                Some(EntrySize {
+                    task: entry.task.clone(),
+                    key: entry.key.clone(),
+                    outputs: entry.outputs.len(),
+                    bytes,
+                    created: entry.created,
+                })
+            })
+            .collect();
+        sizes.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.key.cmp(&b.key)));
+        sizes.truncate(limit);
+        sizes
+    }
+
     /// Removes every entry, blob and record (the store must be locked exclusively).
     pub fn clean(&self) -> Result<Stats, CacheError> {
         let before = self.stats();
@@ -871,6 +920,54 @@ mod tests {
             store.output_content(&record, &hash),
             Err(CacheError::CorruptBlob { .. })
         ));
+    }
+
+    #[test]
+    fn largest_entries_counts_each_entrys_manifest_and_blobs_largest_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), LockMode::Shared).expect("opens");
+        let save = |seed: u8, task: &str, content: &[u8]| {
+            let blob = store.put_blob(content, false).expect("blob");
+            let entry = Entry {
+                key: hex(&[seed; 32]),
+                task: task.into(),
+                created: 1,
+                duration_ms: 1,
+                outputs: vec![OutputRecord {
+                    path: "out".into(),
+                    blob: Some(blob),
+                    target: None,
+                    size: content.len() as u64,
+                    mode: 0o644,
+                    inline: None,
+                }],
+                log: None,
+                log_inline: None,
+                fingerprint: None,
+                signed_by: None,
+            };
+            store.save_entry(&Key([seed; 32]), &entry).expect("entry");
+        };
+        // Bytes no compressor shrinks, so the sizes on disk keep their order.
+        let noise = |n: usize| -> Vec<u8> {
+            let mut state = 0x2545_f491_u32;
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    state as u8
+                })
+                .collect()
+        };
+        save(1, "small", b"x");
+        save(2, "big", &noise(100_000));
+        save(3, "middle", &noise(5_000));
+        let largest = store.largest_entries(2);
+        let tasks: Vec<&str> = largest.iter().map(|e| e.task.as_str()).collect();
+        assert_eq!(tasks, ["big", "middle"]);
+        assert!(largest[0].bytes >= 100_000, "{largest:?}");
+        assert_eq!(largest[0].outputs, 1);
     }
 
     #[test]

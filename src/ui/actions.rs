@@ -3,12 +3,12 @@
 //! second way of running anything: the same plan, questions, secrets policy, cache and records.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::html::{escape, facts};
+use super::pages::Project;
 
 /// How much of a run's output the Live view keeps (the tail).
 const OUTPUT_TAIL: usize = 64 * 1024;
@@ -25,13 +25,12 @@ pub struct PageRun {
 }
 
 /// `cairn` itself, in the project, with the project's tasks.toml, no colours and no terminal.
-pub fn cairn(root: &Path, file: &Path) -> Command {
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cairn"));
-    let mut command = Command::new(exe);
+pub fn cairn(project: &Project) -> Command {
+    let mut command = Command::new(&project.exe);
     command
         .arg("--file")
-        .arg(file)
-        .current_dir(root)
+        .arg(&project.file)
+        .current_dir(&project.root)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     command
@@ -65,13 +64,8 @@ pub fn plan_asks(plan: &str) -> bool {
 
 impl PageRun {
     /// Starts `cairn run TARGET` (with `--yes` once the page has asked).
-    pub fn start(
-        root: &Path,
-        file: &Path,
-        target: &str,
-        confirmed: bool,
-    ) -> std::io::Result<PageRun> {
-        let mut command = cairn(root, file);
+    pub fn start(project: &Project, target: &str, confirmed: bool) -> std::io::Result<PageRun> {
+        let mut command = cairn(project);
         command.arg("run").arg(target);
         if confirmed {
             command.arg("--yes");

@@ -156,6 +156,7 @@ pub fn serve(options: UiOptions, announce: impl FnOnce(&str)) -> Result<(), UiEr
             project: Project {
                 root: options.root,
                 file: options.file,
+                exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cairn")),
             },
             page_run: Mutex::new(None),
         });
@@ -329,7 +330,7 @@ fn act(state: &State, path: &str, target: Option<String>, confirmed: bool) -> An
             }
             if !confirmed {
                 // The plan first: it names every task the target runs, and says which ask before they run.
-                let mut dry = actions::cairn(&project.root, &project.file);
+                let mut dry = actions::cairn(project);
                 dry.args(["run", &target, "--dry-run"]);
                 let (code, plan) = actions::capture(dry);
                 if code != 0 {
@@ -348,7 +349,7 @@ fn act(state: &State, path: &str, target: Option<String>, confirmed: bool) -> An
                     );
                 }
             }
-            match PageRun::start(&project.root, &project.file, &target, confirmed) {
+            match PageRun::start(project, &target, confirmed) {
                 Ok(run) => {
                     if let Ok(mut current) = state.page_run.lock() {
                         *current = Some(run);

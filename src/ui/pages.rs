@@ -18,6 +18,8 @@ pub struct Project {
     pub root: PathBuf,
     /// tasks.toml itself.
     pub file: PathBuf,
+    /// The `cairn` executable that runs, explains and checks on the dashboard's behalf (normally itself).
+    pub exe: PathBuf,
 }
 
 /// A rendered answer: HTTP status, content type and body.
@@ -47,6 +49,8 @@ impl Rendered {
 
 /// How many of the latest run records the history figures read.
 const HISTORY_RUNS: usize = 50;
+/// How many entries the Cache view lists by size.
+const BIGGEST_ENTRIES: usize = 20;
 /// How many runs the Runs view lists.
 const LISTED_RUNS: usize = 1000;
 
@@ -190,7 +194,7 @@ impl Project {
                     }),
                     duration_ms(r.duration_ms),
                     format!(
-                        "{} ran, {} cached, {} failed",
+                        "{} succeeded ({} from the cache), {} failed",
                         r.totals.succeeded, r.totals.cached, r.totals.failed
                     ),
                 ]
@@ -348,7 +352,17 @@ impl Project {
             Ok(config) => config,
             Err(error) => return Some(self.config_error(name, "/tasks", &error)),
         };
-        let task = config.tasks.iter().find(|t| t.name.text == name)?;
+        // A task by its name, or an instance of one (`deploy:production[NIXY]`) by its label in the graph.
+        let config = std::sync::Arc::new(config);
+        let (index, instance) = match config.tasks.iter().position(|t| t.name.text == name) {
+            Some(index) => (index, false),
+            None => {
+                let graph = crate::graph::TaskGraph::build(std::sync::Arc::clone(&config)).ok()?;
+                let node = graph.nodes().iter().find(|n| n.label == name)?;
+                (node.task, true)
+            }
+        };
+        let task = &config.tasks[index];
         let list = |items: Vec<String>| -> String {
             if items.is_empty() {
                 "–".into()
@@ -423,10 +437,10 @@ impl Project {
             if task.protected || task.confirm.is_some() { "Run… (asks first)" } else { "Run" }
         );
         // `cairn why` itself: the same explanation the terminal gives.
-        let why = if task.name.is_pattern() {
+        let why = if task.name.is_pattern() && !instance {
             "<p class=\"empty\">Name an instance (<code>cairn why NAME</code>) to see why it would run.</p>".to_owned()
         } else {
-            let mut command = super::actions::cairn(&self.root, &self.file);
+            let mut command = super::actions::cairn(self);
             command.args(["why", name]);
             let (_, text) = super::actions::capture(command);
             format!("<pre id=\"why\">{}</pre>", escape(&strip_ansi(&text)))
@@ -496,8 +510,12 @@ impl Project {
 
     fn cache(&self) -> Rendered {
         let dir = crate::cache::dir_for(&self.root);
-        let stats = crate::cache::Store::open(&dir, crate::cache::LockMode::Shared)
-            .map(|store| store.stats());
+        let store = crate::cache::Store::open(&dir, crate::cache::LockMode::Shared);
+        let largest = store
+            .as_ref()
+            .map(|store| store.largest_entries(BIGGEST_ENTRIES))
+            .unwrap_or_default();
+        let stats = store.map(|store| store.stats());
         let config = self.load_config().ok();
         let mut pairs = vec![("directory", escape(&dir.display().to_string()))];
         match &stats {
@@ -545,8 +563,23 @@ impl Project {
                 )
             })
             .collect();
+        let biggest: Vec<Vec<String>> = largest
+            .iter()
+            .map(|e| {
+                vec![
+                    format!(
+                        "<a href=\"/tasks/{}\">{}</a>",
+                        path_segment(task_of(&e.task)),
+                        escape(&e.task)
+                    ),
+                    format_size(e.bytes),
+                    e.outputs.to_string(),
+                    format!("<code>{}</code>", escape(e.key.get(..12).unwrap_or(&e.key))),
+                ]
+            })
+            .collect();
         let body = format!(
-            "{}<h2>Hit rate</h2>{}",
+            "{}<h2>Hit rate</h2>{}<h2>Biggest entries</h2>{}",
             facts(&pairs),
             if rates.is_empty() {
                 "<p class=\"empty\">No run recorded yet.</p>".into()
@@ -557,7 +590,8 @@ impl Project {
                     100.0,
                     " %",
                 )
-            }
+            },
+            table(&["task", "size", "outputs", "key"], &biggest)
         );
         self.page("Cache", "/cache", &body)
     }
@@ -574,45 +608,102 @@ impl Project {
     fn fleet(&self) -> Rendered {
         let lines = self.audit_lines();
         let head = crate::run::audit::revision(&self.root);
-        let mut last: BTreeMap<String, &AuditEntry> = BTreeMap::new();
+        let mut last: BTreeMap<&str, &AuditEntry> = BTreeMap::new();
         for line in &lines {
-            last.insert(line.instance(), line);
+            last.insert(line.task.as_str(), line);
         }
-        let rows: Vec<Vec<String>> = last
-            .iter()
-            .map(|(instance, line)| {
-                let drift = if line.revision == "unknown" || head == "unknown" {
-                    "unknown"
-                } else if line.revision == head {
-                    "current"
-                } else {
-                    "drift"
-                };
-                vec![
-                    format!(
-                        "<a href=\"/fleet/{}\">{}</a>",
-                        path_segment(instance),
-                        escape(instance)
-                    ),
-                    badge(&line.result),
-                    escape(&line.time),
-                    escape(&line.user),
-                    escape(&line.host),
-                    format!("<code>{}</code>", escape(short_revision(&line.revision))),
-                    badge(drift),
-                ]
-            })
-            .collect();
-        let body = format!(
-            "<p>The last run of every audited task (deploys, rollbacks, key rotations), from \
-             <code>.cairn/audit.log</code>; drift compares its revision with this checkout's \
-             (<code>{}</code>).</p>{}",
-            escape(short_revision(&head)),
-            table(
-                &["task", "result", "when", "who", "from", "revision", "drift"],
-                &rows
-            )
+        // The fleet as tasks.toml defines it: every instance of an audited task with a matrix (a deploy over
+        // each environment's hosts, from the inventory), grouped by environment, deployed or not.
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Ok(config) = self.load_config() {
+            let config = std::sync::Arc::new(config);
+            if let Ok(graph) = crate::graph::TaskGraph::build(std::sync::Arc::clone(&config)) {
+                for node in graph.nodes() {
+                    if config.tasks[node.task].audit
+                        && matches!(node.role, crate::graph::Role::Instance { .. })
+                    {
+                        groups
+                            .entry(task_of(&node.label).to_owned())
+                            .or_default()
+                            .push(node.label.clone());
+                    }
+                }
+            }
+        }
+        let row = |instance: &str, line: Option<&&AuditEntry>| -> Vec<String> {
+            let link = format!(
+                "<a href=\"/fleet/{}\">{}</a>",
+                path_segment(instance),
+                escape(instance)
+            );
+            match line {
+                None => vec![
+                    link,
+                    badge("never"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+                Some(line) => {
+                    let drift = if line.revision == "unknown" || head == "unknown" {
+                        "unknown"
+                    } else if line.revision == head {
+                        "current"
+                    } else {
+                        "drift"
+                    };
+                    vec![
+                        link,
+                        badge(&line.result),
+                        escape(&line.time),
+                        escape(&line.user),
+                        escape(&line.host),
+                        format!("<code>{}</code>", escape(short_revision(&line.revision))),
+                        badge(drift),
+                    ]
+                }
+            }
+        };
+        let headers = [
+            "instance",
+            "last result",
+            "when",
+            "who",
+            "from",
+            "revision",
+            "drift",
+        ];
+        let mut body = format!(
+            "<p>Every host of every environment as tasks.toml and its inventory define them, with the last run \
+             of each from <code>.cairn/audit.log</code> (a deploy's health check and rollback are part of its \
+             result); drift compares that run's revision with this checkout's (<code>{}</code>).</p>",
+            escape(short_revision(&head))
         );
+        let mut shown = std::collections::BTreeSet::new();
+        for (group, instances) in &groups {
+            let rows: Vec<Vec<String>> = instances
+                .iter()
+                .map(|instance| {
+                    shown.insert(instance.as_str());
+                    row(instance, last.get(instance.as_str()))
+                })
+                .collect();
+            let _ = write!(body, "<h2>{}</h2>{}", escape(group), table(&headers, &rows));
+        }
+        let others: Vec<Vec<String>> = last
+            .iter()
+            .filter(|(task, _)| !shown.contains(*task))
+            .map(|(task, line)| row(task, Some(line)))
+            .collect();
+        if !others.is_empty() || groups.is_empty() {
+            let _ = write!(
+                body,
+                "<h2>Other audited runs</h2>{}",
+                table(&headers, &others)
+            );
+        }
         self.page("Fleet", "/fleet", &body)
     }
 
@@ -621,7 +712,7 @@ impl Project {
         let rows: Vec<Vec<String>> = lines
             .iter()
             .rev()
-            .filter(|l| l.instance() == instance)
+            .filter(|l| l.task == instance)
             .map(|l| {
                 vec![
                     escape(&l.time),
@@ -717,7 +808,7 @@ impl Project {
             })
             .collect();
         // `cairn secrets doctor` itself, which reports on keys and files without printing a value.
-        let mut doctor = super::actions::cairn(&self.root, &self.file);
+        let mut doctor = super::actions::cairn(self);
         doctor.args(["secrets", "doctor"]);
         let (_, doctor) = super::actions::capture(doctor);
         let body = format!(
@@ -850,22 +941,10 @@ struct AuditEntry {
     host: String,
     revision: String,
     task: String,
-    #[serde(default)]
-    params: BTreeMap<String, String>,
     result: String,
     exit_code: Option<i32>,
     #[serde(default)]
     duration_ms: u64,
-}
-
-impl AuditEntry {
-    fn instance(&self) -> String {
-        if self.params.is_empty() || self.task.contains('[') {
-            return self.task.clone();
-        }
-        let values: Vec<&str> = self.params.values().map(String::as_str).collect();
-        format!("{}[{}]", self.task, values.join(","))
-    }
 }
 
 /// The task graph as inline SVG: tasks in columns by depth (what a task needs is to its left), each a link
@@ -952,6 +1031,11 @@ fn graph_svg(config: &Config) -> String {
     }
     out.push_str("</svg></figure>");
     out
+}
+
+/// The task an instance label belongs to (`deploy:production[NIXY]` → `deploy:production`).
+fn task_of(label: &str) -> &str {
+    label.split('[').next().unwrap_or(label)
 }
 
 fn short_revision(revision: &str) -> &str {

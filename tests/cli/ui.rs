@@ -190,10 +190,23 @@ run = "echo shipped"
 deps = ["test"]
 protected = true
 audit = true
+
+[tasks."roll:{env}"]
+description = "each host of an environment in turn"
+params.env.values = ["prod", "stage"]
+matrix.host = { from = "hosts.toml", key = "environments.{{env}}.hosts" }
+serial = true
+run = "echo rolled {{host}}"
+audit = true
 "#;
 
+const HOSTS: &str = "[environments.prod]\nhosts = [\"alpha\", \"beta\"]\n[environments.stage]\nhosts = [\"gamma\"]\n";
+
 fn project() -> Test {
-    let test = Test::new().tasks(TASKS).file("src/a.txt", "a\n");
+    let test = Test::new()
+        .file("hosts.toml", HOSTS)
+        .tasks(TASKS)
+        .file("src/a.txt", "a\n");
     test.run_with(&["run", "ship", "--yes"]).success();
     test
 }
@@ -528,20 +541,31 @@ impl Browser {
             .and_then(|(_, v)| v.as_str().map(str::to_owned))
     }
 
+    /// The text of the first element `css` selects, waiting for it while a page is still loading.
     fn text(&self, css: &str) -> String {
-        let element = self
-            .find(css)
-            .unwrap_or_else(|| panic!("no {css} on {}", self.source()));
-        self.session_call("GET", &format!("/element/{element}/text"), None)["value"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(element) = self.find(css) {
+                let answer = self.session_call("GET", &format!("/element/{element}/text"), None);
+                // A page replaced between finding and reading leaves a stale element: look again.
+                if let Some(text) = answer["value"].as_str() {
+                    return text.to_owned();
+                }
+            }
+            assert!(Instant::now() < deadline, "no {css} on {}", self.source());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn click(&self, css: &str) {
-        let element = self
-            .find(css)
-            .unwrap_or_else(|| panic!("no {css} on {}", self.source()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let element = loop {
+            if let Some(element) = self.find(css) {
+                break element;
+            }
+            assert!(Instant::now() < deadline, "no {css} on {}", self.source());
+            std::thread::sleep(Duration::from_millis(50));
+        };
         self.session_call(
             "POST",
             &format!("/element/{element}/click"),
@@ -614,6 +638,7 @@ fn every_view_renders_in_chromium_and_the_live_view_follows_runs_from_the_page_a
     };
     let test = project();
     test.run_with(&["run", "test"]).success();
+    test.run_with(&["run", "roll:stage"]).success();
     let ui = Dashboard::start(&test);
     let base = ui.origin();
     // The printed address: the browser keeps the token as a cookie and every later page needs nothing else.
@@ -631,12 +656,26 @@ fn every_view_renders_in_chromium_and_the_live_view_follows_runs_from_the_page_a
         assert_eq!(browser.text("h1"), title, "{}", browser.source());
         browser.screenshot(shot);
     }
-    // Fleet: the audited task's last run.
+    // Fleet: every host of every environment from the inventory, deployed or not, and other audited tasks.
     browser.open(&format!("{base}/fleet"));
+    let fleet = browser.text("main");
+    for expected in [
+        "roll:prod[alpha]",
+        "roll:prod[beta]",
+        "roll:stage[gamma]",
+        "never",
+        "ship",
+    ] {
+        assert!(
+            fleet.contains(expected),
+            "the Fleet view lacks {expected}: {fleet}"
+        );
+    }
     assert!(
-        browser.text("main table").contains("ship"),
-        "{}",
-        browser.source()
+        browser
+            .source()
+            .contains("roll:stage[gamma]</a></td><td><span class=\"badge good\">succeeded"),
+        "{fleet}"
     );
     // A past run and its report (timeline, graph, critical path).
     browser.open(&format!("{base}/runs"));
