@@ -45,20 +45,24 @@ pub(super) fn ui(context: &Context, args: &UiArgs) -> Result<i32, CliError> {
         file,
     };
     let open = args.open;
-    serve(options, |url| {
-        // Whoever started the dashboard may stop reading its output; that must not stop the dashboard.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "cairn ui: {url}");
-        let _ = writeln!(
-            out,
-            "cairn ui: the address carries this session's token; Ctrl-C stops the dashboard"
-        );
-        let _ = out.flush();
-        drop(out);
-        if open {
-            open_browser(url);
-        }
-    })?;
+    serve(
+        options,
+        |url| {
+            // Whoever started the dashboard may stop reading its output; that must not stop the dashboard.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "cairn ui: {url}");
+            let _ = writeln!(
+                out,
+                "cairn ui: the address carries this session's token; Ctrl-C stops the dashboard"
+            );
+            let _ = out.flush();
+            drop(out);
+            if open {
+                open_browser(url);
+            }
+        },
+        |warning| eprintln!("cairn ui: warning: {warning}"),
+    )?;
     Ok(130)
 }
 

@@ -122,10 +122,11 @@ pub fn bars(label: &str, values: &[(String, f64)], max: f64, unit: &str) -> Stri
         escape(label)
     );
     for (i, (name, value)) in values.iter().enumerate() {
+        // A zero still shows as a sliver, so a run the cache did nothing for is seen, not missing.
         let h = if max > 0.0 {
-            (value / max).clamp(0.0, 1.0) * (height - 4.0)
+            ((value / max).clamp(0.0, 1.0) * (height - 4.0)).max(1.5)
         } else {
-            0.0
+            1.5
         };
         let x = i as f64 * (bar + gap);
         let _ = write!(

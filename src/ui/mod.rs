@@ -94,7 +94,7 @@ struct State {
 struct Marker(PathBuf);
 
 impl Marker {
-    fn write(root: &Path, addr: SocketAddr) -> Marker {
+    fn write(root: &Path, addr: SocketAddr, warn: &impl Fn(&str)) -> Marker {
         let path = root.join(crate::report::UI_MARKER);
         let text = format!(
             "{{\"pid\": {}, \"address\": \"{addr}\"}}\n",
@@ -104,10 +104,10 @@ impl Marker {
             let _ = std::fs::create_dir_all(dir);
         }
         if let Err(error) = crate::atomic::write_atomic(&path, text.as_bytes()) {
-            eprintln!(
-                "cairn ui: warning: cannot write {} ({error}): runs will not show in the Live view",
+            warn(&format!(
+                "cannot write {} ({error}): runs will not show in the Live view",
                 path.display()
-            );
+            ));
         }
         Marker(path)
     }
@@ -119,8 +119,13 @@ impl Drop for Marker {
     }
 }
 
-/// Serves the dashboard until Ctrl-C; `announce` gets the address to open (with the token) once listening.
-pub fn serve(options: UiOptions, announce: impl FnOnce(&str)) -> Result<(), UiError> {
+/// Serves the dashboard until Ctrl-C; `announce` gets the address to open (with the token) once listening,
+/// `warn` what the user should know.
+pub fn serve(
+    options: UiOptions,
+    announce: impl FnOnce(&str),
+    warn: impl Fn(&str),
+) -> Result<(), UiError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -149,7 +154,7 @@ pub fn serve(options: UiOptions, announce: impl FnOnce(&str)) -> Result<(), UiEr
         } else {
             addr
         };
-        let _marker = Marker::write(&options.root, addr);
+        let _marker = Marker::write(&options.root, addr, &warn);
         announce(&format!("http://{shown}/?token={}", guard.token()));
         let state = Arc::new(State {
             guard,
