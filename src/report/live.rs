@@ -1,6 +1,8 @@
 //! The live feed of a run for `cairn ui`: while a dashboard is up for the project (it keeps
-//! `.cairn/ui.json`), each `cairn run` appends one JSON line per event to `.cairn/live/PID.jsonl` and removes
-//! the file when it ends. Without a dashboard a run costs one failed `stat` and writes nothing.
+//! `.cairn/ui.json`), each `cairn run` appends one JSON line per event to `.cairn/live/PID.jsonl`, the last
+//! one saying how the run ended. The dashboard removes a feed once it has had time to read that line (a run
+//! removing its own feed would race the dashboard's reading of the end). Without a dashboard a run costs one
+//! failed `stat` and writes nothing.
 //!
 //! Only task labels, statuses and times are written: never output (which may hold what redaction missed) and
 //! never a value of any kind.
@@ -8,7 +10,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -21,9 +23,8 @@ pub const UI_MARKER: &str = ".cairn/ui.json";
 /// The directory of live feeds, relative to the project.
 pub const LIVE_DIR: &str = ".cairn/live";
 
-/// A run's feed; removed when dropped.
+/// A run's feed.
 pub struct LiveFeed {
-    path: PathBuf,
     file: Mutex<File>,
     start: Instant,
 }
@@ -46,7 +47,6 @@ impl LiveFeed {
             .open(&path)
             .ok()?;
         let feed = LiveFeed {
-            path,
             file: Mutex::new(file),
             start: Instant::now(),
         };
@@ -72,15 +72,9 @@ impl LiveFeed {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The run has ended with `exit_code`: the last event (the file goes when the feed is dropped).
+    /// The run has ended with `exit_code`: the last event.
     pub fn end(&self, exit_code: i32) {
         self.write(json!({"event": "end", "exit_code": exit_code, "ms": self.ms()}));
-    }
-}
-
-impl Drop for LiveFeed {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

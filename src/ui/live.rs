@@ -123,8 +123,36 @@ fn alive(pid: u32) -> bool {
     found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// The Live view's changing part: each run in progress with its tasks.
+/// How long an ended run's feed stays (shown with its outcome) before the dashboard removes it: long enough
+/// for every open page's event stream, which looks five times a second, to have read its last line.
+const ENDED_FEED_KEPT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Removes the feeds of runs that ended (their last event, or their process gone) more than `grace` ago.
+pub fn sweep(root: &Path, grace: std::time::Duration) {
+    for path in feeds(root) {
+        let Some(run) = read_run(&path) else {
+            continue;
+        };
+        let ended = run.exit_code.is_some() || !alive(run.pid);
+        let idle = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .unwrap_or_default();
+        if ended && idle >= grace {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// [`sweep`] with the usual grace.
+pub fn sweep_ended(root: &Path) {
+    sweep(root, ENDED_FEED_KEPT);
+}
+
+/// The Live view's changing part: each run in progress (or just ended) with its tasks.
 pub fn fragment(root: &Path) -> String {
+    sweep_ended(root);
     let runs: Vec<LiveRun> = feeds(root).iter().filter_map(|p| read_run(p)).collect();
     if runs.is_empty() {
         return "<p class=\"empty\" id=\"no-runs\">No run in progress. Start one here or in a terminal; it \
@@ -199,6 +227,36 @@ pub fn fragment(root: &Path) -> String {
         out.push_str("</section>");
     }
     out
+}
+
+/// The complete lines the feeds gained since `offsets` (each feed's bytes already sent), oldest feed first;
+/// `offsets` moves past them and forgets feeds that are gone.
+pub fn new_lines(
+    root: &Path,
+    offsets: &mut std::collections::HashMap<PathBuf, u64>,
+) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let present = feeds(root);
+    offsets.retain(|path, _| present.contains(path));
+    let mut lines = Vec::new();
+    for path in present {
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let offset = offsets.entry(path).or_insert(0);
+        if file.seek(SeekFrom::Start(*offset)).is_err() {
+            continue;
+        }
+        let mut fresh = String::new();
+        if file.read_to_string(&mut fresh).is_err() {
+            continue;
+        }
+        // Only whole lines: a line still being written is sent when it is complete.
+        let complete = fresh.rfind('\n').map_or(0, |at| at + 1);
+        *offset += complete as u64;
+        lines.extend(fresh[..complete].lines().map(str::to_owned));
+    }
+    lines
 }
 
 /// A fingerprint of what the Live view shows: the feeds (names and sizes) and the newest run record, so a run

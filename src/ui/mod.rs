@@ -155,6 +155,8 @@ pub fn serve(
             addr
         };
         let _marker = Marker::write(&options.root, addr, &warn);
+        // Feeds of runs that ended while no dashboard was reading them.
+        live::sweep(&options.root, Duration::ZERO);
         announce(&format!("http://{shown}/?token={}", guard.token()));
         let state = Arc::new(State {
             guard,
@@ -379,14 +381,17 @@ fn act(state: &State, path: &str, target: Option<String>, confirmed: bool) -> An
     }
 }
 
-/// Server-sent events: `change` whenever a live feed grows, appears or goes, so the Live view reloads its
-/// part; a comment now and then while nothing changes.
+/// Server-sent events: each event of a run's live feed as it is written (`event: feed`, the feed's JSON line:
+/// tasks starting, restored, ending), and `change` whenever what the Live view shows changed (a feed grew,
+/// appeared or went, a run was recorded, the run started here ended), so the page reloads its part; a comment
+/// now and then while nothing happens.
 fn events(state: &Arc<State>) -> Answer {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
     let root = state.project.root.clone();
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut seen = Vec::new();
+        let mut offsets = std::collections::HashMap::new();
         let mut quiet = Duration::ZERO;
         if sender
             .send(Bytes::from_static(b"retry: 1000\n\n"))
@@ -397,9 +402,16 @@ fn events(state: &Arc<State>) -> Answer {
         }
         loop {
             let root_now = root.clone();
-            let mut now = tokio::task::spawn_blocking(move || live::signature(&root_now))
-                .await
-                .unwrap_or_default();
+            let Ok((lines, mut now, kept)) = tokio::task::spawn_blocking(move || {
+                let lines = live::new_lines(&root_now, &mut offsets);
+                live::sweep_ended(&root_now);
+                (lines, live::signature(&root_now), offsets)
+            })
+            .await
+            else {
+                return;
+            };
+            offsets = kept;
             // The run started here ending is news too (its output and exit code).
             let page_run_ended = state
                 .page_run
@@ -407,17 +419,20 @@ fn events(state: &Arc<State>) -> Answer {
                 .ok()
                 .and_then(|mut run| run.as_mut().map(|r| r.ended().is_some()));
             now.push((PathBuf::from(format!("page-run {page_run_ended:?}")), 0));
-            let message = if now != seen {
+            let mut messages: Vec<Bytes> = lines
+                .iter()
+                .map(|line| Bytes::from(format!("event: feed\ndata: {line}\n\n")))
+                .collect();
+            if now != seen {
                 seen = now;
+                messages.push(Bytes::from_static(b"event: change\ndata: {}\n\n"));
+            } else if messages.is_empty() && quiet >= HEARTBEAT {
+                messages.push(Bytes::from_static(b": still here\n\n"));
+            }
+            if !messages.is_empty() {
                 quiet = Duration::ZERO;
-                Some(Bytes::from_static(b"event: change\ndata: {}\n\n"))
-            } else if quiet >= HEARTBEAT {
-                quiet = Duration::ZERO;
-                Some(Bytes::from_static(b": still here\n\n"))
-            } else {
-                None
-            };
-            if let Some(message) = message {
+            }
+            for message in messages {
                 if sender.send(message).await.is_err() {
                     return;
                 }

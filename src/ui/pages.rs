@@ -428,6 +428,29 @@ impl Project {
                 )
             },
         );
+        // The key of its latest recorded result, and the run that recorded it.
+        let last_key = runs
+            .iter()
+            .rev()
+            .find_map(|r| {
+                r.tasks
+                    .iter()
+                    .find(|t| (t.label == name || t.task == name) && t.key.is_some())
+                    .map(|t| (r, t))
+            })
+            .map_or_else(
+                || "–".into(),
+                |(run, t)| {
+                    let key = t.key.as_deref().unwrap_or_default();
+                    format!(
+                        "<code>{}</code> ({}, in <a href=\"/runs/{}\">the run of {}</a>)",
+                        escape(key.get(..16).unwrap_or(key)),
+                        escape(&t.status),
+                        path_segment(&run.id),
+                        escape(&run.started_at)
+                    )
+                },
+            );
         let run_form = format!(
             "<form method=\"post\" action=\"/actions/run\" class=\"run\"><input type=\"hidden\" name=\"csrf\" \
              value=\"{}\"><label>Target <input name=\"target\" value=\"{}\" required></label> \
@@ -498,6 +521,7 @@ impl Project {
                         "no".into()
                     }
                 ),
+                ("last key", last_key),
             ]),
             bars("duration when it ran, latest runs", &durations, max, " ms"),
             table(

@@ -355,6 +355,66 @@ fn the_dashboard_answers_only_the_token_holder_through_its_own_host_and_origin()
 }
 
 #[test]
+fn the_event_stream_tells_each_task_of_a_terminal_run_as_it_starts_and_ends() {
+    let test = project();
+    let ui = Dashboard::start(&test);
+    let mut stream = TcpStream::connect(("127.0.0.1", ui.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "GET /events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        ui.host(),
+        ui.token
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut events = BufReader::new(stream);
+    let mut line = String::new();
+    events.read_line(&mut line).expect("status line");
+    assert!(line.contains(" 200 "), "{line}");
+    let run = test
+        .command_with(&["run", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cairn run");
+    let mut seen = Vec::new();
+    for wanted in [
+        "\"event\":\"run\"",
+        "\"event\":\"started\"",
+        "\"event\":\"finished\"",
+        "\"event\":\"end\"",
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no {wanted} within 30 s; seen {seen:?}"
+            );
+            line.clear();
+            let n = events.read_line(&mut line).unwrap_or_else(|e| {
+                panic!("the stream stopped before {wanted}: {e}; seen {seen:?}")
+            });
+            assert!(n > 0, "the stream ended before {wanted}; seen {seen:?}");
+            if line.starts_with("data: {\"") {
+                seen.push(line.trim().to_owned());
+                if line.contains(wanted) {
+                    assert!(
+                        wanted.contains("run")
+                            || wanted.contains("end")
+                            || line.contains("\"task\":\"slow\""),
+                        "{line}"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    let mut run = run;
+    assert!(run.wait().expect("ends").success());
+}
+
+#[test]
 fn no_page_of_the_dashboard_shows_a_secret_value_or_a_private_key() {
     let test = crate::secrets::deploy_project();
     test.run_with(&["run", "deploy:production"]).success();
@@ -719,7 +779,8 @@ fn every_view_renders_in_chromium_and_the_live_view_follows_runs_from_the_page_a
         .spawn()
         .expect("cairn run");
     browser.wait_for_text("#live", "cairn run slow");
-    browser.wait_for_text("section.live-run", "running");
+    let section = format!("section.live-run[data-pid='{}']", terminal.id());
+    browser.wait_for_text(&section, "running");
     browser.screenshot("live");
     assert!(terminal.wait().expect("the run ends").success());
     browser.wait_for_text("#live", "No run in progress");
