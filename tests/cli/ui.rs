@@ -740,15 +740,12 @@ fn every_view_renders_in_chromium_and_the_live_view_follows_runs_from_the_page_a
     // A past run and its report (timeline, graph, critical path).
     browser.open(&format!("{base}/runs"));
     browser.click("main table tbody tr a");
-    assert!(
-        browser.text("h1").starts_with("Run "),
-        "{}",
-        browser.source()
-    );
+    browser.wait_for_text("h1", "Run ");
     browser.screenshot("run");
     // The graph: selecting a task (a node of the graph) opens its page.
     browser.open(&format!("{base}/tasks"));
     browser.click("figure.graph a[href='/tasks/build']");
+    browser.wait_for_text("h1", "build");
     assert_eq!(browser.text("h1"), "build");
     assert!(browser.text("main").contains("compile the thing"));
     assert!(
@@ -760,11 +757,8 @@ fn every_view_renders_in_chromium_and_the_live_view_follows_runs_from_the_page_a
     // A protected task asks first, with its plan; "yes" runs it and the Live view follows it to its end.
     browser.open(&format!("{base}/tasks/ship"));
     browser.click("#run");
-    assert!(
-        browser.text("main").contains("is protected"),
-        "{}",
-        browser.source()
-    );
+    // A click starts a navigation: wait for the new page rather than read the old one.
+    browser.wait_for_text("main", "is protected");
     assert!(browser.text("#plan").contains("ship"));
     browser.screenshot("confirm");
     browser.click("#confirm");
