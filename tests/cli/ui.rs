@@ -200,6 +200,22 @@ run = "echo rolled {{host}}"
 audit = true
 "#;
 
+/// A plugin the Plugins view shows with its grants (never loaded: no selected task uses it).
+const PLUGIN: &str = r#"
+[plugins.lint]
+source = "plugins/line-lint.wasm"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+allow.env = ["LANG"]
+limits = { timeout = "2s", memory = "64MiB" }
+
+[tasks.lint]
+plugin = "lint"
+inputs = ["src/**"]
+"#;
+
+/// Two people's public keys and a rule per environment, for the Secrets view.
+const SOPS_POLICY: &str = "keys:\n  - &alex age1qwrzj4h9tsgtl525zf9x0g9lkl39pcyyyfeutdku57pkrjytxdssreuu26\n  - &NIXSTATION64 age14w7d5twfvhvnxugyptyrfu8eexjclmv2cjynl7p0arj5me8haptsp4ejqy\ncreation_rules:\n  - path_regex: ^secrets/production/\n    key_groups: [{age: [*alex, *NIXSTATION64]}]\n  - path_regex: ^secrets/staging/\n    key_groups: [{age: [*alex]}]\n";
+
 const HOSTS: &str = "[environments.prod]\nhosts = [\"alpha\", \"beta\"]\n[environments.stage]\nhosts = [\"gamma\"]\n";
 
 fn project() -> Test {
@@ -699,6 +715,16 @@ fn every_view_renders_in_chromium_and_the_live_view_follows_runs_from_the_page_a
     let test = project();
     test.run_with(&["run", "test"]).success();
     test.run_with(&["run", "roll:stage"]).success();
+    test.write("tasks.toml", &format!("{TASKS}{PLUGIN}"));
+    test.write(".sops.yaml", SOPS_POLICY);
+    test.write(
+        "secrets/production/deploy.yaml",
+        "db:\n    password: hunter2-not-shown\n",
+    );
+    test.write("secrets/staging/app.env", "TOKEN=not-shown-either\n");
+    for file in ["secrets/production/deploy.yaml", "secrets/staging/app.env"] {
+        test.run_with(&["secrets", "encrypt", file]).success();
+    }
     let ui = Dashboard::start(&test);
     let base = ui.origin();
     // The printed address: the browser keeps the token as a cookie and every later page needs nothing else.
@@ -716,6 +742,31 @@ fn every_view_renders_in_chromium_and_the_live_view_follows_runs_from_the_page_a
         assert_eq!(browser.text("h1"), title, "{}", browser.source());
         browser.screenshot(shot);
     }
+    // Secrets: files, who can open them, the rules; never a value.
+    browser.open(&format!("{base}/secrets"));
+    let secrets = browser.text("main");
+    for expected in [
+        "secrets/production/deploy.yaml",
+        "NIXSTATION64 (age14w7d5twf",
+        "secrets/staging/app.env",
+    ] {
+        assert!(
+            secrets.contains(expected),
+            "the Secrets view lacks {expected}: {secrets}"
+        );
+    }
+    assert!(!browser.source().contains("hunter2") && !browser.source().contains("not-shown"));
+    browser.screenshot("secrets");
+    // Plugins: the pin, the grants and who uses it.
+    browser.open(&format!("{base}/plugins"));
+    let plugins = browser.text("main");
+    for expected in ["lint", "env: LANG", "time 2.00s", "memory 64.0 MiB"] {
+        assert!(
+            plugins.contains(expected),
+            "the Plugins view lacks {expected}: {plugins}"
+        );
+    }
+    browser.screenshot("plugins");
     // Fleet: every host of every environment from the inventory, deployed or not, and other audited tasks.
     browser.open(&format!("{base}/fleet"));
     let fleet = browser.text("main");
