@@ -282,12 +282,13 @@ pub struct TaskDef {
     pub incremental: bool,
     /// `service`: a long-running process (a dev server) that `cairn watch` keeps up and restarts on change.
     pub service: bool,
-    /// `secrets`: values from a secrets file, given to the task in its environment or as files.
-    pub secrets: Option<TaskSecrets>,
+    /// `secrets`: values from a secrets file, given to the task in its environment or as files (boxed: few tasks
+    /// have them, and a large tasks.toml holds every task in memory).
+    pub secrets: Option<Box<TaskSecrets>>,
     /// `executor`: a plugin that rewrites each command before cairn starts it.
-    pub executor: Option<Spanned<String>>,
+    pub executor: Option<Box<Spanned<String>>>,
     /// `plugin`: a plugin that runs the task on its input files instead of `run`.
-    pub plugin: Option<Spanned<String>>,
+    pub plugin: Option<Box<Spanned<String>>>,
     /// `lock`: a named lock held while the task runs (one cairn process at a time).
     pub lock: Option<Template>,
     /// `audit`: append a line to the audit log for every run of the task.
@@ -295,7 +296,7 @@ pub struct TaskDef {
     /// `protected`: the task runs only with `--yes` in CI (and after a question on a terminal).
     pub protected: bool,
     /// `check`: a health check run after the task succeeds.
-    pub check: Option<CheckDef>,
+    pub check: Option<Box<CheckDef>>,
     /// `rollback`: run when the task or its check fails.
     pub rollback: Option<Template>,
     /// Variables the task fans out over: one instance per combination, named after the task.

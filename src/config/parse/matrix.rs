@@ -1,9 +1,9 @@
 //! A task's `matrix`: variables with lists of values, from tasks.toml or a data file.
 
 use super::{
-    to_source_span, Arc, ConfigError, DataFile, DeTable, DeValue, HashSet, MatrixDef, MatrixValues,
-    ParamDef, QueryError, Scope, Span, Spanned, Value, Var, Walker, MAX_CHECKED_QUERIES,
-    QUERY_KEYS,
+    at, to_source_span, Arc, ConfigError, DataFile, DeTable, DeValue, HashSet, MatrixDef,
+    MatrixValues, ParamDef, QueryError, Scope, Span, Spanned, Value, Var, Walker,
+    MAX_CHECKED_QUERIES, QUERY_KEYS,
 };
 
 impl Walker<'_> {
@@ -28,7 +28,7 @@ impl Walker<'_> {
                 self.invalid(
                     "matrix",
                     format!("`{name}` is already a param of this task"),
-                    &key.span(),
+                    &at(key),
                     Some("give the matrix variable another name".into()),
                 );
                 continue;
@@ -99,7 +99,7 @@ impl Walker<'_> {
             };
             out.push(MatrixDef {
                 name: name.to_owned(),
-                span: key.span(),
+                span: at(key),
                 values,
             });
         }
@@ -167,7 +167,7 @@ impl Walker<'_> {
                 self.invalid(
                     "from",
                     "a list read from a file needs `from` (the file) and `key` (where in it)",
-                    &value.span(),
+                    &at(value),
                     Some("e.g. `{ from = \"modules/inventory.toml\", key = \"hosts\", where = \"enabled\" }`".into()),
                 );
             }

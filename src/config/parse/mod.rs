@@ -29,6 +29,7 @@ mod matrix;
 mod params;
 mod plugins;
 mod remote_cache;
+mod sections;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -117,12 +118,61 @@ pub(crate) const CREDENTIAL_KEYS: &[&str] = &["env", "file", "secret", "from"];
 pub(crate) const WRITER_KEYS: &[&str] = &["name", "key"];
 const MAX_RETRIES: i64 = 100;
 
+/// A file at least this large is parsed piece by piece (see [`sections`]); smaller ones in one go.
+const PIECEWISE_FROM: usize = 256 * 1024;
+/// The smallest piece: large enough that a piece's fixed cost (a parser, a document) does not count.
+const MIN_PIECE: usize = 64 * 1024;
+
+thread_local! {
+    /// Where the piece being read starts in tasks.toml: the parser's spans are relative to the piece, every
+    /// span the loader keeps or reports is relative to the file. Zero outside a piecewise parse.
+    static PIECE_START: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Where `spanned` is written in tasks.toml.
+fn at<T>(spanned: &TomlSpanned<T>) -> Span {
+    let offset = PIECE_START.with(std::cell::Cell::get);
+    let span = spanned.span();
+    span.start + offset..span.end + offset
+}
+
+/// Sets the start of the piece being read, and back to zero when dropped (also on unwinding).
+struct PieceStart;
+
+impl PieceStart {
+    fn set(offset: usize) -> PieceStart {
+        PIECE_START.with(|start| start.set(offset));
+        PieceStart
+    }
+}
+
+impl Drop for PieceStart {
+    fn drop(&mut self) {
+        PIECE_START.with(|start| start.set(0));
+    }
+}
+
 pub(super) fn parse(
     source: SourceFile,
     text: &str,
     path: PathBuf,
     root: PathBuf,
 ) -> Result<Config, ConfigError> {
+    if text.len() >= PIECEWISE_FROM {
+        let (pieces, task_headers) = sections::pieces_and_tasks(text, MIN_PIECE);
+        if pieces.len() > 1 {
+            if let Some(config) = parse_in_pieces(
+                &source,
+                text,
+                &pieces,
+                task_headers,
+                path.clone(),
+                root.clone(),
+            ) {
+                return config;
+            }
+        }
+    }
     let name = source.name().to_owned();
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
@@ -139,52 +189,140 @@ pub(super) fn parse(
             .collect();
         return Err(ConfigError::collect(&name, errors));
     }
-    let mut walker = Walker {
-        text,
-        source: source.clone(),
-        errors: Vec::new(),
-        plugin_names: Vec::new(),
-        fully_trusted: Vec::new(),
-        root: root.clone(),
-        data_files: HashMap::new(),
-    };
+    let mut walker = Walker::new(text, &source, &root);
     let mut document = document.into_inner();
-    walker.check_keys(&document, TOP_KEYS, "the top level");
-    let settings = walker.settings(document.get("settings"));
-    let vars = walker.vars(document.get("vars"));
-    let plugins = walker.plugins(document.get("plugins"));
-    walker.plugin_names = plugins.iter().map(|p| p.name.clone()).collect();
-    walker.fully_trusted = plugins
-        .iter()
-        .filter(|p| p.trust_full)
-        .map(|p| p.name.clone())
-        .collect();
-    let remote_cache = document
-        .get_key_value("remote_cache")
-        .and_then(|(key, value)| walker.remote_cache(key, value));
-    let remote_execution = document
-        .get_key_value("remote_execution")
-        .and_then(|(key, value)| walker.remote_execution(key, value));
+    let top = walker.top_level(&document);
     // The tasks are most of a large file: each task's part of the document is freed as soon as it is read, so
     // the parsed document and the tasks made from it are not all in memory at once.
-    let tasks = walker.tasks(document.remove("tasks"), &vars);
-    if !walker.errors.is_empty() {
-        return Err(ConfigError::collect(&name, walker.errors));
+    let tasks = walker.tasks(document.remove("tasks"), &top.vars);
+    walker.finish(source, path, root, top, tasks)
+}
+
+/// Parses `text` piece by piece: the first piece as a document, each later one for its tasks only, each
+/// dropped once its tasks are read. `None` when the pieces do not parse as the whole would (a syntax error, a
+/// task in two pieces, a piece holding more than tasks): the caller parses the whole file, which reports
+/// exactly what is wrong where.
+fn parse_in_pieces(
+    source: &SourceFile,
+    text: &str,
+    pieces: &[std::ops::Range<usize>],
+    task_headers: usize,
+    path: PathBuf,
+    root: PathBuf,
+) -> Option<Result<Config, ConfigError>> {
+    let (first, errors) = DeTable::parse_recoverable(&text[pieces[0].clone()]);
+    if !errors.is_empty() {
+        return None;
     }
-    let mut data_files: Vec<String> = walker.data_files.into_keys().collect();
-    data_files.sort();
-    Ok(Config {
-        source,
-        path,
-        root,
-        settings,
-        vars,
-        plugins,
-        tasks,
-        remote_cache,
-        remote_execution,
-        data_files,
-    })
+    let mut walker = Walker::new(text, source, &root);
+    let mut first = first.into_inner();
+    let mut names: HashSet<String> = HashSet::new();
+    let mut note_names = |tasks: Option<&Value<'_>>| -> bool {
+        match tasks.map(TomlSpanned::get_ref) {
+            Some(DeValue::Table(table)) => table
+                .iter()
+                .all(|(key, _)| names.insert(key.get_ref().to_string())),
+            Some(_) => false,
+            None => true,
+        }
+    };
+    if !note_names(first.get("tasks")) {
+        return None;
+    }
+    let top = walker.top_level(&first);
+    let mut tasks = Vec::with_capacity(task_headers + 1);
+    tasks.extend(walker.tasks(first.remove("tasks"), &top.vars));
+    drop(first);
+    for piece in &pieces[1..] {
+        let _start = PieceStart::set(piece.start);
+        let (document, errors) = DeTable::parse_recoverable(&text[piece.clone()]);
+        if !errors.is_empty() {
+            return None;
+        }
+        let mut document = document.into_inner();
+        if document.len() != 1 || !note_names(document.get("tasks")) {
+            return None;
+        }
+        tasks.extend(walker.tasks(document.remove("tasks"), &top.vars));
+    }
+    Some(walker.finish(source.clone(), path, root, top, tasks))
+}
+
+/// What the top level of tasks.toml holds besides the tasks.
+struct TopLevel {
+    settings: Settings,
+    vars: Vec<Var>,
+    plugins: Vec<PluginDef>,
+    remote_cache: Option<RemoteCacheDef>,
+    remote_execution: Option<RemoteExecutionDef>,
+}
+
+impl<'t> Walker<'t> {
+    fn new(text: &'t str, source: &SourceFile, root: &std::path::Path) -> Walker<'t> {
+        Walker {
+            text,
+            source: source.clone(),
+            errors: Vec::new(),
+            plugin_names: Vec::new(),
+            fully_trusted: Vec::new(),
+            root: root.to_owned(),
+            data_files: HashMap::new(),
+        }
+    }
+
+    /// Reads everything but the tasks, and learns the plugins tasks may name.
+    fn top_level(&mut self, document: &DeTable<'_>) -> TopLevel {
+        self.check_keys(document, TOP_KEYS, "the top level");
+        let settings = self.settings(document.get("settings"));
+        let vars = self.vars(document.get("vars"));
+        let plugins = self.plugins(document.get("plugins"));
+        self.plugin_names = plugins.iter().map(|p| p.name.clone()).collect();
+        self.fully_trusted = plugins
+            .iter()
+            .filter(|p| p.trust_full)
+            .map(|p| p.name.clone())
+            .collect();
+        let remote_cache = document
+            .get_key_value("remote_cache")
+            .and_then(|(key, value)| self.remote_cache(key, value));
+        let remote_execution = document
+            .get_key_value("remote_execution")
+            .and_then(|(key, value)| self.remote_execution(key, value));
+        TopLevel {
+            settings,
+            vars,
+            plugins,
+            remote_cache,
+            remote_execution,
+        }
+    }
+
+    fn finish(
+        self,
+        source: SourceFile,
+        path: PathBuf,
+        root: PathBuf,
+        top: TopLevel,
+        tasks: Vec<TaskDef>,
+    ) -> Result<Config, ConfigError> {
+        if !self.errors.is_empty() {
+            return Err(ConfigError::collect(source.name(), self.errors));
+        }
+        let mut data_files: Vec<String> = self.data_files.into_keys().collect();
+        data_files.sort();
+        Ok(Config {
+            source,
+            path,
+            root,
+            settings: top.settings,
+            vars: top.vars,
+            plugins: top.plugins,
+            tasks,
+            remote_cache: top.remote_cache,
+            remote_execution: top.remote_execution,
+            data_files,
+        })
+    }
 }
 
 struct Walker<'t> {
@@ -248,7 +386,7 @@ impl Walker<'_> {
                     key: key_text.to_owned(),
                     context: context.to_owned(),
                     src: self.source.clone(),
-                    span: to_source_span(&key.span()),
+                    span: to_source_span(&at(key)),
                     help: did_you_mean(key_text, allowed.iter().copied())
                         .or_else(|| Some(format!("known keys: {}", allowed.join(", ")))),
                 });
@@ -262,7 +400,7 @@ impl Walker<'_> {
             expected,
             found: type_name(value.get_ref()),
             src: self.source.clone(),
-            span: to_source_span(&value.span()),
+            span: to_source_span(&at(value)),
         });
     }
 
@@ -306,7 +444,7 @@ impl Walker<'_> {
         match value.get_ref() {
             DeValue::String(text) => Some(Spanned {
                 value: text.to_string(),
-                span: value.span(),
+                span: at(value),
             }),
             _ => {
                 self.wrong_type(key, "a string", value);
@@ -329,7 +467,7 @@ impl Walker<'_> {
         };
         Some(Spanned {
             value: text,
-            span: value.span(),
+            span: at(value),
         })
     }
 
@@ -378,7 +516,7 @@ impl Walker<'_> {
             self.invalid(
                 key,
                 format!("expected a whole number from {min} to {max}"),
-                &value.span(),
+                &at(value),
                 None,
             );
         }
@@ -393,7 +531,7 @@ impl Walker<'_> {
                 self.invalid(
                     key,
                     "a duration needs a unit",
-                    &value.span(),
+                    &at(value),
                     Some(format!(
                         "write it as a string with a unit, e.g. `\"{example}\"`"
                     )),
@@ -407,12 +545,7 @@ impl Walker<'_> {
         };
         match parse_duration(&text) {
             Ok(d) if d.is_zero() => {
-                self.invalid(
-                    key,
-                    "a duration must be longer than zero",
-                    &value.span(),
-                    None,
-                );
+                self.invalid(key, "a duration must be longer than zero", &at(value), None);
                 None
             }
             Ok(d) => Some(d),
@@ -420,7 +553,7 @@ impl Walker<'_> {
                 self.invalid(
                     key,
                     reason,
-                    &value.span(),
+                    &at(value),
                     Some(
                         "use whole numbers with units ms, s, m, h or d, e.g. `90s`, `10m`, `1h30m`"
                             .into(),
@@ -475,7 +608,7 @@ impl Walker<'_> {
             self.invalid(
                 key,
                 "the shell needs at least a program",
-                &value.span(),
+                &at(value),
                 Some("for example `shell = [\"bash\", \"-c\"]`".into()),
             );
             return None;
@@ -497,14 +630,14 @@ impl Walker<'_> {
                     "a var name uses letters, digits, `_` and `-`, and starts with a letter"
                         .to_owned()
                 };
-                self.invalid(name, reason, &key.span(), None);
+                self.invalid(name, reason, &at(key), None);
                 continue;
             }
             if let Some(text) = self.scalar_text(name, value) {
                 vars.push(Var {
                     name: name.to_owned(),
                     value: text.value,
-                    span: key.span(),
+                    span: at(key),
                 });
             }
         }

@@ -1,8 +1,8 @@
 //! Pattern task names and their params: values, defaults, patterns.
 
 use super::{
-    did_you_mean, span_within_string, template, to_source_span, type_name, ConfigError, DeValue,
-    HashSet, Key, NamePart, ParamDef, Piece, Spanned, TaskName, Value, Walker, PARAM_KEYS,
+    at, did_you_mean, span_within_string, template, to_source_span, type_name, ConfigError,
+    DeValue, HashSet, Key, NamePart, ParamDef, Piece, Spanned, TaskName, Value, Walker, PARAM_KEYS,
     RESERVED_NAMES,
 };
 
@@ -15,7 +15,7 @@ impl Walker<'_> {
             self.invalid(
                 table,
                 format!("`{name}` cannot be {what}"),
-                &key.span(),
+                &at(key),
                 Some("use letters, digits, `_` and `-`, starting with a letter; `args` and `changed` are reserved".into()),
             );
         }
@@ -41,7 +41,7 @@ impl Walker<'_> {
                         expected: "a table such as { values = [\"a\", \"b\"], default = \"a\" }",
                         found: type_name(value.get_ref()),
                         src: self.source.clone(),
-                        span: to_source_span(&value.span()),
+                        span: to_source_span(&at(value)),
                     });
                     None
                 }
@@ -84,7 +84,7 @@ impl Walker<'_> {
                     self.invalid(
                         "values",
                         "the list of values is empty",
-                        &v.span(),
+                        &at(v),
                         Some("list at least one value, or remove `values` to accept any".into()),
                     );
                     return None;
@@ -141,7 +141,7 @@ impl Walker<'_> {
                 pattern,
                 description,
                 fields,
-                span: key.span(),
+                span: at(key),
             });
         }
         params
@@ -192,7 +192,7 @@ impl Walker<'_> {
         let pieces = match template::scan(text, true) {
             Ok(pieces) => pieces,
             Err(e) => {
-                let span = span_within_string(self.text, &key.span(), text, e.range);
+                let span = span_within_string(self.text, &at(key), text, e.range);
                 self.invalid("tasks", e.message, &span, None);
                 return None;
             }
@@ -204,7 +204,7 @@ impl Walker<'_> {
             match piece {
                 Piece::Text(t) => parts.push(NamePart::Literal(t)),
                 Piece::Name(name, range) => {
-                    let span = span_within_string(self.text, &key.span(), text, range);
+                    let span = span_within_string(self.text, &at(key), text, range);
                     if ordered.iter().any(|p| p.name == name) {
                         self.invalid(
                             "tasks",

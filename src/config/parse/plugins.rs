@@ -1,7 +1,7 @@
 //! `[plugins]`: modules, pins, config, grants and limits; tasks' references to them.
 
 use super::{
-    check_host_port, did_you_mean, is_env_name, template, DeValue, PluginDef, PluginLimits,
+    at, check_host_port, did_you_mean, is_env_name, template, DeValue, PluginDef, PluginLimits,
     PluginSetting, PluginValue, Spanned, Value, Walker, ALLOW_KEYS, LIMIT_KEYS, PLUGIN_KEYS,
 };
 
@@ -43,7 +43,7 @@ impl Walker<'_> {
                 self.invalid(
                     "plugins",
                     format!("`{name}` cannot be a plugin name"),
-                    &key.span(),
+                    &at(key),
                     Some("use letters, digits, `_` and `-`, starting with a letter".into()),
                 );
                 continue;
@@ -58,7 +58,7 @@ impl Walker<'_> {
                     self.invalid(
                         "plugins",
                         format!("plugin `{name}` has no `source`"),
-                        &key.span(),
+                        &at(key),
                         Some(format!("add `source = \"plugins/dist/{name}.wasm\"`")),
                     );
                 }
@@ -122,10 +122,10 @@ impl Walker<'_> {
                             config.push(PluginSetting {
                                 key: Spanned {
                                     value: k.get_ref().to_string(),
-                                    span: k.span(),
+                                    span: at(k),
                                 },
                                 value: text,
-                                span: v.span(),
+                                span: at(v),
                             });
                         }
                     }
@@ -192,7 +192,7 @@ impl Walker<'_> {
                             self.invalid(
                                 "secrets",
                                 format!("`{name}` is not a valid variable name"),
-                                &k.span(),
+                                &at(k),
                                 None,
                             );
                             continue;
@@ -217,7 +217,7 @@ impl Walker<'_> {
             }
             plugins.push(PluginDef {
                 name: name.to_string(),
-                span: key.span(),
+                span: at(key),
                 source,
                 sha256,
                 built_by,

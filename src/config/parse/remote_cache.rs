@@ -1,9 +1,10 @@
 //! `[remote_cache]`: the server, the mode, credentials and trusted writers.
 
 use super::{
-    parse_public_key, Credential, DeValue, ExecutionMode, Key, RemoteCacheDef, RemoteExecutionDef,
-    RemoteMode, Spanned, TrustedWriter, Value, Walker, DEFAULT_EXECUTION_CALL_TIMEOUT,
-    DEFAULT_REMOTE_JOBS, DEFAULT_REMOTE_TIMEOUT, EXECUTION_KEYS, PUBLIC_KEY_PREFIX, REMOTE_KEYS,
+    at, parse_public_key, Credential, DeValue, ExecutionMode, Key, RemoteCacheDef,
+    RemoteExecutionDef, RemoteMode, Spanned, TrustedWriter, Value, Walker,
+    DEFAULT_EXECUTION_CALL_TIMEOUT, DEFAULT_REMOTE_JOBS, DEFAULT_REMOTE_TIMEOUT, EXECUTION_KEYS,
+    PUBLIC_KEY_PREFIX, REMOTE_KEYS,
 };
 
 impl Walker<'_> {
@@ -45,7 +46,7 @@ impl Walker<'_> {
         }
         let spanned = |value: &Value<'_>, credential: Credential| Spanned {
             value: credential,
-            span: value.span(),
+            span: at(value),
         };
         let token = table
             .get("token")
@@ -79,7 +80,7 @@ impl Walker<'_> {
             trusted_writers,
             timeout,
             ca_file,
-            span: key.span(),
+            span: at(key),
         })
     }
 
@@ -122,7 +123,7 @@ impl Walker<'_> {
         let token = table.get("token").and_then(|v| {
             Some(Spanned {
                 value: self.credential("token", v)?,
-                span: v.span(),
+                span: at(v),
             })
         });
         let mut mode = ExecutionMode::Auto;
@@ -147,7 +148,7 @@ impl Walker<'_> {
             token,
             mode,
             ca_file,
-            span: key.span(),
+            span: at(key),
         })
     }
 
@@ -177,7 +178,7 @@ impl Walker<'_> {
             self.invalid(
                 key,
                 "a credential is named by where it is kept, never written here",
-                &value.span(),
+                &at(value),
                 Some(example),
             );
             return None;
@@ -203,7 +204,7 @@ impl Walker<'_> {
                 self.invalid(
                     key,
                     "`secret` needs `from`, the secrets file that holds it",
-                    &value.span(),
+                    &at(value),
                     Some(example),
                 );
                 None
@@ -212,7 +213,7 @@ impl Walker<'_> {
                 self.invalid(
                     key,
                     "name one place: `env`, `file`, or `secret` with `from`",
-                    &value.span(),
+                    &at(value),
                     Some(example),
                 );
                 None
@@ -236,7 +237,7 @@ impl Walker<'_> {
                     self.invalid(
                         "trusted_writers",
                         "a trusted writer needs its `key`",
-                        &value.span(),
+                        &at(value),
                         Some("`{ name = \"ci\", key = \"ed25519:…\" }`; `cairn cache keygen` prints a key".into()),
                     );
                     return None;

@@ -286,3 +286,74 @@ fn a_github_release_source_becomes_its_download_url() {
     ));
     assert!(matches!(remote_source("https:///x.wasm"), Some(Err(_))));
 }
+
+/// A tasks.toml large enough to be read in pieces: `count` tasks, each after the one before.
+fn large(count: usize) -> String {
+    let mut text = String::from("[vars]\nflavour = \"release\"\n");
+    for i in 0..count {
+        text.push_str(&format!(
+            "[tasks.t{i}]\ndescription = \"task {i}\"\nrun = \"build {{{{flavour}}}} {i}\"\ninputs = [\"src/{i}/**\"]\n"
+        ));
+        if i > 0 {
+            text.push_str(&format!("deps = [\"t{}\"]\n", i - 1));
+        }
+        text.push_str(&format!("[tasks.t{i}.env]\nN = \"{i}\"\n"));
+    }
+    text
+}
+
+/// The same file with a table after its tasks, which the piecewise reader refuses: read in one go.
+fn whole(text: &str) -> String {
+    format!("{text}[settings]\n")
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    let root = PathBuf::from("/nonexistent/cairn-tests");
+    Config::parse("tasks.toml", text, root.join("tasks.toml"), root)
+}
+
+#[test]
+fn a_large_file_read_in_pieces_loads_as_the_whole_file_does() {
+    let text = large(6000);
+    assert!(text.len() > 2 * super::PIECEWISE_FROM);
+    assert!(super::sections::pieces(&text, super::MIN_PIECE).len() > 4);
+    assert_eq!(
+        super::sections::pieces(&whole(&text), super::MIN_PIECE).len(),
+        1
+    );
+    let pieces = load(&text).expect("loads");
+    let one = load(&whole(&text)).expect("loads");
+    assert_eq!(pieces.tasks.len(), 6000);
+    assert_eq!(format!("{:?}", pieces.tasks), format!("{:?}", one.tasks));
+    assert_eq!(format!("{:?}", pieces.vars), format!("{:?}", one.vars));
+}
+
+#[test]
+fn a_mistake_in_a_late_piece_is_reported_at_its_place_in_the_file() {
+    let text = large(6000).replace(
+        "[tasks.t5000]\ndescription",
+        "[tasks.t5000]\ncolour = \"red\"\ndescription",
+    );
+    let expected = text.find("colour = ").expect("there");
+    let (error, place) = only(&text);
+    assert!(matches!(error, ConfigError::UnknownKey { .. }), "{error:?}");
+    assert_eq!(place, line_column(&text, expected));
+}
+
+#[test]
+fn a_task_defined_in_two_pieces_is_the_duplicate_the_whole_file_reports() {
+    let text = format!("{}[tasks.t3]\nrun = \"again\"\n", large(6000));
+    let second = text.rfind("[tasks.t3]").expect("there");
+    let all = errors(&text);
+    assert!(!all.is_empty());
+    for error in &all {
+        let ConfigError::Syntax { message, span, .. } = error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(message, "duplicate key");
+        assert!(
+            span.offset() > second,
+            "at the second definition: {error:?}"
+        );
+    }
+}
