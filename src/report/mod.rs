@@ -16,8 +16,9 @@ pub use html::html_report;
 pub use live::{LiveFeed, LIVE_DIR, UI_MARKER};
 pub use record::{JobRecord, PhaseTiming, RunRecorder};
 pub use run_summary::{
-    list_runs, prune_runs, rfc3339_millis, runs_dir, CriticalPath, PhaseSummary, RemoteTotals,
-    RunContext, RunSummary, TaskSummary, Totals, KEPT_RUNS, KEPT_RUNS_BYTES, SCHEMA,
+    files_with_extension, list_runs, prune_runs, rfc3339_millis, runs_dir, CriticalPath,
+    PhaseSummary, RemoteTotals, RunContext, RunSummary, TaskSummary, Totals, KEPT_RUNS,
+    KEPT_RUNS_BYTES, SCHEMA,
 };
 pub use summary::{render_summary, SummaryStyle};
 pub use trace::{chrome_trace, worker_rows};

@@ -296,15 +296,20 @@ pub fn runs_dir(root: &Path) -> PathBuf {
 
 /// The run summaries in `dir`, oldest first (ids sort by time).
 pub fn list_runs(dir: &Path) -> Vec<PathBuf> {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)
+    files_with_extension(dir, "json")
+}
+
+/// The files in `dir` whose names end in `.extension`, sorted by name; none when `dir` cannot be read.
+pub fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
         .collect();
-    runs.sort();
-    runs
+    found.sort();
+    found
 }
 
 /// Removes the oldest summaries beyond the newest `keep`, and beyond `max_bytes` in all (the newest one stays).

@@ -32,6 +32,30 @@ pub fn path_segment(text: &str) -> String {
     out
 }
 
+/// Undoes percent-encoding (and, for form bodies, `+` as a space); a `%` not followed by two hex digits stays.
+pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == b'%' && i + 2 < bytes.len() {
+            if let Ok(decoded) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(decoded);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if byte == b'+' && plus_is_space {
+            b' '
+        } else {
+            byte
+        });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The views, in the order of the navigation bar: (path, title).
 pub const VIEWS: &[(&str, &str)] = &[
     ("/live", "Live"),

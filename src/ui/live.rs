@@ -55,15 +55,7 @@ struct LiveRun {
 
 /// The feeds in the project's live directory.
 pub fn feeds(root: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join(LIVE_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    found.sort();
-    found
+    crate::report::files_with_extension(&root.join(LIVE_DIR), "jsonl")
 }
 
 fn read_run(path: &Path) -> Option<LiveRun> {

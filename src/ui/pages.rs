@@ -99,7 +99,7 @@ impl Project {
             .trim_matches('/')
             .split('/')
             .filter(|s| !s.is_empty())
-            .map(percent_decode)
+            .map(|segment| html::percent_decode(segment, false))
             .collect();
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         Some(match segments.as_slice() {
@@ -866,27 +866,12 @@ impl Project {
                     .map(|t| t.name.text.clone())
                     .collect();
                 let mut grants = Vec::new();
-                if !plugin.allow_hosts.is_empty() {
-                    grants.push(format!(
-                        "hosts: {}",
-                        plugin
-                            .allow_hosts
-                            .iter()
-                            .map(|h| h.value.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                if !plugin.allow_env.is_empty() {
-                    grants.push(format!(
-                        "env: {}",
-                        plugin
-                            .allow_env
-                            .iter()
-                            .map(|h| h.value.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+                for (what, granted) in [("hosts", &plugin.allow_hosts), ("env", &plugin.allow_env)]
+                {
+                    if !granted.is_empty() {
+                        let names: Vec<&str> = granted.iter().map(|g| g.value.as_str()).collect();
+                        grants.push(format!("{what}: {}", names.join(", ")));
+                    }
                 }
                 if plugin.allow_clock {
                     grants.push("clock".into());
@@ -1094,24 +1079,6 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&segment[i + 1..i + 3], 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1119,10 +1086,10 @@ mod tests {
     #[test]
     fn percent_decoding_undoes_path_segment() {
         assert_eq!(
-            percent_decode(&path_segment("deploy:production[NIXY]")),
+            html::percent_decode(&path_segment("deploy:production[NIXY]"), false),
             "deploy:production[NIXY]"
         );
-        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(html::percent_decode("a%2", false), "a%2");
     }
 
     #[test]
