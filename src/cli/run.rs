@@ -391,7 +391,7 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
             .with_ci_groups(CiGroups::detect().filter(|_| layout == Layout::Grouped)),
     );
     let recorder = Arc::new(RunRecorder::new());
-    let live = LiveFeed::open(&config.root, &args.targets).map(Arc::new);
+    let live = LiveFeed::open(&config.root, "run", &args.targets).map(Arc::new);
     // Everyone who watches the run, in the order they hear of each thing: the record, then the terminal,
     // then a dashboard's live view when one is up.
     let mut reporters = vec![Arc::clone(&recorder) as Arc<dyn run::Reporter>, terminal];

@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::output::{Layout, TerminalReporter};
 use super::{CliError, Context};
 use crate::config::Config;
-use crate::report::{render_summary, SummaryStyle};
+use crate::report::{render_summary, LiveFeed, SummaryStyle};
 use crate::run::driver::{Run, Settings};
 use crate::run::watcher::{cycle_plan, definition_changes, rerun_set, FileEvents, WatchSet};
 use crate::run::{self, Job, Plan, Streams, TaskStatus};
@@ -259,12 +259,24 @@ fn run_once(
         .map(|j| j.label.chars().count())
         .max()
         .unwrap_or(0);
-    let reporter: Arc<dyn run::Reporter> = Arc::new(TerminalReporter::new(
+    let terminal: Arc<dyn run::Reporter> = Arc::new(TerminalReporter::new(
         Layout::Prefixed,
         context.color,
         width,
     ));
+    // Each cycle shows in a dashboard's Live view like any run.
+    let live = LiveFeed::open(&config.root, "watch", &args.targets).map(Arc::new);
+    let reporter: Arc<dyn run::Reporter> = match &live {
+        Some(live) => Arc::new(run::Reporters(vec![
+            terminal,
+            Arc::clone(live) as Arc<dyn run::Reporter>,
+        ])),
+        None => terminal,
+    };
     let outcome = prepared.execute(Streams::Captured, reporter)?;
+    if let Some(live) = &live {
+        live.end(outcome.report.exit_code());
+    }
     eprint!(
         "{}",
         render_summary(

@@ -1,5 +1,6 @@
 //! The live feed of a run for `cairn ui`: while a dashboard is up for the project (it keeps
-//! `.cairn/ui.json`), each `cairn run` appends one JSON line per event to `.cairn/live/PID.jsonl`, the last
+//! `.cairn/ui.json`), each run (`cairn run`, each cycle of `cairn watch`) appends one JSON line per event to
+//! `.cairn/live/PID-N.jsonl` (N counts the runs of one process), the last
 //! one saying how the run ended. The dashboard removes a feed once it has had time to read that line (a run
 //! removing its own feed would race the dashboard's reading of the end). Without a dashboard a run costs one
 //! failed `stat` and writes nothing.
@@ -30,15 +31,17 @@ pub struct LiveFeed {
 }
 
 impl LiveFeed {
-    /// A feed for this run when a dashboard is up for the project at `root`; `None` otherwise, or when the
+    /// A feed for this run of `command` (`run`, `watch`) when a dashboard is up for the project at `root`; `None` otherwise, or when the
     /// feed cannot be made (the run goes on without it).
-    pub fn open(root: &Path, targets: &[String]) -> Option<LiveFeed> {
+    pub fn open(root: &Path, command: &str, targets: &[String]) -> Option<LiveFeed> {
         if !root.join(UI_MARKER).exists() {
             return None;
         }
         let dir = root.join(LIVE_DIR);
         std::fs::create_dir_all(&dir).ok()?;
-        let path = dir.join(format!("{}.jsonl", std::process::id()));
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{}-{run}.jsonl", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -52,6 +55,7 @@ impl LiveFeed {
         };
         feed.write(json!({
             "event": "run",
+            "command": command,
             "pid": std::process::id(),
             "targets": targets,
             "time": crate::time::unix_now_ms(),

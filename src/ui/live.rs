@@ -29,6 +29,8 @@ struct Event {
     exit_code: Option<i32>,
     #[serde(default)]
     time: Option<u64>,
+    #[serde(default)]
+    command: Option<String>,
 }
 
 /// What a feed says of one task.
@@ -46,6 +48,8 @@ enum TaskState {
 /// One run in progress (or just ended), as its feed tells it.
 struct LiveRun {
     pid: u32,
+    /// `run`, or `watch` for a cycle of `cairn watch`.
+    command: String,
     targets: Vec<String>,
     tasks: BTreeMap<String, TaskState>,
     last_ms: u64,
@@ -59,10 +63,13 @@ pub fn feeds(root: &Path) -> Vec<PathBuf> {
 }
 
 fn read_run(path: &Path) -> Option<LiveRun> {
-    let pid: u32 = path.file_stem()?.to_str()?.parse().ok()?;
+    // `PID-N`: the process, then which of its runs (a `cairn watch` runs many).
+    let stem = path.file_stem()?.to_str()?;
+    let pid: u32 = stem.split('-').next()?.parse().ok()?;
     let text = std::fs::read_to_string(path).ok()?;
     let mut run = LiveRun {
         pid,
+        command: "run".into(),
         targets: Vec::new(),
         tasks: BTreeMap::new(),
         last_ms: 0,
@@ -78,6 +85,7 @@ fn read_run(path: &Path) -> Option<LiveRun> {
         match (event.event.as_str(), event.task) {
             ("run", _) => {
                 run.targets = event.targets;
+                run.command = event.command.unwrap_or_else(|| "run".into());
                 run.started_unix_ms = event.time;
             }
             ("started", Some(task)) => {
@@ -171,9 +179,10 @@ pub fn fragment(root: &Path) -> String {
             .count();
         let _ = write!(
             out,
-            "<section class=\"live-run\" data-pid=\"{pid}\"><h2>cairn run {targets} {state}</h2>\
+            "<section class=\"live-run\" data-pid=\"{pid}\"><h2>cairn {command} {targets} {state}</h2>\
              <p>process {pid} · {done} of {seen} tasks seen have ended · {elapsed}</p>",
             pid = run.pid,
+            command = escape(&run.command),
             targets = escape(&run.targets.join(" ")),
             seen = run.tasks.len(),
             elapsed = duration_ms(elapsed as f64),

@@ -431,6 +431,32 @@ fn the_event_stream_tells_each_task_of_a_terminal_run_as_it_starts_and_ends() {
 }
 
 #[test]
+fn a_cycle_of_cairn_watch_shows_in_the_live_view() {
+    let test = project();
+    let ui = Dashboard::start(&test);
+    let mut watching = test
+        .command_with(&["watch", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cairn watch");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let live = ui.get("/live?fragment=1").body;
+        if live.contains("cairn watch slow") && live.contains("running") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = watching.kill();
+    let _ = watching.wait();
+    assert!(shown, "{}", ui.get("/live?fragment=1").body);
+}
+
+#[test]
 fn no_page_of_the_dashboard_shows_a_secret_value_or_a_private_key() {
     let test = crate::secrets::deploy_project();
     test.run_with(&["run", "deploy:production"]).success();
