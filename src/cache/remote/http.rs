@@ -29,6 +29,48 @@ impl Space {
 #[derive(Debug, Clone)]
 pub struct Unavailable(pub String);
 
+/// Resolves each server name once per client. ureq's own resolver starts a thread for every request that has a
+/// time limit (all of cairn's do), which was most of what fetching a small entry cost the processor; a run
+/// talks to one server whose address does not change under it. (`ureq::unversioned` is pinned by Cargo.lock.)
+#[derive(Debug, Default)]
+struct RememberingResolver {
+    known: std::sync::Mutex<
+        std::collections::HashMap<String, ureq::unversioned::resolver::ResolvedSocketAddrs>,
+    >,
+    system: ureq::unversioned::resolver::DefaultResolver,
+}
+
+impl ureq::unversioned::resolver::Resolver for RememberingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let Some(authority) = uri.authority() else {
+            return self.system.resolve(uri, config, timeout);
+        };
+        let name = format!("{}|{authority}", uri.scheme_str().unwrap_or_default());
+        if let Some(addresses) = self.lock().get(&name) {
+            return Ok(addresses.clone());
+        }
+        let addresses = self.system.resolve(uri, config, timeout)?;
+        self.lock().insert(name, addresses.clone());
+        Ok(addresses)
+    }
+}
+
+impl RememberingResolver {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, ureq::unversioned::resolver::ResolvedSocketAddrs>,
+    > {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The slowest transfer rate a request is allowed before it counts as failed: large blobs get time in
 /// proportion to their size, so a slow link is not mistaken for a dead server, and a dead one is still found.
 const MIN_BYTES_PER_SECOND: u64 = 256 * 1024;
@@ -82,7 +124,7 @@ impl Client {
             }
             None => ureq::tls::TlsConfig::default(),
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .tls_config(tls)
             .http_status_as_error(false)
             .max_redirects(0)
@@ -93,8 +135,12 @@ impl Client {
             .timeout_per_read(Some(timeout))
             .timeout_per_write(Some(timeout))
             .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            RememberingResolver::default(),
+        );
         Client {
             shown: base.clone(),
             base,
