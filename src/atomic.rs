@@ -123,6 +123,38 @@ fn replace_through_temp(
     result
 }
 
+/// Makes `path` a second name of the file `existing` (a hard link), replacing whatever `path` was through a
+/// temp name and a rename, so a reader sees the old file or the new one. Not waited onto the disk, like
+/// [`write_replace`]. Both must be on one file system; the caller writes a copy when this fails.
+pub fn link_replace(existing: &Path, path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Err(io::Error::other("a link to make needs a directory")),
+    };
+    match fs::hard_link(existing, path) {
+        Ok(()) => return Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound && !dir.exists() => {
+            fs::create_dir_all(dir)?;
+            match fs::hard_link(existing, path) {
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+                done => return done,
+            }
+        }
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let temp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::hard_link(existing, &temp)?;
+    fs::rename(&temp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&temp);
+    })
+}
+
 /// Makes a rename in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -178,6 +210,30 @@ pub fn is_temp_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_replaces_the_file_at_its_path_and_creates_its_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        fs::write(&first, b"one").expect("write");
+        fs::write(&second, b"two").expect("write");
+        let name = dir.path().join("sub/name");
+        link_replace(&first, &name).expect("new link");
+        assert_eq!(fs::read(&name).expect("read"), b"one");
+        link_replace(&second, &name).expect("replacing link");
+        assert_eq!(fs::read(&name).expect("read"), b"two");
+        assert_eq!(fs::read(&first).expect("read"), b"one");
+        let names: Vec<_> = fs::read_dir(dir.path().join("sub"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("name")],
+            "no temp left"
+        );
+        assert!(link_replace(&dir.path().join("missing"), &name).is_err());
+    }
 
     #[test]
     fn temp_files_of_dead_writers_are_swept_and_live_ones_kept() {

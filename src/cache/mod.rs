@@ -26,7 +26,8 @@ pub use fingerprint::{hex, platform, Change, FileDigest, Fingerprint, Key, FORMA
 pub use hasher::{hash_file, FileHasher};
 pub use store::{
     decode_log, encode_log, place_fetched_log, place_fetched_output, Claim, Entry, EntrySize,
-    GcReport, LockMode, LogLines, OutputRecord, Stats, Store, INLINE_OUTPUTS_TOTAL_MAX,
+    GcReport, LinkedRecord, LockMode, LogLines, OutputRecord, Stats, Store,
+    INLINE_OUTPUTS_TOTAL_MAX,
 };
 
 use crate::config::DepsStrategy;
@@ -326,10 +327,11 @@ impl Session {
     /// the time the remote took, go into `notes`.
     pub fn restore(
         &self,
-        key: &Key,
+        keyed: &Keyed,
         spec: &KeySpec,
         notes: &mut RestoreNotes,
     ) -> Result<Option<Restored>, CacheError> {
+        let key = &keyed.key;
         let mut from_remote = None;
         let entry = match self.store.load_entry(key) {
             Ok(Some(entry)) if !self.still_trusted(&entry) => {
@@ -339,7 +341,7 @@ impl Session {
                     "dropped the result fetched earlier from the remote cache: it is signed by {}, which is no longer in trusted_writers",
                     entry.signed_by.as_deref().unwrap_or_default()
                 ));
-                return self.restore(key, spec, notes);
+                return self.restore(keyed, spec, notes);
             }
             Ok(Some(entry)) => entry,
             Ok(None) => {
@@ -349,21 +351,14 @@ impl Session {
                 };
                 let allowed = |path: &str| spec.outputs.matches_path(path);
                 let asked = std::time::Instant::now();
-                let lookup = remote.fetch(key, &self.store, &allowed);
+                let lookup = remote.fetch(key, &keyed.fingerprint, &self.store, &allowed);
                 notes.remote = Some((asked, std::time::Instant::now()));
                 notes.refused.extend(lookup.refused);
-                let Some(writer) = lookup.writer else {
+                let (Some(writer), Some(entry)) = (lookup.writer, lookup.entry) else {
                     return Ok(None);
                 };
                 from_remote = Some(writer);
-                match self.store.load_entry(key) {
-                    Ok(Some(entry)) => entry,
-                    Ok(None) => return Ok(None),
-                    Err(error) => {
-                        self.store.remove_entry(key);
-                        return Err(error);
-                    }
-                }
+                entry
             }
             Err(error) => {
                 self.store.remove_entry(key);
@@ -374,7 +369,7 @@ impl Session {
                     notes.refused.push(format!(
                         "the result kept here was damaged ({error}): asking the remote cache"
                     ));
-                    return self.restore(key, spec, notes);
+                    return self.restore(keyed, spec, notes);
                 }
                 return Err(error);
             }
@@ -395,7 +390,7 @@ impl Session {
                         notes.refused.push(format!(
                             "the result fetched earlier was damaged here ({error}): fetching it again"
                         ));
-                        return self.restore(key, spec, notes);
+                        return self.restore(keyed, spec, notes);
                     }
                 }
                 Err(error)
@@ -527,12 +522,17 @@ impl Session {
     }
 
     /// Like [`Session::record_success`], for a result that came from elsewhere (the remote cache, the
-    /// execution engine): not waited onto the disk. After a crash the record is whole, absent or torn; a
-    /// torn or absent one reads as "no earlier success" (`cairn why` says so) and the next hit writes it
-    /// again, while the result itself stays where it came from. Waiting for it cost a remote hit four
-    /// fsyncs, twice what restoring its output costs.
+    /// execution engine) and was just stored with its fingerprint ([`Store::save_fetched_entry`]): the entry's file
+    /// becomes the record too (a hard link), so a fetched result creates one file here, not two (where links
+    /// cannot be made, the record is written). Not waited onto the disk: after a crash the record is whole,
+    /// absent or torn; a torn or absent one reads as "no earlier success" (`cairn why` says so) and the next hit
+    /// records it again, while the result itself stays where it came from.
     pub fn record_fetched_success(&self, task: &str, keyed: &Keyed) -> Result<(), CacheError> {
-        self.write_success(task, keyed, false)
+        let record = self.store.task_file("tasks", task);
+        match crate::atomic::link_replace(&self.store.entry_path(&keyed.key), &record) {
+            Ok(()) => Ok(()),
+            Err(_) => self.write_success(task, keyed, false),
+        }
     }
 
     fn write_success(&self, task: &str, keyed: &Keyed, durable: bool) -> Result<(), CacheError> {
@@ -568,7 +568,17 @@ impl Session {
     /// The last success of `task`, if one was recorded.
     pub fn last_success(&self, task: &str) -> Option<SuccessRecord> {
         let bytes = std::fs::read(self.store.task_file("tasks", task)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        if let Ok(record) = serde_json::from_slice(&bytes) {
+            return Some(record);
+        }
+        // A fetched result's entry, linked as the record (see `record_fetched_success`).
+        let linked: LinkedRecord = serde_json::from_slice(&bytes).ok()?;
+        Some(SuccessRecord {
+            key: linked.key,
+            task: task.to_owned(),
+            at: linked.created,
+            fingerprint: linked.record,
+        })
     }
 
     /// The inputs of an incremental task that changed since its last success: all of them when there was
@@ -666,6 +676,84 @@ pub fn dir_for(root: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keyed(command: &str) -> Keyed {
+        let fingerprint = Fingerprint {
+            version: FORMAT_VERSION,
+            platform: "x86_64-linux".into(),
+            task: "build".into(),
+            params: BTreeMap::new(),
+            commands: vec![command.into()],
+            shell: vec!["sh".into(), "-c".into()],
+            dir: ".".into(),
+            args: vec![],
+            outputs: vec!["out/**".into()],
+            input_globs: vec!["src/**".into()],
+            env: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            deps: BTreeMap::new(),
+        };
+        Keyed {
+            key: fingerprint.key(),
+            fingerprint,
+            unmatched: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_fetched_entry_is_also_the_success_record_until_a_local_success_replaces_it() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let session = Session::open(root.path(), &root.path().join("cache")).expect("opens");
+        let fetched = keyed("make fetched");
+        let entry = Entry {
+            key: fetched.key.to_string(),
+            task: "build".into(),
+            created: 1_700_000_000,
+            duration_ms: 5,
+            outputs: Vec::new(),
+            log: None,
+            log_inline: None,
+            fingerprint: None,
+            signed_by: None,
+        };
+        let store = session.store();
+        store
+            .save_fetched_entry(&fetched.key, &entry, &fetched.fingerprint)
+            .expect("stores");
+        session
+            .record_fetched_success("build", &fetched)
+            .expect("records");
+        let record = store.task_file("tasks", "build");
+        use std::os::unix::fs::MetadataExt;
+        let linked = std::fs::metadata(&record).expect("record exists");
+        let stored = std::fs::metadata(store.entry_path(&fetched.key)).expect("entry exists");
+        assert_eq!(linked.ino(), stored.ino(), "one file, two names");
+        assert!(session.is_recorded("build", &fetched));
+        let last = session.last_success("build").expect("readable as a record");
+        assert_eq!(last.key, fetched.key.to_string());
+        assert_eq!(last.at, 1_700_000_000);
+        assert_eq!(last.fingerprint, fetched.fingerprint);
+        let loaded = store
+            .load_entry(&fetched.key)
+            .expect("reads")
+            .expect("still an entry");
+        assert_eq!(loaded.key, entry.key);
+
+        // A later local success replaces the record, and leaves the fetched entry as it was.
+        let local = keyed("make local");
+        session.record_success("build", &local).expect("records");
+        assert!(session.is_recorded("build", &local) && !session.is_recorded("build", &fetched));
+        assert_eq!(
+            session.last_success("build").expect("record").fingerprint,
+            local.fingerprint
+        );
+        assert!(store.load_entry(&fetched.key).expect("reads").is_some());
+        // And fetching it again links it again, over the local record.
+        session
+            .record_fetched_success("build", &fetched)
+            .expect("records");
+        assert!(session.is_recorded("build", &fetched));
+    }
 
     #[test]
     fn a_new_cache_starts_its_gc_clock_instead_of_trimming() {

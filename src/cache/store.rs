@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::beneath::{link_resolves_inside, Beneath, BeneathError};
-use super::fingerprint::{hex, parse_hex, Key};
+use super::fingerprint::{hex, parse_hex, Fingerprint, Key};
 use super::CacheError;
 use crate::atomic::{
     is_temp_name, private_dir, write_atomic_private as write_atomic,
@@ -79,6 +79,27 @@ pub struct Entry {
     /// is used only while that key is still trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+}
+
+/// A fetched result's entry as stored: with the fingerprint its key was computed from here, so that the same
+/// file, hard-linked, is also the task's success record (one file to create per fetched result, not two).
+/// Reading it as an [`Entry`] skips the fingerprint.
+#[derive(Serialize)]
+struct FetchedEntry<'a> {
+    #[serde(flatten)]
+    entry: &'a Entry,
+    record: &'a Fingerprint,
+}
+
+/// What a success record read from a fetched result's entry holds (see [`FetchedEntry`]).
+#[derive(Deserialize)]
+pub struct LinkedRecord {
+    /// The key, in hex.
+    pub key: String,
+    /// When it was stored, in seconds since the epoch.
+    pub created: u64,
+    /// The fingerprint the key was computed from.
+    pub record: Fingerprint,
 }
 
 impl Entry {
@@ -221,7 +242,8 @@ impl Store {
         self.dir.join("blobs").join(&hash[..2]).join(name)
     }
 
-    fn entry_path(&self, key: &Key) -> PathBuf {
+    /// The file of the entry for `key` (which may not exist).
+    pub fn entry_path(&self, key: &Key) -> PathBuf {
         let hex = key.to_string();
         self.dir
             .join("entries")
@@ -392,9 +414,18 @@ impl Store {
     /// Writes the manifest of an entry fetched from the remote cache, not waited onto the disk, like its blobs:
     /// after a crash it is whole, absent (a miss: fetched again) or torn (read as damaged, dropped, fetched
     /// again), and nothing local is lost that the remote cache does not still hold.
-    pub fn save_fetched_entry(&self, key: &Key, entry: &Entry) -> Result<(), CacheError> {
+    pub fn save_fetched_entry(
+        &self,
+        key: &Key,
+        entry: &Entry,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), CacheError> {
         let path = self.entry_path(key);
-        let bytes = serde_json::to_vec(entry).expect("an entry always serialises");
+        let linkable = FetchedEntry {
+            entry,
+            record: fingerprint,
+        };
+        let bytes = serde_json::to_vec(&linkable).expect("an entry always serialises");
         crate::atomic::write_replace_private_with(&path, |file| file.write_all(&bytes))
             .map_err(io_error("cannot write a cache entry", &path))
     }

@@ -21,7 +21,7 @@ pub(super) struct RunArgs {
     /// Tasks to run, e.g. `build` or `deploy:production` (none: the task named `default`).
     #[arg(value_name = "TARGET")]
     targets: Vec<String>,
-    /// Run at most N tasks at once (default: `[settings] jobs`, else one per CPU).
+    /// Run at most N commands at once (default: `[settings] jobs`, else one per CPU); cache lookups take no slot.
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     jobs: Option<u32>,
     /// After a failure, keep running every task whose dependencies succeeded.

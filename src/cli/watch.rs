@@ -26,7 +26,7 @@ pub(super) struct WatchArgs {
     /// How long to wait after a change for more before running (a save is often several events), in ms.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     debounce: u64,
-    /// Run at most N tasks at once (default: `[settings] jobs`, else one per CPU).
+    /// Run at most N commands at once (default: `[settings] jobs`, else one per CPU); cache lookups take no slot.
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     jobs: Option<u32>,
     /// Give a var of [vars] another value (as `cairn run --set`).

@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::cache::{Claim, DepInput, Key, Keyed, RestoreNotes, Session};
 
 use super::remote::{Looked, Placement, RemoteEnd, RemoteExecution};
@@ -49,26 +51,50 @@ pub(super) struct JobEnd {
     pub cache: CacheUse,
     pub cache_reason: Option<String>,
     pub ran_on: Option<&'static str>,
+    /// Time spent waiting for a local slot after starting: the job's own time begins after it.
+    pub waited: Duration,
 }
 
-/// Where a job may run besides here, and the local slots when remote actions run beside local jobs.
-#[derive(Clone, Default)]
+/// Where a job may run besides here, and the `--jobs` slots a command running here takes.
 pub(super) struct Placing {
     pub remote: Option<Arc<RemoteExecution>>,
-    pub local_slots: Option<Arc<tokio::sync::Semaphore>>,
+    pub local_slots: Arc<Semaphore>,
+    /// The slot the scheduler took for a job that cannot be a cache hit before starting it.
+    pub held: Option<OwnedSemaphorePermit>,
+    /// How long the job waited for a slot after its lookup missed (not part of its run time).
+    waited: Duration,
 }
 
 impl Placing {
-    /// Runs the job's attempts here, in one of the local slots when they are counted.
+    /// Placing for a job; `held` is the slot the scheduler already took for it, if it did.
+    pub fn new(
+        remote: Option<Arc<RemoteExecution>>,
+        local_slots: Arc<Semaphore>,
+        held: Option<OwnedSemaphorePermit>,
+    ) -> Placing {
+        Placing {
+            remote,
+            local_slots,
+            held,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// Runs the job's attempts here, in one of the local slots.
     async fn here(
-        &self,
+        &mut self,
         job: Arc<Job>,
         executor: Arc<dyn Executor>,
         context: JobContext,
     ) -> (TaskStatus, u32) {
-        let _slot = match &self.local_slots {
-            Some(slots) => slots.acquire().await.ok(),
-            None => None,
+        let _slot = match self.held.take() {
+            Some(slot) => Some(slot),
+            None => {
+                let asked = Instant::now();
+                let slot = Arc::clone(&self.local_slots).acquire_owned().await.ok();
+                self.waited += asked.elapsed();
+                slot
+            }
         };
         attempts(job, executor, context).await
     }
@@ -92,6 +118,13 @@ impl Reporter for Capture {
     }
 }
 
+/// Whether a job starts with a cache lookup, which does not take one of the `--jobs` slots: the scheduler
+/// starts a few of those beyond the slots, so that lookups, fetches and restores overlap with each other and
+/// with the commands running instead of waiting for a slot they do not need.
+pub(super) fn may_hit(job: &Job, cached: bool, force: bool) -> bool {
+    cached && job.needs_key && job.key.cacheable && !force
+}
+
 /// Runs `job`, using `cache` when there is one; `deps` are its dependencies' keys.
 pub(super) async fn run_job(
     job: Arc<Job>,
@@ -100,7 +133,21 @@ pub(super) async fn run_job(
     cache: Option<Arc<Session>>,
     deps: Vec<DepInput>,
     force: bool,
-    placing: Placing,
+    mut placing: Placing,
+) -> JobEnd {
+    let mut end = run_placed(job, executor, context, cache, deps, force, &mut placing).await;
+    end.waited = placing.waited;
+    end
+}
+
+async fn run_placed(
+    job: Arc<Job>,
+    executor: Arc<dyn Executor>,
+    context: JobContext,
+    cache: Option<Arc<Session>>,
+    deps: Vec<DepInput>,
+    force: bool,
+    placing: &mut Placing,
 ) -> JobEnd {
     let uncached = |status, attempts| JobEnd {
         status,
@@ -109,6 +156,7 @@ pub(super) async fn run_job(
         cache: CacheUse::Off,
         cache_reason: None,
         ran_on: Some("local"),
+        waited: Duration::ZERO,
     };
     let Some(cache) = cache.filter(|_| job.needs_key) else {
         let began = Instant::now();
@@ -131,14 +179,19 @@ pub(super) async fn run_job(
         tokio::task::spawn_blocking(move || {
             let keyed = cache.key(&job.key, &deps)?;
             let mut notes = RestoreNotes::default();
-            let restored = try_restore.then(|| cache.restore(&keyed.key, &job.key, &mut notes));
+            let restored = try_restore.then(|| cache.restore(&keyed, &job.key, &mut notes));
+            // A hit's success record is written on this trip too, not by the scheduler's thread.
+            let unrecorded = match &restored {
+                Some(Ok(Some(hit))) => remember(&cache, &job, &keyed, hit.from_remote.is_some()),
+                _ => Vec::new(),
+            };
             // A miss that goes to the engine needs its action built from the inputs just hashed: on this same
             // trip, while they are in the page cache.
             let missed = !matches!(restored, Some(Ok(Some(_))) | Some(Err(_)));
             let prepared = remote
                 .filter(|_| missed)
                 .map(|remote| remote.prepare(&job, &keyed, cache.root()));
-            Ok::<_, crate::cache::CacheError>((keyed, restored, notes, prepared))
+            Ok::<_, crate::cache::CacheError>((keyed, restored, notes, unrecorded, prepared))
         })
         .await
     };
@@ -147,14 +200,14 @@ pub(super) async fn run_job(
         .phase(&job, "cache lookup", lookup_began, Instant::now());
     let mut prepared = None;
     let (keyed, restored) = match computed {
-        Ok(Ok((keyed, restored, notes, early))) => {
+        Ok(Ok((keyed, restored, notes, unrecorded, early))) => {
             prepared = early;
             if let Some((asked, answered)) = notes.remote {
                 context
                     .reporter
                     .phase(&job, "remote cache", asked, answered);
             }
-            for reason in notes.refused {
+            for reason in notes.refused.into_iter().chain(unrecorded) {
                 context.reporter.note(&job, &reason);
             }
             (Ok(Ok(keyed)), restored)
@@ -199,12 +252,13 @@ pub(super) async fn run_job(
             cache: CacheUse::Off,
             cache_reason: None,
             ran_on: Some("local"),
+            waited: Duration::ZERO,
         };
     }
 
     if let Some(restored) = restored {
         match restored {
-            Ok(Some(restored)) => return replay(&cache, &job, &keyed, &context, restored, None),
+            Ok(Some(restored)) => return replay(&job, &keyed, &context, restored, None),
             Ok(None) => {}
             Err(error) => context
                 .reporter
@@ -304,7 +358,9 @@ pub(super) async fn run_job(
             );
             tokio::task::spawn_blocking(move || {
                 let saved = cache.save(&keyed, &job.label, &job.key, &log, took);
-                remember(&cache, &job, &keyed, &context, false);
+                for note in remember(&cache, &job, &keyed, false) {
+                    context.reporter.note(&job, &note);
+                }
                 saved
             })
             .await
@@ -327,6 +383,7 @@ pub(super) async fn run_job(
         cache: CacheUse::Miss,
         cache_reason,
         ran_on: Some("local"),
+        waited: Duration::ZERO,
     }
 }
 
@@ -362,12 +419,12 @@ fn remote_end(keyed: &Keyed, end: RemoteEnd, miss: impl FnOnce() -> String) -> O
             (true, true) => Some("remote cache"),
             (true, false) => Some("remote"),
         },
+        waited: Duration::ZERO,
     })
 }
 
 /// Replays a restored result: its outputs are in place; its recorded output is shown again.
 fn replay(
-    cache: &Session,
     job: &Arc<Job>,
     keyed: &Keyed,
     context: &JobContext,
@@ -388,7 +445,6 @@ fn replay(
         };
         context.reporter.output(job, stream, &line);
     }
-    remember(cache, job, keyed, context, restored.from_remote.is_some());
     JobEnd {
         status: TaskStatus::Succeeded,
         attempts: 0,
@@ -399,6 +455,7 @@ fn replay(
             CacheUse::Hit
         },
         ran_on: restored.from_remote.as_ref().map(|_| "remote cache"),
+        waited: Duration::ZERO,
         cache_reason: reason.or_else(|| {
             restored
                 .from_remote
@@ -465,22 +522,31 @@ async fn claim(
         .reporter
         .phase(job, "waiting for another run", began, Instant::now());
     let again = {
-        let (cache, job, key) = (Arc::clone(cache), Arc::clone(job), keyed.key);
+        let (cache, job, keyed) = (Arc::clone(cache), Arc::clone(job), keyed.clone());
         tokio::task::spawn_blocking(move || {
             let mut notes = RestoreNotes::default();
-            cache.restore(&key, &job.key, &mut notes)
+            let restored = cache.restore(&keyed, &job.key, &mut notes);
+            let unrecorded = match &restored {
+                Ok(Some(hit)) => remember(&cache, &job, &keyed, hit.from_remote.is_some()),
+                _ => Vec::new(),
+            };
+            (restored, unrecorded)
         })
         .await
     };
     match again {
-        Ok(Ok(Some(restored))) => Claimed::Theirs(replay(
-            cache,
-            job,
-            keyed,
-            context,
-            restored,
-            Some("the result of a concurrent cairn run".into()),
-        )),
+        Ok((Ok(Some(restored)), unrecorded)) => {
+            for note in unrecorded {
+                context.reporter.note(job, &note);
+            }
+            Claimed::Theirs(replay(
+                job,
+                keyed,
+                context,
+                restored,
+                Some("the result of a concurrent cairn run".into()),
+            ))
+        }
         _ => Claimed::Ours(Some(claim)),
     }
 }
@@ -515,15 +581,17 @@ fn miss_reason(cache: &Session, job: &Job, keyed: &Keyed, force: bool) -> String
 
 /// Records a success for `cairn why` and, for incremental tasks, the inputs now known to pass; `fetched`
 /// when the result came from elsewhere (its record need not be durable: see `record_fetched_success`).
-fn remember(cache: &Session, job: &Job, keyed: &Keyed, context: &JobContext, fetched: bool) {
+/// Returns what could not be recorded, for the run's notes. Blocks on the disk: callers are on the blocking pool.
+fn remember(cache: &Session, job: &Job, keyed: &Keyed, fetched: bool) -> Vec<String> {
+    let mut unrecorded = Vec::new();
     if cache.is_recorded(&job.label, keyed) {
-        return;
+        return unrecorded;
     }
     // The incremental state first: if cairn dies before the success record, the record still names the older
     // key and both are written again next time.
     if job.key.incremental {
         if let Err(error) = cache.record_incremental(&job.label, keyed) {
-            context.reporter.note(job, &error.to_string());
+            unrecorded.push(error.to_string());
         }
     }
     let recorded = if fetched {
@@ -532,8 +600,9 @@ fn remember(cache: &Session, job: &Job, keyed: &Keyed, context: &JobContext, fet
         cache.record_success(&job.label, keyed)
     };
     if let Err(error) = recorded {
-        context.reporter.note(job, &error.to_string());
+        unrecorded.push(error.to_string());
     }
+    unrecorded
 }
 
 /// Writes the changed files, one per line, into a new private directory; the directory is removed when the

@@ -1138,7 +1138,7 @@ fn store_and_restore(
         signed_by: None,
     };
     store
-        .save_fetched_entry(&keyed.key, &entry)
+        .save_fetched_entry(&keyed.key, &entry, &keyed.fingerprint)
         .map_err(cache_error)?;
     let mut refused = Vec::new();
     match cache.restore_stored(&entry, &job.key) {

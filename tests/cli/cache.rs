@@ -504,3 +504,32 @@ fn an_edited_output_is_restored_on_a_hit_and_an_intact_one_is_left_alone() {
         "an output already in place is not rewritten"
     );
 }
+
+#[test]
+fn a_cache_hit_does_not_wait_for_the_slot_a_running_command_holds() {
+    // One slot (`-j 1`), held by `a-gate` until `hit`'s output exists: only a lookup and restore that need no
+    // slot can put it there while the command runs (`a-gate` is first in the plan, so it starts first).
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks.a-gate]
+run = "for i in $(seq 200); do [ -f out/hit.txt ] && exit 0; sleep 0.05; done; echo never restored; exit 1"
+
+[tasks.hit]
+run = "mkdir -p out && echo restored > out/hit.txt"
+inputs = ["src/**"]
+outputs = ["out/hit.txt"]
+
+[tasks.all]
+deps = ["a-gate", "hit"]
+"#,
+        )
+        .file("src/in.txt", "x\n");
+    t.run_with(&["run", "hit"]).success();
+    std::fs::remove_file(t.path("out/hit.txt")).expect("remove the output");
+    t.run_with(&["run", "all", "-j", "1"])
+        .success()
+        .cached(1)
+        .stdout_lacks("never restored");
+    assert_eq!(t.read("out/hit.txt"), "restored\n");
+}

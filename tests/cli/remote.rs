@@ -372,6 +372,11 @@ fn a_result_published_by_one_machine_is_restored_byte_for_byte_on_another() {
         "a reader publishes nothing:\n{}",
         run.stderr
     );
+    // The fetched result is B's last success now (its entry is the record), for `why`.
+    b.run_with(&["why", "build"])
+        .success()
+        .stdout_has("`build`: nothing changed since its last success")
+        .stdout_has("and the cache has its result: it will be restored");
 
     // The entry is now local: no server needed.
     let mut nginx = nginx;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path};
 use std::sync::Arc;
 
-use crate::cache::fingerprint::Key;
+use crate::cache::fingerprint::{Fingerprint, Key};
 use crate::cache::store::{
     decode_log, place_fetched_log, place_fetched_output, Entry, OutputRecord, Store,
 };
@@ -32,8 +32,8 @@ pub struct ReapiCache {
 
 /// What a lookup found: the entry is in the local store, or why one was refused.
 pub enum Fetched {
-    /// Stored locally.
-    Hit,
+    /// Stored locally: the entry as written.
+    Hit(Box<Entry>),
     /// Not there.
     Miss,
     /// There, and refused (a path out of the declared outputs, a blob that does not match).
@@ -83,6 +83,7 @@ impl ReapiCache {
     pub fn fetch(
         &self,
         key: &Key,
+        fingerprint: &Fingerprint,
         store: &Store,
         allowed: &dyn Fn(&str) -> bool,
     ) -> Result<Fetched, ReapiError> {
@@ -183,9 +184,9 @@ impl ReapiCache {
             signed_by: None,
         };
         store
-            .save_fetched_entry(key, &entry)
+            .save_fetched_entry(key, &entry, fingerprint)
             .map_err(|e| ReapiError::Protocol(format!("cannot store the entry: {e}")))?;
-        Ok(Fetched::Hit)
+        Ok(Fetched::Hit(Box::new(entry)))
     }
 
     /// Sends an entry's blobs the server lacks, then its result (last, so that no result names a missing

@@ -34,7 +34,7 @@ use zeroize::Zeroizing;
 pub use http::{parse_roots, Unavailable};
 pub use trust::{public_text, SigningKey};
 
-use super::fingerprint::{hex, parse_hex, Key};
+use super::fingerprint::{hex, parse_hex, Fingerprint, Key};
 use super::store::{Entry, LockMode, OutputRecord, Store};
 use crate::config::TrustedWriter;
 use http::{Client, Space};
@@ -99,6 +99,8 @@ pub struct Probe {
 pub struct Lookup {
     /// The trusted writer whose entry is now in the local store, on a hit.
     pub writer: Option<String>,
+    /// That entry, as stored (restored without reading it back).
+    pub entry: Option<Entry>,
     /// Entries that were found and refused, and why, for the task's output.
     pub refused: Vec<String>,
 }
@@ -309,15 +311,22 @@ impl Remote {
 
     /// Looks `key` up in each trusted writer's slot; on a verified hit, the entry and its blobs are written
     /// to `store`, and `allowed` (the task's declared outputs) was checked for every path first.
-    pub fn fetch(&self, key: &Key, store: &Store, allowed: &dyn Fn(&str) -> bool) -> Lookup {
+    pub fn fetch(
+        &self,
+        key: &Key,
+        fingerprint: &Fingerprint,
+        store: &Store,
+        allowed: &dyn Fn(&str) -> bool,
+    ) -> Lookup {
         let mut lookup = Lookup::default();
         if self.is_reapi() {
             let Some(reapi) = self.reapi.as_ref().filter(|_| !self.health.is_down()) else {
                 return lookup;
             };
-            match reapi.fetch(key, store, allowed) {
-                Ok(grpc::Fetched::Hit) => {
+            match reapi.fetch(key, fingerprint, store, allowed) {
+                Ok(grpc::Fetched::Hit(entry)) => {
                     self.health.fetched.fetch_add(1, Ordering::Relaxed);
+                    lookup.entry = Some(*entry);
                     lookup.writer = Some(format!(
                         "trusted through {}'s authentication",
                         reapi.shown()
@@ -365,9 +374,10 @@ impl Remote {
                     continue;
                 }
             };
-            match self.import(key, &manifest, writer, store) {
-                Ok(()) => {
+            match self.import(key, &manifest, writer, fingerprint, store) {
+                Ok(entry) => {
                     self.health.fetched.fetch_add(1, Ordering::Relaxed);
+                    lookup.entry = Some(entry);
                     lookup.writer = Some(format!("signed by {name}"));
                     return lookup;
                 }
@@ -390,8 +400,9 @@ impl Remote {
         key: &Key,
         manifest: &Manifest,
         writer: &TrustedWriter,
+        fingerprint: &Fingerprint,
         store: &Store,
-    ) -> Result<(), Fault> {
+    ) -> Result<Entry, Fault> {
         let missing: Vec<&RemoteBlob> = manifest
             .outputs
             .iter()
@@ -424,8 +435,9 @@ impl Remote {
             signed_by: Some(public_text(&writer.key)),
         };
         store
-            .save_fetched_entry(key, &entry)
-            .map_err(|e| Fault::Bad(format!("cannot store the entry: {e}")))
+            .save_fetched_entry(key, &entry, fingerprint)
+            .map_err(|e| Fault::Bad(format!("cannot store the entry: {e}")))?;
+        Ok(entry)
     }
 
     /// The first trusted writer whose slot holds an entry for `key` (existence only: nothing is verified or
@@ -468,7 +480,7 @@ impl Remote {
                     short(&blob.sha256)
                 ))
             })?;
-        let content = verify_blob(blob, &fetched).map_err(Fault::Bad)?;
+        let content = verify_blob(blob, fetched).map_err(Fault::Bad)?;
         store
             .put_fetched_blob(&content)
             .map_err(|e| Fault::Bad(format!("cannot store a fetched blob: {e}")))?;
@@ -778,33 +790,41 @@ fn in_parallel<T: Sync, R: Send>(
     items: &[T],
     work: impl Fn(&T) -> Result<R, Fault> + Sync,
 ) -> Result<Vec<R>, Fault> {
+    // One item (a typical entry: one output) is done on the calling thread: a thread started and joined per
+    // entry was most of what a fetch cost the processor.
+    if items.len() <= 1 {
+        return items.iter().map(work).collect();
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     let failed: Mutex<Option<Fault>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..items.len().min(BLOB_THREADS) {
-            scope.spawn(|| loop {
-                if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-                    return;
-                }
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(item) = items.get(index) else {
-                    return;
-                };
-                match work(item) {
-                    Ok(result) => {
-                        results.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(result);
-                    }
-                    Err(fault) => {
-                        failed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(fault);
-                        return;
-                    }
-                }
-            });
+    let worker = || loop {
+        if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return;
         }
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        let Some(item) = items.get(index) else {
+            return;
+        };
+        match work(item) {
+            Ok(result) => {
+                results.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(result);
+            }
+            Err(fault) => {
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(fault);
+                return;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        // The calling thread is one of the workers.
+        for _ in 1..items.len().min(BLOB_THREADS) {
+            scope.spawn(worker);
+        }
+        worker();
     });
     if let Some(fault) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(fault);
@@ -831,26 +851,28 @@ fn pack(content: &[u8]) -> (Vec<u8>, bool) {
 
 /// Checks fetched bytes against the SHA-256 they were asked for, unpacks them (never past the size the
 /// manifest gives) and checks the content against its BLAKE3.
-fn verify_blob(blob: &RemoteBlob, fetched: &[u8]) -> Result<Vec<u8>, String> {
+fn verify_blob(blob: &RemoteBlob, fetched: Vec<u8>) -> Result<Vec<u8>, String> {
     let tampered = || {
         format!(
             "blob {} does not match its hash (altered on the server or in transit)",
             short(&blob.sha256)
         )
     };
-    if hex(&Sha256::digest(fetched)) != blob.sha256 {
-        return Err(tampered());
-    }
     let content = if blob.zstd {
+        // Compressed bytes reach the decoder only once they are known to be the writer's: the SHA-256 first.
+        // (Bytes sent as they are need no SHA-256: the signed BLAKE3 below covers exactly them.)
+        if hex(&Sha256::digest(&fetched)) != blob.sha256 {
+            return Err(tampered());
+        }
         let mut out = Vec::new();
-        zstd::Decoder::new(fetched)
+        zstd::Decoder::new(fetched.as_slice())
             .map_err(|_| tampered())?
             .take(blob.size + 1)
             .read_to_end(&mut out)
             .map_err(|_| tampered())?;
         out
     } else {
-        fetched.to_vec()
+        fetched
     };
     if content.len() as u64 != blob.size || hex(blake3::hash(&content).as_bytes()) != blob.blake3 {
         return Err(tampered());
@@ -1005,10 +1027,15 @@ mod tests {
             .ok()
             .unwrap()
             .is_empty());
+        assert_eq!(in_parallel(&[5u32], |n| Ok(n + 1)).ok(), Some(vec![6]));
+        assert!(matches!(
+            in_parallel(&[5u32], |_| Err::<u32, _>(Fault::Bad("five".into()))),
+            Err(Fault::Bad(reason)) if reason == "five"
+        ));
     }
 
     #[test]
-    fn a_blob_is_checked_against_both_hashes_and_its_size() {
+    fn a_blob_is_checked_against_its_signed_hashes_and_its_size() {
         let content = b"hello ".repeat(200);
         let (stored, zstd) = pack(&content);
         assert!(zstd, "repetitive content is sent compressed");
@@ -1019,16 +1046,35 @@ mod tests {
             stored_size: stored.len() as u64,
             zstd,
         };
-        assert_eq!(verify_blob(&blob, &stored).unwrap(), content);
+        assert_eq!(verify_blob(&blob, stored.clone()).unwrap(), content);
         let mut altered = stored.clone();
         let last = altered.len() - 1;
         altered[last] ^= 1;
-        assert!(verify_blob(&blob, &altered).is_err());
+        assert!(verify_blob(&blob, altered).is_err());
         // A server that serves other bytes under the right SHA-256 is caught by the BLAKE3.
         let other = RemoteBlob {
             blake3: hex(blake3::hash(b"other").as_bytes()),
             ..blob.clone()
         };
-        assert!(verify_blob(&other, &stored).is_err());
+        assert!(verify_blob(&other, stored).is_err());
+        // Bytes sent uncompressed are checked against the signed BLAKE3 and size alone.
+        let plain = b"random-looking bytes".to_vec();
+        let (sent, zstd) = pack(&plain);
+        assert!(!zstd);
+        let blob = RemoteBlob {
+            sha256: hex(&Sha256::digest(&sent)),
+            blake3: hex(blake3::hash(&plain).as_bytes()),
+            size: plain.len() as u64,
+            stored_size: sent.len() as u64,
+            zstd,
+        };
+        assert_eq!(verify_blob(&blob, sent.clone()).unwrap(), plain);
+        let mut altered = sent.clone();
+        altered[0] ^= 1;
+        assert!(verify_blob(&blob, altered).is_err());
+        assert!(
+            verify_blob(&blob, sent[1..].to_vec()).is_err(),
+            "a short blob"
+        );
     }
 }
