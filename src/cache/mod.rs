@@ -333,6 +333,7 @@ impl Session {
     ) -> Result<Option<Restored>, CacheError> {
         let key = &keyed.key;
         let mut from_remote = None;
+        let mut fresh = std::collections::HashMap::new();
         let entry = match self.store.load_entry(key) {
             Ok(Some(entry)) if !self.still_trusted(&entry) => {
                 // Revoked since it was fetched: as if it had never been fetched.
@@ -358,6 +359,7 @@ impl Session {
                     return Ok(None);
                 };
                 from_remote = Some(writer);
+                fresh = lookup.fresh;
                 entry
             }
             Err(error) => {
@@ -374,7 +376,7 @@ impl Session {
                 return Err(error);
             }
         };
-        let result = self.restore_entry(&entry, spec);
+        let result = self.restore_entry(&entry, spec, &fresh);
         match result {
             Ok(log) => {
                 self.store.touch(key);
@@ -401,22 +403,28 @@ impl Session {
     /// Restores an entry this process just stored (a result from the execution engine) without reading it back;
     /// a damaged one is removed.
     pub fn restore_stored(&self, entry: &Entry, spec: &KeySpec) -> Result<LogLines, CacheError> {
-        self.restore_entry(entry, spec).inspect_err(|error| {
-            if error.is_damage() {
-                self.store.scrub(entry);
-                if let Some(key) = Key::parse(&entry.key) {
-                    self.store.remove_entry(&key);
+        self.restore_entry(entry, spec, &std::collections::HashMap::new())
+            .inspect_err(|error| {
+                if error.is_damage() {
+                    self.store.scrub(entry);
+                    if let Some(key) = Key::parse(&entry.key) {
+                        self.store.remove_entry(&key);
+                    }
                 }
-            }
-        })
+            })
     }
 
     /// Writes an entry's outputs into the tree (the declared ones only) and decodes its recorded output.
-    fn restore_entry(&self, entry: &Entry, spec: &KeySpec) -> Result<LogLines, CacheError> {
+    fn restore_entry(
+        &self,
+        entry: &Entry,
+        spec: &KeySpec,
+        fresh: &std::collections::HashMap<String, Vec<u8>>,
+    ) -> Result<LogLines, CacheError> {
         let allowed = |path: &str| spec.outputs.matches_path(path);
         let current = |output: &OutputRecord| self.is_current(output);
         self.store
-            .restore_outputs(&self.root, entry, &allowed, &current)?;
+            .restore_outputs_with(&self.root, entry, &allowed, &current, fresh)?;
         if let Some(inline) = &entry.log_inline {
             use base64::Engine;
             let bytes = base64::engine::general_purpose::STANDARD
@@ -430,7 +438,11 @@ impl Session {
         }
         match &entry.log {
             Some(blob) => {
-                decode_log(&self.store.get_blob(blob)?).ok_or_else(|| CacheError::CorruptBlob {
+                let decoded = match fresh.get(blob) {
+                    Some(bytes) => decode_log(bytes),
+                    None => decode_log(&self.store.get_blob(blob)?),
+                };
+                decoded.ok_or_else(|| CacheError::CorruptBlob {
                     hash: blob.clone(),
                     reason: "the recorded output cannot be decoded".into(),
                 })

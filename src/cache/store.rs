@@ -271,6 +271,13 @@ impl Store {
         self.store_blob(bytes, false, false)
     }
 
+    /// Stores a fetched blob whose hash is known and which the store was just found to lack (the caller checked
+    /// [`Store::has_blob`]): written without looking for it again. A concurrent writer of the same blob renames
+    /// the same bytes over it.
+    pub fn put_missing_fetched_blob(&self, hash: &str, bytes: &[u8]) -> Result<(), CacheError> {
+        self.write_blob(hash, bytes, bytes.len() > COMPRESS_OVER, false)
+    }
+
     fn store_blob(
         &self,
         bytes: &[u8],
@@ -281,8 +288,23 @@ impl Store {
         if self.blob_path(&hash, false).exists() || self.blob_path(&hash, true).exists() {
             return Ok(hash);
         }
-        let compressed = compress || bytes.len() > COMPRESS_OVER;
-        let path = self.blob_path(&hash, compressed);
+        self.write_blob(
+            &hash,
+            bytes,
+            compress || bytes.len() > COMPRESS_OVER,
+            durable,
+        )?;
+        Ok(hash)
+    }
+
+    fn write_blob(
+        &self,
+        hash: &str,
+        bytes: &[u8],
+        compressed: bool,
+        durable: bool,
+    ) -> Result<(), CacheError> {
+        let path = self.blob_path(hash, compressed);
         let fill = |file: &mut File| {
             if compressed {
                 let mut encoder = zstd::Encoder::new(file, 3)?;
@@ -297,8 +319,7 @@ impl Store {
         } else {
             crate::atomic::write_replace_private_with(&path, fill)
         };
-        result.map_err(io_error("cannot store a blob", &path))?;
-        Ok(hash)
+        result.map_err(io_error("cannot store a blob", &path))
     }
 
     /// Whether the store holds the blob (unverified: reading it verifies it).
@@ -477,6 +498,19 @@ impl Store {
         allowed: &dyn Fn(&str) -> bool,
         current: &dyn Fn(&OutputRecord) -> bool,
     ) -> Result<(), CacheError> {
+        self.restore_outputs_with(root, entry, allowed, current, &HashMap::new())
+    }
+
+    /// Like [`Store::restore_outputs`], with the content of some blobs already in memory, by hash: blobs just
+    /// fetched and checked against their hash, which need not be read back from the store and hashed again.
+    pub fn restore_outputs_with(
+        &self,
+        root: &Path,
+        entry: &Entry,
+        allowed: &dyn Fn(&str) -> bool,
+        current: &dyn Fn(&OutputRecord) -> bool,
+        fresh: &HashMap<String, Vec<u8>>,
+    ) -> Result<(), CacheError> {
         let unsafe_path = |path: &str, reason: &str| CacheError::UnsafePath {
             path: path.to_owned(),
             reason: reason.to_owned(),
@@ -547,14 +581,21 @@ impl Store {
             let destination = root.join(relative);
             let written = match (&output.blob, &output.target) {
                 (Some(blob), _) => {
-                    let bytes = self.output_content(output, blob)?;
+                    let read;
+                    let bytes = match fresh.get(blob) {
+                        Some(bytes) => bytes,
+                        None => {
+                            read = self.output_content(output, blob)?;
+                            &read
+                        }
+                    };
                     if bytes.len() as u64 != output.size {
                         return Err(CacheError::CorruptBlob {
                             hash: blob.clone(),
                             reason: "its size differs from the manifest's".into(),
                         });
                     }
-                    writer.write_file(relative, &bytes, output.mode)
+                    writer.write_file(relative, bytes, output.mode)
                 }
                 (None, Some(target)) => writer.write_link(relative, Path::new(target)),
                 (None, None) => {

@@ -19,6 +19,7 @@ pub mod grpc;
 mod http;
 pub mod trust;
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,6 +102,8 @@ pub struct Lookup {
     pub writer: Option<String>,
     /// That entry, as stored (restored without reading it back).
     pub entry: Option<Entry>,
+    /// The content of the blobs just fetched for it, by BLAKE3, already checked.
+    pub fresh: HashMap<String, Vec<u8>>,
     /// Entries that were found and refused, and why, for the task's output.
     pub refused: Vec<String>,
 }
@@ -375,9 +378,10 @@ impl Remote {
                 }
             };
             match self.import(key, &manifest, writer, fingerprint, store) {
-                Ok(entry) => {
+                Ok((entry, fresh)) => {
                     self.health.fetched.fetch_add(1, Ordering::Relaxed);
                     lookup.entry = Some(entry);
+                    lookup.fresh = fresh;
                     lookup.writer = Some(format!("signed by {name}"));
                     return lookup;
                 }
@@ -402,7 +406,7 @@ impl Remote {
         writer: &TrustedWriter,
         fingerprint: &Fingerprint,
         store: &Store,
-    ) -> Result<Entry, Fault> {
+    ) -> Result<(Entry, HashMap<String, Vec<u8>>), Fault> {
         let missing: Vec<&RemoteBlob> = manifest
             .outputs
             .iter()
@@ -410,8 +414,13 @@ impl Remote {
             .chain(manifest.log.as_ref())
             .filter(|blob| !store.has_blob(&blob.blake3))
             .collect();
-        // Several at once: each blob costs a round trip and a durable write, and an entry can have thousands.
-        in_parallel(&missing, |blob| self.fetch_blob(blob, store))?;
+        // Several at once: each blob costs a round trip and a write, and an entry can have thousands.
+        let contents = in_parallel(&missing, |blob| self.fetch_blob(blob, store))?;
+        let fresh = missing
+            .iter()
+            .map(|blob| blob.blake3.clone())
+            .zip(contents)
+            .collect();
         let entry = Entry {
             key: manifest.key.clone(),
             task: manifest.task.clone(),
@@ -437,7 +446,7 @@ impl Remote {
         store
             .save_fetched_entry(key, &entry, fingerprint)
             .map_err(|e| Fault::Bad(format!("cannot store the entry: {e}")))?;
-        Ok(entry)
+        Ok((entry, fresh))
     }
 
     /// The first trusted writer whose slot holds an entry for `key` (existence only: nothing is verified or
@@ -468,8 +477,8 @@ impl Remote {
         Ok(None)
     }
 
-    /// Downloads one blob, verifies it and writes it to the local store.
-    fn fetch_blob(&self, blob: &RemoteBlob, store: &Store) -> Result<(), Fault> {
+    /// Downloads one blob the local store lacks, verifies it, writes it to the store and returns its content.
+    fn fetch_blob(&self, blob: &RemoteBlob, store: &Store) -> Result<Vec<u8>, Fault> {
         let fetched = self
             .client
             .get(Space::Cas, &blob.sha256, blob.stored_size)
@@ -482,9 +491,9 @@ impl Remote {
             })?;
         let content = verify_blob(blob, fetched).map_err(Fault::Bad)?;
         store
-            .put_fetched_blob(&content)
+            .put_missing_fetched_blob(&blob.blake3, &content)
             .map_err(|e| Fault::Bad(format!("cannot store a fetched blob: {e}")))?;
-        Ok(())
+        Ok(content)
     }
 
     /// The trusted writers' names, this machine's included when it publishes.
