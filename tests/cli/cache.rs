@@ -533,3 +533,49 @@ deps = ["a-gate", "hit"]
         .stdout_lacks("never restored");
     assert_eq!(t.read("out/hit.txt"), "restored\n");
 }
+
+#[test]
+fn a_miss_that_waited_for_a_slot_is_timed_from_when_it_got_one() {
+    // `-j 1`: `a-slow` holds the slot for a second while `b-miss` looks in the cache beside it, misses and waits.
+    // Its time in the run record starts when it gets the slot, not when its lookup began.
+    let t = Test::new()
+        .tasks(
+            r#"
+[tasks.a-slow]
+run = "sleep 1"
+
+[tasks.b-miss]
+run = "true"
+inputs = ["src/**"]
+outputs = ["out/none"]
+
+[tasks.all]
+deps = ["a-slow", "b-miss"]
+"#,
+        )
+        .file("src/in.txt", "x\n");
+    t.run_with(&["run", "all", "-j", "1", "--summary", "summary.json"])
+        .success()
+        .cached(0);
+    let summary: serde_json::Value =
+        serde_json::from_str(&t.read("summary.json")).expect("summary");
+    let task = |name: &str| {
+        summary["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .find(|task| task["label"] == name)
+            .cloned()
+            .expect("task in the summary")
+    };
+    let (slow, miss) = (task("a-slow"), task("b-miss"));
+    let ms = |task: &serde_json::Value, field: &str| task[field].as_f64().expect(field);
+    assert!(
+        ms(&miss, "started_ms") >= ms(&slow, "ended_ms") - 50.0,
+        "b-miss started when the slot was free: {miss}\n{slow}"
+    );
+    assert!(
+        ms(&miss, "duration_ms") < 500.0,
+        "the wait is not its run time: {miss}"
+    );
+}
