@@ -112,6 +112,7 @@ impl Project {
             ["tasks"] => self.tasks(),
             ["tasks", name] => self.task(name, csrf)?,
             ["cache"] => self.cache(),
+            ["cache", "remote"] => self.remote_cache(),
             ["secrets"] => self.secrets(),
             ["plugins"] => self.plugins(),
             _ => return None,
@@ -567,7 +568,10 @@ impl Project {
                         RemoteMode::ReadWrite => "read-write",
                     };
                     // The URL as written: credentials live in `token`, which is never shown.
-                    format!("{} ({mode})", escape(&strip_userinfo(&url.value)))
+                    format!(
+                        "{} ({mode}) · <a href=\"/cache/remote\">check it now</a>",
+                        escape(&strip_userinfo(&url.value))
+                    )
                 })
             });
             pairs.push((
@@ -618,6 +622,24 @@ impl Project {
             table(&["task", "size", "outputs", "key"], &biggest)
         );
         self.page("Cache", "/cache", &body)
+    }
+
+    /// The remote cache's status, asked on request (a server that is down costs its timeout): what
+    /// `cairn cache remote` reports — the resolved settings, a lookup and, for a writer, an upload read back.
+    fn remote_cache(&self) -> Rendered {
+        let mut check = super::actions::cairn(self);
+        check.args(["cache", "remote"]);
+        let (code, report) = super::actions::capture(check);
+        let verdict = match code {
+            0 => badge("ok"),
+            _ => badge("failed"),
+        };
+        let body = format!(
+            "<p>What <code>cairn cache remote</code> reports now {verdict} · <a href=\"/cache\">back to the cache</a></p>\
+             <pre id=\"remote-status\">{}</pre>",
+            escape(&strip_ansi(&report))
+        );
+        self.page("Remote cache", "/cache", &body)
     }
 
     fn audit_lines(&self) -> Vec<AuditEntry> {

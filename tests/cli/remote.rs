@@ -1256,3 +1256,24 @@ fn a_fetched_manifest_torn_by_a_power_cut_is_dropped_and_fetched_again() {
         "the outputs are the published ones, byte for byte"
     );
 }
+
+#[test]
+fn the_dashboard_checks_the_remote_cache_when_asked() {
+    let Some(mut nginx) = Nginx::start() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(work.path(), "ci.key");
+    let test = project(&nginx.url(), &public, &work.path().join("cache"), "");
+    let ui = crate::ui::Dashboard::start(&test);
+    let cache = ui.get("/cache").body;
+    assert!(cache.contains("href=\"/cache/remote\""), "{cache}");
+    let up = ui.get("/cache/remote");
+    assert_eq!(up.status, 200, "{}", up.body);
+    assert!(up.body.contains("lookup:          ok"), "{}", up.body);
+    assert!(up.body.contains("trusted writers: ci"), "{}", up.body);
+    nginx.stop();
+    let down = ui.get("/cache/remote").body;
+    assert!(down.contains("lookup:          failed"), "{down}");
+    assert!(down.contains("badge bad"), "{down}");
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::support::{free_port, Test};
 
 /// A running `cairn ui` on a free port; stopped (Ctrl-C) when dropped.
-struct Dashboard {
+pub(crate) struct Dashboard {
     child: Child,
     port: u16,
     token: String,
@@ -19,7 +19,7 @@ struct Dashboard {
 }
 
 impl Dashboard {
-    fn start(test: &Test) -> Dashboard {
+    pub(crate) fn start(test: &Test) -> Dashboard {
         let mut child = test
             .command_with(&["ui", "--port", "0"])
             .stdout(Stdio::piped())
@@ -58,7 +58,7 @@ impl Dashboard {
     }
 
     /// GET `path` as the token's holder.
-    fn get(&self, path: &str) -> Answer {
+    pub(crate) fn get(&self, path: &str) -> Answer {
         http(
             self.port,
             "GET",
@@ -82,10 +82,10 @@ impl Drop for Dashboard {
     }
 }
 
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 /// One HTTP/1.1 request on its own connection.
