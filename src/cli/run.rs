@@ -311,7 +311,7 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
     };
     // A dry run shows the plan to anyone, a newcomer without keys included: it names each secret and where it
     // comes from, and decrypts nothing.
-    let prepared = Run::prepare(
+    let mut prepared = Run::prepare(
         Arc::clone(&config),
         plan,
         Settings {
@@ -392,6 +392,10 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
     );
     let recorder = Arc::new(RunRecorder::new());
     let live = LiveFeed::open(&config.root, "run", &args.targets).map(Arc::new);
+    let stop_requested = live.as_ref().map(|live| live.stop_requests());
+    if let Some(requested) = &stop_requested {
+        prepared.stop_when(requested.clone());
+    }
     // Everyone who watches the run, in the order they hear of each thing: the record, then the terminal,
     // then a dashboard's live view when one is up.
     let mut reporters = vec![Arc::clone(&recorder) as Arc<dyn run::Reporter>, terminal];
@@ -426,6 +430,9 @@ pub(super) fn run(context: &Context, mut args: RunArgs) -> Result<i32, CliError>
             color: context.color,
         };
         eprint!("{}", render_summary(&outcome.plan, &outcome.report, style));
+    }
+    if stop_requested.is_some_and(|requested| *requested.borrow()) {
+        eprintln!("cairn: the stop was asked for in the dashboard (cairn ui)");
     }
     if !borrowed.is_empty() {
         let ran_here: Vec<&str> = outcome

@@ -7,6 +7,10 @@
 //!
 //! Only task labels, statuses and times are written: never output (which may hold what redaction missed) and
 //! never a value of any kind.
+//!
+//! A `cairn run` can be stopped from the dashboard: the dashboard creates `PID-N.stop` beside the feed, and the
+//! run, which looks for that file a few times a second while its feed is open, stops as SIGTERM would. A file
+//! rather than a signal, so that a process id reused after a crash can never be signalled by mistake.
 
 use std::fs::File;
 use std::io::Write;
@@ -24,10 +28,20 @@ pub const UI_MARKER: &str = ".cairn/ui.json";
 /// The directory of live feeds, relative to the project.
 pub const LIVE_DIR: &str = ".cairn/live";
 
+/// How often a run whose feed is open looks for a request to stop.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The file the dashboard creates to stop the run whose feed is `feed`.
+pub fn stop_request_path(feed: &Path) -> std::path::PathBuf {
+    feed.with_extension("stop")
+}
+
 /// A run's feed.
 pub struct LiveFeed {
     file: Mutex<File>,
+    path: std::path::PathBuf,
     start: Instant,
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LiveFeed {
@@ -51,7 +65,9 @@ impl LiveFeed {
             .ok()?;
         let feed = LiveFeed {
             file: Mutex::new(file),
+            path,
             start: Instant::now(),
+            ended: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         feed.write(json!({
             "event": "run",
@@ -59,8 +75,33 @@ impl LiveFeed {
             "pid": std::process::id(),
             "targets": targets,
             "time": crate::time::unix_now_ms(),
+            // Whether this run listens for a stop request from the dashboard (`stop_requests`).
+            "stoppable": command == "run",
         }));
         Some(feed)
+    }
+
+    /// Turns `true` when the dashboard asks this run to stop (see the module's documentation). Looks for the
+    /// request on a thread of its own until the feed ends.
+    pub fn stop_requests(&self) -> tokio::sync::watch::Receiver<bool> {
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        let request = stop_request_path(&self.path);
+        let ended = std::sync::Arc::clone(&self.ended);
+        let spawned = std::thread::Builder::new()
+            .name("cairn-stop-request".into())
+            .spawn(move || {
+                while !ended.load(std::sync::atomic::Ordering::Relaxed) && !sender.is_closed() {
+                    if request.exists() {
+                        let _ = std::fs::remove_file(&request);
+                        let _ = sender.send(true);
+                        return;
+                    }
+                    std::thread::sleep(STOP_POLL);
+                }
+            });
+        // Without the thread the run cannot be stopped from the page; it runs as it would without a dashboard.
+        drop(spawned);
+        receiver
     }
 
     /// Appends one event as one line with one write, so a reader never sees half of one.
@@ -78,7 +119,16 @@ impl LiveFeed {
 
     /// The run has ended with `exit_code`: the last event.
     pub fn end(&self, exit_code: i32) {
+        self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        // A request that came too late to matter.
+        let _ = std::fs::remove_file(stop_request_path(&self.path));
         self.write(json!({"event": "end", "exit_code": exit_code, "ms": self.ms()}));
+    }
+}
+
+impl Drop for LiveFeed {
+    fn drop(&mut self) {
+        self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

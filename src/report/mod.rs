@@ -13,7 +13,7 @@ mod trace;
 pub use bench::{compare, BenchResult, Comparison, ModeStats, BENCH_SCHEMA};
 pub use history::{percentile, task_history, TaskHistory};
 pub use html::html_report;
-pub use live::{LiveFeed, LIVE_DIR, UI_MARKER};
+pub use live::{stop_request_path, LiveFeed, LIVE_DIR, UI_MARKER};
 pub use record::{JobRecord, PhaseTiming, RunRecorder};
 pub use run_summary::{
     files_with_extension, list_runs, prune_runs, rfc3339_millis, runs_dir, CriticalPath,

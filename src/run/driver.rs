@@ -195,6 +195,11 @@ impl Run {
         })
     }
 
+    /// Stops the run as SIGTERM would when `stop` turns `true` (a request from the dashboard).
+    pub fn stop_when(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.settings.stop = Some(stop);
+    }
+
     /// The plan this run executes.
     pub fn plan(&self) -> &Plan {
         &self.plan

@@ -31,6 +31,8 @@ struct Event {
     time: Option<u64>,
     #[serde(default)]
     command: Option<String>,
+    #[serde(default)]
+    stoppable: bool,
 }
 
 /// What a feed says of one task.
@@ -47,7 +49,11 @@ enum TaskState {
 
 /// One run in progress (or just ended), as its feed tells it.
 struct LiveRun {
+    /// The feed's name without its extension (`PID-N`): what a stop request names.
+    id: String,
     pid: u32,
+    /// Whether the run looks for a stop request from the dashboard.
+    stoppable: bool,
     /// `run`, or `watch` for a cycle of `cairn watch`.
     command: String,
     targets: Vec<String>,
@@ -68,7 +74,9 @@ fn read_run(path: &Path) -> Option<LiveRun> {
     let pid: u32 = stem.split('-').next()?.parse().ok()?;
     let text = std::fs::read_to_string(path).ok()?;
     let mut run = LiveRun {
+        id: stem.to_owned(),
         pid,
+        stoppable: false,
         command: "run".into(),
         targets: Vec::new(),
         tasks: BTreeMap::new(),
@@ -87,6 +95,7 @@ fn read_run(path: &Path) -> Option<LiveRun> {
                 run.targets = event.targets;
                 run.command = event.command.unwrap_or_else(|| "run".into());
                 run.started_unix_ms = event.time;
+                run.stoppable = event.stoppable;
             }
             ("started", Some(task)) => {
                 run.tasks.insert(
@@ -141,6 +150,7 @@ pub fn sweep(root: &Path, grace: std::time::Duration) {
             .unwrap_or_default();
         if ended && idle >= grace {
             let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(crate::report::stop_request_path(&path));
         }
     }
 }
@@ -151,7 +161,7 @@ pub fn sweep_ended(root: &Path) {
 }
 
 /// The Live view's changing part: each run in progress (or just ended) with its tasks.
-pub fn fragment(root: &Path) -> String {
+pub fn fragment(root: &Path, csrf: &str) -> String {
     sweep_ended(root);
     let runs: Vec<LiveRun> = feeds(root).iter().filter_map(|p| read_run(p)).collect();
     if runs.is_empty() {
@@ -187,6 +197,17 @@ pub fn fragment(root: &Path) -> String {
             seen = run.tasks.len(),
             elapsed = duration_ms(elapsed as f64),
         );
+        if run.stoppable && run.exit_code.is_none() && alive(run.pid) {
+            let _ = write!(
+                out,
+                "<form method=\"post\" action=\"/actions/stop\" class=\"stop\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <input type=\"hidden\" name=\"target\" value=\"{id}\">\
+                 <button type=\"submit\">Stop this run</button></form>",
+                csrf = escape(csrf),
+                id = escape(&run.id),
+            );
+        }
         let mut rows: Vec<(u8, Vec<String>)> = run
             .tasks
             .iter()
@@ -228,6 +249,35 @@ pub fn fragment(root: &Path) -> String {
         out.push_str("</section>");
     }
     out
+}
+
+/// Asks the run whose feed is `id` (`PID-N`) to stop, if it is one in progress that listens: returns whether the
+/// request was made. Only names of feeds present in the live directory are accepted.
+pub fn request_stop(root: &Path, id: &str) -> bool {
+    let well_formed = id.split_once('-').is_some_and(|(pid, n)| {
+        !pid.is_empty()
+            && !n.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_digit())
+    });
+    if !well_formed {
+        return false;
+    }
+    let feed = root.join(LIVE_DIR).join(format!("{id}.jsonl"));
+    let Some(run) = read_run(&feed) else {
+        return false;
+    };
+    if !run.stoppable || run.exit_code.is_some() || !alive(run.pid) {
+        return false;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(crate::report::stop_request_path(&feed))
+        .is_ok()
 }
 
 /// The complete lines the feeds gained since `offsets` (each feed's bytes already sent), oldest feed first;

@@ -302,7 +302,7 @@ fn live_page(state: &State, csrf: &str, fragment: bool) -> Rendered {
             body.push_str(&run.render(csrf));
         }
     }
-    body.push_str(&live::fragment(&state.project.root));
+    body.push_str(&live::fragment(&state.project.root, csrf));
     body.push_str("</div>");
     if fragment {
         return Rendered::html_fragment(body);
@@ -310,7 +310,7 @@ fn live_page(state: &State, csrf: &str, fragment: bool) -> Rendered {
     state.project.page("Live", "/live", &body)
 }
 
-/// A POST to `path`: run a target, or stop the run started here.
+/// A POST to `path`: run a target, stop the run started here, or ask another run in progress to stop.
 fn act(state: &State, path: &str, target: Option<String>, confirmed: bool) -> Answer {
     let project = &state.project;
     match path {
@@ -367,6 +367,18 @@ fn act(state: &State, path: &str, target: Option<String>, confirmed: bool) -> An
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &format!("cannot start cairn run: {error}\n"),
                 ),
+            }
+        }
+        "/actions/stop" => {
+            // A run started in a terminal (or by another dashboard): asked through a file beside its feed.
+            let id = target.unwrap_or_default();
+            if live::request_stop(&project.root, &id) {
+                redirect("/live")
+            } else {
+                plain(
+                    StatusCode::NOT_FOUND,
+                    "no run in progress by that name listens for a stop request\n",
+                )
             }
         }
         "/actions/cancel" => {

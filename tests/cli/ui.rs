@@ -457,6 +457,82 @@ fn a_cycle_of_cairn_watch_shows_in_the_live_view() {
 }
 
 #[test]
+fn a_run_started_in_a_terminal_is_stopped_from_the_live_view() {
+    let test = project().tasks(&format!("{TASKS}\n[tasks.long]\nrun = \"sleep 60\"\n"));
+    let ui = Dashboard::start(&test);
+    let mut run = test
+        .command_with(&["run", "long"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let live = ui.get("/live?fragment=1").body;
+        if live.contains("Stop this run") && live.contains("running") {
+            break live;
+        }
+        assert!(Instant::now() < deadline, "no stoppable run shown: {live}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let marker = "name=\"target\" value=\"";
+    let at = live.find(marker).expect("the run's name") + marker.len();
+    let id = &live[at..at + live[at..].find('"').expect("end of the name")];
+    let csrf = csrf_of(&live);
+    let (host, cookie, own) = (ui.host(), format!("cairn_ui={}", ui.token), ui.origin());
+    // Only the page may ask, and only for a run in progress that listens.
+    let cross_site = http(
+        ui.port,
+        "POST",
+        "/actions/stop",
+        &form_headers(&host, &cookie, Some("http://attacker.example")),
+        &format!("csrf={csrf}&target={id}"),
+    );
+    assert_eq!(cross_site.status, 403, "{}", cross_site.body);
+    let ours = form_headers(&host, &cookie, Some(&own));
+    for bad in ["../../tasks", "1-1", "x"] {
+        let refused = http(
+            ui.port,
+            "POST",
+            "/actions/stop",
+            &ours,
+            &format!("csrf={csrf}&target={bad}"),
+        );
+        assert_eq!(refused.status, 404, "{bad}: {}", refused.body);
+    }
+    assert!(run.try_wait().expect("waits").is_none(), "still running");
+    let asked = http(
+        ui.port,
+        "POST",
+        "/actions/stop",
+        &ours,
+        &format!("csrf={csrf}&target={id}"),
+    );
+    assert_eq!(asked.status, 303, "{}", asked.body);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = run.try_wait().expect("waits") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(143), "stopped as SIGTERM would");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().expect("stderr"), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("the stop was asked for in the dashboard"),
+        "{stderr}"
+    );
+    // The request is gone with the run, and the feed says how it ended.
+    let leftover = std::fs::read_dir(test.path(".cairn/live"))
+        .expect("live dir")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().ends_with(".stop"));
+    assert!(!leftover, "a stop request was left behind");
+}
+
+#[test]
 fn no_page_of_the_dashboard_shows_a_secret_value_or_a_private_key() {
     let test = crate::secrets::deploy_project();
     test.run_with(&["run", "deploy:production"]).success();
