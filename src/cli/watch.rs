@@ -372,6 +372,7 @@ impl Services {
         let (stop, asked) = tokio::sync::watch::channel(false);
         let job = Arc::clone(job);
         let label = job.label.clone();
+        let label_shown = label.clone();
         let settings = Settings {
             targets: vec![label.clone()],
             jobs: 1,
@@ -390,11 +391,28 @@ impl Services {
                 jobs: vec![job],
                 deps: vec![Vec::new()],
             };
-            let reporter: Arc<dyn run::Reporter> =
+            let terminal: Arc<dyn run::Reporter> =
                 Arc::new(TerminalReporter::new(Layout::Prefixed, color, width));
-            match Run::prepare(config, plan, settings)
-                .map(|run| run.execute(Streams::Captured, reporter))
-            {
+            // A dashboard's Live view shows the service for as long as this process of it lives.
+            let live = LiveFeed::open(&config.root, "service", std::slice::from_ref(&label_shown))
+                .map(Arc::new);
+            let reporter: Arc<dyn run::Reporter> = match &live {
+                Some(live) => Arc::new(run::Reporters(vec![
+                    terminal,
+                    Arc::clone(live) as Arc<dyn run::Reporter>,
+                ])),
+                None => terminal,
+            };
+            let outcome = Run::prepare(config, plan, settings)
+                .map(|run| run.execute(Streams::Captured, reporter));
+            if let Some(live) = &live {
+                let code = match &outcome {
+                    Ok(Ok(outcome)) => outcome.report.exit_code(),
+                    _ => 1,
+                };
+                live.end(code);
+            }
+            match outcome {
                 Ok(Ok(outcome)) if outcome.report.interrupted.is_none() => {
                     let status = outcome.report.results.first().map(|r| r.status.clone());
                     eprintln!(

@@ -187,13 +187,23 @@ pub fn fragment(root: &Path, csrf: &str) -> String {
             .values()
             .filter(|t| matches!(t, TaskState::Ended { .. }))
             .count();
+        // A service `cairn watch` keeps up has a feed of its own for each process of it.
+        let heading = match run.command.as_str() {
+            "service" => format!(
+                "service {} (kept up by cairn watch)",
+                escape(&run.targets.join(" "))
+            ),
+            command => format!(
+                "cairn {} {}",
+                escape(command),
+                escape(&run.targets.join(" "))
+            ),
+        };
         let _ = write!(
             out,
-            "<section class=\"live-run\" data-pid=\"{pid}\"><h2>cairn {command} {targets} {state}</h2>\
+            "<section class=\"live-run\" data-pid=\"{pid}\"><h2>{heading} {state}</h2>\
              <p>process {pid} · {done} of {seen} tasks seen have ended · {elapsed}</p>",
             pid = run.pid,
-            command = escape(&run.command),
-            targets = escape(&run.targets.join(" ")),
             seen = run.tasks.len(),
             elapsed = duration_ms(elapsed as f64),
         );

@@ -457,6 +457,43 @@ fn a_cycle_of_cairn_watch_shows_in_the_live_view() {
 }
 
 #[test]
+fn a_service_kept_up_by_cairn_watch_shows_in_the_live_view_until_it_stops() {
+    let test = project().tasks(&format!(
+        "{TASKS}\n[tasks.web]\nrun = \"sleep 60\"\nservice = true\n"
+    ));
+    let ui = Dashboard::start(&test);
+    let mut watching = test
+        .command_with(&["watch", "web"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cairn watch");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let live = ui.get("/live?fragment=1").body;
+        if live.contains("service web (kept up by cairn watch)") && live.contains("running") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Ctrl-C stops the watch and its service; the service's feed then says it ended.
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(watching.id() as libc::pid_t, libc::SIGINT);
+    }
+    let _ = watching.wait();
+    assert!(shown, "{}", ui.get("/live?fragment=1").body);
+    let live = ui.get("/live?fragment=1").body;
+    assert!(
+        !live.contains("service web (kept up by cairn watch) <span class=\"badge good\">running"),
+        "{live}"
+    );
+}
+
+#[test]
 fn a_run_started_in_a_terminal_is_stopped_from_the_live_view() {
     let test = project().tasks(&format!("{TASKS}\n[tasks.long]\nrun = \"sleep 60\"\n"));
     let ui = Dashboard::start(&test);
