@@ -57,6 +57,21 @@ impl Dashboard {
         format!("http://{}", self.host())
     }
 
+    /// The Live view's fragment once `shows` holds for it (`Err` with the last one after 30 s).
+    fn live_until(&self, shows: impl Fn(&str) -> bool) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let live = self.get("/live?fragment=1").body;
+            if shows(&live) {
+                return Ok(live);
+            }
+            if Instant::now() > deadline {
+                return Err(live);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// GET `path` as the token's holder.
     pub(crate) fn get(&self, path: &str) -> Answer {
         http(
@@ -440,20 +455,12 @@ fn a_cycle_of_cairn_watch_shows_in_the_live_view() {
         .stderr(Stdio::null())
         .spawn()
         .expect("cairn watch");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let shown = loop {
-        let live = ui.get("/live?fragment=1").body;
-        if live.contains("cairn watch slow") && live.contains("running") {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let shown = ui.live_until(|live| live.contains("cairn watch slow") && live.contains("running"));
     let _ = watching.kill();
     let _ = watching.wait();
-    assert!(shown, "{}", ui.get("/live?fragment=1").body);
+    if let Err(live) = shown {
+        panic!("{live}");
+    }
 }
 
 #[test]
@@ -468,24 +475,18 @@ fn a_service_kept_up_by_cairn_watch_shows_in_the_live_view_until_it_stops() {
         .stderr(Stdio::null())
         .spawn()
         .expect("cairn watch");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let shown = loop {
-        let live = ui.get("/live?fragment=1").body;
-        if live.contains("service web (kept up by cairn watch)") && live.contains("running") {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let shown = ui.live_until(|live| {
+        live.contains("service web (kept up by cairn watch)") && live.contains("running")
+    });
     // Ctrl-C stops the watch and its service; the service's feed then says it ended.
     // SAFETY: a signal to our own child.
     unsafe {
         libc::kill(watching.id() as libc::pid_t, libc::SIGINT);
     }
     let _ = watching.wait();
-    assert!(shown, "{}", ui.get("/live?fragment=1").body);
+    if let Err(live) = shown {
+        panic!("{live}");
+    }
     let live = ui.get("/live?fragment=1").body;
     assert!(
         !live.contains("service web (kept up by cairn watch) <span class=\"badge good\">running"),
@@ -503,15 +504,9 @@ fn a_run_started_in_a_terminal_is_stopped_from_the_live_view() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cairn run");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let live = loop {
-        let live = ui.get("/live?fragment=1").body;
-        if live.contains("Stop this run") && live.contains("running") {
-            break live;
-        }
-        assert!(Instant::now() < deadline, "no stoppable run shown: {live}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let live = ui
+        .live_until(|live| live.contains("Stop this run") && live.contains("running"))
+        .unwrap_or_else(|live| panic!("no stoppable run shown: {live}"));
     let marker = "name=\"target\" value=\"";
     let at = live.find(marker).expect("the run's name") + marker.len();
     let id = &live[at..at + live[at..].find('"').expect("end of the name")];
