@@ -284,30 +284,33 @@ impl ProcessExecutor {
             }
         };
         let group = child.id().map(|pid| pid as libc::pid_t);
-        // One task drains both pipes, so a task that prints nothing costs one spawn, not two.
-        let readers = match (child.stdout.take(), child.stderr.take()) {
-            (Some(out), Some(err)) => {
-                let (job, context) = (Arc::clone(job), context.clone());
-                let secrets = self.secrets.clone();
-                Some(tokio::spawn(async move {
-                    let redactor = secrets
-                        .as_deref()
-                        .map(|s| s.redactor.as_ref())
-                        .filter(|r| !r.is_empty());
-                    tokio::join!(
-                        pump(out, &job, Stream::Stdout, &context, redactor),
-                        pump(err, &job, Stream::Stderr, &context, redactor)
-                    );
-                }))
+        // Both pipes are drained inside this future, beside the wait: no task of their own to start and join
+        // for each command.
+        let redactor = self
+            .secrets
+            .as_deref()
+            .map(|s| s.redactor.as_ref())
+            .filter(|r| !r.is_empty());
+        let streams = (child.stdout.take(), child.stderr.take());
+        let readers = async {
+            if let (Some(out), Some(err)) = streams {
+                tokio::join!(
+                    pump(out, job, Stream::Stdout, context, redactor),
+                    pump(err, job, Stream::Stderr, context, redactor)
+                );
             }
-            _ => None,
         };
+        tokio::pin!(readers);
+        let mut drained = false;
 
         let mut stop = context.stop.clone();
-        let ending = tokio::select! {
-            status = child.wait() => Ending::Exited(status),
-            _ = sleep_until(deadline) => Ending::TimedOut,
-            _ = stop.wait_for(|s| *s != StopRequest::None) => Ending::Interrupted,
+        let ending = loop {
+            tokio::select! {
+                status = child.wait() => break Ending::Exited(status),
+                _ = sleep_until(deadline) => break Ending::TimedOut,
+                _ = stop.wait_for(|s| *s != StopRequest::None) => break Ending::Interrupted,
+                () = &mut readers, if !drained => drained = true,
+            }
         };
         let status = match ending {
             // A task owning the terminal receives Ctrl-C itself; dying of it is an interruption, not a failure.
@@ -337,17 +340,20 @@ impl ProcessExecutor {
         // Whatever the leader did, the rest of its group goes with it: background processes would otherwise
         // outlive the task and hold its output pipes open.
         if let Some(group) = group {
-            end_group(
-                group,
-                &mut child,
-                self.kill_grace,
-                &mut context.stop.clone(),
-            )
-            .await;
+            let mut stop = context.stop.clone();
+            let ending_group = end_group(group, &mut child, self.kill_grace, &mut stop);
+            // What the rest of the group prints while it is asked to stop is still read (and a full pipe
+            // cannot keep it from exiting).
+            if drained {
+                ending_group.await;
+            } else {
+                tokio::join!(ending_group, &mut readers);
+                drained = true;
+            }
         }
         let _ = child.wait().await;
-        if let Some(readers) = readers {
-            let _ = readers.await;
+        if !drained {
+            readers.await;
         }
         if matches!(self.stdio, Streams::Inherited { foreground: true }) {
             reclaim_terminal();

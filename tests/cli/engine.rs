@@ -610,6 +610,22 @@ fn background_processes_end_with_their_task() {
     assert!(pid_gone(pid), "background process {pid} outlived its task");
 }
 
+#[test]
+fn what_a_background_process_prints_as_its_task_ends_it_is_kept() {
+    // The leader exits once its background subshell has set its trap; the subshell, asked to stop with the
+    // group, says goodbye first.
+    let t = Test::new()
+        .tasks(
+            "[tasks.spawner]\nrun = \"(trap 'echo goodbye from the background; exit 0' TERM; touch trapped; while :; do sleep 0.05; done) & until [ -f trapped ]; do sleep 0.01; done; echo started\"\n[tasks.other]\nrun = \"true\"\n",
+        )
+        // Two tasks: their output is captured and labelled, so it is cairn that reads what the group prints.
+        .args(&["run", "spawner", "other"]);
+    t.run()
+        .success()
+        .stdout_has("spawner | started")
+        .stdout_has("spawner | goodbye from the background");
+}
+
 // ---------------------------------------------------------------- dry run, args, confirm
 
 #[test]
