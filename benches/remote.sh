@@ -2,7 +2,8 @@
 # What the remote cache costs and saves, measured by hyperfine in one run against a real nginx on loopback.
 #
 #   R1  200 tasks restored from the remote cache into an empty local cache   vs  running them   (goal: faster)
-#   R2  the same 200 tasks as local hits, side by side with R1's fetches     (issue 23's goal: R1 <= 2x R2)
+#   R2  the same 200 tasks as local hits, side by side with R1's fetches     (issue 23's goal: R1 <= 2x R2;
+#       also measured interleaved, one run of each in turn)
 #   R3  publishing: a writer's cold run                                      vs  the same run without a remote
 #   R4  one task with 500 small output files restored from the remote cache  vs  running it
 #
@@ -10,13 +11,15 @@
 #   E1  the cost of the remote path per action beyond the command, from each task's phases in the run record,
 #       one action at a time: cairn's side (prepare, upload, download, store) and the engine's (Execute's
 #       time minus its worker's), median over 200 small tasks              (goal: <= 5 ms)
-#   E2  200 results from the engine's action cache into an empty local cache  vs  the same as local hits (goal <= 2x)
+#   E2  200 results from the engine's action cache into an empty local cache  vs  the same as local hits (goal <= 2x;
+#       also measured interleaved)
 #   E3  200 small tasks on the engine                                         vs  the same run here
 #
 # Each task sleeps 50 ms and writes a 64 KiB output: a stand-in for a short compile step.
 # Usage: bash benches/remote.sh [--runs N] [--tasks N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 runs=10
 tasks=200
 only_engine=false
@@ -105,6 +108,13 @@ PY
             -n "E2 engine action-cache hits" "CAIRN_CACHE_DIR=$work/e2/\$(date +%s%N) $cairn run all --progress plain" \
             --prepare "mv out $work/aside/\$(date +%s%N) 2>/dev/null || true" \
             -n "E2 local hits" "CAIRN_CACHE_DIR=$work/e1 $cairn run all --progress plain"
+        # The same two interleaved, one run of each in turn, medians compared: the disk's latency drifts between
+        # hyperfine's blocks of runs by more than the distance to the goal (1.59-2.16 x over three runs).
+        mkdir -p "$work/e2i-aside"
+        python3 "$repo/benches/interleave.py" --wall \
+            --prepare "mv out $work/aside/\$(date +%s%N) 2>/dev/null; mv $work/e2i $work/e2i-aside/\$(date +%s%N) 2>/dev/null; true" \
+            "$((runs * 3))" "env CAIRN_CACHE_DIR=$work/e2i $cairn run all --progress plain" \
+            "env CAIRN_CACHE_DIR=$work/e1 $cairn run all --progress plain" >"$work/e2i.txt"
         # The same tasks run here store their results too (more durably: blob, log and manifest fsynced), so the
         # store phase a local run pays is taken off the remote path's cost to give its overhead over a local run.
         CAIRN_CACHE_DIR="$work/e1-local" "$cairn" run all --force --remote-exec off --jobs 1 --progress plain >/dev/null 2>&1
@@ -129,6 +139,8 @@ PY
     )
     kill "$casd_pid" 2>/dev/null || true
     cat "$work/e2.md" "$work/e3.md"
+    echo "E2 interleaved (wall per run; the first line's ratio is the engine's hits over local hits):"
+    cat "$work/e2i.txt"
 }
 if $only_engine; then
     engine_rows
@@ -187,6 +199,12 @@ hyperfine --runs "$runs" --style basic --export-markdown "$work/r1.md" \
     -n "R1 remote fetch" "CAIRN_CACHE_DIR=$work/fresh/\$(date +%s%N) $cairn run all --progress plain" \
     --prepare "$aside" \
     -n "R2 local hits" "CAIRN_CACHE_DIR=$work/reader $cairn run all --progress plain"
+# And interleaved, as E2.
+mkdir -p "$work/r1i-aside"
+python3 "$repo/benches/interleave.py" --wall \
+    --prepare "mv out $work/aside/\$(date +%s%N) 2>/dev/null; mv $work/r1i $work/r1i-aside/\$(date +%s%N) 2>/dev/null; true" \
+    "$((runs * 3))" "env CAIRN_CACHE_DIR=$work/r1i $cairn run all --progress plain" \
+    "env CAIRN_CACHE_DIR=$work/reader $cairn run all --progress plain" >"$work/r1i.txt"
 hyperfine --runs "$runs" --style basic --export-markdown "$work/r2.md" \
     --prepare "rm -rf $work/none out" \
     -n "R1 run (no cache)" "CAIRN_CACHE_DIR=$work/none $cairn run all --no-cache --progress plain"
@@ -201,4 +219,6 @@ hyperfine --runs "$runs" --style basic --export-markdown "$work/r4.md" \
     --prepare "rm -rf $work/none many" \
     -n "R4 run (no cache)" "CAIRN_CACHE_DIR=$work/none $cairn run many --no-cache --progress plain"
 cat "$work/r1.md" "$work/r2.md" "$work/r3.md" "$work/r4.md"
+echo "R1/R2 interleaved (wall per run; the first line's ratio is the remote fetches over local hits):"
+cat "$work/r1i.txt"
 engine_rows
