@@ -1,6 +1,7 @@
 //! Runs a job's command lines as real processes, each in its own process group so that stopping a task stops
 //! everything it started.
 
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -48,6 +49,58 @@ pub struct ProcessExecutor {
     programs: Arc<ProgramCache>,
     secrets: Option<Arc<RunSecrets>>,
     plugins: Option<Arc<Plugins>>,
+    /// Where a captured task's stdin comes from.
+    empty_input: EmptyInput,
+}
+
+/// A captured task reads nothing: its stdin is `/dev/null`, got as cheaply as cairn's own stdin allows.
+#[derive(Debug, Clone)]
+enum EmptyInput {
+    /// cairn's own stdin is `/dev/null` already (CI, cron, a service): the task inherits it, which costs no
+    /// system call at all.
+    Inherited,
+    /// `/dev/null`, opened once per run: duplicating a descriptor costs a fraction of opening the device by
+    /// its path for each task.
+    Shared(Arc<std::fs::File>),
+    /// Opened for each task (when opening it once failed).
+    Opened,
+}
+
+impl EmptyInput {
+    fn for_this_process() -> EmptyInput {
+        let Ok(null) = std::fs::File::open("/dev/null") else {
+            return EmptyInput::Opened;
+        };
+        let null_device = character_device(null.as_fd());
+        if null_device.is_some() && null_device == character_device(std::io::stdin().as_fd()) {
+            EmptyInput::Inherited
+        } else {
+            EmptyInput::Shared(Arc::new(null))
+        }
+    }
+
+    fn stdio(&self) -> Stdio {
+        match self {
+            EmptyInput::Inherited => Stdio::inherit(),
+            EmptyInput::Shared(null) => {
+                null.try_clone().map_or_else(|_| Stdio::null(), Stdio::from)
+            }
+            EmptyInput::Opened => Stdio::null(),
+        }
+    }
+}
+
+/// The device number of `fd` when it is a character device (a terminal, `/dev/null`).
+fn character_device(fd: std::os::fd::BorrowedFd<'_>) -> Option<libc::dev_t> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat only writes into `stat`, which is read only when it succeeded.
+    let stat = unsafe {
+        if libc::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    ((stat.st_mode & libc::S_IFMT) == libc::S_IFCHR).then_some(stat.st_rdev)
 }
 
 /// Programs found on cairn's `PATH`, looked up once per run.
@@ -108,6 +161,10 @@ impl ProcessExecutor {
             programs: Arc::default(),
             secrets: None,
             plugins: None,
+            empty_input: match stdio {
+                Streams::Captured => EmptyInput::for_this_process(),
+                Streams::Inherited { .. } => EmptyInput::Opened,
+            },
         }
     }
 
@@ -269,6 +326,19 @@ impl ProcessExecutor {
                 return TaskStatus::Failed { code: 1 };
             }
         }
+        let capture = match self.stdio {
+            Streams::Captured => match Capture::attach(&mut command) {
+                Ok(capture) => Some(capture),
+                Err(error) => {
+                    context.reporter.note(
+                        job,
+                        &format!("cannot make the pipes that capture its output: {error}"),
+                    );
+                    return TaskStatus::Failed { code: 1 };
+                }
+            },
+            Streams::Inherited { .. } => None,
+        };
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
@@ -291,9 +361,8 @@ impl ProcessExecutor {
             .as_deref()
             .map(|s| s.redactor.as_ref())
             .filter(|r| !r.is_empty());
-        let streams = (child.stdout.take(), child.stderr.take());
         let readers = async {
-            if let (Some(out), Some(err)) = streams {
+            if let Some(Capture { out, err }) = capture {
                 tokio::join!(
                     pump(out, job, Stream::Stdout, context, redactor),
                     pump(err, job, Stream::Stderr, context, redactor)
@@ -312,6 +381,8 @@ impl ProcessExecutor {
                 () = &mut readers, if !drained => drained = true,
             }
         };
+        // The pipes' write ends cairn kept close here: from now on they end when the task's processes are gone.
+        drop(command);
         let status = match ending {
             // A task owning the terminal receives Ctrl-C itself; dying of it is an interruption, not a failure.
             Ending::Exited(Ok(status))
@@ -405,11 +476,8 @@ impl ProcessExecutor {
         command.kill_on_drop(false);
         match self.stdio {
             Streams::Captured => {
-                command
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .process_group(0);
+                // stdout and stderr are connected by `Capture::attach` just before the command starts.
+                command.stdin(self.empty_input.stdio()).process_group(0);
             }
             Streams::Inherited { foreground: false } => {
                 command
@@ -923,6 +991,51 @@ impl Secrets<'_> {
             command.envs(files.env.iter().map(|(k, v)| (k, v)));
         }
     }
+}
+
+/// The read ends of a captured command's two output pipes.
+///
+/// The command keeps a copy of each write end until it is dropped, after its process has exited. Otherwise
+/// the pipes' ends would wake cairn one by one as the exiting process closes them, each time taking the
+/// processor from it (they often share one), before its exit itself wakes cairn a third time; held open,
+/// the exit is the only wake-up, and the pipes then end at once.
+struct Capture {
+    out: tokio::net::unix::pipe::Receiver,
+    err: tokio::net::unix::pipe::Receiver,
+}
+
+impl Capture {
+    /// Connects `command`'s stdout and stderr to new pipes and returns their read ends.
+    fn attach(command: &mut Command) -> std::io::Result<Capture> {
+        let (out, out_writer) = std::io::pipe()?;
+        let (err, err_writer) = std::io::pipe()?;
+        command.stdout(out_writer).stderr(err_writer);
+        Ok(Capture {
+            out: nonblocking_receiver(out)?,
+            err: nonblocking_receiver(err)?,
+        })
+    }
+}
+
+/// The read end of a pipe, made non-blocking (the write end the child gets stays blocking) and registered
+/// with the runtime.
+fn nonblocking_receiver(
+    reader: std::io::PipeReader,
+) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    let fd = std::os::fd::OwnedFd::from(reader);
+    // SAFETY: fcntl on a descriptor we own; a new pipe end's only status flag is its access mode, which
+    // F_SETFL ignores.
+    if unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::F_SETFL,
+            libc::O_NONBLOCK,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
 /// Reads a stream line by line and hands each line to the reporter, with secrets redacted. A secret split

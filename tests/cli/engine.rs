@@ -626,6 +626,38 @@ fn what_a_background_process_prints_as_its_task_ends_it_is_kept() {
         .stdout_has("spawner | goodbye from the background");
 }
 
+#[test]
+fn a_task_that_closes_its_output_early_ends_when_its_process_does() {
+    // cairn keeps its own copy of the pipes' write ends until the process exits: the task must still end then,
+    // with what it printed before closing them.
+    let t = Test::new()
+        .tasks(
+            "[tasks.quiet]\nrun = \"echo before; exec >&- 2>&-; sleep 0.2\"\n[tasks.other]\nrun = \"true\"\n",
+        )
+        .args(&["run", "quiet", "other"]);
+    t.run()
+        .success()
+        .stdout_has("quiet | before")
+        .stderr_has("2 tasks: 2 succeeded");
+}
+
+#[test]
+fn a_task_reads_nothing_from_what_cairn_was_given_on_stdin() {
+    let t = Test::new().tasks("[tasks.reader]\nrun = \"cat\"\n[tasks.other]\nrun = \"true\"\n");
+    // cairn's stdin a file with text in it: the task gets /dev/null, not the file.
+    let run = t.run_with_stdin(&["run", "reader", "other"], "typed-at-the-terminal\n");
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        !run.stdout.contains("typed-at-the-terminal"),
+        "{}",
+        run.stdout
+    );
+    // cairn's stdin /dev/null already: the task inherits it and still reads nothing.
+    t.run_with(&["run", "reader", "other"])
+        .success()
+        .stderr_has("2 tasks: 2 succeeded");
+}
+
 // ---------------------------------------------------------------- dry run, args, confirm
 
 #[test]
