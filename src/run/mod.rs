@@ -16,6 +16,7 @@ mod process;
 pub mod remote;
 pub mod secrets;
 mod signals;
+mod spawn;
 pub mod watcher;
 
 use std::cmp::Reverse;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::plugins::Plugins;
 use super::secrets::{Injection, RunSecrets, SecretFiles};
+use super::spawn;
 use super::{ExecutionFuture, Executor, Job, JobContext, StopRequest, Stream, TaskStatus};
 use crate::config::format_duration;
 use crate::secrets::redact::Redactor;
@@ -326,9 +327,9 @@ impl ProcessExecutor {
                 return TaskStatus::Failed { code: 1 };
             }
         }
-        let capture = match self.stdio {
-            Streams::Captured => match Capture::attach(&mut command) {
-                Ok(capture) => Some(capture),
+        let (capture, mut writers) = match self.stdio {
+            Streams::Captured => match Capture::open() {
+                Ok((capture, writers)) => (Some(capture), Some(writers)),
                 Err(error) => {
                     context.reporter.note(
                         job,
@@ -337,9 +338,24 @@ impl ProcessExecutor {
                     return TaskStatus::Failed { code: 1 };
                 }
             },
-            Streams::Inherited { .. } => None,
+            Streams::Inherited { .. } => (None, None),
         };
-        let mut child = match command.spawn() {
+        let started = writers
+            .as_ref()
+            .and_then(|writers| self.spawn_directly(job, &command, writers));
+        let spawned = match started {
+            Some(started) => started.map(Leader::Direct),
+            None => {
+                if let Some(writers) = writers.take() {
+                    command
+                        .stdin(self.empty_input.stdio())
+                        .stdout(writers.out)
+                        .stderr(writers.err);
+                }
+                command.spawn().map(Leader::Tokio)
+            }
+        };
+        let mut child = match spawned {
             Ok(child) => child,
             Err(error) => {
                 let program = command
@@ -383,6 +399,7 @@ impl ProcessExecutor {
         };
         // The pipes' write ends cairn kept close here: from now on they end when the task's processes are gone.
         drop(command);
+        drop(writers);
         let status = match ending {
             // A task owning the terminal receives Ctrl-C itself; dying of it is an interruption, not a failure.
             Ending::Exited(Ok(status))
@@ -432,6 +449,26 @@ impl ProcessExecutor {
         status
     }
 
+    /// Starts a captured command through [`spawn`] when it can (see there why), `None` when it cannot.
+    fn spawn_directly(
+        &self,
+        job: &Job,
+        command: &Command,
+        writers: &Writers,
+    ) -> Option<std::io::Result<spawn::DirectChild>> {
+        let stdin = match &self.empty_input {
+            EmptyInput::Inherited => None,
+            EmptyInput::Shared(null) => Some(null.as_fd()),
+            EmptyInput::Opened => return None,
+        };
+        let streams = spawn::StdStreams {
+            stdin,
+            stdout: writers.out.as_fd(),
+            stderr: writers.err.as_fd(),
+        };
+        spawn::spawn(command.as_std(), job.clear_env, &streams)
+    }
+
     fn command(&self, job: &Job, line: &str) -> Command {
         // A task whose PATH differs from ours (it sets its own in `env`) finds its programs there. Tasks are
         // handed our PATH explicitly, so only a different value counts.
@@ -476,8 +513,8 @@ impl ProcessExecutor {
         command.kill_on_drop(false);
         match self.stdio {
             Streams::Captured => {
-                // stdout and stderr are connected by `Capture::attach` just before the command starts.
-                command.stdin(self.empty_input.stdio()).process_group(0);
+                // The streams are connected in `run_line`, once it knows how the process starts.
+                command.process_group(0);
             }
             Streams::Inherited { foreground: false } => {
                 command
@@ -621,7 +658,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// interrupt). Returns as soon as the group is empty.
 async fn end_group(
     group: libc::pid_t,
-    leader: &mut tokio::process::Child,
+    leader: &mut Leader,
     grace: Duration,
     stop: &mut watch::Receiver<StopRequest>,
 ) {
@@ -994,26 +1031,66 @@ impl Secrets<'_> {
 }
 
 /// The read ends of a captured command's two output pipes.
-///
-/// The command keeps a copy of each write end until it is dropped, after its process has exited. Otherwise
-/// the pipes' ends would wake cairn one by one as the exiting process closes them, each time taking the
-/// processor from it (they often share one), before its exit itself wakes cairn a third time; held open,
-/// the exit is the only wake-up, and the pipes then end at once.
 struct Capture {
     out: tokio::net::unix::pipe::Receiver,
     err: tokio::net::unix::pipe::Receiver,
 }
 
+/// The write ends of a captured command's pipes, which cairn keeps until its process has exited.
+///
+/// Otherwise the pipes' ends would wake cairn one by one as the exiting process closes them, each time taking
+/// the processor from it (they often share one), before its exit itself wakes cairn a third time; held open,
+/// the exit is the only wake-up, and the pipes then end at once.
+struct Writers {
+    out: std::io::PipeWriter,
+    err: std::io::PipeWriter,
+}
+
 impl Capture {
-    /// Connects `command`'s stdout and stderr to new pipes and returns their read ends.
-    fn attach(command: &mut Command) -> std::io::Result<Capture> {
+    /// Two new pipes: their read ends registered with the runtime, and their write ends.
+    fn open() -> std::io::Result<(Capture, Writers)> {
         let (out, out_writer) = std::io::pipe()?;
         let (err, err_writer) = std::io::pipe()?;
-        command.stdout(out_writer).stderr(err_writer);
-        Ok(Capture {
+        let capture = Capture {
             out: nonblocking_receiver(out)?,
             err: nonblocking_receiver(err)?,
-        })
+        };
+        Ok((
+            capture,
+            Writers {
+                out: out_writer,
+                err: err_writer,
+            },
+        ))
+    }
+}
+
+/// A task's leading process, started directly or through tokio.
+enum Leader {
+    Tokio(tokio::process::Child),
+    Direct(spawn::DirectChild),
+}
+
+impl Leader {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Leader::Tokio(child) => child.id(),
+            Leader::Direct(child) => Some(child.id()),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Leader::Tokio(child) => child.wait().await,
+            Leader::Direct(child) => child.wait().await,
+        }
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Leader::Tokio(child) => child.try_wait(),
+            Leader::Direct(child) => child.try_wait(),
+        }
     }
 }
 

@@ -658,6 +658,42 @@ fn a_task_reads_nothing_from_what_cairn_was_given_on_stdin() {
         .stderr_has("2 tasks: 2 succeeded");
 }
 
+#[test]
+fn a_task_has_default_sigpipe_and_keeps_the_signals_cairn_was_started_ignoring() {
+    // Rust ignores SIGPIPE in cairn: a task's `yes | head` must still end `yes` by the signal (141), quietly,
+    // as in a shell.
+    // SIGHUP ignored by whoever started cairn (nohup, say) stays ignored in the task, as an exec keeps it.
+    let t = Test::new().tasks(
+        "[tasks.pipe]\nrun = \"set +e; yes | head -n 1; echo yes-status=${PIPESTATUS[0]}\"\n[tasks.hup]\nrun = \"kill -HUP $$; echo survived\"\n",
+    );
+    let mut command = t.command_with(&["run", "pipe", "hup"]);
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    Run::from(command.output().expect("cairn runs"))
+        .success()
+        .stdout_has("pipe | y\n")
+        .stdout_has("pipe | yes-status=141")
+        .stdout_has("hup  | survived")
+        .stdout_lacks("Broken pipe")
+        .stderr_lacks("Broken pipe");
+}
+
+#[test]
+fn a_program_that_cannot_start_is_named_with_the_reason() {
+    Test::new()
+        .tasks("[tasks.gone]\nrun = \"./no-such-tool --flag\"\n[tasks.other]\nrun = \"true\"\n")
+        .args(&["run", "gone", "other"])
+        .run()
+        .stderr_has("cannot start `./no-such-tool`: No such file or directory")
+        .stderr_has("1 failed");
+}
+
 // ---------------------------------------------------------------- dry run, args, confirm
 
 #[test]
