@@ -685,6 +685,37 @@ fn a_task_has_default_sigpipe_and_keeps_the_signals_cairn_was_started_ignoring()
 }
 
 #[test]
+fn a_task_inherits_no_descriptor_of_cairns_but_its_three_streams() {
+    // `busy` holds its own pipes (and cairn its pidfd, its event loop, /dev/null) while `fds` looks at what it
+    // was given: only 0-2, and the directory `ls` itself opens.
+    let t = Test::new().tasks(
+        "[tasks.fds]\nrun = \"sleep 0.1; ls /dev/fd\"\n[tasks.busy]\nrun = \"sleep 0.3\"\n",
+    );
+    let mut command = t.command_with(&["run", "fds", "busy", "-j", "2"]);
+    // SAFETY: close() is async-signal-safe. Whatever the test runner leaked to us is not cairn's doing.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            for fd in 3..1024 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let run = Run::from(command.output().expect("cairn runs")).success();
+    let seen: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("fds  | "))
+        .collect();
+    assert!(seen.len() >= 3, "{}", run.stdout);
+    assert!(
+        seen.iter().all(|fd| ["0", "1", "2", "3"].contains(fd)),
+        "the task was given more: {seen:?}"
+    );
+}
+
+#[test]
 fn a_program_that_cannot_start_is_named_with_the_reason() {
     Test::new()
         .tasks("[tasks.gone]\nrun = \"./no-such-tool --flag\"\n[tasks.other]\nrun = \"true\"\n")
