@@ -119,7 +119,7 @@ fn targets(context: &Context) -> Vec<String> {
     let Ok((config, graph)) = context.load() else {
         return Vec::new();
     };
-    let mut found: Vec<String> = graph.nodes().iter().map(|n| n.label.clone()).collect();
+    let mut found: Vec<String> = graph.nodes().iter().map(|n| n.label.to_string()).collect();
     for task in &config.tasks {
         if let Some(base) = task.name.base() {
             if task.params.iter().all(|p| p.default.is_some()) {

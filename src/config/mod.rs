@@ -233,20 +233,31 @@ pub struct Var {
 }
 
 /// One `[tasks.NAME]` table.
+///
+/// What every task has is here; the rest of its settings are in [`TaskSettings`], boxed only when the task sets
+/// one of them, and read through this struct (`task.inputs`) by `Deref`: a large tasks.toml holds every task in
+/// memory, and most tasks set little.
 #[derive(Debug, Clone)]
 pub struct TaskDef {
     /// The name, which may hold `{param}` placeholders.
     pub name: TaskName,
     /// Where the name is written.
     pub span: Span,
-    /// `description`.
-    pub description: Option<String>,
     /// `params.*`, in the order they appear in the name.
     pub params: Vec<ParamDef>,
     /// `run`: command lines, run in order.
     pub run: Vec<Template>,
     /// `deps`.
     pub deps: Vec<DepDef>,
+    /// Every other setting; `None` when all of them have their defaults.
+    settings: Option<Box<TaskSettings>>,
+}
+
+/// A task's settings beyond its name, params, commands and dependencies.
+#[derive(Debug, Clone)]
+pub struct TaskSettings {
+    /// `description`.
+    pub description: Option<String>,
     /// `inputs` globs.
     pub inputs: Vec<Spanned<String>>,
     /// `outputs` globs.
@@ -310,6 +321,143 @@ pub struct TaskDef {
     pub remote_execution: Option<bool>,
     /// `platform`: REAPI platform properties this task adds to `[remote_execution] platform`.
     pub platform: Vec<(String, String)>,
+}
+
+impl TaskSettings {
+    /// Every setting at its default: what a task that sets none of them has.
+    pub const DEFAULT: TaskSettings = TaskSettings {
+        description: None,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        input_templates: Vec::new(),
+        output_templates: Vec::new(),
+        env: Vec::new(),
+        dir: None,
+        timeout: None,
+        retries: 0,
+        cache: None,
+        shell: None,
+        confirm: None,
+        confirm_when: Vec::new(),
+        env_hash: Vec::new(),
+        env_pass: Vec::new(),
+        deps_strategy: DepsStrategy::Key,
+        incremental: false,
+        service: false,
+        secrets: None,
+        executor: None,
+        plugin: None,
+        lock: None,
+        audit: false,
+        protected: false,
+        check: None,
+        rollback: None,
+        matrix: Vec::new(),
+        rollout: None,
+        remote: None,
+        remote_execution: None,
+        platform: Vec::new(),
+    };
+
+    /// Whether every setting has its default (destructured in full, so a new setting cannot be forgotten).
+    fn is_default(&self) -> bool {
+        let TaskSettings {
+            description,
+            inputs,
+            outputs,
+            input_templates,
+            output_templates,
+            env,
+            dir,
+            timeout,
+            retries,
+            cache,
+            shell,
+            confirm,
+            confirm_when,
+            env_hash,
+            env_pass,
+            deps_strategy,
+            incremental,
+            service,
+            secrets,
+            executor,
+            plugin,
+            lock,
+            audit,
+            protected,
+            check,
+            rollback,
+            matrix,
+            rollout,
+            remote,
+            remote_execution,
+            platform,
+        } = self;
+        description.is_none()
+            && inputs.is_empty()
+            && outputs.is_empty()
+            && input_templates.is_empty()
+            && output_templates.is_empty()
+            && env.is_empty()
+            && dir.is_none()
+            && timeout.is_none()
+            && *retries == 0
+            && cache.is_none()
+            && shell.is_none()
+            && confirm.is_none()
+            && confirm_when.is_empty()
+            && env_hash.is_empty()
+            && env_pass.is_empty()
+            && *deps_strategy == DepsStrategy::Key
+            && !incremental
+            && !service
+            && secrets.is_none()
+            && executor.is_none()
+            && plugin.is_none()
+            && lock.is_none()
+            && !audit
+            && !protected
+            && check.is_none()
+            && rollback.is_none()
+            && matrix.is_empty()
+            && rollout.is_none()
+            && remote.is_none()
+            && remote_execution.is_none()
+            && platform.is_empty()
+    }
+}
+
+/// The settings every task without any of its own reads.
+static DEFAULT_SETTINGS: TaskSettings = TaskSettings::DEFAULT;
+
+impl TaskDef {
+    /// A task from its parts; `settings` are kept only when one of them differs from its default.
+    pub fn new(
+        name: TaskName,
+        span: Span,
+        params: Vec<ParamDef>,
+        run: Vec<Template>,
+        deps: Vec<DepDef>,
+        settings: TaskSettings,
+    ) -> TaskDef {
+        TaskDef {
+            name,
+            span,
+            params,
+            run,
+            deps,
+            settings: (!settings.is_default()).then(|| Box::new(settings)),
+        }
+    }
+}
+
+impl std::ops::Deref for TaskDef {
+    type Target = TaskSettings;
+
+    fn deref(&self) -> &TaskSettings {
+        self.settings.as_deref().unwrap_or(&DEFAULT_SETTINGS)
+    }
 }
 
 /// A variable a task fans out over (`matrix.NAME`), usable as `{{NAME}}` like a param.
@@ -544,8 +692,8 @@ pub struct Spanned<T> {
 /// A task name, split at its `{param}` placeholders.
 #[derive(Debug, Clone)]
 pub struct TaskName {
-    /// The name as written, e.g. `deploy:{env}`.
-    pub text: String,
+    /// The name as written, e.g. `deploy:{env}` (inline up to 24 bytes).
+    pub text: compact_str::CompactString,
     /// Literal text and params, in order.
     pub parts: Vec<NamePart>,
 }
@@ -553,8 +701,8 @@ pub struct TaskName {
 /// A piece of a task name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamePart {
-    /// Literal text.
-    Literal(String),
+    /// Literal text (inline up to 24 bytes).
+    Literal(compact_str::CompactString),
     /// A param, by index into `TaskDef::params`.
     Param(usize),
 }
@@ -623,8 +771,8 @@ pub fn is_safe_free_value(value: &str) -> bool {
 pub struct DepDef {
     /// The dependency's name, possibly naming params of this task.
     pub template: Template,
-    /// The name as written.
-    pub text: String,
+    /// The name as written (inline up to 24 bytes).
+    pub text: compact_str::CompactString,
     /// Where it is written.
     pub span: Span,
 }
@@ -717,4 +865,50 @@ fn display_name(path: &Path) -> String {
         .unwrap_or_else(|| path.to_owned())
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{Config, DepsStrategy};
+
+    fn load(text: &str) -> Config {
+        Config::parse(
+            "tasks.toml",
+            text,
+            PathBuf::from("tasks.toml"),
+            PathBuf::from("."),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_task_setting_nothing_keeps_no_settings_and_reads_every_default() {
+        let config = load("[tasks.plain]\nrun = \"true\"\n");
+        let task = &config.tasks[0];
+        assert!(task.settings.is_none());
+        assert!(task.inputs.is_empty() && task.confirm.is_none() && !task.audit);
+        assert_eq!(task.deps_strategy, DepsStrategy::Key);
+        assert_eq!(task.retries, 0);
+    }
+
+    #[test]
+    fn a_task_setting_anything_keeps_its_settings() {
+        for (setting, holds) in [
+            ("audit = true", (|t| t.audit) as fn(&super::TaskDef) -> bool),
+            ("retries = 2", |t| t.retries == 2),
+            ("description = \"d\"", |t| t.description.is_some()),
+            ("inputs = [\"a\"]", |t| t.inputs.len() == 1),
+            ("deps_strategy = \"outputs\"", |t| {
+                t.deps_strategy == DepsStrategy::Outputs
+            }),
+            ("env = { A = \"1\" }", |t| t.env.len() == 1),
+        ] {
+            let config = load(&format!("[tasks.set]\nrun = \"true\"\n{setting}\n"));
+            let task = &config.tasks[0];
+            assert!(task.settings.is_some(), "{setting}");
+            assert!(holds(task), "{setting}");
+        }
+    }
 }

@@ -5,8 +5,9 @@ use std::ops::Range;
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
-    /// Text copied as it is.
-    Literal(String),
+    /// Text copied as it is (kept inline up to 24 bytes: most literals are short, and a large tasks.toml
+    /// holds every one of them).
+    Literal(compact_str::CompactString),
     /// A `[vars]` entry, by index into `Config::vars`.
     Var(usize),
     /// A param of the task, by index into `TaskDef::params`.
@@ -146,7 +147,7 @@ impl Template {
     }
 
     /// A template that is only literal text.
-    pub fn literal(text: impl Into<String>) -> Self {
+    pub fn literal(text: impl Into<compact_str::CompactString>) -> Self {
         Template {
             parts: vec![Part::Literal(text.into())],
         }
@@ -225,7 +226,7 @@ impl Template {
         let mut out = vec![String::new()];
         for part in &self.parts {
             let pieces: Vec<&str> = match part {
-                Part::Literal(text) => vec![text],
+                Part::Literal(text) => vec![text.as_str()],
                 Part::Var(i) => vec![&vars[*i]],
                 Part::Param(i) => vec![&params[*i]],
                 Part::Field { param, items } => items

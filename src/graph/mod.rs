@@ -42,11 +42,9 @@ pub struct Node {
     /// Param values, in the order of the task's params.
     pub params: Vec<String>,
     /// The instance's name, e.g. `deploy:production`.
-    pub label: String,
-    /// What it depends on.
+    pub label: compact_str::CompactString,
+    /// What it depends on. (Where each is written is found again only for an error: see `edge_span`.)
     pub deps: Vec<NodeId>,
-    /// Where each dependency is written, parallel to `deps`.
-    pub dep_spans: Vec<Span>,
     /// Its place in a matrix, if its task has one.
     pub role: Role,
 }
@@ -282,9 +280,8 @@ impl TaskGraph {
         self.nodes.push(Node {
             task,
             params: params.clone(),
-            label,
+            label: label.into(),
             deps: Vec::new(),
-            dep_spans: Vec::new(),
             role,
         });
         self.index.insert((task, params), id);
@@ -306,7 +303,6 @@ impl TaskGraph {
                 continue;
             }
             let mut deps = Vec::with_capacity(def.deps.len());
-            let mut spans = Vec::with_capacity(def.deps.len());
             for dep in &def.deps {
                 let name = dep.template.render(&self.vars, &self.nodes[id].params, "");
                 match self.resolver.resolve(&config, &name) {
@@ -317,7 +313,7 @@ impl TaskGraph {
                             && (!def.run.is_empty() || def.plugin.is_some()) =>
                     {
                         errors.push(GraphError::DependsOnService {
-                            task: self.nodes[id].label.clone(),
+                            task: self.nodes[id].label.to_string(),
                             service: name.clone(),
                             src: config.source.clone(),
                             span: to_source_span(&dep.span),
@@ -327,7 +323,6 @@ impl TaskGraph {
                         let target = self.intern(task, values, &mut pending);
                         if !deps.contains(&target) {
                             deps.push(target);
-                            spans.push(dep.span.clone());
                         }
                     }
                     Err(unresolved) => {
@@ -335,9 +330,7 @@ impl TaskGraph {
                     }
                 }
             }
-            let node = &mut self.nodes[id];
-            node.deps = deps;
-            node.dep_spans = spans;
+            self.nodes[id].deps = deps;
         }
         if errors.is_empty() {
             Ok(())
@@ -364,7 +357,7 @@ impl TaskGraph {
                         crate::config::MatrixValues::Listed(_) => (matrix.span.clone(), None),
                     };
                     GraphError::Matrix {
-                        task: self.nodes[id].label.clone(),
+                        task: self.nodes[id].label.to_string(),
                         message: error.message,
                         src: config.source.clone(),
                         span: to_source_span(&span),
@@ -395,9 +388,8 @@ impl TaskGraph {
                     self.nodes.push(Node {
                         task: key.0,
                         params: key.1.clone(),
-                        label,
+                        label: label.into(),
                         deps: Vec::new(),
-                        dep_spans: Vec::new(),
                         role: Role::Instance {
                             group: id,
                             position,
@@ -409,10 +401,7 @@ impl TaskGraph {
             };
             instances.push(instance);
         }
-        let span = def.matrix[0].span.clone();
-        let node = &mut self.nodes[id];
-        node.dep_spans = vec![span; instances.len()];
-        node.deps = instances.clone();
+        self.nodes[id].deps = instances.clone();
         pending.extend(instances.into_iter().rev());
         Ok(())
     }
@@ -457,24 +446,37 @@ impl TaskGraph {
         Ok(())
     }
 
+    /// Where the dependency of `from` on `to` is written, found again by resolving `from`'s deps: a span
+    /// kept per edge would cost every node of a large graph its own list, for the rare run with a cycle.
+    fn edge_span(&self, from: NodeId, to: NodeId) -> Span {
+        let node = &self.nodes[from];
+        let def = &self.config.tasks[node.task];
+        if node.role == Role::Group {
+            return def.matrix[0].span.clone();
+        }
+        def.deps
+            .iter()
+            .find(|dep| {
+                let name = dep.template.render(&self.vars, &node.params, "");
+                self.resolver
+                    .resolve(&self.config, &name)
+                    .is_ok_and(|key| self.index.get(&key) == Some(&to))
+            })
+            .map_or_else(|| def.span.clone(), |dep| dep.span.clone())
+    }
+
     fn cycle_error(&self, path: &[NodeId]) -> GraphError {
         let mut names: Vec<&str> = path.iter().map(|&n| self.nodes[n].label.as_str()).collect();
         names.push(&self.nodes[path[0]].label);
         let mut edges = Vec::new();
         for (i, &from) in path.iter().enumerate() {
             let to = path[(i + 1) % path.len()];
-            let node = &self.nodes[from];
-            let at = node
-                .deps
-                .iter()
-                .position(|&d| d == to)
-                .expect("consecutive cycle nodes are connected");
             edges.push(LabeledSpan::new_with_span(
                 Some(format!(
                     "`{}` depends on `{}`",
-                    node.label, self.nodes[to].label
+                    self.nodes[from].label, self.nodes[to].label
                 )),
-                to_source_span(&node.dep_spans[at]),
+                to_source_span(&self.edge_span(from, to)),
             ));
         }
         GraphError::Cycle {
@@ -491,7 +493,7 @@ impl TaskGraph {
         span: &Span,
         unresolved: Unresolved,
     ) -> GraphError {
-        let task = self.nodes[id].label.clone();
+        let task = self.nodes[id].label.to_string();
         let src = self.config.source.clone();
         let span = to_source_span(span);
         match unresolved {
@@ -545,7 +547,7 @@ impl TaskGraph {
             Unresolved::BadValue { task, param, value } => {
                 let def = &self.config.tasks[task];
                 GraphError::TargetParamValue {
-                    task: def.name.text.clone(),
+                    task: def.name.text.to_string(),
                     param: def.params[param].name.clone(),
                     help: param_help(&value, &def.params[param]),
                     value,
@@ -554,7 +556,7 @@ impl TaskGraph {
             Unresolved::MissingValue { task, param } => {
                 let def = &self.config.tasks[task];
                 GraphError::MissingParam {
-                    task: def.name.text.clone(),
+                    task: def.name.text.to_string(),
                     param: def.params[param].name.clone(),
                     help: Some(format!(
                         "name an instance, e.g. `cairn run {}`",

@@ -8,7 +8,7 @@ use crate::config::{Config, NamePart, ParamDef};
 /// Index of task names for resolving targets and dependencies.
 #[derive(Debug, Default)]
 pub struct Resolver {
-    literal: HashMap<String, usize>,
+    literal: HashMap<compact_str::CompactString, usize>,
     patterns: Vec<usize>,
     bases: HashMap<String, usize>,
 }
@@ -102,10 +102,10 @@ impl Resolver {
     }
 
     fn suggest(&self, config: &Config, name: &str) -> Option<String> {
-        let mut candidates: Vec<String> = self.literal.keys().cloned().collect();
+        let mut candidates: Vec<String> = self.literal.keys().map(ToString::to_string).collect();
         for &task in &self.patterns {
             let def = &config.tasks[task];
-            candidates.push(def.name.text.clone());
+            candidates.push(def.name.text.to_string());
             if let [param] = def.params.as_slice() {
                 for value in param.values.iter().flatten() {
                     candidates.push(def.name.instance(std::slice::from_ref(value)));

@@ -17,7 +17,9 @@ fn graph(text: &str) -> Result<TaskGraph, GraphError> {
 }
 
 fn labels(graph: &TaskGraph, ids: &[NodeId]) -> Vec<String> {
-    ids.iter().map(|&id| graph.node(id).label.clone()).collect()
+    ids.iter()
+        .map(|&id| graph.node(id).label.to_string())
+        .collect()
 }
 
 #[test]

@@ -460,7 +460,7 @@ fn job(
         key_env.insert(name.clone(), digest(name, &value));
         env.push((name.clone(), value));
     }
-    env.push(("CAIRN_TASK".into(), node.label.clone()));
+    env.push(("CAIRN_TASK".into(), node.label.to_string()));
     if pass_all {
         if let Some(exe) = &caller.exe {
             env.push(("CAIRN".into(), exe.clone()));
@@ -513,7 +513,7 @@ fn job(
     // Patterns were checked when the file was loaded; they compile when first used, on the task's thread.
     let compile = |list: &[String]| GlobList::lazy(list);
     let key = KeySpec {
-        task: def.name.text.clone(),
+        task: def.name.text.to_string(),
         params: def
             .param_names()
             .map(str::to_owned)
@@ -543,7 +543,7 @@ fn job(
     };
     Job {
         node: id,
-        label: node.label.clone(),
+        label: node.label.to_string(),
         commands,
         changed_slots,
         shell,
@@ -673,7 +673,7 @@ fn group_job(config: &Config, graph: &TaskGraph, id: NodeId, is_target: bool) ->
     job.is_target = is_target;
     job.confirm = confirmation(def, graph.vars(), node);
     job.protected = def.protected;
-    job.key.task = def.name.text.clone();
+    job.key.task = def.name.text.to_string();
     job.key.params = def
         .params
         .iter()

@@ -379,7 +379,7 @@ impl Project {
             .tasks
             .iter()
             .filter(|t| t.deps.iter().any(|d| d.text == name))
-            .map(|t| t.name.text.clone())
+            .map(|t| t.name.text.to_string())
             .collect();
         let runs = self.recent_runs(HISTORY_RUNS);
         let history = task_history(&runs);
@@ -482,7 +482,7 @@ impl Project {
                 ),
                 (
                     "depends on",
-                    list(task.deps.iter().map(|d| d.text.clone()).collect())
+                    list(task.deps.iter().map(|d| d.text.to_string()).collect())
                 ),
                 ("needed by", list(dependents)),
                 (
@@ -671,7 +671,7 @@ impl Project {
                         groups
                             .entry(task_of(&node.label).to_owned())
                             .or_default()
-                            .push(node.label.clone());
+                            .push(node.label.to_string());
                     }
                 }
             }
@@ -885,7 +885,7 @@ impl Project {
                         t.plugin.as_ref().is_some_and(|p| p.value == plugin.name)
                             || t.executor.as_ref().is_some_and(|p| p.value == plugin.name)
                     })
-                    .map(|t| t.name.text.clone())
+                    .map(|t| t.name.text.to_string())
                     .collect();
                 let mut grants = Vec::new();
                 for (what, granted) in [("hosts", &plugin.allow_hosts), ("env", &plugin.allow_env)]

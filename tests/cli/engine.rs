@@ -688,9 +688,8 @@ fn a_task_has_default_sigpipe_and_keeps_the_signals_cairn_was_started_ignoring()
 fn a_task_inherits_no_descriptor_of_cairns_but_its_three_streams() {
     // `busy` holds its own pipes (and cairn its pidfd, its event loop, /dev/null) while `fds` looks at what it
     // was given: only 0-2, and the directory `ls` itself opens.
-    let t = Test::new().tasks(
-        "[tasks.fds]\nrun = \"sleep 0.1; ls /dev/fd\"\n[tasks.busy]\nrun = \"sleep 0.3\"\n",
-    );
+    let t = Test::new()
+        .tasks("[tasks.fds]\nrun = \"sleep 0.1; ls /dev/fd\"\n[tasks.busy]\nrun = \"sleep 0.3\"\n");
     let mut command = t.command_with(&["run", "fds", "busy", "-j", "2"]);
     // SAFETY: close() is async-signal-safe. Whatever the test runner leaked to us is not cairn's doing.
     unsafe {

@@ -16,7 +16,7 @@ use super::{
     parse_duration, parse_public_key, CheckDef, Config, ConfigError, Credential, DepDef,
     DepsStrategy, ExecutionMode, MatrixDef, MatrixValues, NamePart, ParamDef, PluginDef,
     PluginLimits, PluginSetting, PluginValue, RemoteCacheDef, RemoteExecutionDef, RemoteMode,
-    Rollout, Settings, Spanned, TaskDef, TaskName, TaskSecrets, TrustedWriter, Var,
+    Rollout, Settings, Spanned, TaskDef, TaskName, TaskSecrets, TaskSettings, TrustedWriter, Var,
     DEFAULT_CACHE_MAX_AGE, DEFAULT_CACHE_MAX_SIZE, DEFAULT_EXECUTION_CALL_TIMEOUT,
     DEFAULT_KILL_GRACE, DEFAULT_REMOTE_JOBS, DEFAULT_REMOTE_TIMEOUT, DEFAULT_SHELL,
     PUBLIC_KEY_PREFIX,
@@ -798,7 +798,7 @@ impl Walker<'_> {
         let mut ok = true;
         for piece in pieces {
             match piece {
-                Piece::Text(t) => parts.push(Part::Literal(t)),
+                Piece::Text(t) => parts.push(Part::Literal(t.into())),
                 Piece::Name(name, range) if name.contains('.') => {
                     match self.field_reference(&name, scope) {
                         Ok(part) => parts.push(part),

@@ -198,11 +198,11 @@ impl Walker<'_> {
             }
         };
         let mut ordered: Vec<ParamDef> = Vec::new();
-        let mut parts = Vec::new();
+        let mut parts = Vec::with_capacity(pieces.len());
         let mut ok = true;
         for piece in pieces {
             match piece {
-                Piece::Text(t) => parts.push(NamePart::Literal(t)),
+                Piece::Text(t) => parts.push(NamePart::Literal(t.into())),
                 Piece::Name(name, range) => {
                     let span = span_within_string(self.text, &at(key), text, range);
                     if ordered.iter().any(|p| p.name == name) {
@@ -247,7 +247,7 @@ impl Walker<'_> {
         ok.then(|| {
             (
                 TaskName {
-                    text: text.to_owned(),
+                    text: text.into(),
                     parts,
                 },
                 ordered,

@@ -2,8 +2,8 @@
 
 use super::{
     at, did_you_mean, is_env_name, lookup, CheckDef, DeTable, DeValue, DepDef, DepsStrategy, Key,
-    MatrixDef, ParamDef, RemoteMode, Rollout, Scope, Spanned, TaskDef, TaskSecrets, Template,
-    Value, Var, Walker, CHECK_KEYS, MAX_RETRIES, SECRETS_KEYS, TASK_KEYS,
+    MatrixDef, ParamDef, RemoteMode, Rollout, Scope, Spanned, TaskDef, TaskSecrets, TaskSettings,
+    Template, Value, Var, Walker, CHECK_KEYS, MAX_RETRIES, SECRETS_KEYS, TASK_KEYS,
 };
 
 impl Walker<'_> {
@@ -88,7 +88,7 @@ impl Walker<'_> {
             {
                 deps.push(DepDef {
                     template,
-                    text: dep.value,
+                    text: dep.value.into(),
                     span: dep.span,
                 });
             }
@@ -289,13 +289,8 @@ impl Walker<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
-        Some(TaskDef {
-            name: task_name,
-            span: at(key),
+        let settings = TaskSettings {
             description,
-            params,
-            run,
-            deps,
             inputs,
             outputs,
             input_templates,
@@ -326,7 +321,15 @@ impl Walker<'_> {
             remote,
             remote_execution,
             platform,
-        })
+        };
+        Some(TaskDef::new(
+            task_name,
+            at(key),
+            params,
+            run,
+            deps,
+            settings,
+        ))
     }
 
     /// Each text of `key` as a template, in `scope`; a text that is not one is reported and left out.
