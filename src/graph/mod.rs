@@ -73,7 +73,45 @@ pub struct TaskGraph {
     vars: Vec<String>,
     resolver: Resolver,
     nodes: Vec<Node>,
-    index: HashMap<(usize, Vec<String>), NodeId>,
+    index: Instances,
+}
+
+/// Every instance made so far, by task and param values.
+#[derive(Debug)]
+struct Instances {
+    /// The instance of each task without params, by task (`NONE` until it is made): most of a large graph,
+    /// kept out of the map, where each key costs 40 bytes.
+    plain: Vec<NodeId>,
+    /// Instances with param values.
+    with_params: HashMap<(usize, Vec<String>), NodeId>,
+}
+
+impl Instances {
+    const NONE: NodeId = NodeId::MAX;
+
+    fn new(tasks: usize) -> Instances {
+        Instances {
+            plain: vec![Instances::NONE; tasks],
+            with_params: HashMap::new(),
+        }
+    }
+
+    fn get(&self, task: usize, params: &[String]) -> Option<NodeId> {
+        if params.is_empty() {
+            let id = self.plain[task];
+            (id != Instances::NONE).then_some(id)
+        } else {
+            self.with_params.get(&(task, params.to_vec())).copied()
+        }
+    }
+
+    fn insert(&mut self, task: usize, params: Vec<String>, id: NodeId) {
+        if params.is_empty() {
+            self.plain[task] = id;
+        } else {
+            self.with_params.insert((task, params), id);
+        }
+    }
 }
 
 /// The part of a graph that a run needs: the targets and everything they depend on, ordered.
@@ -92,7 +130,7 @@ impl TaskGraph {
             vars: config.var_values(),
             resolver: Resolver::new(&config),
             nodes: Vec::with_capacity(config.tasks.len()),
-            index: HashMap::with_capacity(config.tasks.len()),
+            index: Instances::new(config.tasks.len()),
             config,
         };
         let mut pending = Vec::new();
@@ -266,7 +304,7 @@ impl TaskGraph {
     }
 
     fn intern(&mut self, task: usize, params: Vec<String>, pending: &mut Vec<NodeId>) -> NodeId {
-        if let Some(&id) = self.index.get(&(task, params.clone())) {
+        if let Some(id) = self.index.get(task, &params) {
             return id;
         }
         let id = self.nodes.len();
@@ -284,7 +322,7 @@ impl TaskGraph {
             deps: Vec::new(),
             role,
         });
-        self.index.insert((task, params), id);
+        self.index.insert(task, params, id);
         pending.push(id);
         id
     }
@@ -380,14 +418,14 @@ impl TaskGraph {
             let label = format!("{}[{}]", self.nodes[id].label, combination.join(","));
             let mut full = params.clone();
             full.extend(combination);
-            let key = (self.nodes[id].task, full);
-            let instance = match self.index.get(&key) {
-                Some(&existing) => existing,
+            let task = self.nodes[id].task;
+            let instance = match self.index.get(task, &full) {
+                Some(existing) => existing,
                 None => {
                     let instance = self.nodes.len();
                     self.nodes.push(Node {
-                        task: key.0,
-                        params: key.1.clone(),
+                        task,
+                        params: full.clone(),
                         label: label.into(),
                         deps: Vec::new(),
                         role: Role::Instance {
@@ -395,7 +433,7 @@ impl TaskGraph {
                             position,
                         },
                     });
-                    self.index.insert(key, instance);
+                    self.index.insert(task, full, instance);
                     instance
                 }
             };
@@ -460,7 +498,7 @@ impl TaskGraph {
                 let name = dep.template.render(&self.vars, &node.params, "");
                 self.resolver
                     .resolve(&self.config, &name)
-                    .is_ok_and(|key| self.index.get(&key) == Some(&to))
+                    .is_ok_and(|(task, params)| self.index.get(task, &params) == Some(to))
             })
             .map_or_else(|| def.span.clone(), |dep| dep.span.clone())
     }
