@@ -71,91 +71,11 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Like [`write_atomic_private_with`] without waiting for the disk, for content that is verified whenever it is
 /// read and can be had again (a blob fetched from the remote cache): a power cut may lose or tear it, and the
 /// reader then finds it damaged, drops it and fetches or rebuilds it.
-///
-/// On Linux the content is written into an unnamed file (`O_TMPFILE`) which is then linked in under `path`:
-/// one directory change instead of a temp name's two (create, rename), which on a busy journal is most of
-/// what writing a small file costs; it is still complete or absent, and a crash leaves no temp file behind.
-/// When `path` exists already it is replaced as before.
 pub fn write_replace_private_with(
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    if let Some(mut file) = unnamed_private_file(path) {
-        fill(&mut file)?;
-        return link_unnamed(&file, path);
-    }
     replace_through_temp(path, false, Some(0o600), fill)
-}
-
-/// A new unnamed file (mode `0600`) in `path`'s directory, or `None` where that cannot be had (no directory
-/// yet is made first; a file system without `O_TMPFILE`, or no `/proc` to link it through, falls back).
-#[cfg(target_os = "linux")]
-fn unnamed_private_file(path: &Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    static PROC_FDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*PROC_FDS.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
-        return None;
-    }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
-    let open = || {
-        File::options()
-            .write(true)
-            .custom_flags(libc::O_TMPFILE)
-            .mode(0o600)
-            .open(dir)
-    };
-    match open() {
-        Ok(file) => Some(file),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).ok()?;
-            open().ok()
-        }
-        Err(_) => None,
-    }
-}
-
-/// Gives the unnamed `file` the name `path`, replacing a file already there.
-#[cfg(target_os = "linux")]
-fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let link = |to: &Path| -> io::Result<()> {
-        let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .map_err(io::Error::other)?;
-        let to = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        // SAFETY: two valid C strings; linkat only reads them.
-        let linked = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        match linked {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        }
-    };
-    match link(path) {
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            // Replaced as a temp file would be: linked under a temp name, renamed over the old one.
-            let dir = path.parent().unwrap_or(Path::new("."));
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-            let temp = dir.join(format!(
-                ".{name}.tmp.{}.{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            link(&temp)?;
-            fs::rename(&temp, path).inspect_err(|_| {
-                let _ = fs::remove_file(&temp);
-            })
-        }
-        done => done,
-    }
 }
 
 /// Fills a temp file beside `path` and renames it over `path`; with `durable`, fsyncs the file before the
@@ -342,31 +262,5 @@ mod tests {
         assert_eq!(fs::read(&path).expect("read"), b"second");
         let names: Vec<_> = fs::read_dir(dir.path().join("a")).expect("list").collect();
         assert_eq!(names.len(), 1);
-    }
-
-    #[test]
-    fn private_replacing_writes_create_replace_and_stay_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("new/dir/blob");
-        write_replace_private_with(&path, |f| f.write_all(b"first")).expect("new file");
-        assert_eq!(fs::read(&path).expect("read"), b"first");
-        write_replace_private_with(&path, |f| f.write_all(b"second")).expect("replaced");
-        assert_eq!(fs::read(&path).expect("read"), b"second");
-        let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let names: Vec<_> = fs::read_dir(dir.path().join("new/dir"))
-            .expect("list")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(
-            names,
-            vec![std::ffi::OsString::from("blob")],
-            "no temp left"
-        );
-        // A write that fails leaves nothing behind, not even an empty file.
-        let failed = dir.path().join("new/dir/failed");
-        assert!(write_replace_private_with(&failed, |_| Err(io::Error::other("no"))).is_err());
-        assert!(!failed.exists());
     }
 }
