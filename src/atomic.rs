@@ -263,4 +263,29 @@ mod tests {
         let names: Vec<_> = fs::read_dir(dir.path().join("a")).expect("list").collect();
         assert_eq!(names.len(), 1);
     }
+
+    #[test]
+    fn private_replacing_writes_create_replace_and_stay_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("new/dir/blob");
+        write_replace_private_with(&path, |f| f.write_all(b"first")).expect("new file");
+        assert_eq!(fs::read(&path).expect("read"), b"first");
+        write_replace_private_with(&path, |f| f.write_all(b"second")).expect("replaced");
+        assert_eq!(fs::read(&path).expect("read"), b"second");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A write that fails leaves nothing behind, not even its temp file.
+        let failed = dir.path().join("new/dir/failed");
+        assert!(write_replace_private_with(&failed, |_| Err(io::Error::other("no"))).is_err());
+        let names: Vec<_> = fs::read_dir(dir.path().join("new/dir"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("blob")],
+            "no temp left"
+        );
+    }
 }
